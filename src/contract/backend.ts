@@ -1,0 +1,23 @@
+/** Backend and architecture names shared by every layer. */
+import { z } from "zod";
+
+export const BACKENDS = ["linux-kvm", "linux-qemu", "apple-vf", "windows-hyperv"] as const;
+export const BackendNameSchema = z.enum(BACKENDS);
+export type BackendName = z.infer<typeof BackendNameSchema>;
+
+export const ARCHES = ["amd64", "arm64"] as const;
+export const ArchSchema = z.enum(ARCHES);
+export type Arch = z.infer<typeof ArchSchema>;
+
+/** Accept the common aliases users type (x86_64, aarch64) and return our canonical name. */
+export function normalizeArch(input: string): Arch | undefined {
+  const v = input.trim().toLowerCase();
+  if (v === "amd64" || v === "x86_64" || v === "x86-64") return "amd64";
+  if (v === "arm64" || v === "aarch64") return "arm64";
+  return undefined;
+}
+
+/** The architecture of the machine we are running on. */
+export function hostArch(): Arch {
+  return process.arch === "arm64" ? "arm64" : "amd64";
+}
