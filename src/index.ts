@@ -17,6 +17,10 @@ export { packageVersion } from "./version.ts";
 // Guest channel.
 
 // Images and registries.
+export { ImageErrors } from "./image/errors.ts";
+export { openLayerStream, compressionOf } from "./image/layer.ts";
+export { ImageConfigSchema } from "./image/types.ts";
+export type { LocalImage, LocalLayer, ImageConfig, Platform, LayerCompression } from "./image/types.ts";
 
 // Root filesystems.
 
