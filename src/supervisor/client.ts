@@ -1,0 +1,218 @@
+/**
+ * The control-socket client: what the CLI and the Workspace facade use to talk to a running
+ * supervisor. One connection per request; errors the supervisor sends back are rebuilt as
+ * MicroagentErrors with the same code, kind and remediation.
+ */
+import { connect as netConnect, type Socket } from "node:net";
+import { randomUUID } from "node:crypto";
+import { MicroagentError, definedErrorCodes, type ErrorObject } from "../contract/errors.ts";
+import {
+  CONTROL_PROTOCOL_VERSION,
+  ExecResultSchema,
+  LineDecoder,
+  ReadinessSchema,
+  ReplySchema,
+  StatusSchema,
+  WorkloadResultSchema,
+  encodeLine,
+  type ExecRequest,
+  type ExecResult,
+  type Readiness,
+  type Reply,
+  type RequestInput,
+  type SupervisorStatus,
+  type WorkloadResult,
+} from "./protocol.ts";
+import { SupervisorErrors } from "./errors.ts";
+
+type OutputHandler = (stream: "stdout" | "stderr" | "console", data: Buffer) => void;
+type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
+type RequestBody = DistributiveOmit<RequestInput, "v" | "id">;
+
+/** Rebuild an error the supervisor sent: same code, kind and remediation, even for codes this process never loaded. */
+export function errorFromObject(obj: ErrorObject): MicroagentError {
+  const known = definedErrorCodes().has(obj.code);
+  const err = known
+    ? new MicroagentError(obj.code, { message: obj.message, remediation: obj.remediation, ...(obj.details ? { details: obj.details } : {}) })
+    : SupervisorErrors.SUPERVISOR_PROTOCOL({ message: obj.message, remediation: obj.remediation, ...(obj.details ? { details: obj.details } : {}) });
+  if (!known) Object.assign(err, { code: obj.code, kind: obj.kind, retryable: obj.retryable });
+  return err;
+}
+
+export interface ConsoleConnection {
+  write(data: Buffer | string): void;
+  resize(cols: number, rows: number): void;
+  /** Ask the guest to close the console; `done` resolves afterwards. */
+  close(): void;
+  onData(cb: (data: Buffer) => void): void;
+  /** Resolves when the console closed from either side. */
+  done: Promise<void>;
+}
+
+export class SupervisorClient {
+  readonly socketPath: string;
+
+  constructor(socketPath: string) {
+    this.socketPath = socketPath;
+  }
+
+  private open(): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const s = netConnect(this.socketPath);
+      s.once("connect", () => {
+        s.off("error", reject);
+        resolve(s);
+      });
+      s.once("error", (e: NodeJS.ErrnoException) =>
+        reject(
+          SupervisorErrors.SUPERVISOR_UNREACHABLE({
+            message: `cannot reach the workspace supervisor at ${this.socketPath}: ${e.code ?? e.message}`,
+            cause: e,
+          }),
+        ),
+      );
+    });
+  }
+
+  /** Send one request; stream lines go to `onOutput`/`onOpened`; resolves with the final value. */
+  async call(body: RequestBody, handlers: { onOutput?: OutputHandler; onOpened?: (socket: Socket) => void; signal?: AbortSignal } = {}): Promise<unknown> {
+    const socket = await this.open();
+    const id = randomUUID();
+    return new Promise((resolve, reject) => {
+      const decoder = new LineDecoder();
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        handlers.signal?.removeEventListener("abort", onAbort);
+        fn();
+        socket.end();
+      };
+      const onAbort = () => settle(() => {
+        socket.destroy();
+        reject(handlers.signal?.reason ?? new Error("aborted"));
+      });
+      handlers.signal?.addEventListener("abort", onAbort, { once: true });
+      socket.on("data", (chunk: Buffer) => {
+        let lines: string[];
+        try {
+          lines = decoder.push(chunk);
+        } catch (e) {
+          settle(() => reject(SupervisorErrors.SUPERVISOR_PROTOCOL({ message: (e as Error).message })));
+          return;
+        }
+        for (const line of lines) {
+          let reply: Reply;
+          try {
+            reply = ReplySchema.parse(JSON.parse(line));
+          } catch {
+            settle(() => reject(SupervisorErrors.SUPERVISOR_PROTOCOL({ message: "the supervisor sent an invalid reply line" })));
+            return;
+          }
+          if (reply.type === "output") handlers.onOutput?.(reply.stream, Buffer.from(reply.data, "base64"));
+          else if (reply.type === "opened") handlers.onOpened?.(socket);
+          else if (reply.type === "result") settle(() => resolve(reply.value));
+          else settle(() => reject(errorFromObject(reply.error as ErrorObject)));
+        }
+      });
+      socket.on("error", () => {});
+      socket.on("close", () =>
+        settle(() =>
+          reject(SupervisorErrors.SUPERVISOR_UNREACHABLE({ message: "the workspace supervisor closed the connection before answering (it may have exited)" })),
+        ),
+      );
+      socket.write(encodeLine({ v: CONTROL_PROTOCOL_VERSION, id, ...body }));
+    });
+  }
+
+  async status(): Promise<SupervisorStatus> {
+    return StatusSchema.parse(await this.call({ op: "status" }));
+  }
+
+  async waitReady(timeoutMs?: number): Promise<SupervisorStatus> {
+    return StatusSchema.parse(await this.call({ op: "wait_ready", ...(timeoutMs ? { timeoutMs } : {}) }));
+  }
+
+  async readiness(timeoutMs?: number): Promise<Readiness> {
+    return ReadinessSchema.parse(await this.call({ op: "readiness", ...(timeoutMs ? { timeoutMs } : {}) }));
+  }
+
+  async exec(req: ExecRequest, onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void, signal?: AbortSignal): Promise<ExecResult> {
+    const value = await this.call(
+      { op: "exec", exec: { ...req, stream: Boolean(onOutput) } },
+      { ...(onOutput ? { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d) } : {}), ...(signal ? { signal } : {}) },
+    );
+    return ExecResultSchema.parse(value);
+  }
+
+  async attach(onOutput: (stream: "stdout" | "stderr", data: Buffer) => void, signal?: AbortSignal): Promise<WorkloadResult> {
+    const value = await this.call({ op: "attach" }, { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d), ...(signal ? { signal } : {}) });
+    return WorkloadResultSchema.parse(value);
+  }
+
+  async waitResult(signal?: AbortSignal): Promise<WorkloadResult> {
+    return WorkloadResultSchema.parse(await this.call({ op: "wait_result" }, signal ? { signal } : {}));
+  }
+
+  async shutdown(mode: "halt" | "stop", timeoutMs?: number): Promise<unknown> {
+    return this.call({ op: "shutdown", mode, ...(timeoutMs ? { timeoutMs } : {}) });
+  }
+
+  async kill(): Promise<unknown> {
+    return this.call({ op: "kill" });
+  }
+
+  async quarantine(): Promise<unknown> {
+    return this.call({ op: "quarantine" });
+  }
+
+  /** Open the guest console. Resolves once the supervisor has the console open. */
+  async console(size: { cols: number; rows: number }): Promise<ConsoleConnection> {
+    const listeners: ((d: Buffer) => void)[] = [];
+    const pending: Buffer[] = [];
+    let socket: Socket | undefined;
+    let openedResolve!: () => void;
+    let openedReject!: (e: unknown) => void;
+    const opened = new Promise<void>((res, rej) => {
+      openedResolve = res;
+      openedReject = rej;
+    });
+    const done = this.call(
+      { op: "console", cols: size.cols, rows: size.rows },
+      {
+        onOutput: (_s, d) => {
+          if (listeners.length === 0) pending.push(d);
+          for (const l of listeners) l(d);
+        },
+        onOpened: (s) => {
+          socket = s;
+          openedResolve();
+        },
+      },
+    ).then(
+      () => undefined,
+      (e) => {
+        openedReject(e);
+        throw e;
+      },
+    );
+    await opened;
+    const sendLine = (v: unknown) => {
+      if (socket && !socket.destroyed) socket.write(encodeLine(v));
+    };
+    return {
+      write: (data) => sendLine({ type: "input", data: Buffer.from(data).toString("base64") }),
+      resize: (cols, rows) => sendLine({ type: "resize", cols, rows }),
+      close: () => sendLine({ type: "close" }),
+      onData: (cb) => {
+        listeners.push(cb);
+        for (const d of pending.splice(0)) cb(d);
+      },
+      done: done.catch((e) => {
+        // A console closed by the peer or the VM is an ordinary end.
+        if (e instanceof MicroagentError && e.code === "SUPERVISOR_UNREACHABLE") return;
+        throw e;
+      }),
+    };
+  }
+}

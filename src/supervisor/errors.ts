@@ -1,0 +1,56 @@
+/**
+ * Error codes of the supervisor and its control socket. Requests in flight when the VM dies fail
+ * with VM_DIED, carrying the exit status and the serial log's tail.
+ */
+import { defineErrors } from "../contract/errors.ts";
+
+export const SupervisorErrors = defineErrors({
+  SUPERVISOR_UNREACHABLE: {
+    kind: "transient",
+    retryable: true,
+    remediation: "Check `microagent status <name>`: if the workspace is not running, start it with `microagent start <name>`.",
+  },
+  SUPERVISOR_START_FAILED: {
+    kind: "permanent",
+    remediation: "Read <state-dir>/workspaces/<name>/supervisor.log and `microagent logs <name>`; run `microagent doctor` to check the host.",
+  },
+  SUPERVISOR_PROTOCOL: {
+    kind: "permanent",
+    remediation: "The CLI and the running supervisor disagree on the control protocol; halt the workspace and start it again with this microagent version.",
+  },
+  NOT_RUNNING: {
+    kind: "conflict",
+    remediation: "Start the workspace first: `microagent start <name>`.",
+  },
+  CONSOLE_UNAVAILABLE: {
+    kind: "conflict",
+    remediation: "Start the workspace (`microagent start <name>`) and wait for it to be running, then connect again.",
+  },
+  QUARANTINED: {
+    kind: "policy_denied",
+    remediation: "The workspace is quarantined: every host path into the guest is severed. Run `microagent halt <name>` (or stop / kill), then `microagent start <name>`.",
+  },
+  VM_DIED: {
+    kind: "permanent",
+    remediation: "Read `microagent logs <name>` for what the guest printed before it stopped, then `microagent start <name>` again.",
+  },
+  BOOT_FAILED: {
+    kind: "permanent",
+    remediation: "Read `microagent logs <name>` for the guest's serial output; `microagent doctor` checks the host.",
+  },
+  SHUTDOWN_TIMEOUT: {
+    kind: "transient",
+    retryable: true,
+    remediation: "The guest did not power off in time; run `microagent kill <name>` to terminate it.",
+  },
+  WAIT_TIMEOUT: {
+    kind: "transient",
+    retryable: true,
+    remediation: "Wait longer (raise --timeout), or check `microagent status <name>`.",
+  },
+  EXEC_UNAVAILABLE: {
+    kind: "transient",
+    retryable: true,
+    remediation: "The guest's exec service is not answering yet; retry in a moment or check `microagent logs <name>`.",
+  },
+});
