@@ -25,3 +25,19 @@ export type { LocalImage, LocalLayer, ImageConfig, Platform, LayerCompression } 
 // Root filesystems.
 
 // Workspaces.
+export { WorkspaceErrors } from "./workspace/errors.ts";
+export { workspacePaths, pathsForDir, workspacesRoot, runtimeDirFor, validateWorkspaceName, WORKSPACE_NAME_PATTERN } from "./workspace/paths.ts";
+export type { WorkspacePaths } from "./workspace/paths.ts";
+export { WORKSPACE_STATES, SETTLED_STATES, WorkspaceEventSchema, readEventsFile, followEventsFile, appendEvent } from "./workspace/events.ts";
+export type { WorkspaceState, WorkspaceEvent, Identity, FollowOptions } from "./workspace/events.ts";
+export { TRANSITIONS, LIVE_STATES, STARTABLE_STATES, canTransition, transition, readState, assertCanStart } from "./workspace/state.ts";
+export type { StateRecord, TransitionOptions } from "./workspace/state.ts";
+export { acquireLock, withLock } from "./workspace/lock.ts";
+export type { LockHandle, LockOptions, LockRecord } from "./workspace/lock.ts";
+export { RuntimeRecordSchema, readRuntime, writeRuntime, clearRuntime, runtimeLiveness } from "./workspace/runtime.ts";
+export type { RuntimeRecord } from "./workspace/runtime.ts";
+export { ManifestSchema, readManifest, writeManifest } from "./workspace/manifest.ts";
+export type { Manifest, BootSpec, BootFile, NetworkMode } from "./workspace/manifest.ts";
+export { PROFILES, PROFILE_NAMES, DEFAULT_PROFILE, resolveResources } from "./workspace/profiles.ts";
+export type { ProfileName, ResourceOptions, ResolvedResources } from "./workspace/profiles.ts";
+export { processAlive, processStartTime } from "./workspace/process.ts";

@@ -1,0 +1,175 @@
+/**
+ * The append-only event log (`events.jsonl`): one JSON object per line, oldest first. Each line is
+ * written with a single append(2) on an O_APPEND descriptor, so concurrent writers never interleave
+ * inside a line. A final line without its newline is a write cut short by a crash: readers ignore it.
+ */
+import { appendFile, open, readFile, stat } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { WorkspaceErrors } from "./errors.ts";
+import { FILE_MODE, isErrno } from "./fsutil.ts";
+
+export const WORKSPACE_STATES = [
+  "prepared",
+  "starting",
+  "running",
+  "stopping",
+  "halted",
+  "stopped",
+  "quarantined",
+  "failed",
+] as const;
+export const WorkspaceStateSchema = z.enum(WORKSPACE_STATES);
+export type WorkspaceState = z.infer<typeof WorkspaceStateSchema>;
+
+/** Who caused a change: the workspace, the VM run (one per boot) and the request that asked for it. */
+export const IdentitySchema = z.object({
+  workspace: z.string(),
+  runtimeId: z.string().optional(),
+  requestId: z.string().optional(),
+});
+export type Identity = z.infer<typeof IdentitySchema>;
+
+export const WorkspaceEventSchema = z.object({
+  state: WorkspaceStateSchema,
+  /** ISO-8601 time the state was observed. */
+  observedAt: z.string(),
+  /** Why: free text for humans ("workload exited with code 3", "supervisor pid 123 is gone"). */
+  detail: z.string(),
+  identity: IdentitySchema,
+});
+export type WorkspaceEvent = z.infer<typeof WorkspaceEventSchema>;
+
+/** States a follower stops at: nothing more happens until someone acts. */
+export const SETTLED_STATES: ReadonlySet<WorkspaceState> = new Set(["prepared", "halted", "stopped", "quarantined", "failed"]);
+
+export async function appendEvent(eventsPath: string, event: WorkspaceEvent): Promise<void> {
+  const checked = WorkspaceEventSchema.parse(event);
+  await appendFile(eventsPath, `${JSON.stringify(checked)}\n`, { mode: FILE_MODE, flag: "a" });
+}
+
+/** Parse the complete lines of an events file; a torn last line is left for the next read. */
+export function parseEvents(text: string, source = "events.jsonl"): WorkspaceEvent[] {
+  const out: WorkspaceEvent[] = [];
+  const end = text.lastIndexOf("\n");
+  if (end < 0) return out;
+  const lines = text.slice(0, end).split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (line.trim() === "") continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch (e) {
+      throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${source} line ${i + 1} is not JSON`, cause: e, details: { path: source, line: i + 1 } });
+    }
+    const result = WorkspaceEventSchema.safeParse(parsed);
+    if (!result.success) {
+      throw WorkspaceErrors.WORKSPACE_CORRUPT({
+        message: `${source} line ${i + 1} is not a workspace event: ${result.error.issues[0]?.message ?? "invalid"}`,
+        details: { path: source, line: i + 1 },
+      });
+    }
+    out.push(result.data);
+  }
+  return out;
+}
+
+/** Every event, oldest first. A missing file is an empty history. */
+export async function readEventsFile(eventsPath: string): Promise<WorkspaceEvent[]> {
+  try {
+    return parseEvents(await readFile(eventsPath, "utf8"), eventsPath);
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) return [];
+    throw e;
+  }
+}
+
+/** The newest event, reading only the tail of the file. */
+export async function lastEvent(eventsPath: string): Promise<WorkspaceEvent | undefined> {
+  let fh;
+  try {
+    fh = await open(eventsPath, "r");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) return undefined;
+    throw e;
+  }
+  try {
+    const { size } = await fh.stat();
+    // Events are small (< 1 KiB usually); read a generous tail and fall back to the whole file.
+    const want = Math.min(size, 16384);
+    const buf = Buffer.alloc(want);
+    await fh.read(buf, 0, want, size - want);
+    let text = buf.toString("utf8");
+    if (want < size) text = text.slice(text.indexOf("\n") + 1);
+    const events = parseEvents(text, eventsPath);
+    if (events.length === 0 && want < size) return (await readEventsFile(eventsPath)).at(-1);
+    return events.at(-1);
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface FollowOptions {
+  /** Poll interval, ms. Default 100. */
+  pollMs?: number;
+  /** Stop after yielding an event whose state is settled (default true). */
+  untilSettled?: boolean;
+  /** Skip events already in the file; yield only new ones (default false: history first). */
+  onlyNew?: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Yield the history, then every new event as it is appended. Polls the file size (fs.watch is
+ * unreliable across filesystems and misses appends on some). Stops after the first NEW event that
+ * is a settled state (the history alone never ends it: following a halted workspace waits for its
+ * next start to settle, like tail -f), unless told otherwise, or when `signal` aborts.
+ */
+export async function* followEventsFile(eventsPath: string, options: FollowOptions = {}): AsyncGenerator<WorkspaceEvent> {
+  const pollMs = options.pollMs ?? 100;
+  const untilSettled = options.untilSettled ?? true;
+  let offset = 0;
+  let pending = "";
+  let first = true;
+  for (;;) {
+    if (options.signal?.aborted) return;
+    let size = 0;
+    try {
+      size = (await stat(eventsPath)).size;
+    } catch (e) {
+      if (!isErrno(e, "ENOENT")) throw e;
+    }
+    if (size < offset) {
+      offset = 0; // truncated/replaced (workspace deleted and re-created): start over
+      pending = "";
+    }
+    if (size > offset) {
+      const fh = await open(eventsPath, "r");
+      try {
+        const buf = Buffer.alloc(size - offset);
+        await fh.read(buf, 0, buf.length, offset);
+        offset = size;
+        pending += buf.toString("utf8");
+      } finally {
+        await fh.close();
+      }
+      const cut = pending.lastIndexOf("\n");
+      if (cut >= 0) {
+        const events = parseEvents(pending.slice(0, cut + 1), eventsPath);
+        pending = pending.slice(cut + 1);
+        const skip = first && options.onlyNew;
+        for (const ev of skip ? [] : events) {
+          yield ev;
+          if (untilSettled && SETTLED_STATES.has(ev.state) && !first) return;
+        }
+      }
+    }
+    first = false;
+    try {
+      await sleep(pollMs, undefined, { signal: options.signal });
+    } catch {
+      return;
+    }
+  }
+}

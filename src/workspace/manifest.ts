@@ -1,0 +1,124 @@
+/**
+ * `manifest.json`: what was asked for when the workspace was created, and the hashes of every
+ * artifact it boots from. It is written once by `create` (atomically) and read by the supervisor to
+ * boot and by `status` to verify. Validated with zod on every read.
+ */
+import { readFile } from "node:fs/promises";
+import { z } from "zod";
+import { ArchSchema, BackendNameSchema } from "../contract/backend.ts";
+import { WorkspaceErrors } from "./errors.ts";
+import { isErrno, writeJsonAtomic } from "./fsutil.ts";
+import { ProfileNameSchema } from "./profiles.ts";
+import type { WorkspacePaths } from "./paths.ts";
+
+export const MANIFEST_VERSION = 1;
+
+const Sha256Hex = z.string().regex(/^[a-f0-9]{64}$/, "expected 64 lowercase hex characters");
+
+/** A file the workspace boots from, with the sha256 recorded at create time. */
+export const ArtifactSchema = z.object({
+  path: z.string(),
+  sha256: Sha256Hex,
+});
+export type Artifact = z.infer<typeof ArtifactSchema>;
+
+export const NETWORK_MODES = ["isolated", "user"] as const;
+export const NetworkModeSchema = z.enum(NETWORK_MODES);
+export type NetworkMode = z.infer<typeof NetworkModeSchema>;
+
+/** A host file copied into the guest at boot. */
+export const BootFileSchema = z.object({
+  /** Absolute host path (resolved against the spec file's directory). */
+  source: z.string(),
+  /** Absolute guest path. */
+  target: z.string(),
+  /** Octal permission bits, e.g. 0o644. */
+  mode: z.number().int().min(0).max(0o7777),
+  /** sha256 of the content at create time. */
+  sha256: Sha256Hex,
+});
+export type BootFile = z.infer<typeof BootFileSchema>;
+
+/** How the guest runs its workload: image config merged with the spec file and flags. */
+export const BootSpecSchema = z.object({
+  /** The full command: entrypoint + cmd, after merging (empty = the guest just serves the channel). */
+  argv: z.array(z.string()),
+  /** Image Entrypoint (or the override). */
+  entrypoint: z.array(z.string()),
+  /** Image Cmd (dropped when the entrypoint is overridden, as OCI runtimes do). */
+  cmd: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  cwd: z.string(),
+  user: z.string(),
+  setup: z.array(z.string()),
+  files: z.array(BootFileSchema),
+  hostname: z.string(),
+  stopSignal: z.string(),
+  /** Shell used for setup commands and shell-form entrypoints. */
+  shell: z.array(z.string()),
+});
+export type BootSpec = z.infer<typeof BootSpecSchema>;
+
+export const ManifestSchema = z.object({
+  version: z.literal(MANIFEST_VERSION),
+  name: z.string(),
+  createdAt: z.string(),
+  backend: BackendNameSchema,
+  arch: ArchSchema,
+  image: z.object({
+    /** As the user wrote it (tags allowed). */
+    ref: z.string(),
+    /** registry/repo@sha256:... */
+    resolvedRef: z.string(),
+    /** Manifest digest, sha256:<hex>. */
+    digest: z.string(),
+    configDigest: z.string().optional(),
+  }),
+  resources: z.object({
+    profile: ProfileNameSchema,
+    memoryMib: z.number().int().positive(),
+    cpus: z.number().int().positive(),
+    sizeMib: z.number().int().positive(),
+  }),
+  network: z.object({ mode: NetworkModeSchema }),
+  boot: BootSpecSchema,
+  artifacts: z.object({
+    kernel: ArtifactSchema,
+    initramfs: ArtifactSchema,
+    rootfsBase: ArtifactSchema.extend({ sizeMib: z.number().positive().optional() }),
+    bootConfig: ArtifactSchema,
+    /** The copy-on-write overlay (qcow2 backed by rootfsBase); its content changes as the guest runs. */
+    disk: z.object({ path: z.string(), format: z.literal("qcow2") }),
+  }),
+  /** The spec file the workspace was created from, if any. */
+  spec: z.object({ path: z.string(), sha256: Sha256Hex }).optional(),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+export async function readManifest(paths: Pick<WorkspacePaths, "manifest" | "name">): Promise<Manifest> {
+  let text: string;
+  try {
+    text = await readFile(paths.manifest, "utf8");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) {
+      throw WorkspaceErrors.WORKSPACE_NOT_FOUND({ message: `workspace ${paths.name} does not exist (no ${paths.manifest})`, details: { workspace: paths.name } });
+    }
+    throw e;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.manifest} is not JSON`, cause: e });
+  }
+  const parsed = ManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.manifest} is not a valid manifest: ${issue?.path.join(".")}: ${issue?.message}` });
+  }
+  return parsed.data;
+}
+
+export async function writeManifest(paths: Pick<WorkspacePaths, "manifest">, manifest: Manifest): Promise<void> {
+  await writeJsonAtomic(paths.manifest, ManifestSchema.parse(manifest));
+}

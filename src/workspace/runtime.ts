@@ -1,0 +1,84 @@
+/**
+ * `runtime.json`: what exists while a VM runs, written by the supervisor (WS-RUN) and read by every
+ * other command to reach it and by reconcile to tell whether it is still alive. Pids come with
+ * their start times so a reused pid is never mistaken for our process.
+ */
+import { readFile, rm } from "node:fs/promises";
+import { z } from "zod";
+import { WorkspaceErrors } from "./errors.ts";
+import { isErrno, writeJsonAtomic } from "./fsutil.ts";
+import { processAlive } from "./process.ts";
+import type { WorkspacePaths } from "./paths.ts";
+
+export const RuntimeRecordSchema = z.object({
+  /** One id per boot of the workspace; also in the identity of every event of that boot. */
+  runtimeId: z.string(),
+  supervisorPid: z.number().int().positive(),
+  /** /proc start time of the supervisor (clock ticks since boot), when known. */
+  supervisorStartTime: z.number().optional(),
+  /** Set once the VMM is launched. */
+  vmmPid: z.number().int().positive().optional(),
+  vmmStartTime: z.number().optional(),
+  backend: z.string(),
+  accel: z.enum(["kvm", "tcg", "hvf", "whpx"]),
+  /** Why this accelerator (e.g. "KVM probe failed: ... ; using TCG"). */
+  accelReason: z.string().optional(),
+  sockets: z.object({
+    control: z.string(),
+    channel: z.string().optional(),
+    qmp: z.string().optional(),
+    console: z.string().optional(),
+  }),
+  startedAt: z.string(),
+  /** The guest's boot id once the channel handshake reported it. */
+  bootId: z.string().optional(),
+});
+export type RuntimeRecord = z.infer<typeof RuntimeRecordSchema>;
+
+export async function readRuntime(paths: Pick<WorkspacePaths, "runtime">): Promise<RuntimeRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(paths.runtime, "utf8");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) return undefined;
+    throw e;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.runtime} is not JSON`, cause: e });
+  }
+  const parsed = RuntimeRecordSchema.safeParse(json);
+  if (!parsed.success) {
+    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.runtime} is not a runtime record: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}` });
+  }
+  return parsed.data;
+}
+
+export async function writeRuntime(paths: Pick<WorkspacePaths, "runtime">, record: RuntimeRecord): Promise<void> {
+  await writeJsonAtomic(paths.runtime, RuntimeRecordSchema.parse(record));
+}
+
+export async function clearRuntime(paths: Pick<WorkspacePaths, "runtime">): Promise<void> {
+  await rm(paths.runtime, { force: true });
+}
+
+export interface Liveness {
+  supervisorAlive: boolean;
+  /** undefined when no VMM was recorded yet. */
+  vmmAlive: boolean | undefined;
+}
+
+export function runtimeLiveness(record: RuntimeRecord): Liveness {
+  return {
+    supervisorAlive: processAlive(record.supervisorPid, record.supervisorStartTime),
+    vmmAlive: record.vmmPid === undefined ? undefined : processAlive(record.vmmPid, record.vmmStartTime),
+  };
+}
+
+/** True while any recorded process of this runtime (supervisor or VMM) is alive. */
+export function vmProcessAlive(record: RuntimeRecord): boolean {
+  const l = runtimeLiveness(record);
+  return l.supervisorAlive || l.vmmAlive === true;
+}
