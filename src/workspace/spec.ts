@@ -1,0 +1,179 @@
+/**
+ * The spec file, `microagent.yaml`: a workspace described in a file instead of flags. Strict: an
+ * unknown key is an error naming it (a typo must not be silently ignored), and every `files:`
+ * source must exist when the spec is loaded (seed: "files: source missing" is the usual reason an
+ * entrypoint exits immediately, so we refuse at create time instead).
+ *
+ * Sources are resolved relative to the spec file's directory; targets are absolute guest paths.
+ */
+import { readFile, stat } from "node:fs/promises";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { parseDocument } from "yaml";
+import { z } from "zod";
+import { WorkspaceErrors } from "./errors.ts";
+import { isErrno } from "./fsutil.ts";
+import { sha256File, sha256Text } from "./hash.ts";
+import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
+import { ProfileNameSchema, type ProfileName } from "./profiles.ts";
+
+export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** RFC 1123 label(s), at most 63 characters per label. */
+export const HOSTNAME_PATTERN = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+const FileEntrySchema = z
+  .object({
+    source: z.string().min(1, "source must not be empty"),
+    target: z.string().refine((t) => t.startsWith("/") && !t.split("/").includes(".."), "target must be an absolute guest path without '..'"),
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3,4}$/, "mode must be an octal string such as \"0644\"")
+      .optional(),
+  })
+  .strict();
+
+const ResourcesSchema = z
+  .object({
+    profile: ProfileNameSchema.optional(),
+    memoryMib: z.number().int().min(64).max(1048576).optional(),
+    cpus: z.number().int().min(1).max(256).optional(),
+    sizeMib: z.number().int().min(64).max(16777216).optional(),
+  })
+  .strict();
+
+export const SpecSchema = z
+  .object({
+    image: z.string().min(1).optional(),
+    files: z.array(FileEntrySchema).optional(),
+    setup: z.array(z.string().min(1)).optional(),
+    /** A string is shell form (run by /bin/sh -c); a list is exec form. */
+    entrypoint: z.union([z.string().min(1), z.array(z.string()).min(1)]).optional(),
+    env: z.record(z.string().regex(ENV_KEY_PATTERN, "env keys must be shell identifiers"), z.union([z.string(), z.number(), z.boolean()])).optional(),
+    resources: ResourcesSchema.optional(),
+    network: z.union([NetworkModeSchema, z.object({ mode: NetworkModeSchema }).strict()]).optional(),
+    hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be a valid RFC 1123 host name").optional(),
+  })
+  .strict();
+export type SpecFile = z.infer<typeof SpecSchema>;
+
+/** A loaded spec: validated, file sources resolved to absolute host paths and hashed. */
+export interface LoadedSpec {
+  path: string;
+  dir: string;
+  sha256: string;
+  image?: string;
+  files: BootFile[];
+  setup?: string[];
+  entrypoint?: string | string[];
+  env?: Record<string, string>;
+  resources?: { profile?: ProfileName; memoryMib?: number; cpus?: number; sizeMib?: number };
+  network?: NetworkMode;
+  hostname?: string;
+}
+
+/** Validate an already-parsed spec object (no file access except `files:` sources). */
+export async function resolveSpec(raw: unknown, specPath: string): Promise<LoadedSpec> {
+  const parsed = SpecSchema.safeParse(raw ?? {});
+  if (!parsed.success) throw specError(specPath, parsed.error);
+  const spec = parsed.data;
+  const dir = dirname(resolve(specPath));
+  const files: BootFile[] = [];
+  for (const [i, entry] of (spec.files ?? []).entries()) {
+    const source = isAbsolute(entry.source) ? entry.source : resolve(dir, entry.source);
+    let st;
+    try {
+      st = await stat(source);
+    } catch (e) {
+      if (isErrno(e, "ENOENT") || isErrno(e, "ENOTDIR")) {
+        throw WorkspaceErrors.SPEC_FILE_SOURCE_MISSING({
+          message: `${specPath}: files[${i}]: source missing: ${entry.source} (resolved to ${source})`,
+          details: { spec: specPath, key: `files[${i}].source`, source: entry.source, resolved: source },
+        });
+      }
+      throw e;
+    }
+    if (!st.isFile()) {
+      throw WorkspaceErrors.SPEC_INVALID({
+        message: `${specPath}: files[${i}]: source ${source} is not a regular file (directories are not supported yet)`,
+        details: { spec: specPath, key: `files[${i}].source`, resolved: source },
+      });
+    }
+    files.push({
+      source,
+      target: entry.target,
+      mode: entry.mode !== undefined ? Number.parseInt(entry.mode, 8) : st.mode & 0o777,
+      sha256: await sha256File(source),
+    });
+  }
+  const env = spec.env ? Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, String(v)])) : undefined;
+  const network = typeof spec.network === "string" ? spec.network : spec.network?.mode;
+  return {
+    path: resolve(specPath),
+    dir,
+    sha256: "",
+    files,
+    ...(spec.image !== undefined ? { image: spec.image } : {}),
+    ...(spec.setup !== undefined ? { setup: spec.setup } : {}),
+    ...(spec.entrypoint !== undefined ? { entrypoint: spec.entrypoint } : {}),
+    ...(env !== undefined ? { env } : {}),
+    ...(spec.resources !== undefined ? { resources: spec.resources } : {}),
+    ...(network !== undefined ? { network } : {}),
+    ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
+  };
+}
+
+/** Read, parse and validate a spec file. */
+export async function loadSpec(specPath: string): Promise<LoadedSpec> {
+  let text: string;
+  try {
+    text = await readFile(specPath, "utf8");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) throw WorkspaceErrors.SPEC_NOT_FOUND({ message: `spec file ${specPath} does not exist`, details: { spec: specPath } });
+    throw e;
+  }
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0];
+    throw WorkspaceErrors.SPEC_INVALID({
+      message: `${specPath}: not valid YAML: ${err?.message.split("\n")[0] ?? "parse error"}`,
+      details: { spec: specPath },
+    });
+  }
+  const raw: unknown = doc.toJS();
+  if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
+    throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: the top level must be a mapping of keys (image, files, setup, ...)`, details: { spec: specPath } });
+  }
+  const loaded = await resolveSpec(raw, specPath);
+  loaded.sha256 = sha256Text(text);
+  return loaded;
+}
+
+function specError(specPath: string, error: z.ZodError): Error {
+  const issue = error.issues[0];
+  if (!issue) return WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: invalid spec` });
+  const at = formatPath(issue.path);
+  if (issue.code === "unrecognized_keys") {
+    const keys = issue.keys.map((k) => (at ? `${at}.${k}` : k));
+    return WorkspaceErrors.SPEC_INVALID({
+      message: `${specPath}: unknown key${keys.length > 1 ? "s" : ""} ${keys.map((k) => `'${k}'`).join(", ")}`,
+      remediation: `Remove or fix the key; accepted keys${at ? ` under ${at}` : ""}: ${acceptedKeys(issue.path).join(", ")} (see docs/spec.md).`,
+      details: { spec: specPath, keys },
+    });
+  }
+  return WorkspaceErrors.SPEC_INVALID({
+    message: `${specPath}: ${at || "(top level)"}: ${issue.message}`,
+    details: { spec: specPath, key: at },
+  });
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function acceptedKeys(path: readonly PropertyKey[]): string[] {
+  if (path[0] === "resources") return Object.keys(ResourcesSchema.shape);
+  if (path[0] === "files") return Object.keys(FileEntrySchema.shape);
+  if (path[0] === "network") return ["mode"];
+  return Object.keys(SpecSchema.shape);
+}
