@@ -1,0 +1,58 @@
+/**
+ * Global setup and teardown for the integration suite (node --test --test-global-setup).
+ *
+ * Setup gives every test one shared scratch root (MICROAGENT_TEST_ROOT) so that teardown can find what
+ * the suite started. Teardown is the orphan check (STYLE 14): any process still running whose command line
+ * mentions the scratch root (a QEMU, a supervisor, a registry) survived its test. It is killed, named, and
+ * the run fails.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export function globalSetup(): void {
+  const root = mkdtempSync(join(tmpdir(), "matest-"));
+  process.env.MICROAGENT_TEST_ROOT = root;
+}
+
+export function findProcessesMentioning(needle: string): Array<{ pid: number; cmdline: string }> {
+  const found: Array<{ pid: number; cmdline: string }> = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
+    } catch {
+      continue; // exited while we looked
+    }
+    if (cmdline.includes(needle)) found.push({ pid, cmdline });
+  }
+  return found;
+}
+
+export async function globalTeardown(): Promise<void> {
+  const root = process.env.MICROAGENT_TEST_ROOT;
+  if (!root) return;
+  // Give processes that are shutting down a moment to finish.
+  let orphans = findProcessesMentioning(root);
+  for (let i = 0; i < 20 && orphans.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    orphans = findProcessesMentioning(root);
+  }
+  for (const o of orphans) {
+    try {
+      process.kill(o.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  if (orphans.length > 0) {
+    process.stderr.write(`orphan check: ${orphans.length} process(es) outlived the integration suite:\n`);
+    for (const o of orphans) process.stderr.write(`  pid ${o.pid}: ${o.cmdline.slice(0, 300)}\n`);
+    process.exitCode = 1;
+    throw new Error(`orphan check failed: ${orphans.map((o) => o.pid).join(", ")} survived the suite`);
+  }
+  if (!process.env.MICROAGENT_TEST_KEEP) rmSync(root, { recursive: true, force: true });
+}
