@@ -46,6 +46,8 @@ export interface RunningVm {
   stderrTail(): string;
   /** Ask the guest to power off (ACPI power button); resolves when the request is delivered. */
   requestPowerdown(): Promise<void>;
+  /** Stop the guest's vCPUs (memory and disk stay); optional. */
+  freeze?(): Promise<void>;
   /** SIGTERM the VMM's process group, then SIGKILL after `graceMs`; resolves with the exit. */
   terminate(opts?: { graceMs?: number }): Promise<VmExit>;
   /** SIGKILL the VMM's process group at once. */

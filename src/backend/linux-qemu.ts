@@ -1,0 +1,117 @@
+/**
+ * The linux-qemu backend: QEMU's microvm machine (virtio-mmio via ACPI), KVM when the host probe
+ * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay, guest channel =
+ * virtio-serial port over a unix socket, serial console = a file, no NIC (isolated).
+ */
+import { connect as netConnect } from "node:net";
+import type { Duplex } from "node:stream";
+import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
+import { tscKhz } from "../vmm/qemu/host.ts";
+import type { QemuSpec } from "../vmm/qemu/args.ts";
+import { QmpClient } from "../vmm/qemu/qmp.ts";
+import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
+import { BackendErrors } from "./errors.ts";
+import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "./types.ts";
+
+/** The QEMU spec for a launch spec: pure, so the command line is unit-testable. */
+export function qemuSpecFor(spec: VmLaunchSpec, hostTscKhz: number | undefined): QemuSpec {
+  return {
+    accel: spec.accel,
+    memoryMib: spec.memoryMib,
+    cpus: spec.cpus,
+    kernelPath: spec.kernelPath,
+    initramfsPath: spec.initramfsPath,
+    ...(spec.kernelArgs ? { kernelArgs: spec.kernelArgs } : {}),
+    ...(hostTscKhz !== undefined ? { tscKhz: hostTscKhz } : {}),
+    rootDisk: { path: spec.disk.path, format: spec.disk.format },
+    channel: { socketPath: spec.channelSocketPath },
+    serial: { kind: "file", path: spec.serialLogPath },
+    qmpSocketPath: spec.controlSocketPath,
+  };
+}
+
+class QemuVm implements RunningVm {
+  readonly #handle: QemuHandle;
+  readonly exited: Promise<VmExit>;
+
+  constructor(handle: QemuHandle) {
+    this.#handle = handle;
+    this.exited = handle.exited;
+  }
+
+  get pid(): number {
+    return this.#handle.pid;
+  }
+
+  exitStatus(): VmExit | undefined {
+    return this.#handle.exit();
+  }
+
+  stderrTail(): string {
+    return this.#handle.stderrTail();
+  }
+
+  async #qmp<T>(fn: (c: QmpClient) => Promise<T>): Promise<T> {
+    const client = await QmpClient.connect(this.qmpSocket, { timeoutMs: 5000 });
+    try {
+      return await fn(client);
+    } finally {
+      client.close();
+    }
+  }
+
+  /** ACPI power button (the fallback when the guest channel cannot deliver a shutdown). */
+  requestPowerdown(): Promise<void> {
+    return this.#qmp((c) => c.systemPowerdown());
+  }
+
+  /** Stop the vCPUs (quarantine keeps the VM frozen as evidence). */
+  freeze(): Promise<void> {
+    return this.#qmp((c) => c.stop());
+  }
+
+  qmpSocket = "";
+
+  terminate(opts: { graceMs?: number } = {}): Promise<VmExit> {
+    const exit = this.#handle.exit();
+    if (exit) return Promise.resolve(exit);
+    return stopProcessGroup({ pid: this.pid, exited: this.exited }, { graceMs: opts.graceMs ?? DEFAULT_GRACE_MS });
+  }
+
+  kill(): Promise<VmExit> {
+    const exit = this.#handle.exit();
+    if (exit) return Promise.resolve(exit);
+    return stopProcessGroup({ pid: this.pid, exited: this.exited }, { immediate: true });
+  }
+}
+
+export const linuxQemuBackend: Backend = {
+  name: "linux-qemu",
+  capabilities: { lifecycle: true, channel: true, console: true, exec: true, pause: false, snapshot: false },
+  lifecycle: {
+    async launch(spec: VmLaunchSpec): Promise<RunningVm> {
+      const handle = await launchQemu(qemuSpecFor(spec, spec.accel === "tcg" ? tscKhz() : undefined), {
+        timeoutMs: 15_000,
+        // The supervisor outlives nothing it launched: if it dies, the VM goes with it.
+        killOnExit: true,
+      });
+      const vm = new QemuVm(handle);
+      vm.qmpSocket = spec.controlSocketPath;
+      return vm;
+    },
+  },
+  channel: {
+    openChannel(_vm: RunningVm, spec: VmLaunchSpec): Promise<Duplex> {
+      return new Promise((resolve, reject) => {
+        const s = netConnect(spec.channelSocketPath);
+        s.once("connect", () => {
+          s.off("error", reject);
+          resolve(s);
+        });
+        s.once("error", (e) =>
+          reject(BackendErrors.GUEST_CHANNEL_FAILED({ message: `cannot connect to the guest channel socket ${spec.channelSocketPath}: ${e.message}`, cause: e })),
+        );
+      });
+    },
+  },
+};

@@ -1,0 +1,32 @@
+/**
+ * What the supervisor needs from the guest channel, as one small interface. The adapter over the
+ * channel library lives in channel-link.ts; tests drive the supervisor with a fake link.
+ */
+import type { ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
+import type { ConsoleSession, OutputStream } from "./server.ts";
+
+export interface GuestHello {
+  protocolVersion: number;
+  initVersion?: string;
+  bootId?: string;
+  capabilities?: string[];
+}
+
+export interface GuestLink {
+  /** The guest's hello (the handshake is done when the link exists). */
+  readonly hello: GuestHello;
+  /** Send the per-boot configuration; resolves when the guest accepted it (setup done or started). */
+  sendBootConfig(config: unknown): Promise<void>;
+  exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined): Promise<ExecResult>;
+  openConsole(size: { cols: number; rows: number }): Promise<ConsoleSession>;
+  /** Workload stdout/stderr as the guest streams it. */
+  onWorkloadOutput(cb: (stream: OutputStream, data: Buffer) => void): void;
+  /** Resolves when the workload exits (never, for an idle boot). */
+  workloadResult(): Promise<WorkloadResult>;
+  /** Ask init to stop the workload, sync and power off. Resolves when the request is acknowledged. */
+  shutdown(timeoutMs: number): Promise<void>;
+  /** Sever the link (quarantine, VM exit). */
+  close(): void;
+  /** Resolves when the link is gone, with the reason. */
+  readonly closed: Promise<Error | undefined>;
+}

@@ -1,0 +1,156 @@
+/**
+ * The supervisor process: `node main.ts <workspace dir>`. Spawned detached by `start`/`run`, it owns
+ * one VM for its whole life: serves the control socket, boots the VM, records every state change,
+ * and exits after the VM is gone and the final state is recorded. Its stdout/stderr go to
+ * supervisor.log. A SIGKILL of this process leaves its QEMU to die with it (parent-death signal)
+ * and the next read reconciles the state.
+ */
+import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { linuxQemuBackend } from "../backend/linux-qemu.ts";
+import { getBackend } from "../backend/index.ts";
+import { ensurePrivateDir } from "../workspace/fsutil.ts";
+import { readManifest } from "../workspace/manifest.ts";
+import { pathsForDir, type WorkspacePaths } from "../workspace/paths.ts";
+import { processStartTime } from "../workspace/process.ts";
+import { clearRuntime, writeRuntime, type RuntimeRecord } from "../workspace/runtime.ts";
+import { writeResult } from "../workspace/result.ts";
+import { readTail } from "../workspace/serial.ts";
+import { readState, transition, STARTABLE_STATES } from "../workspace/state.ts";
+import type { WorkspaceState } from "../workspace/events.ts";
+import { chooseAccel } from "./accel.ts";
+import { connectChannelLink } from "./channel-link.ts";
+import type { WorkloadResult } from "./protocol.ts";
+import { startControlServer } from "./server.ts";
+import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
+
+export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 15_000;
+
+function log(message: string): void {
+  process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${message}\n`);
+}
+
+/** result.json in WS-STATE's schema. */
+function toResultRecord(r: WorkloadResult, runtimeId: string) {
+  const status = r.startError ? "failed_to_start" : r.signal ? "signaled" : "exited";
+  return {
+    runtimeId,
+    status,
+    exitCode: r.exitCode ?? null,
+    ...(r.signal ? { signal: r.signal } : {}),
+    ...(r.startError ? { error: r.startError } : {}),
+    ...(r.startedAt ? { startedAt: r.startedAt } : {}),
+    completedAt: r.exitedAt ?? new Date().toISOString(),
+  } as const;
+}
+
+export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv = process.env): Promise<WorkspaceState> {
+  const paths: WorkspacePaths = pathsForDir(workspaceDir, env);
+  const manifest = await readManifest(paths);
+  const bootConfig: unknown = JSON.parse(await readFile(paths.bootConfig, "utf8"));
+  await ensurePrivateDir(paths.runtimeDir);
+  const runtimeId = env.MICROAGENT_RUNTIME_ID || randomUUID();
+  const backend = getBackend(manifest.backend === "linux-qemu" ? "linux-qemu" : manifest.backend);
+  const { accel, reason } = await chooseAccel(env);
+  const identity = { runtimeId, requestId: env.MICROAGENT_REQUEST_ID || `supervisor-${process.pid}` };
+
+  const config: ResolvedSupervisorConfig = {
+    workspace: paths.name,
+    runtimeId,
+    launch: {
+      workspace: paths.name,
+      kernelPath: manifest.artifacts.kernel.path,
+      initramfsPath: manifest.artifacts.initramfs.path,
+      disk: { path: manifest.artifacts.disk.path, format: manifest.artifacts.disk.format },
+      memoryMib: manifest.resources.memoryMib,
+      cpus: manifest.resources.cpus,
+      accel,
+      serialLogPath: paths.serialLog,
+      channelSocketPath: paths.channelSocket,
+      controlSocketPath: paths.qmpSocket,
+    },
+    bootConfig,
+    bootTimeoutMs: Number(env.MICROAGENT_BOOT_TIMEOUT_MS) || DEFAULT_BOOT_TIMEOUT_MS,
+    shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    lingerMs: 10_000,
+    shell: manifest.boot.shell[0] ?? "/bin/sh",
+  };
+
+  const runtime: RuntimeRecord = {
+    runtimeId,
+    supervisorPid: process.pid,
+    ...(processStartTime(process.pid) !== undefined ? { supervisorStartTime: processStartTime(process.pid) } : {}),
+    backend: backend.name,
+    accel,
+    accelReason: reason,
+    sockets: { control: paths.controlSocket, channel: paths.channelSocket, qmp: paths.qmpSocket },
+    startedAt: new Date().toISOString(),
+  };
+
+  const supervisor = new Supervisor(config, {
+    backend: backend === linuxQemuBackend ? linuxQemuBackend : backend,
+    connectLink: (stream, timeoutMs) => connectChannelLink(stream, { timeoutMs }),
+    record: async (to, detail) => {
+      await transition(paths, to, { detail, identity });
+    },
+    vmLaunched: async (vm) => {
+      const start = processStartTime(vm.pid);
+      await writeRuntime(paths, { ...runtime, vmmPid: vm.pid, ...(start !== undefined ? { vmmStartTime: start } : {}), bootId: supervisor.bootId });
+    },
+    writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
+    serialTail: async () => (await readTail(paths.serialLog, 2048)).split("\n").slice(-20).join("\n"),
+    freeze: async (vm) => {
+      if (!vm.freeze) throw new Error("this backend cannot freeze a VM");
+      await vm.freeze();
+    },
+    log,
+  });
+
+  // The control socket first, so `start` can wait on it while the VM boots.
+  const server = await startControlServer(paths.controlSocket, supervisor);
+  await writeRuntime(paths, runtime);
+  const current = await readState(paths);
+  if (current && STARTABLE_STATES.has(current.state)) {
+    await transition(paths, "starting", { detail: `supervisor started (accel ${accel})`, identity });
+  }
+  log(`booting ${paths.name} with ${accel}: ${reason}`);
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`received ${sig}: killing the VM`);
+    void supervisor.kill();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGHUP", () => {});
+
+  await supervisor.boot();
+  const final = await supervisor.done;
+  log(`final state ${final}`);
+  // A workload's output waits a little for a late `attach` (run's client may connect after a fast exit).
+  const lingerUntil = Date.now() + (supervisor.workload?.ran && !supervisor.attachedOnce ? config.lingerMs : 500);
+  while (Date.now() < lingerUntil || server.connections() > 0) {
+    if (supervisor.attachedOnce && server.connections() === 0) break;
+    if (Date.now() > lingerUntil + 30_000) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await server.close();
+  await clearRuntime(paths);
+  return final;
+}
+
+const entry = process.argv[1] ?? "";
+if (entry.endsWith("/supervisor/main.ts") || entry.endsWith("/supervisor/main.js")) {
+  const dir = process.argv[2];
+  if (!dir) {
+    process.stderr.write("usage: supervisor <workspace dir>\n");
+    process.exit(2);
+  }
+  runSupervisor(dir).then(
+    () => process.exit(0),
+    (e: unknown) => {
+      log(`fatal: ${(e as Error)?.stack ?? String(e)}`);
+      process.exit(1);
+    },
+  );
+}

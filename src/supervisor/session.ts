@@ -1,0 +1,460 @@
+/**
+ * The supervisor's core: one VM's life from launch to exit. It boots the VM through the backend,
+ * completes the guest handshake, sends the boot config, records every state change, relays
+ * workload output and result, and serves the control operations (exec, console, shutdown, kill,
+ * quarantine, readiness). Everything with side effects comes in through `SupervisorDeps`, so the
+ * whole life cycle is unit-tested with a fake backend and a fake guest link.
+ *
+ * Quarantine decision: the guest channel and every console are severed at once, and the VM is
+ * frozen (vCPUs stopped via QMP when available) but kept, so its disk and memory stay as evidence
+ * until halt/stop/kill; those end it without talking to the guest.
+ */
+import type { Duplex } from "node:stream";
+import { randomUUID } from "node:crypto";
+import { isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
+import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
+import type { WorkspaceState } from "../workspace/events.ts";
+import { SupervisorErrors } from "./errors.ts";
+import type { GuestLink } from "./guest-link.ts";
+import type { ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
+import type { ConsoleSession, ControlHandlers, OutputStream } from "./server.ts";
+
+export interface ResolvedSupervisorConfig {
+  workspace: string;
+  runtimeId: string;
+  launch: VmLaunchSpec;
+  /** Sent to the guest after its hello (the BootConfig from the manifest's boot spec). */
+  bootConfig: unknown;
+  /** Launch to boot config accepted. */
+  bootTimeoutMs: number;
+  /** Graceful shutdown (halt/stop) bound. */
+  shutdownTimeoutMs: number;
+  /** After the final state, how long to keep serving a workload's output to a late `attach`. */
+  lingerMs: number;
+  /** Guest shell, used by the shellReady probe. */
+  shell: string;
+}
+
+export interface SupervisorDeps {
+  backend: Backend;
+  /** Run the channel handshake on a connected stream (resolves after the guest's hello). */
+  connectLink(stream: Duplex, timeoutMs: number): Promise<GuestLink>;
+  /** Record a state change (WS-STATE's transition). Errors are reported, not fatal. */
+  record(to: WorkspaceState, detail: string): Promise<void>;
+  /** The VMM pid is known: write runtime.json. */
+  vmLaunched(vm: RunningVm): Promise<void>;
+  writeResult(result: WorkloadResult): Promise<void>;
+  serialTail(): Promise<string>;
+  /** Freeze the VM's vCPUs (quarantine); optional. */
+  freeze?(vm: RunningVm): Promise<void>;
+  log(message: string): void;
+}
+
+type StopIntent = "halt" | "stop" | "kill" | "workload" | "boot-failed";
+
+/** Output retained for late attachers: bounded, oldest dropped first. */
+const WORKLOAD_BUFFER_BYTES = 8 * 1024 * 1024;
+
+export class Supervisor implements ControlHandlers {
+  readonly config: ResolvedSupervisorConfig;
+  readonly deps: SupervisorDeps;
+  readonly startedAt = new Date();
+  readonly bootId = randomUUID();
+  phase: SupervisorPhase = "booting";
+  vm: RunningVm | undefined;
+  link: GuestLink | undefined;
+  bootMs: number | undefined;
+  workload: WorkloadResult | undefined;
+  #intent: StopIntent | undefined;
+  #finalState: WorkspaceState | undefined;
+  #bootError: MicroagentError | undefined;
+  #ready: Promise<void>;
+  #readyResolve!: () => void;
+  #readyReject!: (e: unknown) => void;
+  #done: Promise<WorkspaceState>;
+  #doneResolve!: (s: WorkspaceState) => void;
+  #vmDeath: Promise<never>;
+  #vmDeathReject!: (e: unknown) => void;
+  #output: { stream: OutputStream; data: Buffer }[] = [];
+  #outputBytes = 0;
+  #outputTruncated = false;
+  #attachers = new Set<(stream: OutputStream, data: Buffer) => void>();
+  #attachedOnce = false;
+  #resultWaiters: ((r: WorkloadResult) => void)[] = [];
+  #consoles = new Set<ConsoleSession>();
+  #guestReadyAt: string | undefined;
+
+  constructor(config: ResolvedSupervisorConfig, deps: SupervisorDeps) {
+    this.config = config;
+    this.deps = deps;
+    this.#ready = new Promise((res, rej) => {
+      this.#readyResolve = res;
+      this.#readyReject = rej;
+    });
+    this.#ready.catch(() => {});
+    this.#done = new Promise((res) => (this.#doneResolve = res));
+    this.#vmDeath = new Promise((_res, rej) => (this.#vmDeathReject = rej));
+    this.#vmDeath.catch(() => {});
+  }
+
+  /** Resolves with the final state once the VM is gone and the state recorded. */
+  get done(): Promise<WorkspaceState> {
+    return this.#done;
+  }
+
+  /** Whether a client ever attached to the workload output (the main loop lingers otherwise). */
+  get attachedOnce(): boolean {
+    return this.#attachedOnce;
+  }
+
+  /** Boot the VM and bring the guest up. Never throws: failures are recorded and end the session. */
+  async boot(): Promise<void> {
+    const started = Date.now();
+    const deadline = started + this.config.bootTimeoutMs;
+    try {
+      const vm = await this.deps.backend.lifecycle.launch(this.config.launch);
+      this.vm = vm;
+      void vm.exited.then((exit) => this.#onVmExit(exit));
+      await this.deps.vmLaunched(vm);
+      const channel = this.deps.backend.channel;
+      if (!channel) throw SupervisorErrors.BOOT_FAILED({ message: `backend ${this.deps.backend.name} has no guest channel` });
+      const stream = await this.#guard(channel.openChannel(vm, this.config.launch));
+      const remaining = () => Math.max(1, deadline - Date.now());
+      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining()), remaining(), "the guest's hello"));
+      this.link = link;
+      this.#guestReadyAt = new Date().toISOString();
+      link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
+      await this.#guard(this.#bounded(link.sendBootConfig(this.config.bootConfig), remaining(), "the guest to accept its boot config"));
+      this.bootMs = Date.now() - started;
+      if (this.#intent) return; // stopped or killed while booting
+      this.phase = "running";
+      await this.deps.record("running", `guest ready in ${this.bootMs} ms (accel ${this.config.launch.accel})`);
+      this.#readyResolve();
+      void link.workloadResult().then(
+        (r) => this.#onWorkloadResult(r),
+        () => {},
+      );
+      void link.closed.then((reason) => {
+        if (this.phase === "running" && !this.#intent) this.deps.log(`guest channel closed: ${reason?.message ?? "eof"}`);
+      });
+    } catch (e) {
+      await this.#bootFailed(e);
+    }
+  }
+
+  async #bootFailed(e: unknown): Promise<void> {
+    if (this.#intent && this.#intent !== "boot-failed") return; // a stop/kill during boot explains it
+    const tail = await this.deps.serialTail().catch(() => "");
+    const cause = isMicroagentError(e) ? e : toMicroagentError(e);
+    const err =
+      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED"
+        ? cause
+        : SupervisorErrors.BOOT_FAILED({
+            message: `workspace ${this.config.workspace} failed to boot: ${cause.message}${tail ? `\nserial log tail:\n${tail.trimEnd()}` : ""}`,
+            remediation: cause.remediation,
+            cause,
+            details: { code: cause.code, serialTail: tail },
+          });
+    this.#bootError = err;
+    this.#intent = "boot-failed";
+    this.#readyReject(err);
+    this.deps.log(err.message);
+    if (this.vm && !this.vm.exitStatus()) await this.vm.terminate({ graceMs: 1000 }).catch(() => {});
+    await this.#finish("failed", firstLine(err.message));
+  }
+
+  /** Reject when the VM dies before `p` settles. */
+  #guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.#vmDeath]);
+  }
+
+  #bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_r, rej) => {
+      timer = setTimeout(
+        () => rej(new Error(`timed out after ${this.config.bootTimeoutMs} ms waiting for ${what}`)),
+        ms,
+      );
+    });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  async #onVmExit(exit: VmExit): Promise<void> {
+    const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+    const tail = await this.deps.serialTail().catch(() => "");
+    const stderr = this.vm?.stderrTail() ?? "";
+    this.#vmDeathReject(
+      SupervisorErrors.VM_DIED({
+        message: `the VM of workspace ${this.config.workspace} exited (${how})${tail ? `; serial log tail:\n${tail.trimEnd()}` : ""}${stderr ? `\nQEMU error output:\n${stderr.trimEnd()}` : ""}`,
+        details: { exit, serialTail: tail, stderrTail: stderr },
+      }),
+    );
+    this.link?.close();
+    for (const c of this.#consoles) c.close();
+    if (this.#finalState) return;
+    switch (this.#intent) {
+      case "halt":
+        return this.#finish("halted", "halted: the guest shut down cleanly");
+      case "stop":
+        return this.#finish("stopped", "stopped on request");
+      case "kill":
+        return this.#finish("stopped", `killed (VM ${how})`);
+      case "boot-failed":
+        return; // #bootFailed records it
+      case "workload":
+        return this.#finishWorkload();
+      default:
+        if (this.phase === "booting") return; // boot() sees the death through #guard
+        if (this.workload) return this.#finishWorkload();
+        return this.#finish("failed", `the VM exited unexpectedly (${how})`);
+    }
+  }
+
+  #finishWorkload(): Promise<void> {
+    const r = this.workload;
+    if (!r) return this.#finish("failed", "the VM exited before the workload reported a result");
+    if (r.startError) return this.#finish("failed", `workload failed to start: ${r.startError}`);
+    if (r.signal) return this.#finish("failed", `workload killed by signal ${r.signal}`);
+    if ((r.exitCode ?? 0) !== 0) return this.#finish("failed", `workload exited with code ${r.exitCode}`);
+    return this.#finish("stopped", "workload exited with code 0");
+  }
+
+  async #finish(state: WorkspaceState, detail: string): Promise<void> {
+    if (this.#finalState) return;
+    this.#finalState = state;
+    this.phase = "exited";
+    for (const c of this.#consoles) c.close();
+    await this.deps.record(state, detail).catch((e) => this.deps.log(`recording ${state} failed: ${(e as Error).message}`));
+    if (this.vm && !this.vm.exitStatus()) await this.vm.kill().catch(() => {});
+    this.#doneResolve(state);
+  }
+
+  #onWorkloadOutput(stream: OutputStream, data: Buffer): void {
+    this.#output.push({ stream, data });
+    this.#outputBytes += data.length;
+    while (this.#outputBytes > WORKLOAD_BUFFER_BYTES && this.#output.length > 1) {
+      this.#outputBytes -= (this.#output.shift() as { data: Buffer }).data.length;
+      this.#outputTruncated = true;
+    }
+    for (const a of this.#attachers) a(stream, data);
+  }
+
+  async #onWorkloadResult(result: WorkloadResult): Promise<void> {
+    this.workload = result;
+    await this.deps.writeResult(result).catch((e) => this.deps.log(`writing result.json failed: ${(e as Error).message}`));
+    for (const w of this.#resultWaiters.splice(0)) w(result);
+    if (!result.ran || this.#intent) return;
+    // The workload is the VM's purpose: when it ends, the VM ends.
+    this.#intent = "workload";
+    this.phase = "stopping";
+    await this.#powerOff(this.config.shutdownTimeoutMs);
+  }
+
+  /** Ask the guest to power off; terminate the VMM if it does not within `timeoutMs`. Returns true when clean. */
+  async #powerOff(timeoutMs: number): Promise<boolean> {
+    const vm = this.vm;
+    if (!vm) return true;
+    if (vm.exitStatus()) return true;
+    const exited = vm.exited.then(() => true);
+    try {
+      if (this.link && this.phase !== "quarantined") await this.#bounded(this.link.shutdown(timeoutMs), timeoutMs, "the guest to accept shutdown");
+      else await vm.requestPowerdown();
+    } catch (e) {
+      this.deps.log(`graceful shutdown request failed: ${(e as Error).message}`);
+    }
+    const clean = await Promise.race([exited, sleep(timeoutMs).then(() => false)]);
+    if (!clean) await vm.terminate({ graceMs: 2000 }).catch(() => {});
+    return clean;
+  }
+
+  // ---- control handlers ----
+
+  status(): SupervisorStatus {
+    return {
+      workspace: this.config.workspace,
+      phase: this.phase,
+      supervisorPid: process.pid,
+      ...(this.vm ? { vmmPid: this.vm.pid } : {}),
+      accel: this.config.launch.accel,
+      bootId: this.bootId,
+      startedAt: this.startedAt.toISOString(),
+      ...(this.bootMs !== undefined ? { bootMs: this.bootMs } : {}),
+      ...(this.workload ? { workload: this.workload } : {}),
+    };
+  }
+
+  async waitReady(timeoutMs: number | undefined): Promise<SupervisorStatus> {
+    if (this.#bootError) throw this.#bootError;
+    const wait = timeoutMs ? this.#bounded(this.#ready, timeoutMs, "the workspace to be running") : this.#ready;
+    try {
+      await wait;
+    } catch (e) {
+      if (this.#bootError) throw this.#bootError;
+      throw SupervisorErrors.WAIT_TIMEOUT({ message: (e as Error).message });
+    }
+    return this.status();
+  }
+
+  #requireLink(what: "exec" | "console"): GuestLink {
+    if (this.phase === "quarantined") {
+      throw SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} is quarantined: ${what} is severed` });
+    }
+    if (this.phase !== "running" || !this.link) {
+      if (what === "console") {
+        throw SupervisorErrors.CONSOLE_UNAVAILABLE({ message: `console input is unavailable: workspace ${this.config.workspace} is ${this.phase}, not running` });
+      }
+      throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}, not running: cannot ${what}` });
+    }
+    return this.link;
+  }
+
+  async exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, _signal: AbortSignal): Promise<ExecResult> {
+    if (this.phase === "booting") await this.waitReady(this.config.bootTimeoutMs);
+    const link = this.#requireLink("exec");
+    return this.#guard(link.exec(req, onOutput));
+  }
+
+  async attach(onOutput: (stream: OutputStream, data: Buffer) => void, signal: AbortSignal): Promise<WorkloadResult> {
+    this.#attachedOnce = true;
+    for (const o of this.#output) onOutput(o.stream, o.data);
+    if (this.#outputTruncated) this.deps.log("a late attach missed the oldest workload output (buffer cap)");
+    if (this.workload) return this.workload;
+    if (this.#bootError) throw this.#bootError;
+    this.#attachers.add(onOutput);
+    try {
+      return await this.waitResult(signal);
+    } finally {
+      this.#attachers.delete(onOutput);
+    }
+  }
+
+  waitResult(signal: AbortSignal): Promise<WorkloadResult> {
+    if (this.workload) return Promise.resolve(this.workload);
+    if (this.#bootError) return Promise.reject(this.#bootError);
+    return new Promise<WorkloadResult>((resolve, reject) => {
+      this.#resultWaiters.push(resolve);
+      signal.addEventListener("abort", () => reject(new Error("client went away")), { once: true });
+      void this.#done.then((state) => {
+        // The VM ended without a result (killed, crashed, halted while the workload ran).
+        setImmediate(() => {
+          if (this.workload) resolve(this.workload);
+          else if (this.#bootError) reject(this.#bootError);
+          else reject(SupervisorErrors.VM_DIED({ message: `workspace ${this.config.workspace} ended (${state}) before its workload reported a result` }));
+        });
+      });
+    });
+  }
+
+  async console(size: { cols: number; rows: number }): Promise<ConsoleSession> {
+    const link = this.#requireLink("console");
+    const session = await this.#guard(link.openConsole(size));
+    this.#consoles.add(session);
+    void session.closed.then(() => this.#consoles.delete(session));
+    return session;
+  }
+
+  async readiness(timeoutMs: number | undefined): Promise<Readiness> {
+    const now = () => new Date().toISOString();
+    const probe = (ready: boolean, detail?: string, error?: string): ReadinessProbe => ({
+      ready,
+      observedAt: now(),
+      ...(detail ? { detail } : {}),
+      ...(error ? { error } : {}),
+    });
+    const guestReady = this.link && this.phase === "running" ? probe(true, `handshake at ${this.#guestReadyAt}`) : probe(false, `phase ${this.phase}`);
+    let execReady = probe(false, "guest not running");
+    let shellReady = probe(false, "guest not running");
+    if (guestReady.ready && this.link) {
+      const limit = timeoutMs ?? 5000;
+      try {
+        const started = Date.now();
+        // Any completed exec proves the round trip, even "failed_to_start" for an image without `true`.
+        const r = await this.#bounded(this.link.exec({ argv: ["true"], timeoutMs: limit }, undefined), limit, "an exec round trip");
+        execReady = probe(true, `no-op exec ${r.status} in ${Date.now() - started} ms`);
+      } catch (e) {
+        execReady = probe(false, undefined, (e as Error).message);
+      }
+      try {
+        const r = await this.#bounded(this.link.exec({ argv: [this.config.shell, "-c", "exit 0"], timeoutMs: limit }, undefined), limit, "a shell");
+        shellReady = r.status === "exited" && r.exitCode === 0 ? probe(true, `${this.config.shell} answered`) : probe(false, `${this.config.shell}: ${r.status}${r.error ? ` ${r.error}` : ""}`);
+      } catch (e) {
+        shellReady = probe(false, undefined, (e as Error).message);
+      }
+    }
+    const resultReady = this.workload ? probe(true, describeResult(this.workload)) : probe(false, "no workload result yet");
+    return { guestReady, execReady, shellReady, resultReady };
+  }
+
+  async shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown> {
+    const limit = timeoutMs ?? this.config.shutdownTimeoutMs;
+    if (this.#finalState) return { state: this.#finalState };
+    if (this.#intent === "workload") return { state: await this.#done };
+    this.#intent = mode;
+    const wasQuarantined = this.phase === "quarantined";
+    this.phase = "stopping";
+    await this.deps.record("stopping", `${mode} requested`);
+    this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
+    if (!this.vm || wasQuarantined || !this.link) {
+      // No guest to ask (still booting, or severed): end the VMM. The disk is kept either way.
+      await this.vm?.terminate({ graceMs: 2000 });
+    } else {
+      const clean = await this.#powerOff(limit);
+      if (!clean && mode === "halt") {
+        const tail = await this.deps.serialTail().catch(() => "");
+        await this.#finish("failed", `halt: the guest did not power off within ${limit} ms; the VM was terminated`);
+        throw SupervisorErrors.SHUTDOWN_TIMEOUT({
+          message: `workspace ${this.config.workspace} did not shut down within ${limit} ms; it was terminated and recorded failed${tail ? `\nserial log tail:\n${tail.trimEnd()}` : ""}`,
+        });
+      }
+    }
+    return { state: await this.#done };
+  }
+
+  async kill(): Promise<unknown> {
+    if (this.#finalState) return { state: this.#finalState };
+    this.#intent = "kill";
+    this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was killed while booting` }));
+    if (this.vm) await this.vm.kill();
+    else await this.#finish("stopped", "killed before the VM was launched");
+    return { state: await this.#done };
+  }
+
+  async quarantine(): Promise<unknown> {
+    if (this.phase === "quarantined") return { state: "quarantined" };
+    if (this.phase !== "running" && this.phase !== "booting") {
+      throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}; only a running or starting workspace can be quarantined` });
+    }
+    this.phase = "quarantined";
+    // Sever first, record second: nothing may reach the guest once the request is accepted.
+    this.link?.close();
+    for (const c of this.#consoles) c.close();
+    this.#readyReject(SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} was quarantined while booting` }));
+    let frozen = false;
+    if (this.vm && this.deps.freeze) {
+      frozen = await this.deps.freeze(this.vm).then(
+        () => true,
+        (e) => {
+          this.deps.log(`freezing the VM failed: ${(e as Error).message}`);
+          return false;
+        },
+      );
+    }
+    await this.deps.record("quarantined", `quarantined: guest channel and console input severed; VM ${frozen ? "frozen" : "kept running without any host path"}; disk and events kept`);
+    return { state: "quarantined", frozen };
+  }
+}
+
+function describeResult(r: WorkloadResult): string {
+  if (!r.ran) return "no workload";
+  if (r.startError) return `failed to start: ${r.startError}`;
+  if (r.signal) return `killed by ${r.signal}`;
+  return `exited with code ${r.exitCode}`;
+}
+
+function firstLine(s: string): string {
+  return s.split("\n")[0] ?? s;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,83 @@
+/**
+ * Starting a supervisor: a detached process (own session, stdio to supervisor.log, unref'd) so the
+ * CLI that started it can exit or be killed without touching the VM. Then waiting for it: connect
+ * to its control socket (retrying while the process is alive) and ask `wait_ready`.
+ */
+import { spawn } from "node:child_process";
+import { openSync, closeSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { FILE_MODE } from "../workspace/fsutil.ts";
+import type { WorkspacePaths } from "../workspace/paths.ts";
+import { pidExists } from "../workspace/process.ts";
+import { readTail } from "../workspace/serial.ts";
+import { isMicroagentError } from "../contract/errors.ts";
+import { SupervisorClient } from "./client.ts";
+import { SupervisorErrors } from "./errors.ts";
+import type { SupervisorStatus } from "./protocol.ts";
+
+export interface SpawnSupervisorOptions {
+  /** `--supervisor`: an executable run as `<path> <workspace dir>` instead of Node + main. */
+  supervisorPath?: string;
+  env?: NodeJS.ProcessEnv;
+  runtimeId?: string;
+  requestId?: string;
+}
+
+/** The supervisor entry point next to this module (src/*.ts under type stripping, dist/*.js when built). */
+export function supervisorEntry(): string {
+  const url = import.meta.url;
+  return fileURLToPath(new URL(url.endsWith(".ts") ? "./main.ts" : "./main.js", url));
+}
+
+export function spawnSupervisor(paths: WorkspacePaths, opts: SpawnSupervisorOptions = {}): { pid: number } {
+  const logFd = openSync(paths.supervisorLog, "a", FILE_MODE);
+  try {
+    const env = {
+      ...(opts.env ?? process.env),
+      ...(opts.runtimeId ? { MICROAGENT_RUNTIME_ID: opts.runtimeId } : {}),
+      ...(opts.requestId ? { MICROAGENT_REQUEST_ID: opts.requestId } : {}),
+    };
+    const [cmd, args] = opts.supervisorPath
+      ? [opts.supervisorPath, [paths.dir]]
+      : // A small heap: the supervisor holds sockets and small buffers, never large data.
+        [process.execPath, ["--max-old-space-size=48", "--max-semi-space-size=1", supervisorEntry(), paths.dir]];
+    const child = spawn(cmd, args, { detached: true, stdio: ["ignore", logFd, logFd], env, cwd: paths.dir });
+    const pid = child.pid;
+    child.on("error", () => {});
+    child.unref();
+    if (pid === undefined) {
+      throw SupervisorErrors.SUPERVISOR_START_FAILED({ message: `could not start the supervisor ${cmd}`, details: { command: cmd } });
+    }
+    return { pid };
+  } finally {
+    closeSync(logFd);
+  }
+}
+
+/**
+ * Wait until the supervisor with `pid` reports the workspace running (guest hello + boot config
+ * accepted), or fails: its boot error, or its death with the tail of supervisor.log and serial.log.
+ */
+export async function waitForSupervisorReady(paths: WorkspacePaths, pid: number, timeoutMs: number): Promise<SupervisorStatus> {
+  const client = new SupervisorClient(paths.controlSocket);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await client.waitReady(Math.max(1, deadline - Date.now()));
+    } catch (e) {
+      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+    }
+    if (!pidExists(pid)) {
+      const supLog = (await readTail(paths.supervisorLog, 2048)).trimEnd();
+      const serial = (await readTail(paths.serialLog, 2048)).trimEnd();
+      throw SupervisorErrors.SUPERVISOR_START_FAILED({
+        message: `the supervisor of workspace ${paths.name} exited before the workspace was running${supLog ? `; supervisor.log tail:\n${supLog}` : ""}${serial ? `\nserial log tail:\n${serial}` : ""}`,
+        details: { supervisorPid: pid, supervisorLogTail: supLog, serialTail: serial },
+      });
+    }
+    if (Date.now() > deadline) {
+      throw SupervisorErrors.WAIT_TIMEOUT({ message: `the supervisor of workspace ${paths.name} did not answer within ${timeoutMs} ms` });
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
