@@ -50,7 +50,7 @@ export interface SupervisorDeps {
   log(message: string): void;
 }
 
-type StopIntent = "halt" | "stop" | "kill" | "workload" | "boot-failed";
+type StopIntent = "halt" | "halt-timeout" | "stop" | "kill" | "workload" | "boot-failed";
 
 /** Output retained for late attachers: bounded, oldest dropped first. */
 const WORKLOAD_BUFFER_BYTES = 8 * 1024 * 1024;
@@ -200,7 +200,8 @@ export class Supervisor implements ControlHandlers {
       case "kill":
         return this.#finish("stopped", `killed (VM ${how})`);
       case "boot-failed":
-        return; // #bootFailed records it
+      case "halt-timeout":
+        return; // the caller records why
       case "workload":
         return this.#finishWorkload();
       default:
@@ -251,7 +252,7 @@ export class Supervisor implements ControlHandlers {
   }
 
   /** Ask the guest to power off; terminate the VMM if it does not within `timeoutMs`. Returns true when clean. */
-  async #powerOff(timeoutMs: number): Promise<boolean> {
+  async #powerOff(timeoutMs: number, beforeTerminate?: () => void): Promise<boolean> {
     const vm = this.vm;
     if (!vm) return true;
     if (vm.exitStatus()) return true;
@@ -263,7 +264,10 @@ export class Supervisor implements ControlHandlers {
       this.deps.log(`graceful shutdown request failed: ${(e as Error).message}`);
     }
     const clean = await Promise.race([exited, sleep(timeoutMs).then(() => false)]);
-    if (!clean) await vm.terminate({ graceMs: 2000 }).catch(() => {});
+    if (!clean) {
+      beforeTerminate?.();
+      await vm.terminate({ graceMs: 2000 }).catch(() => {});
+    }
     return clean;
   }
 
@@ -398,7 +402,9 @@ export class Supervisor implements ControlHandlers {
       // No guest to ask (still booting, or severed): end the VMM. The disk is kept either way.
       await this.vm?.terminate({ graceMs: 2000 });
     } else {
-      const clean = await this.#powerOff(limit);
+      const clean = await this.#powerOff(limit, () => {
+        if (mode === "halt") this.#intent = "halt-timeout";
+      });
       if (!clean && mode === "halt") {
         const tail = await this.deps.serialTail().catch(() => "");
         await this.#finish("failed", `halt: the guest did not power off within ${limit} ms; the VM was terminated`);
