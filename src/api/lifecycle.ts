@@ -1,0 +1,222 @@
+/**
+ * Lifecycle operations on a workspace by name: start (spawn the supervisor and wait until the guest
+ * is up), halt/stop/kill/quarantine (through the supervisor; directly when none is alive), wait,
+ * and readiness. The Workspace facade and the CLI commands are thin layers over these.
+ */
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { isMicroagentError } from "../contract/errors.ts";
+import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
+import { readManifest } from "../workspace/manifest.ts";
+import type { WorkspacePaths } from "../workspace/paths.ts";
+import { processAlive } from "../workspace/process.ts";
+import { reconcile } from "../workspace/reconcile.ts";
+import { runtimeLiveness, type RuntimeRecord } from "../workspace/runtime.ts";
+import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
+import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
+import { assertBootArtifactsVerified } from "../workspace/verify.ts";
+import { SupervisorClient } from "../supervisor/client.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
+import { spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
+import type { Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
+
+export interface LifecycleOptions extends WorkspaceAccessOptions {
+  /** `--supervisor`: run this executable as the supervisor instead of the bundled one. */
+  supervisorPath?: string;
+  /** Correlates the events this call records. */
+  requestId?: string;
+}
+
+export interface StartOptions extends LifecycleOptions {
+  /** Boot even when the kernel or init diverged from the manifest. */
+  force?: boolean;
+  /** Bound on the whole boot (launch to guest ready). Default 120 s. */
+  timeoutMs?: number;
+  /** Return as soon as the supervisor is spawned (do not wait for the guest). */
+  detach?: boolean;
+}
+
+export interface StartResult {
+  workspace: string;
+  state: WorkspaceState;
+  runtimeId: string;
+  supervisorPid: number;
+  status?: SupervisorStatus;
+  /** Milliseconds from the start call to the guest accepting its boot config. */
+  bootMs?: number;
+}
+
+export const DEFAULT_START_TIMEOUT_MS = 120_000;
+
+/** Boot a prepared/halted/stopped/failed workspace. Resolves once it is running. */
+export async function startWorkspace(name: string, opts: StartOptions = {}): Promise<StartResult> {
+  const started = Date.now();
+  const paths = await openWorkspace(name, opts);
+  const runtimeId = randomUUID();
+  const requestId = opts.requestId ?? randomUUID();
+  let pid: number;
+  const lock = await lockWorkspace(paths, { purpose: "start" });
+  try {
+    const { state } = await reconcile(paths, { lock });
+    if (!state) throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${name} has no recorded state` });
+    assertCanStart(name, state.state);
+    const manifest = await readManifest(paths);
+    await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
+    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
+    try {
+      ({ pid } = spawnSupervisor(paths, {
+        ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
+        runtimeId,
+        requestId,
+      }));
+    } catch (e) {
+      await transition(paths, "failed", { lock, detail: `the supervisor could not be started: ${(e as Error).message}`, identity: { runtimeId, requestId } });
+      throw e;
+    }
+  } finally {
+    await lock.release();
+  }
+  if (opts.detach) return { workspace: name, state: "starting", runtimeId, supervisorPid: pid };
+  try {
+    const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+    return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started };
+  } catch (e) {
+    // Whatever happened, the record must not claim a live VM that is not there.
+    await reconcile(paths).catch(() => {});
+    throw e;
+  }
+}
+
+/** The live supervisor of a workspace, or a clear error naming its state. */
+export async function supervisorFor(name: string, opts: WorkspaceAccessOptions = {}): Promise<{ paths: WorkspacePaths; client: SupervisorClient; runtime: RuntimeRecord; state: StateRecord }> {
+  const paths = await openWorkspace(name, opts);
+  const { state, runtime } = await reconcile(paths);
+  if (!state || !LIVE_STATES.has(state.state) || !runtime || !runtimeLiveness(runtime).supervisorAlive) {
+    throw SupervisorErrors.NOT_RUNNING({
+      message: `workspace ${name} is ${state?.state ?? "without state"}, not running`,
+      remediation: `Start it first: \`microagent start ${name}\`.`,
+      details: { workspace: name, state: state?.state },
+    });
+  }
+  return { paths, client: new SupervisorClient(runtime.sockets.control), runtime, state };
+}
+
+export interface StopResult {
+  workspace: string;
+  state: WorkspaceState;
+  /** The state before the call. */
+  previousState: WorkspaceState;
+  /** False when nothing was running (the call changed nothing or only recorded the state). */
+  changed: boolean;
+}
+
+type StopMode = "halt" | "stop" | "kill";
+
+/**
+ * halt: clean guest shutdown, disk kept -> halted. stop: graceful request, terminated after the
+ * timeout -> stopped. kill: hard termination -> stopped. A quarantined workspace whose supervisor
+ * is gone is moved on directly (its custody state is the only thing left to change).
+ */
+export async function stopWorkspace(name: string, mode: StopMode, opts: LifecycleOptions & { timeoutMs?: number } = {}): Promise<StopResult> {
+  const paths = await openWorkspace(name, opts);
+  const { state, runtime } = await reconcile(paths);
+  if (!state) throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${name} has no recorded state` });
+  const previousState = state.state;
+  const target: WorkspaceState = mode === "halt" ? "halted" : "stopped";
+  const alive = runtime ? runtimeLiveness(runtime) : undefined;
+  if (runtime && alive?.supervisorAlive) {
+    const client = new SupervisorClient(runtime.sockets.control);
+    try {
+      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs)) as { state?: WorkspaceState };
+      return { workspace: name, state: value.state ?? target, previousState, changed: true };
+    } catch (e) {
+      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;
+      // kill must work even when the supervisor is wedged: end its processes directly.
+      await killRuntimeProcesses(runtime);
+    }
+  } else if (runtime && alive?.vmmAlive) {
+    await killRuntimeProcesses(runtime);
+  }
+  // No supervisor: record the end ourselves when the state still claims a VM.
+  const after = await readState(paths);
+  if (after && (LIVE_STATES.has(after.state) || after.state === "quarantined")) {
+    const lock = await lockWorkspace(paths, { purpose: mode });
+    try {
+      const cur = await readState(paths);
+      if (cur && (LIVE_STATES.has(cur.state) || cur.state === "quarantined")) {
+        const rec = await transition(paths, target, { lock, detail: `${mode}: no VM process was left running`, ...(opts.requestId ? { identity: { requestId: opts.requestId } } : {}) });
+        return { workspace: name, state: rec.state, previousState, changed: true };
+      }
+    } finally {
+      await lock.release();
+    }
+  }
+  const final = (await readState(paths))?.state ?? previousState;
+  return { workspace: name, state: final, previousState, changed: final !== previousState };
+}
+
+async function killRuntimeProcesses(runtime: RuntimeRecord): Promise<void> {
+  for (const [pid, start] of [
+    [runtime.supervisorPid, runtime.supervisorStartTime],
+    [runtime.vmmPid, runtime.vmmStartTime],
+  ] as const) {
+    if (pid === undefined || !processAlive(pid, start)) continue;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  for (let i = 0; i < 80; i++) {
+    const alive = runtimeLiveness(runtime);
+    if (!alive.supervisorAlive && alive.vmmAlive !== true) return;
+    await sleep(25);
+  }
+}
+
+/** Sever every host path into the guest; disk and events are kept; start is refused until halt/stop/kill. */
+export async function quarantineWorkspace(name: string, opts: LifecycleOptions = {}): Promise<{ workspace: string; state: WorkspaceState; frozen: boolean }> {
+  const { client } = await supervisorFor(name, opts);
+  const value = (await client.quarantine()) as { state: WorkspaceState; frozen?: boolean };
+  return { workspace: name, state: value.state, frozen: value.frozen ?? false };
+}
+
+export interface WaitResult {
+  workspace: string;
+  state: WorkspaceState;
+  /** True for stopped/halted/prepared; false for failed/quarantined. */
+  ok: boolean;
+  detail: string;
+}
+
+/** Block until the workspace reaches a settled state (each check reconciles). */
+export async function waitWorkspace(name: string, opts: WorkspaceAccessOptions & { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<WaitResult> {
+  const paths = await openWorkspace(name, opts);
+  const deadline = opts.timeoutMs ? Date.now() + opts.timeoutMs : Infinity;
+  for (;;) {
+    const { state } = await reconcile(paths);
+    if (state && SETTLED_STATES.has(state.state)) {
+      return { workspace: name, state: state.state, ok: !["failed", "quarantined"].includes(state.state), detail: state.detail };
+    }
+    if (Date.now() >= deadline) {
+      throw SupervisorErrors.WAIT_TIMEOUT({
+        message: `workspace ${name} is still ${state?.state ?? "unknown"} after ${opts.timeoutMs} ms`,
+        details: { workspace: name, state: state?.state },
+      });
+    }
+    opts.signal?.throwIfAborted();
+    await sleep(Math.min(opts.intervalMs ?? 200, Math.max(1, deadline - Date.now())));
+  }
+}
+
+/** Readiness from real probes through the supervisor (handshake, exec round trip, shell). */
+export async function probeReadiness(name: string, opts: WorkspaceAccessOptions & { timeoutMs?: number } = {}): Promise<Readiness> {
+  const { client } = await supervisorFor(name, opts);
+  return client.readiness(opts.timeoutMs);
+}
+
+/** WS-STATE's `status` seam: readiness for a live runtime record. */
+export async function readinessForRuntime(_paths: WorkspacePaths, runtime: RuntimeRecord): Promise<Record<string, unknown>> {
+  const r = await new SupervisorClient(runtime.sockets.control).readiness(5000);
+  return { ...r, ready: r.guestReady.ready && r.execReady.ready };
+}
