@@ -21,6 +21,12 @@ export { ImageErrors } from "./image/errors.ts";
 export { openLayerStream, compressionOf } from "./image/layer.ts";
 export { ImageConfigSchema } from "./image/types.ts";
 export type { LocalImage, LocalLayer, ImageConfig, Platform, LayerCompression } from "./image/types.ts";
+export { parseImageRef, formatImageRef, isDigestRef } from "./image/ref.ts";
+export type { ImageRef } from "./image/ref.ts";
+export { pullImage, resolveImage, resolvePullOptions } from "./image/pull.ts";
+export type { PullOptions, ResolvedPullOptions, ResolveImageOptions, PullProgress } from "./image/pull.ts";
+export { listImages, removeImage, pruneImages, tagImage } from "./image/images.ts";
+export type { ImageStoreOptions, ImageSummary, RemoveImageOptions, TagImageOptions, PruneImagesOptions, PruneResult } from "./image/images.ts";
 
 // Root filesystems.
 
