@@ -13,6 +13,40 @@ export { packageVersion } from "./version.ts";
 // Host: doctor and host capability report.
 
 // Kernels.
+export {
+  installKernel,
+  ensureKernel,
+  verifyKernel,
+  listKernels,
+  kernelStatus,
+  kernelMismatchError,
+  KernelManifestSchema,
+  KernelSourceSchema,
+  KernelErrors,
+  kernelDir,
+  resolveGuestInit,
+  defaultKernelCacheDir,
+  DEFAULT_KERNEL_BACKEND,
+  GUEST_MODULES,
+} from "./kernel/index.ts";
+export type {
+  InstallKernelOptions,
+  ResolvedInstallKernelOptions,
+  InstallKernelResult,
+  InstallAction,
+  EnsureKernelOptions,
+  KernelStatus,
+  KernelStatusName,
+  KernelStatusOptions,
+  VerifyKernelOptions,
+  VerifyKernelResult,
+  KernelManifest,
+  KernelSource,
+} from "./kernel/index.ts";
+// VMM: the QEMU primitives (command line, launcher, QMP).
+export { buildQemuArgs, kernelCmdline, launchQemu, QmpClient, findQemu, tscKhz, waitForSerial, assertSocketPath, UNIX_SOCKET_PATH_MAX_BYTES } from "./vmm/qemu/index.ts";
+export type { QemuSpec, QemuDisk, QemuSerial, QemuNetwork, QemuHandle, QemuExit, LaunchQemuOptions, QmpEvent, QmpStatus, Accel } from "./vmm/qemu/index.ts";
+export { VmmErrors } from "./vmm/errors.ts";
 
 // Guest channel.
 
@@ -47,3 +81,27 @@ export type { Manifest, BootSpec, BootFile, NetworkMode } from "./workspace/mani
 export { PROFILES, PROFILE_NAMES, DEFAULT_PROFILE, resolveResources } from "./workspace/profiles.ts";
 export type { ProfileName, ResourceOptions, ResolvedResources } from "./workspace/profiles.ts";
 export { processAlive, processStartTime } from "./workspace/process.ts";
+export { reconcile } from "./workspace/reconcile.ts";
+export type { ReconcileOptions, ReconcileOutcome } from "./workspace/reconcile.ts";
+export { verifyManifest, assertBootArtifactsVerified } from "./workspace/verify.ts";
+export type { Verification, Divergence, VerifiedArtifact } from "./workspace/verify.ts";
+export { WorkloadResultSchema, readResult, writeResult } from "./workspace/result.ts";
+export type { WorkloadResult } from "./workspace/result.ts";
+export { SpecSchema, loadSpec } from "./workspace/spec.ts";
+export type { LoadedSpec, SpecFile } from "./workspace/spec.ts";
+export { createWorkspace, resolveCreateInputs } from "./workspace/create.ts";
+export type { CreateWorkspaceOptions, CreateResult, CreateProviders, ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo } from "./workspace/create.ts";
+export { deleteWorkspace } from "./workspace/delete.ts";
+export type { DeleteWorkspaceOptions, DeleteResult } from "./workspace/delete.ts";
+export { listWorkspaces, psWorkspaces } from "./workspace/list.ts";
+export type { WorkspaceSummary } from "./workspace/list.ts";
+export { workspaceStatus } from "./workspace/status.ts";
+export type { WorkspaceStatus, WorkspaceStatusOptions, ReadinessProbe, Readiness } from "./workspace/status.ts";
+export { readEvents, followEvents, readLogs, followLogs } from "./workspace/history.ts";
+export type { FollowWorkspaceOptions } from "./workspace/history.ts";
+export { openWorkspace } from "./workspace/access.ts";
+export type { WorkspaceAccessOptions } from "./workspace/access.ts";
+export { defaultStateDir } from "./workspace/paths.ts";
+export { mergeBootSpec, buildGuestBootConfig } from "./workspace/boot-spec.ts";
+export type { GuestBootConfig, BootOverrides, ImageRuntimeConfig } from "./workspace/boot-spec.ts";
+export { overlayInfo } from "./workspace/overlay.ts";

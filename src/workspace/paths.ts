@@ -5,7 +5,7 @@
  * can be arbitrarily deep.
  */
 import { createHash } from "node:crypto";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { WorkspaceErrors } from "./errors.ts";
 
@@ -58,6 +58,11 @@ export function validateWorkspaceName(name: string): string {
     });
   }
   return name;
+}
+
+/** `--state-dir` default: $MICROAGENT_STATE_DIR, else ~/.microagent (the CLI resolves the same way). */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.MICROAGENT_STATE_DIR || join(homedir(), ".microagent");
 }
 
 export function workspacesRoot(stateDir: string): string {

@@ -1,0 +1,126 @@
+/**
+ * Merging what the image says (Entrypoint, Cmd, Env, WorkingDir, User, StopSignal) with what the
+ * spec file and flags say, into the workspace's boot spec, and turning that into the boot config
+ * the guest's init reads (argv, env as K=V, cwd, user, hostname, shell, stopSignal, setup, files
+ * with their content inline). The boot config is written to `boot-config.json` and hashed: files'
+ * contents are inside it, so verification covers them too.
+ */
+import { readFile } from "node:fs/promises";
+import { WorkspaceErrors } from "./errors.ts";
+import type { BootFile, BootSpec } from "./manifest.ts";
+
+/** The image config fields that matter for booting (a subset of the OCI image config). */
+export interface ImageRuntimeConfig {
+  Entrypoint?: string[] | null;
+  Cmd?: string[] | null;
+  Env?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+  StopSignal?: string;
+}
+
+export interface BootOverrides {
+  /** A string is shell form (`/bin/sh -c STRING`); a list is exec form. Replaces the image's Entrypoint AND drops its Cmd. */
+  entrypoint?: string | string[];
+  /** Replaces the image's Cmd (arguments to the entrypoint), like `docker run IMAGE CMD...`. */
+  cmd?: string[];
+  env?: Record<string, string>;
+  setup?: string[];
+  files?: BootFile[];
+  hostname?: string;
+  cwd?: string;
+  user?: string;
+}
+
+export const DEFAULT_SHELL = "/bin/sh";
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** Files travel inline in the boot config; keep it well inside one bounded channel message. */
+export const MAX_BOOT_FILES_BYTES = 4 * 1024 * 1024;
+
+/** A hostname derived from a workspace name ('_' is not valid in host names). */
+export function hostnameFor(name: string): string {
+  return name.replace(/_/g, "-").replace(/^[.-]+|[.-]+$/g, "").slice(0, 63) || "microagent";
+}
+
+export function mergeBootSpec(name: string, image: ImageRuntimeConfig, o: BootOverrides): BootSpec {
+  const shell = [DEFAULT_SHELL];
+  let entrypoint: string[];
+  let cmd: string[];
+  if (o.entrypoint !== undefined) {
+    entrypoint = typeof o.entrypoint === "string" ? [DEFAULT_SHELL, "-c", o.entrypoint] : [...o.entrypoint];
+    cmd = o.cmd ? [...o.cmd] : [];
+  } else {
+    entrypoint = [...(image.Entrypoint ?? [])];
+    cmd = o.cmd ? [...o.cmd] : [...(image.Cmd ?? [])];
+  }
+  const env: Record<string, string> = {};
+  for (const kv of image.Env ?? []) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
+  Object.assign(env, o.env ?? {});
+  return {
+    argv: [...entrypoint, ...cmd],
+    entrypoint,
+    cmd,
+    env,
+    cwd: o.cwd ?? (image.WorkingDir || "/"),
+    user: o.user ?? (image.User || ""),
+    setup: [...(o.setup ?? [])],
+    files: [...(o.files ?? [])],
+    hostname: o.hostname ?? hostnameFor(name),
+    stopSignal: normalizeSignal(image.StopSignal) ?? "SIGTERM",
+    shell,
+  };
+}
+
+/** "15", "TERM", "sigterm" -> "SIGTERM"; undefined when absent. */
+function normalizeSignal(sig: string | undefined): string | undefined {
+  if (!sig) return undefined;
+  const numbers: Record<string, string> = { "1": "SIGHUP", "2": "SIGINT", "3": "SIGQUIT", "9": "SIGKILL", "10": "SIGUSR1", "12": "SIGUSR2", "15": "SIGTERM", "28": "SIGWINCH" };
+  const s = sig.trim().toUpperCase();
+  if (numbers[s]) return numbers[s];
+  return s.startsWith("SIG") ? s : `SIG${s}`;
+}
+
+/** The boot config as the guest's init reads it (see guest/src/serve.c apply_boot_config). */
+export interface GuestBootConfig {
+  argv: string[];
+  env: string[];
+  cwd: string;
+  user?: string;
+  hostname: string;
+  shell: string;
+  stopSignal: string;
+  setup: string[];
+  files: Array<{ path: string; contentBase64: string; mode: number }>;
+}
+
+/** Build the guest boot config, reading each file's content (and checking it still matches its hash). */
+export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootConfig> {
+  const files: GuestBootConfig["files"] = [];
+  let total = 0;
+  for (const f of boot.files) {
+    const content = await readFile(f.source);
+    total += content.length;
+    if (total > MAX_BOOT_FILES_BYTES) {
+      throw WorkspaceErrors.SPEC_INVALID({
+        message: `files: together they exceed ${MAX_BOOT_FILES_BYTES} bytes (at ${f.source}); files are delivered inline at boot`,
+        remediation: "Keep files: small (configs, scripts); put large data in the image or fetch it in setup:.",
+      });
+    }
+    files.push({ path: f.target, contentBase64: content.toString("base64"), mode: f.mode });
+  }
+  return {
+    argv: boot.argv,
+    env: Object.entries(boot.env).map(([k, v]) => `${k}=${v}`),
+    cwd: boot.cwd,
+    ...(boot.user ? { user: boot.user } : {}),
+    hostname: boot.hostname,
+    shell: boot.shell[0] ?? DEFAULT_SHELL,
+    stopSignal: boot.stopSignal,
+    setup: boot.setup,
+    files,
+  };
+}

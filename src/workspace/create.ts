@@ -1,0 +1,310 @@
+/**
+ * `create NAME --image REF ...`: a persistent workspace in state `prepared`. Resolves the image (tags
+ * allowed; the digest is recorded), installs the default kernel if missing, builds or reuses the
+ * base rootfs, creates the qcow2 overlay over it, merges the boot spec, writes boot-config.json,
+ * the manifest and the first event. A failure anywhere leaves nothing behind.
+ *
+ * The three heavy steps come from other areas (image, kernel, rootfs) through `CreateProviders`, so
+ * the workspace layer stays independent of how they work (and a unit test can pass small ones).
+ */
+import { mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
+import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
+import { workspaceExists } from "./access.ts";
+import { buildGuestBootConfig, mergeBootSpec, type ImageRuntimeConfig } from "./boot-spec.ts";
+import { WorkspaceErrors } from "./errors.ts";
+import { ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
+import { sha256File } from "./hash.ts";
+import { acquireLock, type LockHandle } from "./lock.ts";
+import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
+import { createOverlay } from "./overlay.ts";
+import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
+import { resolveResources, type ProfileName } from "./profiles.ts";
+import { HOSTNAME_PATTERN, ENV_KEY_PATTERN, loadSpec, type LoadedSpec } from "./spec.ts";
+import { recordInitialState, type StateRecord } from "./state.ts";
+
+/** Context handed to each provider. */
+export interface ProviderContext {
+  stateDir: string;
+  backend: BackendName;
+  arch: Arch;
+  signal?: AbortSignal;
+  onProgress?: (message: string) => void;
+}
+
+/** What the workspace layer needs to know about a resolved image. */
+export interface ResolvedImageInfo {
+  ref: string;
+  resolvedRef: string;
+  /** sha256:<hex> of the platform manifest. */
+  manifestDigest: string;
+  configDigest?: string;
+  config: ImageRuntimeConfig;
+}
+
+export interface KernelArtifacts {
+  kernel: { path: string; sha256: string };
+  initramfs: { path: string; sha256: string };
+}
+
+export interface BaseRootfsInfo {
+  path: string;
+  sha256: string;
+  sizeMib: number;
+  cacheHit: boolean;
+}
+
+/** The image, kernel and rootfs steps of create. `image` is opaque to us and handed back to `ensureBaseRootfs`. */
+export interface CreateProviders {
+  resolveImage(ref: string, ctx: ProviderContext): Promise<{ info: ResolvedImageInfo; image: unknown }>;
+  ensureKernel(ctx: ProviderContext): Promise<KernelArtifacts>;
+  ensureBaseRootfs(image: unknown, ctx: ProviderContext): Promise<BaseRootfsInfo>;
+}
+
+export interface CreateWorkspaceOptions {
+  name: string;
+  stateDir?: string;
+  /** Image reference (tag or digest). Overrides the spec's `image`. */
+  image?: string;
+  /** Path to a microagent.yaml; flags (the fields below) override it. */
+  specFile?: string;
+  profile?: ProfileName;
+  memoryMib?: number;
+  cpus?: number;
+  sizeMib?: number;
+  /** Replaces the spec's setup list when given (even empty). */
+  setup?: string[];
+  /** A string is shell form; a list is exec form. Drops the image's Cmd. */
+  entrypoint?: string | string[];
+  /** Replaces the image's Cmd (run IMAGE CMD...). */
+  cmd?: string[];
+  /** Merged over the spec's env, key by key. */
+  env?: Record<string, string>;
+  network?: NetworkMode;
+  hostname?: string;
+  backend?: BackendName;
+  arch?: Arch;
+  providers?: CreateProviders;
+  signal?: AbortSignal;
+  onProgress?: (message: string) => void;
+}
+
+export interface CreateTimings {
+  imageMs: number;
+  kernelMs: number;
+  rootfsMs: number;
+  overlayMs: number;
+  totalMs: number;
+}
+
+export interface CreateResult {
+  name: string;
+  paths: WorkspacePaths;
+  manifest: Manifest;
+  state: StateRecord;
+  rootfsCacheHit: boolean;
+  timings: CreateTimings;
+}
+
+export async function createWorkspace(options: CreateWorkspaceOptions): Promise<CreateResult> {
+  const t0 = performance.now();
+  const name = validateWorkspaceName(options.name);
+  const stateDir = options.stateDir ?? defaultStateDir();
+  const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
+  const resolved = resolveCreateInputs(options, spec);
+  const providers = options.providers ?? (await import("./providers.ts")).defaultCreateProviders();
+  const ctx: ProviderContext = {
+    stateDir,
+    backend: resolved.backend,
+    arch: resolved.arch,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+  };
+
+  const paths = workspacePaths(stateDir, name);
+  await ensurePrivateDir(stateDir);
+  await ensurePrivateDir(workspacesRoot(stateDir));
+  const lock = await claimDirectory(paths, stateDir);
+  let done = false;
+  try {
+    const ti = performance.now();
+    options.onProgress?.(`resolving ${resolved.image}`);
+    const { info: image, image: localImage } = await providers.resolveImage(resolved.image, ctx);
+    const tk = performance.now();
+    options.onProgress?.("checking the kernel");
+    const kernel = await providers.ensureKernel(ctx);
+    const tr = performance.now();
+    options.onProgress?.("preparing the base rootfs");
+    const base = await providers.ensureBaseRootfs(localImage, ctx);
+    const to = performance.now();
+    await createOverlay(base.path, paths.disk, { sizeMib: resolved.resources.sizeMib, baseSizeMib: base.sizeMib });
+    const tm = performance.now();
+
+    const boot = mergeBootSpec(name, image.config, {
+      ...(resolved.entrypoint !== undefined ? { entrypoint: resolved.entrypoint } : {}),
+      ...(options.cmd !== undefined ? { cmd: options.cmd } : {}),
+      env: resolved.env,
+      setup: resolved.setup,
+      files: spec?.files ?? [],
+      ...(resolved.hostname !== undefined ? { hostname: resolved.hostname } : {}),
+    });
+    await writeJsonAtomic(paths.bootConfig, await buildGuestBootConfig(boot));
+    const manifest: Manifest = {
+      version: MANIFEST_VERSION,
+      name,
+      createdAt: new Date().toISOString(),
+      backend: resolved.backend,
+      arch: resolved.arch,
+      image: {
+        ref: image.ref,
+        resolvedRef: image.resolvedRef,
+        digest: image.manifestDigest,
+        ...(image.configDigest ? { configDigest: image.configDigest } : {}),
+      },
+      resources: resolved.resources,
+      network: { mode: resolved.network },
+      boot,
+      artifacts: {
+        kernel: kernel.kernel,
+        initramfs: kernel.initramfs,
+        rootfsBase: { path: base.path, sha256: base.sha256, sizeMib: base.sizeMib },
+        bootConfig: { path: paths.bootConfig, sha256: await sha256File(paths.bootConfig) },
+        disk: { path: paths.disk, format: "qcow2" },
+      },
+      ...(spec ? { spec: { path: spec.path, sha256: spec.sha256 } } : {}),
+    };
+    await writeManifest(paths, manifest);
+    const state = await recordInitialState(paths, {
+      lock,
+      detail: `created from ${image.resolvedRef}${base.cacheHit ? " (cached rootfs)" : ""}`,
+      identity: { requestId: "create" },
+    });
+    done = true;
+    return {
+      name,
+      paths,
+      manifest,
+      state,
+      rootfsCacheHit: base.cacheHit,
+      timings: {
+        imageMs: tk - ti,
+        kernelMs: tr - tk,
+        rootfsMs: to - tr,
+        overlayMs: tm - to,
+        totalMs: performance.now() - t0,
+      },
+    };
+  } finally {
+    if (!done) await rm(paths.dir, { recursive: true, force: true }).catch(() => {});
+    await lock.release().catch(() => {});
+  }
+}
+
+interface ResolvedCreateInputs {
+  image: string;
+  resources: ReturnType<typeof resolveResources>;
+  network: NetworkMode;
+  setup: string[];
+  env: Record<string, string>;
+  entrypoint?: string | string[];
+  hostname?: string;
+  backend: BackendName;
+  arch: Arch;
+}
+
+/** Flags override the spec file, field by field (env key by key). Pure: exported for tests. */
+export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: LoadedSpec): ResolvedCreateInputs {
+  const image = options.image ?? spec?.image;
+  if (!image) {
+    throw CommonErrors.INVALID_ARGUMENT({
+      message: `no image for workspace ${options.name}: pass --image REF${spec ? ` or set image: in ${spec.path}` : " or --file with an image: key"}`,
+    });
+  }
+  const network = options.network ?? spec?.network ?? "isolated";
+  if (network !== "isolated") {
+    throw WorkspaceErrors.WORKSPACE_UNSUPPORTED({
+      message: `network mode '${network}' is not available yet: workspaces have no network interface for now`,
+      remediation: "Use --network isolated (the default), or leave network: out of the spec file.",
+      details: { network },
+    });
+  }
+  const backend = options.backend ?? "linux-qemu";
+  if (backend !== "linux-qemu") {
+    throw WorkspaceErrors.WORKSPACE_UNSUPPORTED({
+      message: `backend ${backend} cannot run workspaces yet`,
+      remediation: "Use --backend linux-qemu (the default).",
+      details: { backend },
+    });
+  }
+  const env = { ...(spec?.env ?? {}), ...(options.env ?? {}) };
+  for (const key of Object.keys(env)) {
+    if (!ENV_KEY_PATTERN.test(key)) throw CommonErrors.INVALID_ARGUMENT({ message: `invalid environment variable name '${key}'` });
+  }
+  const hostname = options.hostname ?? spec?.hostname;
+  if (hostname !== undefined && !HOSTNAME_PATTERN.test(hostname)) {
+    throw CommonErrors.INVALID_ARGUMENT({ message: `invalid hostname '${hostname}': use letters, digits, '-' and '.' (RFC 1123)` });
+  }
+  const r = spec?.resources ?? {};
+  const resources = resolveResources({
+    ...((options.profile ?? r.profile) !== undefined ? { profile: options.profile ?? r.profile } : {}),
+    ...((options.memoryMib ?? r.memoryMib) !== undefined ? { memoryMib: options.memoryMib ?? r.memoryMib } : {}),
+    ...((options.cpus ?? r.cpus) !== undefined ? { cpus: options.cpus ?? r.cpus } : {}),
+    ...((options.sizeMib ?? r.sizeMib) !== undefined ? { sizeMib: options.sizeMib ?? r.sizeMib } : {}),
+  });
+  const entrypoint = options.entrypoint ?? spec?.entrypoint;
+  return {
+    image,
+    resources,
+    network,
+    setup: options.setup ?? spec?.setup ?? [],
+    env,
+    ...(entrypoint !== undefined ? { entrypoint } : {}),
+    ...(hostname !== undefined ? { hostname } : {}),
+    backend,
+    arch: options.arch ?? hostArch(),
+  };
+}
+
+/**
+ * Create the workspace directory exclusively and lock it. A directory without a manifest is the
+ * debris of a create that crashed (or one in progress, which holds the lock): debris is moved
+ * aside and the claim retried.
+ */
+async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<LockHandle> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await mkdir(paths.dir, { mode: DIR_MODE });
+      return await acquireLock(paths.lock, { purpose: "create", timeoutMs: 5000 });
+    } catch (e) {
+      if (!isErrno(e, "EEXIST")) throw e;
+    }
+    if (await workspaceExists(paths)) throw exists(paths.name);
+    // No manifest: a create in progress (it holds the lock) or the debris of a crashed one.
+    let debrisLock: LockHandle;
+    try {
+      debrisLock = await acquireLock(paths.lock, { purpose: "create (clearing debris)", timeoutMs: 0 });
+    } catch (e) {
+      if (isMicroagentError(e) && e.code === "WORKSPACE_LOCKED") throw exists(paths.name, e);
+      if (isErrno(e, "ENOENT")) continue;
+      throw e;
+    }
+    if (await workspaceExists(paths)) {
+      await debrisLock.release();
+      throw exists(paths.name);
+    }
+    // The lock file moves aside with the directory: nothing to release.
+    await rename(paths.dir, join(workspacesRoot(stateDir), `.trash-${paths.name}-${randomBytes(4).toString("hex")}`));
+  }
+  throw exists(paths.name);
+}
+
+function exists(name: string, cause?: unknown) {
+  return WorkspaceErrors.WORKSPACE_EXISTS({
+    message: `workspace ${name} already exists${cause ? " (it is being created right now)" : ""}`,
+    remediation: `Pick another name, or remove the old one with \`microagent delete ${name}\`.`,
+    ...(cause ? { cause } : {}),
+    details: { workspace: name },
+  });
+}
