@@ -63,6 +63,20 @@ export { listImages, removeImage, pruneImages, tagImage } from "./image/images.t
 export type { ImageStoreOptions, ImageSummary, RemoveImageOptions, TagImageOptions, PruneImagesOptions, PruneResult } from "./image/images.ts";
 
 // Root filesystems.
+export { RootfsErrors } from "./rootfs/errors.ts";
+export { ensureBaseRootfs, buildRootfs, buildExt4FromLayers, resolveRootfsBuildOptions, baseCachePaths, ROOTFS_FORMAT } from "./rootfs/build.ts";
+export type {
+  BaseRootfs,
+  RootfsBuildOptions,
+  ResolvedRootfsBuildOptions,
+  BuildRootfsOptions,
+  BuildRootfsResult,
+  LayerSource,
+  BuildExt4Options,
+  BuildExt4Result,
+} from "./rootfs/build.ts";
+export { resolveE2fsTools } from "./rootfs/tools.ts";
+export type { E2fsTools } from "./rootfs/tools.ts";
 
 // Workspaces.
 export { WorkspaceErrors } from "./workspace/errors.ts";

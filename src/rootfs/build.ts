@@ -1,0 +1,397 @@
+/**
+ * The rootfs builder's public face: image layers -> ext4, and the base cache keyed by manifest
+ * digest that `create`/`run` use (`ensureBaseRootfs`).
+ *
+ * Cache layout: `<state-dir>/build/base/<hex>.ext4` plus `<hex>.json` (the record). The image is
+ * published first and the record last, both by atomic rename, so a record always names a complete
+ * image; a hit needs both and a matching size. Builders of the same digest serialize on a lock file
+ * (`<hex>.lock`, holding the pid; a dead holder's lock is taken over); the loser of the race finds
+ * the winner's record and returns it as a hit.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { openLayerStream } from "../image/layer.ts";
+import type { LocalImage, LocalLayer } from "../image/types.ts";
+import { packageVersion } from "../version.ts";
+import { RootfsErrors } from "./errors.ts";
+import { makeExt4 } from "./mkfs.ts";
+import { Stager } from "./stage.ts";
+import { resolveE2fsTools, type E2fsTools } from "./tools.ts";
+
+/** Bumped whenever the builder's output for the same input changes: older cache entries are rebuilt. */
+export const ROOTFS_FORMAT = 1;
+
+export interface RootfsBuildOptions {
+  /** State directory (default `~/.microagent`). */
+  stateDir?: string;
+  /** Filesystem size in MiB; default: content plus headroom. */
+  sizeMib?: number;
+  /** mke2fs to use (default: found on PATH or in the usual sbin dirs). */
+  mke2fs?: string;
+  /** debugfs to use (default: next to mke2fs, else PATH). */
+  debugfs?: string;
+  /** Bound on each e2fsprogs run, in ms (default 10 min). */
+  toolTimeoutMs?: number;
+  /** How long to wait for another process building the same base, in ms (default 30 min). */
+  lockTimeoutMs?: number;
+  /** Called with short progress messages ("applying layer 2/5"). */
+  onProgress?: (message: string) => void;
+}
+
+export interface ResolvedRootfsBuildOptions {
+  stateDir: string;
+  sizeMib: number | undefined;
+  tools: E2fsTools;
+  toolTimeoutMs: number;
+  lockTimeoutMs: number;
+  onProgress: (message: string) => void;
+}
+
+export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): ResolvedRootfsBuildOptions {
+  if (opts.sizeMib !== undefined && (!Number.isInteger(opts.sizeMib) || opts.sizeMib <= 0))
+    throw RootfsErrors.ROOTFS_TOO_SMALL({ message: `--size-mib must be a positive whole number of MiB, got ${opts.sizeMib}` });
+  return {
+    stateDir: opts.stateDir ?? join(homedir(), ".microagent"),
+    sizeMib: opts.sizeMib,
+    tools: resolveE2fsTools({ mke2fs: opts.mke2fs, debugfs: opts.debugfs }),
+    toolTimeoutMs: opts.toolTimeoutMs ?? 10 * 60_000,
+    lockTimeoutMs: opts.lockTimeoutMs ?? 30 * 60_000,
+    onProgress: opts.onProgress ?? (() => {}),
+  };
+}
+
+/** A cached base root filesystem. */
+export interface BaseRootfs {
+  /** The ext4 image (treat as read-only: workspaces put a copy-on-write overlay on it). */
+  path: string;
+  /** sha256 (hex) of the image file. */
+  sha256: string;
+  sizeMib: number;
+  /** True when the image came from the cache (no extraction happened). */
+  cacheHit: boolean;
+  manifestDigest: string;
+  /** ISO time the image was built. */
+  builtAt: string;
+}
+
+const RecordSchema = z.object({
+  format: z.number().int(),
+  manifestDigest: z.string(),
+  sizeMib: z.number().int().positive(),
+  sizeBytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[a-f0-9]{64}$/),
+  builtAt: z.string(),
+  builderVersion: z.string(),
+  layers: z.array(z.string()),
+});
+type CacheRecord = z.infer<typeof RecordSchema>;
+
+/** A layer to apply: a label for errors (its digest) and a way to open its uncompressed tar bytes. */
+export interface LayerSource {
+  label: string;
+  open: () => AsyncIterable<Uint8Array>;
+  /** Expected sha256 of the uncompressed bytes (`sha256:<hex>`, the image's diff_id), checked when given. */
+  diffId?: string;
+}
+
+export interface BuildExt4Options {
+  layers: LayerSource[];
+  /** Image file to create; written in place (callers publish by rename). */
+  out: string;
+  /** Reproducibility seed: same seed + same layers -> same bytes. */
+  seed: string;
+  /** Scratch directory (created, then removed). */
+  workDir: string;
+  sizeMib?: number;
+  tools: E2fsTools;
+  toolTimeoutMs: number;
+  onProgress?: (message: string) => void;
+}
+
+export interface BuildExt4Result {
+  sizeMib: number;
+  entries: number;
+  contentBytes: number;
+  replayCommands: number;
+  /** Milliseconds spent applying layers / making the filesystem. */
+  stageMs: number;
+  mkfsMs: number;
+}
+
+/**
+ * The builder without the cache: apply `layers` into a fresh staging tree under `workDir`, make
+ * the ext4 at `out`. Exported for tests and the bench.
+ */
+export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<BuildExt4Result> {
+  mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
+  const stageRoot = join(opts.workDir, "stage");
+  try {
+    const t0 = performance.now();
+    const stager = new Stager(stageRoot);
+    for (const [i, layer] of opts.layers.entries()) {
+      opts.onProgress?.(`applying layer ${i + 1}/${opts.layers.length} (${layer.label})`);
+      await applyVerified(stager, layer);
+    }
+    const tree = stager.finish();
+    const t1 = performance.now();
+    opts.onProgress?.(`making ext4 (${tree.entries.length} entries)`);
+    const made = await makeExt4({
+      tree,
+      out: opts.out,
+      sizeMib: opts.sizeMib,
+      seed: opts.seed,
+      tools: opts.tools,
+      workDir: opts.workDir,
+      timeoutMs: opts.toolTimeoutMs,
+    });
+    const t2 = performance.now();
+    return {
+      sizeMib: made.sizeMib,
+      entries: tree.entries.length,
+      contentBytes: tree.contentBytes,
+      replayCommands: made.replayCommands,
+      stageMs: t1 - t0,
+      mkfsMs: t2 - t1,
+    };
+  } finally {
+    rmSync(opts.workDir, { recursive: true, force: true });
+  }
+}
+
+/** Apply one layer, hashing the uncompressed bytes on the way (all of them, past the tar end). */
+async function applyVerified(stager: Stager, layer: LayerSource): Promise<void> {
+  const hash = layer.diffId ? createHash("sha256") : undefined;
+  const iterator = layer.open()[Symbol.asyncIterator]();
+  const hashed: AsyncIterable<Uint8Array> = {
+    [Symbol.asyncIterator]: () => ({
+      next: async () => {
+        const r = await iterator.next();
+        if (!r.done) hash?.update(r.value);
+        return r;
+      },
+    }),
+  };
+  try {
+    await stager.applyLayer(hashed, layer.label);
+    if (hash && layer.diffId) {
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) hash.update(r.value);
+      const actual = `sha256:${hash.digest("hex")}`;
+      if (actual !== layer.diffId)
+        throw RootfsErrors.ROOTFS_LAYER_INVALID({
+          message: `layer ${layer.label}: its uncompressed content has digest ${actual}, but the image config says ${layer.diffId}`,
+          details: { layer: layer.label, expected: layer.diffId, actual },
+        });
+    }
+  } finally {
+    await iterator.return?.();
+  }
+}
+
+function layerSources(image: LocalImage): LayerSource[] {
+  const diffIds = image.diffIds ?? [];
+  return image.layers.map((layer: LocalLayer, i: number) => ({
+    label: layer.digest,
+    open: () => openLayerStream(layer),
+    diffId: diffIds.length === image.layers.length ? diffIds[i] : undefined,
+  }));
+}
+
+function hexOf(digest: string): string {
+  const m = /^sha256:([a-f0-9]{64})$/.exec(digest);
+  if (!m) throw RootfsErrors.ROOTFS_LAYER_INVALID({ message: `manifest digest ${JSON.stringify(digest)} is not sha256:<64 hex>` });
+  return m[1] as string;
+}
+
+export function baseCacheDir(stateDir: string): string {
+  return join(stateDir, "build", "base");
+}
+
+/** Paths of one cache entry. An explicit size is part of the key (`<hex>-<N>m`). */
+export function baseCachePaths(stateDir: string, manifestDigest: string, sizeMib?: number) {
+  const dir = baseCacheDir(stateDir);
+  const name = sizeMib === undefined ? hexOf(manifestDigest) : `${hexOf(manifestDigest)}-${sizeMib}m`;
+  return { dir, image: join(dir, `${name}.ext4`), record: join(dir, `${name}.json`), lock: join(dir, `${name}.lock`), name };
+}
+
+function readRecord(recordPath: string, imagePath: string): CacheRecord | undefined {
+  let raw: string;
+  try {
+    raw = readFileSync(recordPath, "utf8");
+  } catch {
+    return undefined;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  const rec = RecordSchema.safeParse(parsed);
+  if (!rec.success || rec.data.format !== ROOTFS_FORMAT) return undefined;
+  try {
+    if (statSync(imagePath).size !== rec.data.sizeBytes) return undefined;
+  } catch {
+    return undefined;
+  }
+  return rec.data;
+}
+
+function toBase(path: string, rec: CacheRecord, cacheHit: boolean): BaseRootfs {
+  return { path, sha256: rec.sha256, sizeMib: rec.sizeMib, cacheHit, manifestDigest: rec.manifestDigest, builtAt: rec.builtAt };
+}
+
+/**
+ * The base root filesystem for an image: from the cache when this manifest digest was built before
+ * (no layer is read), else built, cached and returned. Safe to call concurrently from several
+ * processes.
+ */
+export async function ensureBaseRootfs(image: LocalImage, opts: RootfsBuildOptions = {}): Promise<BaseRootfs> {
+  const resolved = resolveRootfsBuildOptions(opts);
+  return ensureBaseRootfsResolved(image, resolved);
+}
+
+export async function ensureBaseRootfsResolved(image: LocalImage, opts: ResolvedRootfsBuildOptions): Promise<BaseRootfs> {
+  const paths = baseCachePaths(opts.stateDir, image.manifestDigest, opts.sizeMib);
+  const hit = readRecord(paths.record, paths.image);
+  if (hit) return toBase(paths.image, hit, true);
+
+  for (const dir of [join(opts.stateDir), join(opts.stateDir, "build"), paths.dir, join(opts.stateDir, "build", "tmp")]) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image) !== undefined);
+  try {
+    const again = readRecord(paths.record, paths.image);
+    if (again) return toBase(paths.image, again, true);
+
+    const token = `${process.pid}-${randomBytes(4).toString("hex")}`;
+    const tmpImage = join(paths.dir, `.${paths.name}.ext4.tmp-${token}`);
+    const workDir = join(opts.stateDir, "build", "tmp", `${paths.name}-${token}`);
+    try {
+      const built = await buildExt4FromLayers({
+        layers: layerSources(image),
+        out: tmpImage,
+        seed: image.manifestDigest,
+        workDir,
+        sizeMib: opts.sizeMib,
+        tools: opts.tools,
+        toolTimeoutMs: opts.toolTimeoutMs,
+        onProgress: opts.onProgress,
+      });
+      chmodSync(tmpImage, 0o600);
+      const sha256 = await sha256File(tmpImage);
+      const rec: CacheRecord = {
+        format: ROOTFS_FORMAT,
+        manifestDigest: image.manifestDigest,
+        sizeMib: built.sizeMib,
+        sizeBytes: statSync(tmpImage).size,
+        sha256,
+        builtAt: new Date().toISOString(),
+        builderVersion: packageVersion(),
+        layers: image.layers.map((l) => l.digest),
+      };
+      renameSync(tmpImage, paths.image);
+      writeAtomic(paths.record, `${JSON.stringify(rec, null, 2)}\n`);
+      return toBase(paths.image, rec, false);
+    } finally {
+      rmSync(tmpImage, { force: true });
+    }
+  } finally {
+    release();
+  }
+}
+
+export interface BuildRootfsOptions extends RootfsBuildOptions {
+  image: LocalImage;
+  /** Where to write the ext4 image (replaced atomically). */
+  out: string;
+}
+
+export interface BuildRootfsResult extends BaseRootfs {
+  /** The written file (`out`); `path` stays the cached base. */
+  out: string;
+}
+
+/**
+ * `rootfs build`: ensure the cached base, then copy it to `out` (a reflink where the filesystem
+ * supports it), through a temp file and rename.
+ */
+export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfsResult> {
+  const base = await ensureBaseRootfs(opts.image, opts);
+  const tmp = `${opts.out}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    copyFileSync(base.path, tmp, fsConstants.COPYFILE_FICLONE);
+    chmodSync(tmp, 0o644);
+    renameSync(tmp, opts.out);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  return { ...base, out: opts.out };
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+  return h.digest("hex");
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Take `lockPath` (create-exclusive, pid inside). While another live process holds it, poll until it
+ * is released, `done()` says the work is there, or the timeout passes. Returns the release function
+ * (a no-op when `done()` made the lock unnecessary).
+ */
+async function acquireLock(lockPath: string, timeoutMs: number, done: () => boolean): Promise<() => void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const fd = openSync(lockPath, "wx", 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(lockPath, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+    if (done()) return () => {};
+    let holder = NaN;
+    try {
+      holder = parseInt(readFileSync(lockPath, "utf8"), 10);
+    } catch {
+      continue; // released between our open and read
+    }
+    if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
+      // The holder died mid-build: take over (rename away first so two waiters can't both remove a new lock).
+      const stale = `${lockPath}.stale-${process.pid}`;
+      try {
+        renameSync(lockPath, stale);
+        rmSync(stale, { force: true });
+      } catch {
+        /* someone else took it over first */
+      }
+      continue;
+    }
+    if (Date.now() > deadline)
+      throw RootfsErrors.ROOTFS_CACHE_BUSY({
+        message: `another process (pid ${holder}) has been building ${lockPath.replace(/\.lock$/, ".ext4")} for longer than ${Math.round(timeoutMs / 1000)} s`,
+        details: { lock: lockPath, pid: holder },
+      });
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}

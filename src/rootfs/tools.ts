@@ -1,0 +1,112 @@
+/**
+ * Locating and running e2fsprogs (mke2fs, debugfs). A missing tool is reported with the seed's
+ * wording and fix; a child-process failure is translated here, once, into ROOTFS_MKFS_FAILED with
+ * the tool's output tail.
+ */
+import { spawn } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import { delimiter, dirname, join } from "node:path";
+import { RootfsErrors } from "./errors.ts";
+
+/** Places e2fsprogs lives when it is not on PATH (sbin dirs, Homebrew's keg-only prefix). */
+const EXTRA_DIRS = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"];
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function search(name: string, env: NodeJS.ProcessEnv, first: string[] = []): string | undefined {
+  const dirs = [...first, ...(env.PATH ?? "").split(delimiter).filter(Boolean), ...EXTRA_DIRS];
+  for (const dir of dirs) {
+    const candidate = join(dir, name);
+    if (isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+export interface E2fsTools {
+  mke2fs: string;
+  debugfs: string;
+}
+
+/**
+ * Resolve mke2fs and debugfs. An explicit mke2fs path must exist; debugfs is looked for next to it
+ * first (a Homebrew install keeps both in one keg).
+ */
+export function resolveE2fsTools(opts: { mke2fs?: string; debugfs?: string }, env: NodeJS.ProcessEnv = process.env): E2fsTools {
+  let mke2fs: string | undefined;
+  if (opts.mke2fs !== undefined) {
+    if (!isExecutable(opts.mke2fs))
+      throw RootfsErrors.ROOTFS_MKE2FS_MISSING({
+        message: `mke2fs not found at ${opts.mke2fs} (rootfs builds fail): the path is not an executable file`,
+        details: { path: opts.mke2fs },
+      });
+    mke2fs = opts.mke2fs;
+  } else {
+    mke2fs = search("mke2fs", env);
+    if (!mke2fs)
+      throw RootfsErrors.ROOTFS_MKE2FS_MISSING({
+        message: "mke2fs not found (rootfs builds fail): the rootfs builder needs mke2fs to format ext4 disks",
+      });
+  }
+  let debugfs: string | undefined;
+  if (opts.debugfs !== undefined) {
+    if (!isExecutable(opts.debugfs))
+      throw RootfsErrors.ROOTFS_DEBUGFS_MISSING({
+        message: `debugfs not found at ${opts.debugfs}: the path is not an executable file`,
+        details: { path: opts.debugfs },
+      });
+    debugfs = opts.debugfs;
+  } else {
+    debugfs = search("debugfs", env, [dirname(mke2fs)]);
+    if (!debugfs)
+      throw RootfsErrors.ROOTFS_DEBUGFS_MISSING({
+        message: "debugfs not found: the rootfs builder needs it (from e2fsprogs) to set owners, modes and device nodes",
+      });
+  }
+  return { mke2fs, debugfs };
+}
+
+export interface ToolResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+const OUTPUT_CAP = 256 * 1024;
+
+/** Run a tool to completion, bounded by a timeout; output is capped (the tail is kept). */
+export function runTool(path: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string }): Promise<ToolResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path, args, { env: opts.env, cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    const cap = (s: string) => (s.length > OUTPUT_CAP ? s.slice(s.length - OUTPUT_CAP) : s);
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout = cap(stdout + d)));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr = cap(stderr + d)));
+    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const name = path.split("/").pop() ?? path;
+      if (e.code === "ENOENT" || e.code === "EACCES") {
+        const ctor = name.includes("debugfs") ? RootfsErrors.ROOTFS_DEBUGFS_MISSING : RootfsErrors.ROOTFS_MKE2FS_MISSING;
+        reject(ctor({ message: `${name} not found at ${path} (rootfs builds fail)`, cause: e, details: { path } }));
+      } else reject(RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${name} could not be started: ${e.message}`, cause: e, details: { path } }));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** The last lines of a tool's output, for error messages. */
+export function tail(text: string, lines = 12): string {
+  return text.trim().split("\n").slice(-lines).join("\n");
+}
