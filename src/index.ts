@@ -49,6 +49,15 @@ export type { QemuSpec, QemuDisk, QemuSerial, QemuNetwork, QemuHandle, QemuExit,
 export { VmmErrors } from "./vmm/errors.ts";
 
 // Guest channel.
+export { GuestChannel, ExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
+export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, WorkloadResult, BootReport } from "./channel/guest-channel.ts";
+export { bootConfigSchema, bootFileSchema, parseBootConfig } from "./channel/boot-config.ts";
+export type { BootConfig, BootConfigInput, BootFile } from "./channel/boot-config.ts";
+export { ChannelErrors } from "./channel/errors.ts";
+export { UnixSocketTransport } from "./channel/transport.ts";
+export type { ChannelTransport, UnixSocketTransportOptions } from "./channel/transport.ts";
+export { PROTOCOL_VERSION, FrameDecoder, encodeFrame } from "./channel/frame.ts";
+export type { ExecStatus, Hello } from "./channel/messages.ts";
 
 // Images and registries.
 export { ImageErrors } from "./image/errors.ts";

@@ -7,8 +7,8 @@
 
 #define PROTO_VERSION 1
 #define FRAME_HEADER_BYTES 12
-/* Largest payload this init accepts; checked against the header before anything is buffered. */
-#define GUEST_MAX_FRAME_BYTES (64 * 1024)
+/* Largest payload this init accepts (boot configs carry files); checked before anything is buffered. */
+#define GUEST_MAX_FRAME_BYTES (4 * 1024 * 1024)
 /* Per-stream receive window this init offers the host (stdin / console input it may have in flight). */
 #define GUEST_WINDOW_BYTES (256 * 1024)
 #define MAX_STREAMS 64

@@ -1,0 +1,69 @@
+/**
+ * The boot config: everything per-boot the host hands microagent-init right after the handshake
+ * (never baked into the rootfs, so rootfs images stay byte-identical and shareable).
+ */
+import { z } from "zod";
+
+/** Signal names the guest understands (with or without the SIG prefix), or a number 1-64. */
+export const signalSchema = z.union([
+  z.string().regex(/^(SIG)?[A-Z0-9]{2,8}$/, "a signal name such as SIGTERM"),
+  z.number().int().min(1).max(64),
+]);
+
+/** "name", "uid", "name:group" or "uid:gid": resolved in the guest through /etc/passwd and /etc/group. */
+export const userSchema = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(/^[^:\s]+(:[^:\s]+)?$/, "a user as name, uid, name:group or uid:gid");
+
+export const envEntrySchema = z.string().max(128 * 1024).regex(/^[^=\0]+=/, "an environment entry KEY=VALUE");
+
+export const bootFileSchema = z.object({
+  /** Absolute path inside the guest; parents are created (0755). */
+  path: z.string().startsWith("/").max(4096).refine((p) => !p.split("/").includes(".."), "no .. components"),
+  /** Permission bits, e.g. 0o644. */
+  mode: z.number().int().min(0).max(0o7777).default(0o644),
+  uid: z.number().int().min(0).max(0x7fffffff).default(0),
+  gid: z.number().int().min(0).max(0x7fffffff).default(0),
+  contentBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "standard base64"),
+});
+export type BootFile = z.infer<typeof bootFileSchema>;
+
+export const bootConfigSchema = z.object({
+  /** The resolved Entrypoint+Cmd; absent or empty = idle (serve exec and console only). */
+  argv: z.array(z.string().max(128 * 1024)).max(4096).optional(),
+  /** KEY=VALUE entries, later ones win; the guest adds PATH and HOME when missing. */
+  env: z.array(envEntrySchema).max(4096).default([]),
+  /** Working directory of the workload (and the default for exec). */
+  cwd: z.string().startsWith("/").max(4096).optional(),
+  user: userSchema.optional(),
+  files: z.array(bootFileSchema).max(1024).default([]),
+  /** Shell commands run in order with `<shell> -c` before the workload; the first failure stops the boot. */
+  setup: z.array(z.string().min(1).max(128 * 1024)).max(256).default([]),
+  hostname: z
+    .string()
+    .max(63)
+    .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$/, "a hostname label")
+    .optional(),
+  stopSignal: signalSchema.default("SIGTERM"),
+  shell: z.string().startsWith("/").max(4096).default("/bin/sh"),
+  /** Also stream the workload's stdout/stderr to the host (it always goes to the serial console). */
+  streamOutput: z.boolean().default(false),
+});
+
+/** What callers write (defaults optional). */
+export type BootConfigInput = z.input<typeof bootConfigSchema>;
+/** What goes on the wire (defaults applied). */
+export type BootConfig = z.output<typeof bootConfigSchema>;
+
+/** Validates and applies defaults; throws a ZodError naming the bad field. */
+export function parseBootConfig(input: unknown): BootConfig {
+  return bootConfigSchema.parse(input);
+}
+
+/** Normalises a stop signal to the wire form ("SIGTERM"). */
+export function stopSignalName(sig: string | number): string {
+  if (typeof sig === "number") return String(sig);
+  return sig.startsWith("SIG") ? sig : `SIG${sig}`;
+}

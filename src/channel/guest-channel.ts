@@ -1,0 +1,608 @@
+/**
+ * The typed host API of one guest channel: handshake, boot config, exec sessions, the console,
+ * workload output and result, graceful shutdown. Built on the mux; every guest message is validated
+ * by its zod schema before it is acted on.
+ */
+import type { Duplex } from "node:stream";
+import type { MicroagentError } from "../contract/errors.ts";
+import { CommonErrors } from "../contract/errors.ts";
+import { ChannelErrors } from "./errors.ts";
+import type { Frame } from "./frame.ts";
+import { CHANNELS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_WINDOW_BYTES, MAX_FRAME_BYTES_LIMIT, PROTOCOL_VERSION } from "./frame.ts";
+import type { BootConfigInput } from "./boot-config.ts";
+import { parseBootConfig } from "./boot-config.ts";
+import type { ExecExitMessage, ExecStatus, GuestControlMessage, Hello, WorkloadResultMessage } from "./messages.ts";
+import {
+  bootConfigMessage,
+  closeSchema,
+  decodeJson,
+  execExitSchema,
+  goawaySchema,
+  guestControlSchema,
+  guestOpenSchema,
+  helloSchema,
+  helloVersionSchema,
+  pingMessage,
+  resizeMessage,
+  shutdownMessage,
+  signalMessage,
+  welcomeMessage,
+} from "./messages.ts";
+import type { MuxStream, StreamEvent } from "./mux.ts";
+import { Mux } from "./mux.ts";
+
+export interface GuestChannelOptions {
+  /** How long to wait for the guest's hello (a TCG boot takes seconds). Default 60 000. */
+  helloTimeoutMs?: number;
+  /** Largest frame payload the host accepts. Default 64 KiB. */
+  maxFrameBytes?: number;
+  /** Per-stream window offered to the guest. Default 256 KiB. */
+  windowBytes?: number;
+  /** Most concurrent streams. Default 64. */
+  maxStreams?: number;
+  /** Called when the channel dies, to attach e.g. the serial log tail to every pending error. */
+  describeDeath?: () => string | undefined;
+}
+
+export interface ResolvedGuestChannelOptions {
+  helloTimeoutMs: number;
+  maxFrameBytes: number;
+  windowBytes: number;
+  maxStreams: number;
+  describeDeath: (() => string | undefined) | undefined;
+}
+
+export function resolveGuestChannelOptions(o: GuestChannelOptions = {}): ResolvedGuestChannelOptions {
+  const maxFrameBytes = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  if (maxFrameBytes < 1024 || maxFrameBytes > MAX_FRAME_BYTES_LIMIT) throw new RangeError(`maxFrameBytes must be in [1024, ${MAX_FRAME_BYTES_LIMIT}]`);
+  return {
+    helloTimeoutMs: o.helloTimeoutMs ?? 60_000,
+    maxFrameBytes,
+    windowBytes: o.windowBytes ?? DEFAULT_WINDOW_BYTES,
+    maxStreams: o.maxStreams ?? 64,
+    describeDeath: o.describeDeath,
+  };
+}
+
+export interface ExecRequest {
+  argv: string[];
+  /** Extra environment (on top of the boot config's), as KEY=VALUE entries or a record. */
+  env?: string[] | Record<string, string>;
+  cwd?: string;
+  /** name, uid, name:group or uid:gid. */
+  user?: string;
+  /** Bytes to send as stdin (then EOF), or true to keep stdin open for `writeStdin`. Default: no stdin. */
+  stdin?: string | Uint8Array | boolean;
+  /** The guest kills the process group after this long: status `timed_out`. */
+  timeoutMs?: number;
+  /** Bytes of stdout kept; beyond it the output is discarded and `stdoutTruncated` set. Default 16 MiB. */
+  stdoutLimitBytes?: number;
+  stderrLimitBytes?: number;
+}
+
+export interface ExecOutputChunk {
+  stream: "stdout" | "stderr";
+  data: Buffer;
+}
+
+export interface ExecResult {
+  status: ExecStatus;
+  exitCode?: number;
+  signal?: string;
+  /** Why the process never started (status failed_to_start), e.g. {code: "ENOENT", message}. */
+  error?: { code: string; message: string };
+  /** Collected output (empty when the handle was iterated instead). */
+  stdout: Buffer;
+  stderr: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  startedAt: string;
+  exitedAt: string;
+}
+
+export interface WorkloadResult {
+  exitCode?: number;
+  signal?: string;
+  startedAt?: string;
+  exitedAt?: string;
+  /** The workload never started (e.g. ENOENT for its command). */
+  startError?: { code: string; message: string };
+  /** Output the guest could not stream to the host in time (it is still in the serial log). */
+  outputDroppedBytes?: number;
+}
+
+export interface BootReport {
+  workload?: { pid: number; startedAt: string };
+  /** The guest had already been configured (a reconnect). */
+  alreadyConfigured: boolean;
+}
+
+function withDeath(err: MicroagentError, describe: (() => string | undefined) | undefined): MicroagentError {
+  const tail = describe?.();
+  if (!tail || err.code !== "CHANNEL_PEER_CLOSED") return err;
+  return ChannelErrors.CHANNEL_PEER_CLOSED({ message: err.message, cause: err.cause, details: { ...(err.details ?? {}), logTail: tail } });
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  promise.catch(() => {}); // rejections are observed by whoever awaits; never unhandled
+  return { promise, resolve, reject };
+}
+
+function envList(env: ExecRequest["env"]): string[] | undefined {
+  if (!env) return undefined;
+  return Array.isArray(env) ? env : Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+const DEFAULT_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
+
+/** One exec session: await it for the result, or iterate it for output chunks (with backpressure). */
+export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOutputChunk> {
+  readonly #stream: MuxStream;
+  readonly #done = deferred<ExecResult>();
+  #mode: "undecided" | "collect" | "iterate" = "undecided";
+  #out: Buffer[] = [];
+  #err: Buffer[] = [];
+  #queue: ExecOutputChunk[] = [];
+  #wake: (() => void) | undefined;
+  #exit: ExecExitMessage | undefined;
+  #failure: MicroagentError | undefined;
+
+  /** @internal */
+  constructor(stream: MuxStream, describeDeath: (() => string | undefined) | undefined) {
+    this.#stream = stream;
+    stream.onEvent = (ev) => this.#onEvent(ev);
+    stream.onFail = (err) => {
+      this.#failure = withDeath(err, describeDeath);
+      this.#done.reject(this.#failure);
+      this.#wake?.();
+    };
+  }
+
+  /** The stream id (for logs). */
+  get id(): number {
+    return this.#stream.id;
+  }
+
+  async writeStdin(data: string | Uint8Array): Promise<void> {
+    await this.#stream.write(CHANNELS.in, typeof data === "string" ? Buffer.from(data) : data);
+  }
+
+  closeStdin(): void {
+    this.#stream.eof(CHANNELS.in);
+  }
+
+  /** Sends a signal to the process group, e.g. "SIGTERM". */
+  kill(signal = "SIGKILL"): void {
+    if (!this.#stream.ended) this.#stream.sendMessage(signalMessage(signal));
+  }
+
+  then<A = ExecResult, B = never>(
+    onfulfilled?: ((value: ExecResult) => A | PromiseLike<A>) | null,
+    onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    if (this.#mode === "undecided") this.#mode = "collect";
+    return this.#done.promise.then(onfulfilled, onrejected);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ExecOutputChunk> {
+    if (this.#mode === "undecided") this.#mode = "iterate";
+    for (;;) {
+      const c = this.#queue.shift();
+      if (c) {
+        this.#stream.ack(c.data.length);
+        yield c;
+        continue;
+      }
+      if (this.#failure) throw this.#failure;
+      if (this.#exit) return;
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = undefined;
+    }
+  }
+
+  #onEvent(ev: StreamEvent): void {
+    switch (ev.kind) {
+      case "data": {
+        if (ev.channel !== CHANNELS.out && ev.channel !== CHANNELS.err)
+          throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: `exec output on channel ${ev.channel}` });
+        const chunk: ExecOutputChunk = { stream: ev.channel === CHANNELS.out ? "stdout" : "stderr", data: ev.data };
+        if (this.#mode === "iterate") {
+          this.#queue.push(chunk);
+          this.#wake?.();
+        } else {
+          this.#mode = "collect";
+          (chunk.stream === "stdout" ? this.#out : this.#err).push(ev.data);
+          this.#stream.ack(ev.data.length);
+        }
+        break;
+      }
+      case "eof":
+        break;
+      case "msg": {
+        const m = decodeJson(ev.payload, execExitSchema, "exec exit message");
+        this.#exit = m;
+        this.#done.resolve({
+          status: m.status,
+          ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}),
+          ...(m.signal !== undefined ? { signal: m.signal } : m.signalNumber !== undefined ? { signal: String(m.signalNumber) } : {}),
+          ...(m.status === "failed_to_start" ? { error: { code: m.errorCode ?? "EUNKNOWN", message: m.error ?? "failed to start" } } : {}),
+          stdout: Buffer.concat(this.#out),
+          stderr: Buffer.concat(this.#err),
+          stdoutTruncated: m.stdoutTruncated,
+          stderrTruncated: m.stderrTruncated,
+          startedAt: m.startedAt,
+          exitedAt: m.exitedAt,
+        });
+        this.#wake?.();
+        break;
+      }
+      case "close":
+        if (!this.#exit) {
+          const c = decodeJson(ev.payload.length ? ev.payload : Buffer.from("{}"), closeSchema, "close");
+          this.#failure = ChannelErrors.CHANNEL_GUEST_ERROR({ message: `the guest closed exec stream ${this.id} without a result${c.error ? `: ${c.error}` : ""}` });
+          this.#done.reject(this.#failure);
+          this.#wake?.();
+        }
+        break;
+    }
+  }
+}
+
+export interface ConsoleOptions {
+  cols?: number;
+  rows?: number;
+  /** Default: the boot config's shell. */
+  argv?: string[];
+  env?: string[] | Record<string, string>;
+  cwd?: string;
+  user?: string;
+}
+
+/** An interactive PTY session in the guest. */
+export class ConsoleHandle {
+  readonly #stream: MuxStream;
+  readonly #listeners = new Set<(data: Buffer) => void>();
+  readonly #done = deferred<ExecResult>();
+  #backlog: Buffer[] = [];
+  #backlogBytes = 0;
+
+  /** @internal */
+  constructor(stream: MuxStream, describeDeath: (() => string | undefined) | undefined) {
+    this.#stream = stream;
+    stream.onFail = (err) => this.#done.reject(withDeath(err, describeDeath));
+    stream.onEvent = (ev) => {
+      if (ev.kind === "data") {
+        if (this.#listeners.size === 0) {
+          // Keep a bounded backlog until someone listens (the prompt usually arrives first).
+          this.#backlog.push(ev.data);
+          this.#backlogBytes += ev.data.length;
+          while (this.#backlogBytes > 1024 * 1024) this.#backlogBytes -= this.#backlog.shift()!.length;
+        }
+        for (const l of this.#listeners) l(ev.data);
+        this.#stream.ack(ev.data.length);
+      } else if (ev.kind === "msg") {
+        const m = decodeJson(ev.payload, execExitSchema, "console exit message");
+        this.#done.resolve({
+          status: m.status,
+          ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}),
+          ...(m.signal !== undefined ? { signal: m.signal } : {}),
+          ...(m.status === "failed_to_start" ? { error: { code: m.errorCode ?? "EUNKNOWN", message: m.error ?? "failed to start" } } : {}),
+          stdout: Buffer.alloc(0),
+          stderr: Buffer.alloc(0),
+          stdoutTruncated: false,
+          stderrTruncated: false,
+          startedAt: m.startedAt,
+          exitedAt: m.exitedAt,
+        });
+      } else if (ev.kind === "close") {
+        this.#done.reject(ChannelErrors.CHANNEL_GUEST_ERROR({ message: "the guest closed the console without a result" }));
+      }
+    };
+  }
+
+  /** Resolves when the shell exits. */
+  get exited(): Promise<ExecResult> {
+    return this.#done.promise;
+  }
+
+  onData(listener: (data: Buffer) => void): () => void {
+    for (const b of this.#backlog) listener(b);
+    this.#backlog = [];
+    this.#backlogBytes = 0;
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async write(data: string | Uint8Array): Promise<void> {
+    await this.#stream.write(CHANNELS.in, typeof data === "string" ? Buffer.from(data) : data);
+  }
+
+  resize(cols: number, rows: number): void {
+    this.#stream.sendMessage(resizeMessage(cols, rows));
+  }
+
+  /** Closes the console (the guest kills the shell's process group). */
+  close(): void {
+    this.#stream.close();
+  }
+}
+
+type State = "handshake" | "open" | "closed";
+
+export class GuestChannel {
+  readonly #mux: Mux;
+  readonly #opts: ResolvedGuestChannelOptions;
+  #state: State = "handshake";
+  #hello: Hello | undefined;
+  readonly #helloWait = deferred<Hello>();
+  readonly #closed = deferred<MicroagentError>();
+  readonly #result = deferred<WorkloadResult>();
+  #bootWait: ReturnType<typeof deferred<BootReport>> | undefined;
+  #workloadStarted: { pid: number; startedAt: string } | undefined;
+  #shutdownWait: ReturnType<typeof deferred<void>> | undefined;
+  #pings = new Map<number, () => void>();
+  #nextPing = 1;
+  readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => void>();
+
+  private constructor(duplex: Duplex, opts: ResolvedGuestChannelOptions) {
+    this.#opts = opts;
+    this.#mux = new Mux(duplex, { maxFrameBytes: opts.maxFrameBytes, windowBytes: opts.windowBytes, maxStreams: opts.maxStreams }, {
+      onControl: (f) => this.#onControl(f),
+      onGuestOpen: (s, payload) => this.#onGuestOpen(s, payload),
+      onFatal: (err) => this.#onFatal(err),
+    });
+  }
+
+  /** Waits for the guest's hello on `duplex`, checks its version and answers. */
+  static async connect(duplex: Duplex, options?: GuestChannelOptions): Promise<GuestChannel> {
+    const opts = resolveGuestChannelOptions(options);
+    const ch = new GuestChannel(duplex, opts);
+    const timer = setTimeout(() => {
+      ch.#mux.fail(ChannelErrors.CHANNEL_TIMEOUT({ message: `the guest did not say hello within ${opts.helloTimeoutMs} ms`, details: { phase: "hello" } }));
+    }, opts.helloTimeoutMs);
+    try {
+      await ch.#helloWait.promise;
+    } catch (e) {
+      throw withDeath(e as MicroagentError, opts.describeDeath);
+    } finally {
+      clearTimeout(timer);
+    }
+    return ch;
+  }
+
+  /** The guest's hello (protocol and init version, capabilities, state). */
+  get hello(): Hello {
+    return this.#hello!;
+  }
+
+  /** Resolves with the error that ended the channel (peer closed, violation, local close). */
+  get closed(): Promise<MicroagentError> {
+    return this.#closed.promise;
+  }
+
+  get isOpen(): boolean {
+    return this.#state === "open";
+  }
+
+  get workloadStarted(): { pid: number; startedAt: string } | undefined {
+    return this.#workloadStarted;
+  }
+
+  /** Sends the boot config and waits until the guest reports ready (setup done, workload started). */
+  async sendBootConfig(cfg: BootConfigInput, opts: { timeoutMs?: number } = {}): Promise<BootReport> {
+    this.#assertOpen();
+    const parsed = parseBootConfig(cfg);
+    if (this.#bootWait) throw ChannelErrors.CHANNEL_CLOSED({ message: "a boot config was already sent on this channel", remediation: "Send the boot config once per boot." });
+    const wait = deferred<BootReport>();
+    this.#bootWait = wait;
+    this.#mux.sendControl("msg", bootConfigMessage(parsed));
+    return this.#withTimeout(wait.promise, opts.timeoutMs ?? 10 * 60_000, "boot-config");
+  }
+
+  exec(req: ExecRequest): ExecHandle {
+    this.#assertOpen();
+    if (!Array.isArray(req.argv) || req.argv.length === 0) throw CommonErrors.INVALID_ARGUMENT({ message: "exec needs a non-empty argv", remediation: "Pass the command as an argv array." });
+    const stdinData = typeof req.stdin === "string" || req.stdin instanceof Uint8Array ? req.stdin : undefined;
+    const env = envList(req.env);
+    const stream = this.#mux.open({
+      kind: "exec",
+      argv: req.argv,
+      ...(env ? { env } : {}),
+      ...(req.cwd ? { cwd: req.cwd } : {}),
+      ...(req.user ? { user: req.user } : {}),
+      stdin: req.stdin !== undefined && req.stdin !== false,
+      ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
+      stdoutLimitBytes: req.stdoutLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
+      stderrLimitBytes: req.stderrLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
+    });
+    const h = new ExecHandle(stream, this.#opts.describeDeath);
+    if (stdinData !== undefined) {
+      h.writeStdin(stdinData).then(
+        () => h.closeStdin(),
+        () => {}, // the stream ended first: the result says why
+      );
+    }
+    return h;
+  }
+
+  openConsole(opts: ConsoleOptions = {}): ConsoleHandle {
+    this.#assertOpen();
+    const env = envList(opts.env);
+    const stream = this.#mux.open({
+      kind: "console",
+      cols: opts.cols ?? 80,
+      rows: opts.rows ?? 24,
+      ...(opts.argv ? { argv: opts.argv } : {}),
+      ...(env ? { env } : {}),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.user ? { user: opts.user } : {}),
+    });
+    return new ConsoleHandle(stream, this.#opts.describeDeath);
+  }
+
+  /** Receives the workload's streamed stdout/stderr (when the boot config asked for streamOutput). */
+  onWorkloadOutput(listener: (chunk: ExecOutputChunk) => void): () => void {
+    this.#workloadListeners.add(listener);
+    return () => this.#workloadListeners.delete(listener);
+  }
+
+  /** Resolves when the workload exits (or reports it never started). */
+  result(): Promise<WorkloadResult> {
+    return this.#result.promise;
+  }
+
+  /** Round trip through the guest's event loop; resolves with the time taken in ms. */
+  async ping(timeoutMs = 10_000): Promise<number> {
+    this.#assertOpen();
+    const id = this.#nextPing++;
+    const t0 = performance.now();
+    const wait = deferred<void>();
+    this.#pings.set(id, () => wait.resolve());
+    this.#mux.sendControl("msg", pingMessage(id));
+    await this.#withTimeout(wait.promise, timeoutMs, "ping");
+    return performance.now() - t0;
+  }
+
+  /**
+   * Asks the guest to stop: the workload gets its stop signal, up to `timeoutMs` (max 10 s) to exit,
+   * then everything is killed, disks synced and the VM powered off. Resolves when the guest confirms
+   * or the channel closes (the VM is gone).
+   */
+  async shutdown(opts: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.#state === "closed") return;
+    const timeoutMs = Math.min(opts.timeoutMs ?? 10_000, 10_000);
+    const wait = (this.#shutdownWait ??= deferred<void>());
+    this.#mux.sendControl("msg", shutdownMessage(timeoutMs));
+    // The guest itself waits timeoutMs before killing; allow it that plus time to power off.
+    await this.#withTimeout(wait.promise, timeoutMs + 15_000, "shutdown");
+  }
+
+  /** Closes the channel from the host side (the guest keeps running and waits for a new host). */
+  close(): void {
+    if (this.#state === "closed") return;
+    this.#mux.fail(ChannelErrors.CHANNEL_CLOSED({ message: "the channel was closed by the host" }));
+  }
+
+  #assertOpen(): void {
+    if (this.#state !== "open") throw this.#mux.failure ?? ChannelErrors.CHANNEL_CLOSED({ message: "the channel is not open" });
+  }
+
+  async #withTimeout<T>(p: Promise<T>, ms: number, phase: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const t = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(ChannelErrors.CHANNEL_TIMEOUT({ message: `the guest did not finish ${phase} within ${ms} ms`, details: { phase } })), ms);
+    });
+    try {
+      return await Promise.race([p, t]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #onFatal(err: MicroagentError): void {
+    const e = withDeath(err, this.#opts.describeDeath);
+    const wasShuttingDown = this.#shutdownWait !== undefined;
+    this.#state = "closed";
+    this.#helloWait.reject(e);
+    this.#bootWait?.reject(e);
+    if (wasShuttingDown && e.code === "CHANNEL_PEER_CLOSED") this.#shutdownWait!.resolve();
+    else this.#shutdownWait?.reject(e);
+    this.#result.reject(e);
+    for (const p of this.#pings.values()) p();
+    this.#pings.clear();
+    this.#closed.resolve(e);
+  }
+
+  #onControl(f: Frame): void {
+    if (f.type === "goaway") {
+      const g = decodeJson(f.payload, goawaySchema, "goaway");
+      const err =
+        g.code === "INCOMPATIBLE_VERSION"
+          ? ChannelErrors.CHANNEL_INCOMPATIBLE_VERSION({ message: `the guest refused the session: ${g.message}` })
+          : ChannelErrors.CHANNEL_GUEST_ERROR({ message: `the guest ended the session (${g.code}): ${g.message}`, details: { guestCode: g.code } });
+      this.#mux.fail(err);
+      return;
+    }
+    if (this.#state === "handshake") {
+      if (f.type !== "hello") throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: `expected hello first, got ${f.type}` });
+      const v = decodeJson(f.payload, helloVersionSchema, "hello");
+      if (v.protocol !== PROTOCOL_VERSION) {
+        const message = `the guest's microagent-init speaks protocol ${v.protocol}, this host speaks ${PROTOCOL_VERSION}`;
+        this.#mux.sendControl("goaway", { code: "INCOMPATIBLE_VERSION", message });
+        throw ChannelErrors.CHANNEL_INCOMPATIBLE_VERSION({ message, details: { guestProtocol: v.protocol, hostProtocol: PROTOCOL_VERSION } });
+      }
+      const hello = decodeJson(f.payload, helloSchema, "hello");
+      this.#mux.peerMaxFrameBytes = hello.maxFrameBytes;
+      this.#mux.peerWindowBytes = hello.initialWindowBytes;
+      this.#mux.sendControl("welcome", welcomeMessage(this.#opts.maxFrameBytes, this.#opts.windowBytes, PROTOCOL_VERSION));
+      this.#hello = hello;
+      this.#state = "open";
+      this.#helloWait.resolve(hello);
+      return;
+    }
+    if (f.type !== "msg") throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: `unexpected ${f.type} frame after the handshake` });
+    this.#onMessage(decodeJson(f.payload, guestControlSchema, "control message"));
+  }
+
+  #onMessage(m: GuestControlMessage): void {
+    switch (m.type) {
+      case "ready":
+        this.#bootWait?.resolve({ ...(this.#workloadStarted ? { workload: this.#workloadStarted } : {}), alreadyConfigured: m.note !== undefined });
+        break;
+      case "workload-started":
+        this.#workloadStarted = { pid: m.pid, startedAt: m.startedAt };
+        break;
+      case "result":
+        this.#result.resolve(toWorkloadResult(m));
+        break;
+      case "boot-failed":
+        this.#bootWait?.reject(
+          ChannelErrors.CHANNEL_BOOT_FAILED({
+            message: m.message,
+            details: { stage: m.stage, ...(m.index !== undefined ? { index: m.index } : {}), ...(m.command ? { command: m.command } : {}), ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}) },
+          }),
+        );
+        break;
+      case "pong": {
+        const p = m.id !== undefined ? this.#pings.get(m.id) : undefined;
+        if (p && m.id !== undefined) {
+          this.#pings.delete(m.id);
+          p();
+        }
+        break;
+      }
+      case "shutdown-complete":
+        this.#shutdownWait?.resolve();
+        break;
+    }
+  }
+
+  #onGuestOpen(s: MuxStream, payload: Buffer): void {
+    decodeJson(payload, guestOpenSchema, "guest open");
+    s.onEvent = (ev) => {
+      if (ev.kind !== "data") return;
+      if (ev.channel !== CHANNELS.out && ev.channel !== CHANNELS.err)
+        throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: `workload output on channel ${ev.channel}` });
+      const chunk: ExecOutputChunk = { stream: ev.channel === CHANNELS.out ? "stdout" : "stderr", data: ev.data };
+      for (const l of this.#workloadListeners) l(chunk);
+      s.ack(ev.data.length);
+    };
+  }
+}
+
+function toWorkloadResult(m: WorkloadResultMessage): WorkloadResult {
+  return {
+    ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}),
+    ...(m.signal !== undefined ? { signal: m.signal } : m.signalNumber !== undefined ? { signal: String(m.signalNumber) } : {}),
+    ...(m.startedAt ? { startedAt: m.startedAt } : {}),
+    ...(m.exitedAt ? { exitedAt: m.exitedAt } : {}),
+    ...(m.startError ? { startError: m.startError } : {}),
+    ...(m.outputDroppedBytes !== undefined ? { outputDroppedBytes: m.outputDroppedBytes } : {}),
+  };
+}
