@@ -1,0 +1,109 @@
+/**
+ * Console helpers over a ConsoleConnection: waiting for a shell prompt, sending one line and
+ * collecting its output, and attaching a terminal (raw mode, Ctrl-] detaches).
+ */
+import type { ConsoleConnection } from "../supervisor/client.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
+
+/** A shell prompt at the end of the output: `$ `, `# `, `> ` (with optional trailing space). */
+export const PROMPT_PATTERN = /[$#>] ?$/;
+const DETACH_BYTE = 0x1d; // Ctrl-]
+
+function stripAnsi(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
+}
+
+/** Collect console output until `done(text)` says so or `timeoutMs` passes. */
+function collectUntil(con: ConsoleConnection, timeoutMs: number, done: (text: string) => boolean): Promise<{ text: string; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    let text = "";
+    let finished = false;
+    const finish = (timedOut: boolean) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      resolve({ text, timedOut });
+    };
+    const timer = setTimeout(() => finish(true), timeoutMs);
+    con.onData((d) => {
+      if (finished) return;
+      text += d.toString("utf8");
+      if (done(stripAnsi(text))) finish(false);
+    });
+    void con.done.then(() => finish(true), () => finish(true));
+  });
+}
+
+/** Wait until the shell shows a prompt (pokes it with a newline once). Returns what was printed. */
+export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): Promise<string> {
+  const pending = collectUntil(con, timeoutMs, (t) => PROMPT_PATTERN.test(t.trimEnd()));
+  con.write("\n");
+  const { text, timedOut } = await pending;
+  if (timedOut) {
+    throw SupervisorErrors.WAIT_TIMEOUT({
+      message: `no shell prompt on the console within ${timeoutMs} ms${text ? `; it printed: ${JSON.stringify(stripAnsi(text).slice(-200))}` : ""}`,
+      remediation: "Read `microagent logs <name>` to see what the guest is doing, or pass --ready-timeout 0 to skip the wait.",
+      details: { partialOutput: stripAnsi(text) },
+    });
+  }
+  return text;
+}
+
+/** Send one line and return its output (without the echoed line and the next prompt). */
+export async function sendConsoleLine(con: ConsoleConnection, line: string, timeoutMs: number): Promise<string> {
+  const pending = collectUntil(con, timeoutMs, (t) => {
+    const afterEcho = t.indexOf("\n");
+    return afterEcho >= 0 && PROMPT_PATTERN.test(t.slice(afterEcho + 1).trimEnd());
+  });
+  con.write(`${line}\n`);
+  const { text, timedOut } = await pending;
+  const clean = stripAnsi(text);
+  const lines = clean.split("\n");
+  // Drop the echo of what we sent and the trailing prompt line.
+  if (lines[0]?.includes(line)) lines.shift();
+  if (!timedOut && lines.length > 0 && PROMPT_PATTERN.test((lines.at(-1) as string).trimEnd())) lines.pop();
+  const output = lines.join("\n");
+  if (timedOut) {
+    throw SupervisorErrors.WAIT_TIMEOUT({
+      message: `no prompt came back within ${timeoutMs} ms after sending ${JSON.stringify(line)}; output so far: ${JSON.stringify(output.slice(-500))}`,
+      remediation: "Raise --timeout, or check what the command is doing with `microagent connect <name>`.",
+      details: { partialOutput: output },
+    });
+  }
+  return output.endsWith("\n") || output === "" ? output : `${output}\n`;
+}
+
+/** Bridge a terminal to the console until Ctrl-] or the console closes. */
+export async function attachConsole(con: ConsoleConnection, input: NodeJS.ReadStream, output: NodeJS.WritableStream): Promise<void> {
+  const wasRaw = input.isRaw;
+  if (input.isTTY) input.setRawMode(true);
+  input.resume();
+  let detached!: () => void;
+  const detach = new Promise<void>((r) => (detached = r));
+  const onInput = (d: Buffer) => {
+    const i = d.indexOf(DETACH_BYTE);
+    if (i >= 0) {
+      if (i > 0) con.write(d.subarray(0, i));
+      detached();
+      return;
+    }
+    con.write(d);
+  };
+  const onResize = () => {
+    const out = output as { columns?: number; rows?: number };
+    if (out.columns && out.rows) con.resize(out.columns, out.rows);
+  };
+  con.onData((d) => output.write(d));
+  input.on("data", onInput);
+  process.on("SIGWINCH", onResize);
+  try {
+    await Promise.race([detach, con.done.catch(() => {})]);
+  } finally {
+    input.off("data", onInput);
+    process.off("SIGWINCH", onResize);
+    if (input.isTTY) input.setRawMode(wasRaw ?? false);
+    input.pause();
+    con.close();
+  }
+}

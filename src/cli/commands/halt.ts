@@ -1,0 +1,21 @@
+import { Command } from "commander";
+import { action } from "../action.ts";
+import { stopWorkspace } from "../../api/lifecycle.ts";
+import { parseDurationMs } from "../../api/duration.ts";
+
+export function haltCommand(): Command {
+  return new Command("halt")
+    .description("clean shutdown: the guest stops its workload, syncs and powers off; the disk is kept (state halted)")
+    .argument("<name>", "workspace name")
+    .option("--timeout <duration>", "how long the guest may take to power off (default 15s)")
+    .action(
+      action(async (ctx, name: string, o: { timeout?: string }) => {
+        const r = await stopWorkspace(name, "halt", {
+          stateDir: ctx.globals.stateDir,
+          ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+        });
+        const text = r.changed ? `${name} is ${r.state}` : `${name} was already ${r.state}`;
+        return { json: r, text };
+      }),
+    );
+}
