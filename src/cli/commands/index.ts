@@ -1,0 +1,25 @@
+/** Every top-level command, one file each. */
+import type { Command } from "commander";
+import { versionCommand } from "./version.ts";
+import { startCommand } from "./start.ts";
+import { waitCommand } from "./wait.ts";
+import { haltCommand } from "./halt.ts";
+import { stopCommand } from "./stop.ts";
+import { killCommand } from "./kill.ts";
+import { quarantineCommand } from "./quarantine.ts";
+import { execCommand } from "./exec.ts";
+import { connectCommand } from "./connect.ts";
+import { kernelCommand } from "./kernel.ts";
+
+export const COMMANDS: ReadonlyArray<() => Command> = [
+  versionCommand,
+  startCommand,
+  waitCommand,
+  haltCommand,
+  stopCommand,
+  killCommand,
+  quarantineCommand,
+  execCommand,
+  connectCommand,
+  kernelCommand,
+];
