@@ -11,6 +11,13 @@ export type { BackendName, Arch } from "./contract/backend.ts";
 export { packageVersion } from "./version.ts";
 
 // Host: doctor and host capability report.
+export { doctor, hostReport, resolveDoctorOptions, doctorFailure } from "./host/doctor.ts";
+export type { DoctorOptions, ResolvedDoctorOptions, HostResponse, HostSupport, HostCapabilities, CapabilityReport } from "./host/doctor.ts";
+export type { HostCheck } from "./host/checks.ts";
+export { probeKvm, selectAccel, accelFromKvm, decideKvm, gatherKvmFacts, MIN_GUEST_IPS } from "./host/kvm.ts";
+export type { KvmProbeResult, KvmFacts, KvmProbeStage, KvmVerdictCode, AccelChoice, ProbeKvmOptions } from "./host/kvm.ts";
+export { formatDoctorText, formatHostText } from "./host/format.ts";
+export { HostErrors } from "./host/errors.ts";
 
 // Kernels.
 export {

@@ -1,6 +1,8 @@
 /** Every top-level command, one file each. */
 import type { Command } from "commander";
 import { versionCommand } from "./version.ts";
+import { doctorCommand } from "./doctor.ts";
+import { hostCommand } from "./host.ts";
 import { startCommand } from "./start.ts";
 import { waitCommand } from "./wait.ts";
 import { haltCommand } from "./halt.ts";
@@ -13,6 +15,8 @@ import { kernelCommand } from "./kernel.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
+  doctorCommand,
+  hostCommand,
   startCommand,
   waitCommand,
   haltCommand,
