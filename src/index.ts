@@ -77,6 +77,10 @@ export { pullImage, resolveImage, resolvePullOptions } from "./image/pull.ts";
 export type { PullOptions, ResolvedPullOptions, ResolveImageOptions, PullProgress } from "./image/pull.ts";
 export { listImages, removeImage, pruneImages, tagImage } from "./image/images.ts";
 export type { ImageStoreOptions, ImageSummary, RemoveImageOptions, TagImageOptions, PruneImagesOptions, PruneResult } from "./image/images.ts";
+export { loadImage } from "./image/load.ts";
+export type { LoadImageOptions } from "./image/load.ts";
+export { registryLogin, registryLogout, registryList } from "./image/registry-auth.ts";
+export type { RegistryLoginOptions, RegistryEntry } from "./image/registry-auth.ts";
 
 // Root filesystems.
 export { RootfsErrors } from "./rootfs/errors.ts";

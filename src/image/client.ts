@@ -100,6 +100,25 @@ export class RegistryClient {
     return res;
   }
 
+  /**
+   * Check that the registry accepts our credentials: `GET /v2/`, answering its challenge (a token
+   * with no repository scope for Bearer, the credentials themselves for Basic).
+   */
+  async ping(): Promise<void> {
+    const what = "the API root /v2/";
+    const url = `${this.baseUrl}/v2/`;
+    const headers = { "user-agent": `microagent/${packageVersion()}` };
+    let res = await this.send(url, "GET", headers, "", what);
+    if (res.status === 401) {
+      const challenges = parseWwwAuthenticate(headerString(res.headers["www-authenticate"]));
+      await drain(res);
+      await this.authenticate(challenges, "", what);
+      res = await this.send(url, "GET", headers, "", what);
+    }
+    const body = await readBounded(res);
+    if (res.status !== 200) throw statusError(res.status, { what, registry: this.registry, body });
+  }
+
   private authHeader(scope: string): string | undefined {
     if (this.scheme === "bearer") {
       const token = this.tokens.get(scope);
@@ -185,7 +204,7 @@ export class RegistryClient {
     }
     this.checkScheme(url, "a token");
     if (challenge.params.service) url.searchParams.set("service", challenge.params.service);
-    url.searchParams.set("scope", scope);
+    if (scope) url.searchParams.set("scope", scope);
     const headers: Record<string, string> = { "user-agent": `microagent/${packageVersion()}`, accept: "application/json" };
     if (this.options.credentials) {
       const { username, password } = this.options.credentials;
