@@ -10,8 +10,15 @@
  * different start time) is taken over. Takeover is itself serialized by a short-lived `lock.takeover`
  * file (O_EXCL) so two processes that both saw the same stale lock cannot both remove it, one of
  * them removing the lock the other just took.
+ *
+ * Within one process (the supervisor records transitions from several async paths) callers queue
+ * on an in-process mutex per lock path first, so they wait for each other instead of finding
+ * "their own" lock file. A nested acquire while holding the lock therefore waits until its
+ * timeout and fails with WORKSPACE_LOCKED: pass the held handle instead.
  */
+import { randomBytes } from "node:crypto";
 import { link, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
@@ -23,6 +30,8 @@ export const LockRecordSchema = z.object({
   startTime: z.number().optional(),
   purpose: z.string(),
   acquiredAt: z.string(),
+  /** Random per acquisition: tells our lock from a later one of the same process. */
+  token: z.string().optional(),
 });
 export type LockRecord = z.infer<typeof LockRecordSchema>;
 
@@ -67,8 +76,73 @@ export function lockIsStale(record: LockRecord): boolean {
   return !processAlive(record.pid, record.startTime);
 }
 
-export async function acquireLock(path: string, options: LockOptions = {}): Promise<LockHandle> {
+interface LocalQueue {
+  holder: string;
+  waiters: Array<() => void>;
+}
+const localHolders = new Map<string, LocalQueue>();
+
+/** Wait for this process's turn on `path` (FIFO), up to `deadline`. */
+async function localAcquire(path: string, purpose: string, deadline: number, signal?: AbortSignal): Promise<void> {
+  const q = localHolders.get(path);
+  if (!q) {
+    localHolders.set(path, { holder: purpose, waiters: [] });
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const waiter = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      q.holder = purpose;
+      resolve();
+    };
+    const giveUp = (e: unknown) => {
+      const i = q.waiters.indexOf(waiter);
+      if (i >= 0) q.waiters.splice(i, 1);
+      signal?.removeEventListener("abort", onAbort);
+      reject(e);
+    };
+    const onAbort = () => {
+      clearTimeout(timer);
+      giveUp(signal?.reason);
+    };
+    const timer = setTimeout(
+      () =>
+        giveUp(
+          WorkspaceErrors.WORKSPACE_LOCKED({
+            message: `workspace lock ${path} is held by this same process (${q.holder}); gave up after ${Math.max(0, deadline - Date.now())} ms`,
+            details: { lock: path, holder: { pid: process.pid, purpose: q.holder } },
+          }),
+        ),
+      Math.max(0, deadline - Date.now()),
+    );
+    signal?.addEventListener("abort", onAbort, { once: true });
+    q.waiters.push(waiter);
+  });
+}
+
+function localRelease(path: string): void {
+  const q = localHolders.get(path);
+  if (!q) return;
+  const next = q.waiters.shift();
+  if (next) next();
+  else localHolders.delete(path);
+}
+
+export async function acquireLock(lockPath: string, options: LockOptions = {}): Promise<LockHandle> {
+  const path = resolve(lockPath);
   const timeoutMs = options.timeoutMs ?? 15000;
+  const start = Date.now();
+  await localAcquire(path, options.purpose ?? "workspace operation", start + timeoutMs, options.signal);
+  try {
+    return await acquireFileLock(path, options, start + timeoutMs, timeoutMs);
+  } catch (e) {
+    localRelease(path);
+    throw e;
+  }
+}
+
+async function acquireFileLock(path: string, options: LockOptions, deadline: number, timeoutMs: number): Promise<LockHandle> {
   const pollMs = options.pollMs ?? 25;
   const self = selfIdentity();
   const record: LockRecord = {
@@ -76,10 +150,10 @@ export async function acquireLock(path: string, options: LockOptions = {}): Prom
     ...(self.startTime !== undefined ? { startTime: self.startTime } : {}),
     purpose: options.purpose ?? "workspace operation",
     acquiredAt: new Date().toISOString(),
+    token: randomBytes(8).toString("hex"),
   };
   const tmp = tempPathFor(path);
   await writeFile(tmp, `${JSON.stringify(record)}\n`, { mode: FILE_MODE, flag: "wx" });
-  const deadline = Date.now() + timeoutMs;
   let lastHolder: LockRecord | undefined;
   try {
     for (;;) {
@@ -137,11 +211,14 @@ function makeHandle(path: string, record: LockRecord): LockHandle {
     async release() {
       if (released) return;
       released = true;
-      const current = await readLockRecord(path);
-      // Never remove a lock someone else took over (ours was judged stale: should not happen
-      // while we live, but a paused process can look dead to nobody... be safe anyway).
-      if (current && current.pid === record.pid && current.acquiredAt === record.acquiredAt) {
-        await rm(path, { force: true });
+      try {
+        const current = await readLockRecord(path);
+        // Never remove a lock that is not ours (the directory may be gone or re-created).
+        if (current && current.token === record.token && current.acquiredAt === record.acquiredAt) {
+          await rm(path, { force: true });
+        }
+      } finally {
+        localRelease(path);
       }
     },
   };
