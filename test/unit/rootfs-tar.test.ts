@@ -1,0 +1,154 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { makeTar, type TarEntry as FixtureEntry } from "../helpers/oci-image.ts";
+import { parseNumber, readTar, type TarEntry } from "../../src/rootfs/tar.ts";
+import { isMicroagentError } from "../../src/contract/errors.ts";
+
+interface Parsed {
+  entry: TarEntry;
+  content: Buffer;
+}
+
+async function* chunked(buf: Buffer, size: number): AsyncGenerator<Buffer> {
+  for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, Math.min(buf.length, i + size));
+}
+
+async function parse(buf: Buffer, chunkSize = buf.length || 1): Promise<Parsed[]> {
+  const out: Parsed[] = [];
+  for await (const { entry, body } of readTar(chunked(buf, chunkSize), "test-layer")) {
+    const parts: Buffer[] = [];
+    for await (const c of body()) parts.push(Buffer.from(c));
+    out.push({ entry, content: Buffer.concat(parts) });
+  }
+  return out;
+}
+
+async function parseError(buf: Buffer, chunkSize?: number): Promise<{ code: string; message: string }> {
+  try {
+    await parse(buf, chunkSize);
+  } catch (e) {
+    assert.ok(isMicroagentError(e), `expected a MicroagentError, got ${String(e)}`);
+    return { code: e.code, message: e.message };
+  }
+  assert.fail("expected the layer to be refused");
+}
+
+const SAMPLE: FixtureEntry[] = [
+  { path: "etc/", type: "dir", mode: 0o755 },
+  { path: "etc/passwd", type: "file", content: "root:x:0:0\n", mode: 0o644, uid: 0, gid: 0, mtime: 1_600_000_000 },
+  { path: "usr/bin/suid", type: "file", content: Buffer.alloc(1500, 7), mode: 0o4755, uid: 1234, gid: 5678 },
+  { path: "bin", type: "symlink", linkname: "usr/bin" },
+  { path: "usr/bin/suid2", type: "hardlink", linkname: "usr/bin/suid" },
+  { path: "dev/null", type: "char", devmajor: 1, devminor: 3, mode: 0o666 },
+  { path: "dev/loop0", type: "block", devmajor: 7, devminor: 0, mode: 0o660 },
+  { path: "run/fifo", type: "fifo", mode: 0o600 },
+  { path: `deep/${"d".repeat(120)}/file`, type: "file", content: "long\n" },
+  { path: "caps", type: "file", content: "x", pax: { "SCHILY.xattr.user.b": "2", "SCHILY.xattr.user.a": "1" } },
+];
+
+test("rootfs-tar: every entry type, PAX long names and xattrs, identical in one chunk and byte by byte", async () => {
+  const tar = makeTar(SAMPLE);
+  const whole = await parse(tar);
+  const bytewise = await parse(tar, 1);
+  const odd = await parse(tar, 511);
+  assert.deepEqual(bytewise, whole);
+  assert.deepEqual(odd, whole);
+  assert.deepEqual(
+    whole.map((p) => [p.entry.path, p.entry.type]),
+    SAMPLE.map((e) => [e.path, e.type]),
+  );
+  const byPath = new Map(whole.map((p) => [p.entry.path, p]));
+  const passwd = byPath.get("etc/passwd")!;
+  assert.equal(passwd.content.toString(), "root:x:0:0\n");
+  assert.equal(passwd.entry.mtime, 1_600_000_000);
+  const suid = byPath.get("usr/bin/suid")!;
+  assert.equal(suid.entry.mode, 0o4755);
+  assert.equal(suid.entry.uid, 1234);
+  assert.equal(suid.entry.gid, 5678);
+  assert.equal(suid.content.length, 1500);
+  assert.equal(byPath.get("bin")!.entry.linkpath, "usr/bin");
+  assert.equal(byPath.get("usr/bin/suid2")!.entry.linkpath, "usr/bin/suid");
+  const dev = byPath.get("dev/null")!.entry;
+  assert.deepEqual([dev.type, dev.devmajor, dev.devminor, dev.mode], ["char", 1, 3, 0o666]);
+  assert.deepEqual(
+    byPath.get("caps")!.entry.xattrs.map(([k, v]) => [k, v.toString()]),
+    [
+      ["user.a", "1"],
+      ["user.b", "2"],
+    ],
+  );
+});
+
+test("rootfs-tar: GNU long names (L/K) are applied to the next entry", async () => {
+  const long = `x/${"n".repeat(150)}`;
+  const target = `t/${"l".repeat(150)}`;
+  const gnu = (flag: string, value: string) => {
+    const data = Buffer.from(`${value}\0`);
+    const h = Buffer.alloc(512);
+    h.write("././@LongLink", 0);
+    h.write("0000644\0", 100);
+    h.write("0000000\0", 108);
+    h.write("0000000\0", 116);
+    h.write(`${data.length.toString(8).padStart(11, "0")}\0`, 124);
+    h.write("00000000000\0", 136);
+    h.write("        ", 148);
+    h.write(flag, 156);
+    h.write("ustar  \0", 257, "binary");
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+    return Buffer.concat([h, data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
+  };
+  const rest = makeTar([{ path: "short", type: "symlink", linkname: "short-target" }]);
+  const tar = Buffer.concat([gnu("L", long), gnu("K", target), rest]);
+  const [only] = await parse(tar);
+  assert.equal(only!.entry.path, long);
+  assert.equal(only!.entry.linkpath, target);
+});
+
+test("rootfs-tar: a header declaring more data than the layer holds is a truncation error naming the entry", async () => {
+  const tar = makeTar([{ path: "big", type: "file", content: "only a little", declaredSize: 8 * 1024 * 1024 * 1024 }]);
+  const err = await parseError(tar);
+  assert.equal(err.code, "ROOTFS_LAYER_INVALID");
+  assert.match(err.message, /"big"/);
+  assert.match(err.message, /truncated/);
+  assert.match(err.message, /8589934592 bytes/);
+});
+
+test("rootfs-tar: a layer cut in the middle of a file or a header is refused", async () => {
+  const tar = makeTar([{ path: "a", type: "file", content: Buffer.alloc(5000, 1) }, { path: "b", type: "file", content: "b" }]);
+  const inData = await parseError(tar.subarray(0, 512 + 3000), 100);
+  assert.equal(inData.code, "ROOTFS_LAYER_INVALID");
+  assert.match(inData.message, /truncated/);
+  const inHeader = await parseError(tar.subarray(0, 512 + 5120 + 200));
+  assert.match(inHeader.message, /truncated: ends inside a 512-byte header/);
+});
+
+test("rootfs-tar: a corrupt header checksum and garbage input are refused", async () => {
+  const tar = makeTar([{ path: "a", type: "file", content: "x" }]);
+  tar[10] = 0x41;
+  assert.match((await parseError(tar)).message, /checksum/);
+  assert.match((await parseError(Buffer.alloc(2048, 0x61))).message, /checksum/);
+});
+
+test("rootfs-tar: oversized PAX headers and sparse files are refused before buffering", async () => {
+  const bigPax = makeTar([{ path: "a", type: "file", pax: { comment: "z".repeat(2 * 1024 * 1024) } }]);
+  assert.match((await parseError(bigPax)).message, /exceeds the 1048576-byte limit/);
+  const sparse = makeTar([{ path: "s", type: "file", pax: { "GNU.sparse.major": "1" } }]);
+  assert.match((await parseError(sparse)).message, /sparse/);
+});
+
+test("rootfs-tar: numbers (octal with padding, base-256, malformed)", () => {
+  assert.equal(parseNumber(Buffer.from("0000644\0")), 0o644);
+  assert.equal(parseNumber(Buffer.from(" 644 \0")), 0o644);
+  assert.equal(parseNumber(Buffer.from("\0\0\0\0")), 0);
+  assert.equal(parseNumber(Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0])), 2 * 2 ** 32);
+  assert.equal(parseNumber(Buffer.from([0xff, 0xff, 0xff, 0xff])), undefined);
+  assert.equal(parseNumber(Buffer.from("12389\0")), undefined);
+});
+
+test("rootfs-tar: an archive without the trailing zero blocks still ends cleanly", async () => {
+  const tar = makeTar([{ path: "a", type: "file", content: "x" }]);
+  const parsed = await parse(tar.subarray(0, tar.length - 1024));
+  assert.equal(parsed.length, 1);
+});
