@@ -1,11 +1,114 @@
 /**
- * Adapter from the guest channel library (src/channel) to the supervisor's GuestLink.
- * Placeholder until src/channel lands.
+ * Adapter from the guest channel library (src/channel GuestChannel) to the supervisor's GuestLink:
+ * one place where channel types and errors meet the control protocol's.
  */
 import type { Duplex } from "node:stream";
-import { SupervisorErrors } from "./errors.ts";
+import { GuestChannel, type ConsoleHandle } from "../channel/guest-channel.ts";
+import { ChannelErrors } from "../channel/errors.ts";
+import { isMicroagentError } from "../contract/errors.ts";
+import { BackendErrors } from "../backend/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
+import type { ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
+import type { ConsoleSession, OutputStream } from "./server.ts";
 
-export async function connectChannelLink(_stream: Duplex, _opts: { timeoutMs: number }): Promise<GuestLink> {
-  throw SupervisorErrors.BOOT_FAILED({ message: "the guest channel is not available in this build" });
+void ChannelErrors; // the channel's codes are registered by importing its error module
+
+export interface ChannelLinkOptions {
+  timeoutMs: number;
+  /** Serial log tail, attached to channel errors when the guest dies. */
+  describeDeath?: () => string | undefined;
+}
+
+function consoleSession(h: ConsoleHandle): ConsoleSession {
+  const closed = h.exited.then(
+    () => undefined,
+    () => undefined,
+  );
+  return {
+    write: (data) => void h.write(data).catch(() => {}),
+    resize: (cols, rows) => {
+      try {
+        h.resize(cols, rows);
+      } catch {
+        /* console already gone */
+      }
+    },
+    close: () => h.close(),
+    onData: (cb) => void h.onData(cb),
+    closed,
+  };
+}
+
+export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOptions): Promise<GuestLink> {
+  let ch: GuestChannel;
+  try {
+    ch = await GuestChannel.connect(stream, { helloTimeoutMs: opts.timeoutMs, ...(opts.describeDeath ? { describeDeath: opts.describeDeath } : {}) });
+  } catch (e) {
+    if (isMicroagentError(e) && e.code === "CHANNEL_TIMEOUT") {
+      throw BackendErrors.BOOT_TIMEOUT({ message: `the guest did not say hello within ${opts.timeoutMs} ms`, cause: e });
+    }
+    throw e;
+  }
+  let wantOutput = false;
+  const outputListeners: ((s: OutputStream, d: Buffer) => void)[] = [];
+  ch.onWorkloadOutput((chunk) => {
+    for (const l of outputListeners) l(chunk.stream, chunk.data);
+  });
+  const hello = ch.hello;
+  return {
+    hello: { protocolVersion: hello.protocol, initVersion: hello.initVersion, capabilities: hello.capabilities },
+    async sendBootConfig(config: unknown) {
+      const cfg = { ...(config as Record<string, unknown>) };
+      wantOutput = Array.isArray(cfg.argv) && cfg.argv.length > 0;
+      // The host relays the workload's output to `attach` (run); it also always reaches serial.log.
+      if (wantOutput) cfg.streamOutput = true;
+      await ch.sendBootConfig(cfg, { timeoutMs: opts.timeoutMs });
+    },
+    async exec(req: ExecRequest, onOutput): Promise<ExecResult> {
+      const h = ch.exec({
+        argv: req.argv,
+        ...(req.env ? { env: req.env } : {}),
+        ...(req.cwd ? { cwd: req.cwd } : {}),
+        ...(req.user ? { user: req.user } : {}),
+        ...(req.stdin !== undefined ? { stdin: Buffer.from(req.stdin, "base64") } : {}),
+        ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
+        ...(req.stdoutLimitBytes ? { stdoutLimitBytes: req.stdoutLimitBytes } : {}),
+        ...(req.stderrLimitBytes ? { stderrLimitBytes: req.stderrLimitBytes } : {}),
+      });
+      if (onOutput) for await (const chunk of h) onOutput(chunk.stream, chunk.data);
+      const r = await h;
+      return {
+        status: r.status,
+        ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+        ...(r.signal ? { signal: r.signal } : {}),
+        ...(r.error ? { error: `${r.error.code}: ${r.error.message}` } : {}),
+        stdout: r.stdout.toString("base64"),
+        stderr: r.stderr.toString("base64"),
+        stdoutTruncated: r.stdoutTruncated,
+        stderrTruncated: r.stderrTruncated,
+        startedAt: r.startedAt,
+        completedAt: r.exitedAt,
+      };
+    },
+    async openConsole(size) {
+      return consoleSession(ch.openConsole(size));
+    },
+    onWorkloadOutput(cb) {
+      outputListeners.push(cb);
+    },
+    async workloadResult(): Promise<WorkloadResult> {
+      const r = await ch.result();
+      return {
+        ran: true,
+        ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+        ...(r.signal ? { signal: r.signal } : {}),
+        ...(r.startError ? { startError: `${r.startError.code}: ${r.startError.message}` } : {}),
+        ...(r.startedAt ? { startedAt: r.startedAt } : {}),
+        ...(r.exitedAt ? { exitedAt: r.exitedAt } : {}),
+      };
+    },
+    shutdown: (timeoutMs) => ch.shutdown({ timeoutMs }),
+    close: () => ch.close(),
+    closed: ch.closed.then((e) => e),
+  };
 }
