@@ -34,6 +34,7 @@ function invalid(input: string, why: string): never {
 export function parseImageRef(input: string): ImageRef {
   const raw = input.trim();
   if (raw === "") invalid(input, "it is empty");
+  if (/\s/.test(raw)) invalid(input, "it contains whitespace");
   let rest = raw;
   let digest: string | undefined;
   const at = rest.indexOf("@");

@@ -12,6 +12,8 @@ import { quarantineCommand } from "./quarantine.ts";
 import { execCommand } from "./exec.ts";
 import { connectCommand } from "./connect.ts";
 import { kernelCommand } from "./kernel.ts";
+import { imageCommand } from "./image.ts";
+import { registryCommand } from "./registry.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -26,4 +28,6 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   execCommand,
   connectCommand,
   kernelCommand,
+  imageCommand,
+  registryCommand,
 ];
