@@ -21,11 +21,11 @@ export type ToolRunFacts = Pick<ToolRun, "code" | "stdout" | "stderr" | "timedOu
 export function parseVersion(text: string): string | undefined {
   const line = firstLine(text);
   if (line === "") return undefined;
-  const m = /v?(\d+\.\d+(?:\.\d+)?(?:[-+~][0-9A-Za-z.+~-]+)?)/.exec(line);
-  if (m?.[1]) return m[1];
-  // pasta's own builds print a date-like version (e.g. "pasta 2023_12_30.f091893"); Debian's prints "unknown version".
+  // pasta's own builds print a date-based version ("pasta 2024_09_06.6b38f07"); Debian's prints "unknown version".
   const pasta = /^pasta\s+(\S+)/.exec(line);
   if (pasta?.[1]) return pasta[1] === "unknown" ? "unknown" : pasta[1];
+  const m = /v?(\d+\.\d+(?:\.\d+)?(?:[-+~][0-9A-Za-z.+~-]+)?)/.exec(line);
+  if (m?.[1]) return m[1];
   return undefined;
 }
 
