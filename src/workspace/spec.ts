@@ -25,7 +25,7 @@ const FileEntrySchema = z
     source: z.string().min(1, "source must not be empty"),
     target: z.string().refine((t) => t.startsWith("/") && !t.split("/").includes(".."), "target must be an absolute guest path without '..'"),
     mode: z
-      .string()
+      .string({ error: 'mode must be a quoted octal string such as "0644" (a bare 0644 is read as decimal by YAML 1.2)' })
       .regex(/^0?[0-7]{3,4}$/, "mode must be an octal string such as \"0644\"")
       .optional(),
   })

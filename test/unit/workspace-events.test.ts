@@ -1,0 +1,86 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { appendFile, mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isMicroagentError } from "../../src/contract/errors.ts";
+import { appendEvent, followEventsFile, lastEvent, parseEvents, readEventsFile, type WorkspaceEvent } from "../../src/workspace/events.ts";
+
+const ev = (state: WorkspaceEvent["state"], i: number): WorkspaceEvent => ({
+  state,
+  observedAt: new Date(1700000000000 + i).toISOString(),
+  detail: `step ${i}`,
+  identity: { workspace: "w", runtimeId: "r", requestId: `q${i}` },
+});
+
+test("workspace: events append one line each, read back oldest first, file is 0600", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
+  const path = join(dir, "events.jsonl");
+  try {
+    assert.deepEqual(await readEventsFile(path), []);
+    assert.equal(await lastEvent(path), undefined);
+    const all = [ev("prepared", 0), ev("starting", 1), ev("running", 2)];
+    for (const e of all) await appendEvent(path, e);
+    assert.deepEqual(await readEventsFile(path), all);
+    assert.deepEqual(await lastEvent(path), all[2]);
+    assert.equal((await stat(path)).mode & 0o777, 0o600);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: a torn last line is ignored; a corrupt middle line is an error naming the line", async () => {
+  assert.equal(parseEvents(`${JSON.stringify(ev("prepared", 0))}\n{"state":"star`).length, 1);
+  assert.throws(
+    () => parseEvents(`${JSON.stringify(ev("prepared", 0))}\nnot json\n${JSON.stringify(ev("starting", 1))}\n`, "x.jsonl"),
+    (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_CORRUPT" && /line 2/.test(e.message),
+  );
+  assert.throws(() => parseEvents(`{"state":"flying","observedAt":"t","detail":"","identity":{"workspace":"w"}}\n`), /line 1 is not a workspace event/);
+});
+
+test("workspace: lastEvent reads only the tail of a long log", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
+  const path = join(dir, "events.jsonl");
+  try {
+    const lines = [];
+    for (let i = 0; i < 2000; i++) lines.push(JSON.stringify(ev(i % 2 ? "running" : "starting", i)));
+    await appendFile(path, `${lines.join("\n")}\n`);
+    assert.equal((await lastEvent(path))?.detail, "step 1999");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: follow yields history then new events and ends at a new settled state", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
+  const path = join(dir, "events.jsonl");
+  try {
+    await appendEvent(path, ev("prepared", 0));
+    const seen: string[] = [];
+    const follower = (async () => {
+      for await (const e of followEventsFile(path, { pollMs: 10 })) seen.push(e.state);
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(seen, ["prepared"], "history does not end the follow");
+    await appendEvent(path, ev("starting", 1));
+    await appendEvent(path, ev("running", 2));
+    await new Promise((r) => setTimeout(r, 50));
+    await appendEvent(path, ev("stopping", 3));
+    await appendEvent(path, ev("stopped", 4));
+    await appendEvent(path, ev("starting", 5));
+    await follower;
+    assert.deepEqual(seen, ["prepared", "starting", "running", "stopping", "stopped"]);
+
+    const ac = new AbortController();
+    const got: string[] = [];
+    const aborted = (async () => {
+      for await (const e of followEventsFile(path, { pollMs: 10, signal: ac.signal })) got.push(e.state);
+    })();
+    await new Promise((r) => setTimeout(r, 40));
+    ac.abort();
+    await aborted;
+    assert.equal(got.length, 6);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,151 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isMicroagentError } from "../../src/contract/errors.ts";
+import { loadSpec } from "../../src/workspace/spec.ts";
+import { resolveCreateInputs } from "../../src/workspace/create.ts";
+import { mergeBootSpec } from "../../src/workspace/boot-spec.ts";
+
+async function specDir(yaml: string, files: Record<string, string> = {}) {
+  const dir = await mkdtemp(join(tmpdir(), "ws-spec-"));
+  await mkdir(join(dir, "conf"), { recursive: true });
+  for (const [p, c] of Object.entries(files)) await writeFile(join(dir, p), c, { mode: 0o640 });
+  const path = join(dir, "microagent.yaml");
+  await writeFile(path, yaml);
+  return { dir, path };
+}
+
+const FULL = `image: registry.local/busybox:1
+files:
+  - source: conf/app.ini
+    target: /etc/app.ini
+  - source: ./run.sh
+    target: /usr/local/bin/run.sh
+    mode: "0755"
+setup:
+  - mkdir -p /data
+entrypoint: /usr/local/bin/run.sh --serve
+env:
+  MODE: prod
+  WORKERS: 4
+resources:
+  profile: medium
+  cpus: 4
+network: isolated
+hostname: agent-1
+`;
+
+test("workspace: a full spec loads, sources resolve relative to the spec's directory", async () => {
+  const { dir, path } = await specDir(FULL, { "conf/app.ini": "[a]\n", "run.sh": "#!/bin/sh\n" });
+  try {
+    const spec = await loadSpec(path);
+    assert.equal(spec.image, "registry.local/busybox:1");
+    assert.equal(spec.files.length, 2);
+    assert.deepEqual(spec.files[0]?.source, join(dir, "conf/app.ini"));
+    assert.equal(spec.files[0]?.mode, 0o640, "mode defaults to the host file's");
+    assert.equal(spec.files[1]?.mode, 0o755);
+    assert.match(spec.files[0]?.sha256 ?? "", /^[a-f0-9]{64}$/);
+    assert.deepEqual(spec.env, { MODE: "prod", WORKERS: "4" });
+    assert.equal(spec.network, "isolated");
+    assert.match(spec.sha256, /^[a-f0-9]{64}$/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: an unknown key is an error naming it (top level and nested)", async () => {
+  for (const [yaml, key] of [
+    ["image: x\nimgae: y\n", "'imgae'"],
+    ["image: x\nresources:\n  memory: 512\n", "'resources.memory'"],
+    ["image: x\nfiles:\n  - source: a\n    target: /a\n    owner: root\n", "'files[0].owner'"],
+  ] as const) {
+    const { dir, path } = await specDir(yaml, { a: "" });
+    try {
+      await assert.rejects(loadSpec(path), (e: unknown) => {
+        assert.ok(isMicroagentError(e));
+        assert.equal(e.code, "SPEC_INVALID");
+        assert.ok(e.message.includes(`unknown key ${key}`), e.message);
+        return true;
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+test("workspace: a missing files source says 'source missing' with the resolved path", async () => {
+  const { dir, path } = await specDir("image: x\nfiles:\n  - source: conf/typo.ini\n    target: /etc/app.ini\n");
+  try {
+    await assert.rejects(loadSpec(path), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "SPEC_FILE_SOURCE_MISSING");
+      assert.equal(e.kind, "not_found");
+      assert.match(e.message, /files\[0\]: source missing: conf\/typo.ini/);
+      assert.ok(e.message.includes(join(dir, "conf/typo.ini")));
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: bad values name the key; YAML errors and non-mappings are clear", async () => {
+  for (const [yaml, pattern] of [
+    ["image: x\nfiles:\n  - source: a\n    target: relative\n", /files\[0\]\.target: target must be an absolute guest path/],
+    ["image: x\nfiles:\n  - source: a\n    target: /a\n    mode: 644\n", /files\[0\]\.mode/],
+    ["image: x\nresources:\n  profile: huge\n", /resources\.profile/],
+    ["image: x\nenv:\n  1BAD: v\n", /env/],
+    ["image: [unclosed\n", /not valid YAML/],
+    ["- a\n- b\n", /top level must be a mapping/],
+    ["image: x\nimage: y\n", /not valid YAML/],
+  ] as const) {
+    const { dir, path } = await specDir(yaml, { a: "" });
+    try {
+      await assert.rejects(loadSpec(path), pattern, yaml);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+test("workspace: flags override the spec field by field (env key by key)", async () => {
+  const { dir, path } = await specDir(FULL, { "conf/app.ini": "", "run.sh": "" });
+  try {
+    const spec = await loadSpec(path);
+    const r = resolveCreateInputs({ name: "w", image: "other:2", memoryMib: 1024, env: { MODE: "dev" }, setup: ["true"] }, spec);
+    assert.equal(r.image, "other:2");
+    assert.deepEqual(r.resources, { profile: "medium", memoryMib: 1024, cpus: 4, sizeMib: 8192 });
+    assert.deepEqual(r.env, { MODE: "dev", WORKERS: "4" });
+    assert.deepEqual(r.setup, ["true"]);
+    assert.equal(r.entrypoint, "/usr/local/bin/run.sh --serve");
+    assert.equal(r.hostname, "agent-1");
+    const noFlags = resolveCreateInputs({ name: "w" }, spec);
+    assert.equal(noFlags.image, "registry.local/busybox:1");
+    assert.deepEqual(noFlags.setup, ["mkdir -p /data"]);
+    assert.deepEqual(resolveCreateInputs({ name: "w", image: "x" }).resources, { profile: "small", memoryMib: 512, cpus: 2, sizeMib: 1024 });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: network user is unsupported for now; no image is an error", () => {
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", network: "user" }), (e: unknown) => isMicroagentError(e) && e.kind === "unsupported" && /not available yet/.test(e.message));
+  assert.throws(() => resolveCreateInputs({ name: "w" }), /no image/);
+});
+
+test("workspace: boot spec merges image config with overrides like an OCI runtime", () => {
+  const image = { Entrypoint: ["/entry"], Cmd: ["--flag"], Env: ["PATH=/bin", "A=1"], WorkingDir: "/app", User: "1000", StopSignal: "15" };
+  const plain = mergeBootSpec("my_box", image, {});
+  assert.deepEqual(plain.argv, ["/entry", "--flag"]);
+  assert.deepEqual(plain.env, { PATH: "/bin", A: "1" });
+  assert.equal(plain.cwd, "/app");
+  assert.equal(plain.user, "1000");
+  assert.equal(plain.stopSignal, "SIGTERM");
+  assert.equal(plain.hostname, "my-box");
+  assert.deepEqual(mergeBootSpec("w", image, { cmd: ["x"] }).argv, ["/entry", "x"]);
+  assert.deepEqual(mergeBootSpec("w", image, { entrypoint: "echo hi" }).argv, ["/bin/sh", "-c", "echo hi"], "shell form drops Cmd");
+  assert.deepEqual(mergeBootSpec("w", image, { entrypoint: ["/bin/true"] }).argv, ["/bin/true"]);
+  assert.equal(mergeBootSpec("w", {}, { env: { A: "2" } }).env.PATH?.includes("/usr/bin"), true, "a default PATH");
+});
