@@ -187,6 +187,14 @@ export async function launchQemu(spec: QemuSpec, opts: LaunchQemuOptions = {}): 
       return await exited;
     } finally {
       clearTimeout(hard);
+      // Helpers QEMU forked (none today, but e.g. a bridge helper) must not outlive it.
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // The group is gone: the normal case.
+        }
+      }
     }
   };
   if (opts.maxLifetimeMs !== undefined) {

@@ -76,6 +76,8 @@ export class QmpClient {
     this.#socket = socket;
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("error", (err) => this.#fail(VmmErrors.QMP_CLOSED({ message: `QMP connection failed: ${err.message}`, cause: err })));
+    // QEMU ending its side is the end of the conversation even before the socket fully closes.
+    socket.on("end", () => this.#fail(VmmErrors.QMP_CLOSED({ message: "QMP connection closed by QEMU" })));
     socket.on("close", () => this.#fail(VmmErrors.QMP_CLOSED({ message: "QMP connection closed by QEMU" })));
   }
 
