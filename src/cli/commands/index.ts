@@ -1,6 +1,7 @@
 /** Every top-level command, one file each. */
 import type { Command } from "commander";
 import { versionCommand } from "./version.ts";
+import { runCommand } from "./run.ts";
 import { doctorCommand } from "./doctor.ts";
 import { hostCommand } from "./host.ts";
 import { startCommand } from "./start.ts";
@@ -17,6 +18,7 @@ import { registryCommand } from "./registry.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
+  runCommand,
   doctorCommand,
   hostCommand,
   startCommand,

@@ -1,0 +1,195 @@
+/**
+ * `run`: a scratch workspace for one command. Create it (pulling the image and building the rootfs
+ * if needed), boot it, stream the workload's stdout/stderr, and tear it down (unless `keep`). The
+ * result carries the guest command's exit code. The supervisor owns the VM throughout: if this
+ * process dies, the workspace finishes on its own and `--rm` is simply not applied.
+ */
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { isMicroagentError } from "../contract/errors.ts";
+import type { Arch, BackendName } from "../contract/backend.ts";
+import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
+import { deleteWorkspace } from "../workspace/delete.ts";
+import type { NetworkMode } from "../workspace/manifest.ts";
+import type { ProfileName } from "../workspace/profiles.ts";
+import { pidExists } from "../workspace/process.ts";
+import { readState } from "../workspace/state.ts";
+import { defaultStateDir, workspacePaths } from "../workspace/paths.ts";
+import { SupervisorClient } from "../supervisor/client.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
+import type { WorkloadResult } from "../supervisor/protocol.ts";
+import { startWorkspace, stopWorkspace, waitWorkspace } from "./lifecycle.ts";
+import type { WorkspaceState } from "../workspace/events.ts";
+
+export interface RunOptions {
+  image: string;
+  /** Replaces the image's Cmd (`run IMAGE CMD ARG...`). */
+  cmd?: string[];
+  /** A shell command string (`run --exec "..."`): runs as `/bin/sh -c` instead of the image's Entrypoint/Cmd. */
+  exec?: string;
+  name?: string;
+  stateDir?: string;
+  /** Keep the workspace afterwards (default: delete it). */
+  keep?: boolean;
+  /** Wall-clock bound on the workload; on expiry the VM is killed and the exit code is 124. */
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  setup?: string[];
+  specFile?: string;
+  profile?: ProfileName;
+  memoryMib?: number;
+  cpus?: number;
+  sizeMib?: number;
+  network?: NetworkMode;
+  backend?: BackendName;
+  arch?: Arch;
+  supervisorPath?: string;
+  /** Workload output as it arrives. */
+  onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
+  onProgress?: (message: string) => void;
+  /** Abort = kill the workspace (and delete it unless keep). */
+  signal?: AbortSignal;
+  /** @internal test seam: the image/kernel/rootfs steps of create. */
+  providers?: CreateProviders;
+}
+
+export interface RunResult {
+  workspace: string;
+  kept: boolean;
+  finalState: WorkspaceState | undefined;
+  /** The guest command's exit code (124 on timeout, 128+n for a signal, 127 when it never started). */
+  exitCode: number;
+  timedOut: boolean;
+  result: WorkloadResult | undefined;
+  timings: { createMs: number; bootMs?: number; totalMs: number };
+}
+
+const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
+const NOUNS = ["otter", "badger", "falcon", "heron", "lynx", "marmot", "newt", "owl", "panda", "quokka", "raven", "seal", "tapir", "walrus", "yak", "zebra"];
+
+export function generateRunName(): string {
+  const b = randomBytes(4);
+  return `run-${ADJECTIVES[(b[0] as number) % ADJECTIVES.length]}-${NOUNS[(b[1] as number) % NOUNS.length]}-${b.subarray(2).toString("hex")}`;
+}
+
+const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
+
+export function workloadExitCode(r: WorkloadResult): number {
+  if (r.startError) return 127;
+  if (r.signal) return 128 + (SIGNAL_NUMBERS[r.signal] ?? 9);
+  const c = r.exitCode ?? 1;
+  return c < 0 ? 1 : Math.min(c, 255);
+}
+
+export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
+  const t0 = performance.now();
+  const name = opts.name ?? generateRunName();
+  const access = { ...(opts.stateDir ? { stateDir: opts.stateDir } : {}) };
+  const progress = opts.onProgress ?? (() => {});
+  progress(`creating workspace ${name} from ${opts.image}`);
+  await createWorkspace({
+    name,
+    image: opts.image,
+    ...access,
+    ...(opts.exec !== undefined ? { entrypoint: opts.exec } : {}),
+    ...(opts.cmd && opts.cmd.length > 0 ? { cmd: opts.cmd } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.setup ? { setup: opts.setup } : {}),
+    ...(opts.specFile ? { specFile: opts.specFile } : {}),
+    ...(opts.profile ? { profile: opts.profile } : {}),
+    ...(opts.memoryMib ? { memoryMib: opts.memoryMib } : {}),
+    ...(opts.cpus ? { cpus: opts.cpus } : {}),
+    ...(opts.sizeMib ? { sizeMib: opts.sizeMib } : {}),
+    ...(opts.network ? { network: opts.network } : {}),
+    ...(opts.backend ? { backend: opts.backend } : {}),
+    ...(opts.arch ? { arch: opts.arch } : {}),
+    ...(opts.providers ? { providers: opts.providers } : {}),
+    onProgress: progress,
+  });
+  const createMs = performance.now() - t0;
+  let timedOut = false;
+  let result: WorkloadResult | undefined;
+  let bootMs: number | undefined;
+  const kill = () => stopWorkspace(name, "kill", access).catch(() => {});
+  try {
+    progress(`booting ${name}`);
+    const started = await startWorkspace(name, { ...access, detach: true, ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
+    const bootStart = performance.now();
+    const abort = new AbortController();
+    const onAbort = () => {
+      abort.abort(opts.signal?.reason);
+      void kill();
+    };
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const timer = opts.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          void kill();
+        }, opts.timeoutMs)
+      : undefined;
+    try {
+      result = await attachWithRetry(name, started.supervisorPid, access.stateDir, opts.onOutput ?? (() => {}), abort.signal, () => {
+        bootMs ??= performance.now() - bootStart;
+      });
+    } catch (e) {
+      if (!timedOut && !abort.signal.aborted) throw e;
+    } finally {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+    // The supervisor records the final state once the VM is gone.
+    const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000 }).catch(() => undefined);
+    const finalState = waited?.state ?? (await readState(workspacePaths(opts.stateDir ?? defaultStateDir(), name)).catch(() => undefined))?.state;
+    const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : 1;
+    return { workspace: name, kept: Boolean(opts.keep), finalState, exitCode, timedOut, result, timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 } };
+  } finally {
+    if (!opts.keep) {
+      await deleteWorkspace(name, { ...access, force: true, kill: async () => void (await kill()) }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Attach to the workload's output: the supervisor's control socket appears a moment after spawn,
+ * and `attach` replays everything from the start, so nothing printed before we connected is lost.
+ */
+async function attachWithRetry(
+  name: string,
+  supervisorPid: number,
+  stateDir: string | undefined,
+  onOutput: (stream: "stdout" | "stderr", data: Buffer) => void,
+  signal: AbortSignal,
+  onFirstByte: () => void,
+): Promise<WorkloadResult> {
+  const { openWorkspace } = await import("../workspace/access.ts");
+  const paths = await openWorkspace(name, stateDir ? { stateDir } : {});
+  const client = new SupervisorClient(paths.controlSocket);
+  for (;;) {
+    try {
+      await client.waitReady();
+      onFirstByte();
+      return await client.attach(onOutput, signal);
+    } catch (e) {
+      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!pidExists(supervisorPid)) {
+        // It finished (or died) before we connected: its result.json and state say how.
+        const { readResult } = await import("../workspace/result.ts");
+        const r = await readResult(paths).catch(() => undefined);
+        if (r) {
+          return {
+            ran: true,
+            ...(r.exitCode !== null ? { exitCode: r.exitCode } : {}),
+            ...(r.signal ? { signal: r.signal } : {}),
+            ...(r.status === "failed_to_start" ? { startError: r.error ?? "failed to start" } : {}),
+          };
+        }
+        const state = await readState(paths);
+        throw SupervisorErrors.BOOT_FAILED({
+          message: `workspace ${name} ended (${state?.state ?? "unknown"}) before its workload reported a result: ${state?.detail ?? "no detail"}`,
+        });
+      }
+    }
+    if (signal.aborted) throw signal.reason ?? new Error("aborted");
+    await sleep(20);
+  }
+}

@@ -1,0 +1,140 @@
+import { Command, Option } from "commander";
+import { action } from "../action.ts";
+import { runWorkspace } from "../../api/run.ts";
+import { parseDurationMs } from "../../api/duration.ts";
+import { chooseAccel } from "../../supervisor/accel.ts";
+import { CommonErrors } from "../../contract/errors.ts";
+import { parseEnvPairs } from "./exec.ts";
+import type { ProfileName } from "../../workspace/profiles.ts";
+import type { NetworkMode } from "../../workspace/manifest.ts";
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function positiveInt(what: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw CommonErrors.INVALID_ARGUMENT({ message: `invalid ${what} '${v}': expected a positive whole number` });
+    return n;
+  };
+}
+
+interface RunFlags {
+  image?: string;
+  exec?: string;
+  keep?: boolean;
+  rm?: boolean;
+  name?: string;
+  timeout?: string;
+  env: string[];
+  setup: string[];
+  file?: string;
+  profile?: ProfileName;
+  memory?: number;
+  cpus?: number;
+  sizeMib?: number;
+  network?: NetworkMode;
+}
+
+export function runCommand(): Command {
+  return new Command("run")
+    .description("boot a scratch workspace from IMAGE, run a command in it, stream its output and exit with its code; the workspace is deleted afterwards unless --keep")
+    .usage("[flags] IMAGE [CMD ARG...]  |  run --image REF --exec \"shell command\"")
+    .argument("[image]", "image reference (tag or digest); pulled if needed")
+    .argument("[cmd...]", "command and arguments (default: the image's Entrypoint/Cmd)")
+    .passThroughOptions()
+    .option("--image <ref>", "image reference (instead of the IMAGE positional)")
+    .option("--exec <command>", "shell command to run with /bin/sh -c (instead of CMD)")
+    .option("--keep", "keep the workspace after the run (its name is printed on stderr)")
+    .option("--rm", "delete the workspace after the run (the default)")
+    .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
+    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124")
+    .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collect, [])
+    .option("--setup <command>", "shell command run before the command (repeatable, in order)", collect, [])
+    .option("--file <path>", "a microagent.yaml spec; flags override it")
+    .addOption(new Option("--profile <profile>", "resource profile").choices(["tiny", "small", "medium", "large"]))
+    .option("--memory <MiB>", "guest memory in MiB", positiveInt("--memory"))
+    .option("--cpus <n>", "virtual CPUs", positiveInt("--cpus"))
+    .option("--size-mib <MiB>", "root disk size in MiB", positiveInt("--size-mib"))
+    .addOption(new Option("--network <mode>", "network mode (only isolated is available yet)").choices(["isolated", "user"]))
+    .action(
+      action(async (ctx, imageArg: string | undefined, cmd: string[], o: RunFlags) => {
+        if (o.keep && o.rm) throw CommonErrors.USAGE({ message: "--keep and --rm contradict each other: pass one" });
+        let image = o.image;
+        let command = cmd;
+        if (image && imageArg) command = [imageArg, ...cmd]; // with --image, every positional is the command
+        image ??= imageArg;
+        if (!image) throw CommonErrors.USAGE({ message: "run needs an image: `microagent run IMAGE [CMD...]` or `--image REF`" });
+        if (o.exec !== undefined && command.length > 0) {
+          throw CommonErrors.USAGE({ message: "pass the command either as --exec \"...\" or after IMAGE, not both" });
+        }
+        const text = ctx.globals.format === "text";
+        if (text) {
+          const accel = await chooseAccel();
+          if (accel.accel === "tcg") ctx.streams.stderr.write(`note: using TCG software emulation (${accel.reason})\n`);
+        }
+        const out: Buffer[] = [];
+        const err: Buffer[] = [];
+        const abort = new AbortController();
+        const onSigint = () => abort.abort(new Error("interrupted"));
+        process.once("SIGINT", onSigint);
+        let r;
+        try {
+          r = await runWorkspace({
+            image,
+            ...(command.length > 0 ? { cmd: command } : {}),
+            ...(o.exec !== undefined ? { exec: o.exec } : {}),
+            ...(o.name ? { name: o.name } : {}),
+            stateDir: ctx.globals.stateDir,
+            keep: Boolean(o.keep),
+            ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+            ...(o.env.length > 0 ? { env: parseEnvPairs(o.env) } : {}),
+            ...(o.setup.length > 0 ? { setup: o.setup } : {}),
+            ...(o.file ? { specFile: o.file } : {}),
+            ...(o.profile ? { profile: o.profile } : {}),
+            ...(o.memory ? { memoryMib: o.memory } : {}),
+            ...(o.cpus ? { cpus: o.cpus } : {}),
+            ...(o.sizeMib ? { sizeMib: o.sizeMib } : {}),
+            ...(o.network ? { network: o.network } : {}),
+            ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
+            ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
+            ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}),
+            onOutput: (stream, data) => {
+              if (text) (stream === "stdout" ? ctx.streams.stdout : ctx.streams.stderr).write(data);
+              else (stream === "stdout" ? out : err).push(data);
+            },
+            onProgress: (m) => ctx.progress(m),
+            signal: abort.signal,
+          });
+        } finally {
+          process.off("SIGINT", onSigint);
+        }
+        if (text && r.kept) ctx.streams.stderr.write(`kept workspace ${r.workspace}\n`);
+        if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${o.timeout}; the workspace was killed\n`);
+        if (text && r.result?.startError) ctx.streams.stderr.write(`error: the command failed to start: ${r.result.startError}\n`);
+        return {
+          json: {
+            workspace: r.workspace,
+            state_dir: ctx.globals.stateDir,
+            kept: r.kept,
+            final_state: r.finalState,
+            exit_code: r.exitCode,
+            timed_out: r.timedOut,
+            result: {
+              ...(r.result?.startedAt ? { started_at: r.result.startedAt } : {}),
+              ...(r.result?.exitedAt ? { exited_at: r.result.exitedAt } : {}),
+              ...(r.result?.exitCode !== undefined ? { exit_code: r.result.exitCode } : {}),
+              ...(r.result?.signal ? { signal: r.result.signal } : {}),
+              ...(r.result?.startError ? { start_error: r.result.startError } : {}),
+              stdout: Buffer.concat(out).toString("base64"),
+              stderr: Buffer.concat(err).toString("base64"),
+            },
+            timings_ms: { create: Math.round(r.timings.createMs), ...(r.timings.bootMs !== undefined ? { boot: Math.round(r.timings.bootMs) } : {}), total: Math.round(r.timings.totalMs) },
+          },
+          exitCode: r.exitCode,
+          passthrough: true,
+        };
+      }),
+    );
+}
