@@ -6,6 +6,7 @@
  * contents are inside it, so verification covers them too.
  */
 import { readFile } from "node:fs/promises";
+import { bootConfigSchema, type BootConfig } from "../channel/boot-config.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import type { BootFile, BootSpec } from "./manifest.ts";
 
@@ -37,9 +38,9 @@ const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 /** Files travel inline in the boot config; keep it well inside one bounded channel message. */
 export const MAX_BOOT_FILES_BYTES = 4 * 1024 * 1024;
 
-/** A hostname derived from a workspace name ('_' is not valid in host names). */
+/** A hostname derived from a workspace name: one RFC 1123 label ('_' and '.' become '-'). */
 export function hostnameFor(name: string): string {
-  return name.replace(/_/g, "-").replace(/^[.-]+|[.-]+$/g, "").slice(0, 63) || "microagent";
+  return name.replace(/[_.]/g, "-").replace(/^-+|-+$/g, "").slice(0, 63).replace(/-+$/, "") || "microagent";
 }
 
 export function mergeBootSpec(name: string, image: ImageRuntimeConfig, o: BootOverrides): BootSpec {
@@ -84,22 +85,12 @@ function normalizeSignal(sig: string | undefined): string | undefined {
   return s.startsWith("SIG") ? s : `SIG${s}`;
 }
 
-/** The boot config as the guest's init reads it (see guest/src/serve.c apply_boot_config). */
-export interface GuestBootConfig {
-  argv: string[];
-  env: string[];
-  cwd: string;
-  user?: string;
-  hostname: string;
-  shell: string;
-  stopSignal: string;
-  setup: string[];
-  files: Array<{ path: string; contentBase64: string; mode: number }>;
-}
+/** The boot config as the guest's init reads it: the channel's schema, defaults applied. */
+export type GuestBootConfig = BootConfig;
 
 /** Build the guest boot config, reading each file's content (and checking it still matches its hash). */
 export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootConfig> {
-  const files: GuestBootConfig["files"] = [];
+  const files: Array<{ path: string; contentBase64: string; mode: number }> = [];
   let total = 0;
   for (const f of boot.files) {
     const content = await readFile(f.source);
@@ -112,7 +103,7 @@ export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootCon
     }
     files.push({ path: f.target, contentBase64: content.toString("base64"), mode: f.mode });
   }
-  return {
+  const parsed = bootConfigSchema.safeParse({
     argv: boot.argv,
     env: Object.entries(boot.env).map(([k, v]) => `${k}=${v}`),
     cwd: boot.cwd,
@@ -122,5 +113,14 @@ export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootCon
     stopSignal: boot.stopSignal,
     setup: boot.setup,
     files,
-  };
+  });
+  if (!parsed.success) {
+    // Only reachable through values the earlier checks let through (e.g. an image's odd User).
+    const issue = parsed.error.issues[0];
+    throw WorkspaceErrors.SPEC_INVALID({
+      message: `the boot config is invalid at ${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "invalid"}`,
+      remediation: "Fix the named field (from the flags, the spec file or the image config).",
+    });
+  }
+  return parsed.data;
 }

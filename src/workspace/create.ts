@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto";
 import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
 import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { workspaceExists } from "./access.ts";
-import { buildGuestBootConfig, mergeBootSpec, type ImageRuntimeConfig } from "./boot-spec.ts";
+import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
 import { sha256File } from "./hash.ts";
@@ -24,44 +24,9 @@ import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot,
 import { resolveResources, type ProfileName } from "./profiles.ts";
 import { HOSTNAME_PATTERN, ENV_KEY_PATTERN, loadSpec, type LoadedSpec } from "./spec.ts";
 import { recordInitialState, type StateRecord } from "./state.ts";
+import { defaultCreateProviders, type CreateProviders, type ProviderContext } from "./providers.ts";
 
-/** Context handed to each provider. */
-export interface ProviderContext {
-  stateDir: string;
-  backend: BackendName;
-  arch: Arch;
-  signal?: AbortSignal;
-  onProgress?: (message: string) => void;
-}
-
-/** What the workspace layer needs to know about a resolved image. */
-export interface ResolvedImageInfo {
-  ref: string;
-  resolvedRef: string;
-  /** sha256:<hex> of the platform manifest. */
-  manifestDigest: string;
-  configDigest?: string;
-  config: ImageRuntimeConfig;
-}
-
-export interface KernelArtifacts {
-  kernel: { path: string; sha256: string };
-  initramfs: { path: string; sha256: string };
-}
-
-export interface BaseRootfsInfo {
-  path: string;
-  sha256: string;
-  sizeMib: number;
-  cacheHit: boolean;
-}
-
-/** The image, kernel and rootfs steps of create. `image` is opaque to us and handed back to `ensureBaseRootfs`. */
-export interface CreateProviders {
-  resolveImage(ref: string, ctx: ProviderContext): Promise<{ info: ResolvedImageInfo; image: unknown }>;
-  ensureKernel(ctx: ProviderContext): Promise<KernelArtifacts>;
-  ensureBaseRootfs(image: unknown, ctx: ProviderContext): Promise<BaseRootfsInfo>;
-}
+export type { ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo, CreateProviders } from "./providers.ts";
 
 export interface CreateWorkspaceOptions {
   name: string;
@@ -114,7 +79,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
-  const providers = options.providers ?? (await import("./providers.ts")).defaultCreateProviders();
+  const providers = options.providers ?? defaultCreateProviders();
   const ctx: ProviderContext = {
     stateDir,
     backend: resolved.backend,
@@ -244,7 +209,7 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
   }
   const hostname = options.hostname ?? spec?.hostname;
   if (hostname !== undefined && !HOSTNAME_PATTERN.test(hostname)) {
-    throw CommonErrors.INVALID_ARGUMENT({ message: `invalid hostname '${hostname}': use letters, digits, '-' and '.' (RFC 1123)` });
+    throw CommonErrors.INVALID_ARGUMENT({ message: `invalid hostname '${hostname}': one label of letters, digits and inner '-', at most 63 characters` });
   }
   const r = spec?.resources ?? {};
   const resources = resolveResources({

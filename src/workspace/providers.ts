@@ -1,12 +1,98 @@
 /**
- * The real image, kernel and rootfs steps of `create`, wired to the areas that own them.
+ * The image, kernel and rootfs steps of `create`, and their real implementations wired to the areas
+ * that own them (image store + registry client, kernel install, rootfs base cache). Kept behind an
+ * interface so the workspace layer depends on what those steps return, not on how they work.
  */
-import { CommonErrors } from "../contract/errors.ts";
-import type { CreateProviders } from "./create.ts";
+import type { Arch, BackendName } from "../contract/backend.ts";
+import { resolveImage } from "../image/pull.ts";
+import type { LocalImage } from "../image/types.ts";
+import { ensureKernel } from "../kernel/install.ts";
+import { ensureBaseRootfs } from "../rootfs/build.ts";
+import type { ImageRuntimeConfig } from "./boot-spec.ts";
 
-export function defaultCreateProviders(): CreateProviders {
-  const missing = (what: string) => async () => {
-    throw CommonErrors.INTERNAL({ message: `${what} is not wired into create yet` });
+/** Context handed to each provider. */
+export interface ProviderContext {
+  stateDir: string;
+  backend: BackendName;
+  arch: Arch;
+  signal?: AbortSignal;
+  onProgress?: (message: string) => void;
+}
+
+/** What the workspace layer needs to know about a resolved image. */
+export interface ResolvedImageInfo {
+  ref: string;
+  resolvedRef: string;
+  /** sha256:<hex> of the platform manifest. */
+  manifestDigest: string;
+  configDigest?: string;
+  config: ImageRuntimeConfig;
+}
+
+export interface KernelArtifacts {
+  kernel: { path: string; sha256: string };
+  initramfs: { path: string; sha256: string };
+}
+
+export interface BaseRootfsInfo {
+  path: string;
+  sha256: string;
+  sizeMib: number;
+  cacheHit: boolean;
+}
+
+/** The image, kernel and rootfs steps of create. `image` is opaque to us and handed back to `ensureBaseRootfs`. */
+export interface CreateProviders {
+  resolveImage(ref: string, ctx: ProviderContext): Promise<{ info: ResolvedImageInfo; image: unknown }>;
+  ensureKernel(ctx: ProviderContext): Promise<KernelArtifacts>;
+  ensureBaseRootfs(image: unknown, ctx: ProviderContext): Promise<BaseRootfsInfo>;
+}
+
+export interface DefaultProviderOptions {
+  /** Where downloaded kernel packages are cached (default: the kernel area's own default). */
+  kernelCacheDir?: string;
+}
+
+export function defaultCreateProviders(options: DefaultProviderOptions = {}): CreateProviders {
+  return {
+    async resolveImage(ref, ctx) {
+      const progress = ctx.onProgress;
+      const image = await resolveImage(ref, {
+        stateDir: ctx.stateDir,
+        arch: ctx.arch,
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+        ...(progress ? { onProgress: (e) => (e.type === "resolved" ? progress(`pulling ${e.ref} (${e.layers} layers, ${e.totalBytes} bytes)`) : undefined) } : {}),
+      });
+      return {
+        image,
+        info: {
+          ref: image.ref,
+          resolvedRef: image.resolvedRef,
+          manifestDigest: image.manifestDigest,
+          configDigest: image.configDigest,
+          config: image.config,
+        },
+      };
+    },
+    async ensureKernel(ctx) {
+      const k = await ensureKernel({
+        stateDir: ctx.stateDir,
+        backend: ctx.backend,
+        arch: ctx.arch,
+        ...(options.kernelCacheDir ? { cacheDir: options.kernelCacheDir } : {}),
+        ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+      });
+      return {
+        kernel: { path: k.kernelPath, sha256: k.manifest.kernel.sha256 },
+        initramfs: { path: k.initramfsPath, sha256: k.manifest.initramfs.sha256 },
+      };
+    },
+    async ensureBaseRootfs(image, ctx) {
+      const b = await ensureBaseRootfs(image as LocalImage, {
+        stateDir: ctx.stateDir,
+        ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+      });
+      return { path: b.path, sha256: b.sha256, sizeMib: b.sizeMib, cacheHit: b.cacheHit };
+    },
   };
-  return { resolveImage: missing("image resolution"), ensureKernel: missing("kernel install"), ensureBaseRootfs: missing("base rootfs build") };
 }

@@ -17,8 +17,8 @@ import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.t
 import { ProfileNameSchema, type ProfileName } from "./profiles.ts";
 
 export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** RFC 1123 label(s), at most 63 characters per label. */
-export const HOSTNAME_PATTERN = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+/** One RFC 1123 label (what the guest's sethostname gets), at most 63 characters. */
+export const HOSTNAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
 
 const FileEntrySchema = z
   .object({
@@ -50,7 +50,7 @@ export const SpecSchema = z
     env: z.record(z.string().regex(ENV_KEY_PATTERN, "env keys must be shell identifiers"), z.union([z.string(), z.number(), z.boolean()])).optional(),
     resources: ResourcesSchema.optional(),
     network: z.union([NetworkModeSchema, z.object({ mode: NetworkModeSchema }).strict()]).optional(),
-    hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be a valid RFC 1123 host name").optional(),
+    hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be one RFC 1123 label: letters, digits and inner '-', at most 63 characters").optional(),
   })
   .strict();
 export type SpecFile = z.infer<typeof SpecSchema>;
