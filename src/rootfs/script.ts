@@ -77,6 +77,9 @@ export function buildDebugfsScript(entries: readonly StagedEntry[], valueFile: (
       if (e.staged.uid !== m.uid) push(`sif ${q} uid ${m.uid}`);
       if (e.staged.gid !== m.gid) push(`sif ${q} gid ${m.gid}`);
     }
+    // mke2fs copies the staged copy's ctime (the moment of the build); pin it to the mtime so the
+    // image does not depend on when or by whom it was built.
+    push(`sif ${q} ctime @${clampTime(m.mtime)}`);
     for (const [name, value] of m.xattrs) {
       const index = xattrValues.length;
       xattrValues.push(value);

@@ -19,7 +19,7 @@ test("rootfs-script: quoting doubles embedded quotes (debugfs's escape)", () => 
   assert.equal(quote("/plain"), '"/plain"');
 });
 
-test("rootfs-script: only what the staged copy lacks is replayed; specials become mknod", () => {
+test("rootfs-script: only what the staged copy lacks is replayed (plus ctime); specials become mknod", () => {
   const script = buildDebugfsScript(
     [
       entry("", { kind: "dir", mode: 0o755 }, { uid: 0, gid: 0, perm: 0o700 }),
@@ -41,10 +41,15 @@ test("rootfs-script: only what the staged copy lacks is replayed; specials becom
       'sif "/" gid 0',
       'sif "/" mtime @1000',
       'sif "/" atime @1000',
+      'sif "/" ctime @1000',
+      'sif "/same" ctime @1000',
       'sif "/suid" mode 0104755',
+      'sif "/suid" ctime @1000',
       'sif "/owned" uid 1234',
       'sif "/owned" gid 5678',
+      'sif "/owned" ctime @1000',
       'sif "/link" uid 5',
+      'sif "/link" ctime @1000',
       'rm "/dev/my ""null"""',
       'cd "/dev"',
       'mknod "my ""null""" c 1 3',
@@ -54,6 +59,7 @@ test("rootfs-script: only what the staged copy lacks is replayed; specials becom
       'sif "/dev/my ""null""" gid 0',
       'sif "/dev/my ""null""" mtime @1000',
       'sif "/dev/my ""null""" atime @1000',
+      'sif "/dev/my ""null""" ctime @1000',
       'rm "/fifo"',
       'cd "/"',
       'mknod "fifo" p',
@@ -63,6 +69,8 @@ test("rootfs-script: only what the staged copy lacks is replayed; specials becom
       'sif "/fifo" gid 0',
       'sif "/fifo" mtime @1000',
       'sif "/fifo" atime @1000',
+      'sif "/fifo" ctime @1000',
+      'sif "/cap" ctime @1000',
       'ea_set -f "/work/x0" "/cap" "security.capability"',
       "",
     ].join("\n"),
