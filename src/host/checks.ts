@@ -141,7 +141,7 @@ function linuxQemuChecks(f: HostFacts, l: LinuxFacts, kernel: KernelStatus): Hos
   const kvmDetail = l.kvm.usable ? l.kvm.reason : `${l.kvm.reason}; linux-qemu uses TCG software emulation (slower)`;
   return [
     check("vmm", `QEMU (${q.name})`, vmmOk, true, vmmDetail, features && !features.microvm ? "Install a QEMU with the microvm machine (QEMU 4.2 or newer, e.g. Debian's qemu-system-x86)." : FIX.qemu(f.guestArch)),
-    check("accel", "accelerator", accelOk, true, accelOk ? (accel.accel === "kvm" ? "kvm" : l.kvm.usable ? `tcg (${accel.reason})` : "tcg (software emulation: KVM is unusable, see the KVM check)") : accel.reason, q.available ? "Use a QEMU build with TCG, or a host where KVM runs guests." : FIX.qemu(f.guestArch)),
+    check("accel", "accelerator", accelOk, true, accelOk ? (accel.accel === "kvm" ? "kvm" : l.kvm.usable ? `tcg (${accel.reason})` : "tcg (software emulation: KVM is unusable, see the KVM check)") : q.available ? accel.reason : "needs QEMU", q.available ? "Use a QEMU build with TCG, or a host where KVM runs guests." : FIX.qemu(f.guestArch)),
     check("kvm", "KVM", l.kvm.usable, false, kvmDetail, l.kvm.remediation),
     ...e2fsChecks(l),
     kernelCheck(kernel),

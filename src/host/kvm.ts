@@ -150,7 +150,7 @@ export function decideKvm(f: KvmFacts): KvmProbeResult {
     ...extra,
   });
   if (f.guestArch !== f.hostArch) {
-    return no("arch_mismatch", `KVM runs only ${f.hostArch} guests on this ${f.hostArch} host, not ${f.guestArch}`, `Use linux-qemu (TCG) for ${f.guestArch} guests, or run on an ${f.guestArch} host.`);
+    return no("arch_mismatch", `KVM runs only ${f.hostArch} guests on this ${f.hostArch} host, not ${f.guestArch}`, `${f.guestArch} guests run under TCG with linux-qemu; for KVM speed, run them on an ${f.guestArch} host.`);
   }
   if (!f.devicePresent) {
     return no(
@@ -223,10 +223,12 @@ export function decideKvm(f: KvmFacts): KvmProbeResult {
   return { ...base, usable: true, code: "ok", reason: `KVM ran real-mode and long-mode guest code at ${formatIps(ips)} instructions/s`, remediation: "", guestIps: ips };
 }
 
+/** 1531198 -> "1.5M", 100000000 -> "100M". */
 export function formatIps(ips: number): string {
-  if (ips >= 1e9) return `${(ips / 1e9).toFixed(1)}G`;
-  if (ips >= 1e6) return `${(ips / 1e6).toFixed(1)}M`;
-  if (ips >= 1e3) return `${(ips / 1e3).toFixed(1)}k`;
+  const f = (v: number, unit: string) => `${v.toFixed(1).replace(/\.0$/, "")}${unit}`;
+  if (ips >= 1e9) return f(ips / 1e9, "G");
+  if (ips >= 1e6) return f(ips / 1e6, "M");
+  if (ips >= 1e3) return f(ips / 1e3, "k");
   return String(ips);
 }
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { constants } from "node:os";
-import { accelFromKvm, decideKvm, MIN_GUEST_IPS, parseKvmProbeOutput, type KvmFacts } from "../../src/host/kvm.ts";
+import { accelFromKvm, decideKvm, formatIps, MIN_GUEST_IPS, parseKvmProbeOutput, type KvmFacts } from "../../src/host/kvm.ts";
 
 /** kvm-probe output recorded on the development machine (paravirtual kvm_pvm, no VMX/SVM). */
 const PVM_OUTPUT = `stage=open ok=1
@@ -125,5 +125,12 @@ test("host-kvm: guest code that fails or hangs", () => {
 test("host-kvm: another guest architecture never uses KVM", () => {
   const r = decideKvm(facts({ guestArch: "arm64" }));
   assert.equal(r.code, "arch_mismatch");
-  assert.match(r.remediation, /linux-qemu/);
+  assert.match(r.remediation, /TCG with linux-qemu/);
+});
+
+test("host-kvm: instruction rates print short", () => {
+  assert.equal(formatIps(1_531_198), "1.5M");
+  assert.equal(formatIps(MIN_GUEST_IPS), "100M");
+  assert.equal(formatIps(2_400_000_000), "2.4G");
+  assert.equal(formatIps(950), "950");
 });
