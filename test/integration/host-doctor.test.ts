@@ -7,12 +7,15 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { main } from "../../src/cli/main.ts";
 import { doctor, hostReport } from "../../src/host/doctor.ts";
-import { probeKvm, selectAccel } from "../../src/host/kvm.ts";
+import { decideKvm, gatherKvmFacts, probeKvm, selectAccel } from "../../src/host/kvm.ts";
+import { runTool } from "../../src/host/exec.ts";
+import { kernelDir, writeManifest } from "../../src/kernel/manifest.ts";
 import { packageRoot } from "../../src/host/paths.ts";
 import type { HostCheck } from "../../src/host/checks.ts";
 import { scratchDir } from "../helpers/scratch.ts";
@@ -223,4 +226,54 @@ test("host-doctor: --help never runs a probe", async () => {
   // The seam is real: a plain doctor does run the wrapper.
   await runCli(["--json", "doctor", "--state-dir", stateDir, "--supervisor", supervisor], env);
   assert.equal(existsSync(marker), true);
+});
+
+test("host-doctor: an unprivileged user is told it cannot open /dev/kvm (real probe as nobody)", async () => {
+  // /dev/kvm is root-only (0600) here: run the real helper as uid 65534 and decide on its output.
+  const facts = await gatherKvmFacts();
+  assert.ok(facts.probePath);
+  const run = await runTool("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", facts.probePath, "/dev/kvm"], { timeoutMs: 5000 });
+  assert.equal(run.spawnErrno, undefined, "setpriv (util-linux) is needed for this test");
+  const r = decideKvm({ ...facts, probeRun: { code: run.code, signal: run.signal, stdout: run.stdout, stderr: run.stderr, timedOut: run.timedOut } });
+  assert.equal(r.usable, false);
+  assert.equal(r.code, "no_access", r.reason);
+  assert.match(r.reason, /cannot open it \(EACCES\)/);
+  assert.match(r.remediation, /usermod -aG kvm/);
+});
+
+test("host-doctor: the kernel line reads the kernel area's manifest (installed, then damaged)", async () => {
+  const sd = join(dir, "state-kernel");
+  const kdir = kernelDir(sd, "linux-qemu", "amd64");
+  mkdirSync(kdir, { recursive: true });
+  const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+  const kernelBytes = Buffer.from("not really a kernel\n");
+  const initrdBytes = Buffer.from("not really an initramfs\n");
+  writeFileSync(join(kdir, "vmlinuz"), kernelBytes);
+  writeFileSync(join(kdir, "initramfs.cpio"), initrdBytes);
+  await writeManifest(kdir, {
+    schemaVersion: 1,
+    backend: "linux-qemu",
+    arch: "amd64",
+    version: "6.1.0-test",
+    kernel: { file: "vmlinuz", sha256: sha(kernelBytes), sizeBytes: kernelBytes.length },
+    initramfs: { file: "initramfs.cpio", sha256: sha(initrdBytes), sizeBytes: initrdBytes.length, compression: "none" },
+    init: { sha256: sha(Buffer.from("init")), sizeBytes: 4, path: "/x/microagent-init" },
+    modules: [],
+    builtinModules: [],
+    unavailableModules: [],
+    source: { kind: "file", path: "/x/vmlinuz", sha256: sha(kernelBytes) },
+    installedAt: new Date(0).toISOString(),
+  });
+  const ok = await doctor({ stateDir: sd, supervisor });
+  const k = byName(ok.host.checks).get("kernel");
+  assert.equal(ok.kernel.status, "installed");
+  assert.equal(k?.ok, true);
+  assert.equal(k?.detail, `${join(kdir, "vmlinuz")} (6.1.0-test) sha256:${sha(kernelBytes)}`);
+  const text = await runCli(["doctor", "--state-dir", sd, "--supervisor", supervisor]);
+  assert.match(text.out, new RegExp(`\nKernel: installed \\(${join(kdir, "vmlinuz").replace(/[/.]/g, "\\$&")}\\)\n`));
+  rmSync(join(kdir, "vmlinuz"));
+  const broken = await doctor({ stateDir: sd, supervisor });
+  assert.equal(broken.kernel.status, "error");
+  assert.equal(byName(broken.host.checks).get("kernel")?.ok, false);
+  assert.match(byName(broken.host.checks).get("kernel")?.remediation ?? "", /kernel install/);
 });

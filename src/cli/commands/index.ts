@@ -1,6 +1,13 @@
 /** Every top-level command, one file each. */
 import type { Command } from "commander";
 import { versionCommand } from "./version.ts";
+import { createCommand } from "./create.ts";
+import { statusCommand } from "./status.ts";
+import { listCommand } from "./list.ts";
+import { psCommand } from "./ps.ts";
+import { eventsCommand } from "./events.ts";
+import { logsCommand } from "./logs.ts";
+import { deleteCommand } from "./delete.ts";
 import { runCommand } from "./run.ts";
 import { doctorCommand } from "./doctor.ts";
 import { hostCommand } from "./host.ts";
@@ -18,6 +25,13 @@ import { registryCommand } from "./registry.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
+  createCommand,
+  statusCommand,
+  listCommand,
+  psCommand,
+  eventsCommand,
+  logsCommand,
+  deleteCommand,
   runCommand,
   doctorCommand,
   hostCommand,

@@ -1,0 +1,89 @@
+import { Command } from "commander";
+import { action } from "../action.ts";
+import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
+import type { ProfileName } from "../../workspace/profiles.ts";
+import { collectEnv, collectList, parseCpus, parseMemoryMib, parseNetworkMode, parseProfile, parseSizeMib } from "./workspace-flags.ts";
+
+interface CreateFlags {
+  image?: string;
+  file?: string;
+  profile?: ProfileName;
+  memory?: number;
+  cpus?: number;
+  sizeMib?: number;
+  setup?: string[];
+  entrypoint?: string;
+  env?: Record<string, string>;
+  network?: "isolated" | "user";
+  hostname?: string;
+}
+
+export function createCommand(): Command {
+  return new Command("create")
+    .description("create a persistent workspace from an image (state prepared; boot it with `start`)")
+    .argument("<name>", "workspace name: [a-z0-9][a-z0-9_.-]{0,62}")
+    .option("--image <ref>", "image reference (tags are accepted; the resolved digest is recorded)")
+    .option("--file <path>", "spec file (microagent.yaml); flags override its fields")
+    .option("--profile <name>", "resources: tiny, small (default), medium, large", parseProfile)
+    .option("--memory <mib>", "guest memory in MiB (overrides the profile)", parseMemoryMib)
+    .option("--cpus <n>", "vCPUs (overrides the profile)", parseCpus)
+    .option("--size-mib <mib>", "disk size in MiB (overrides the profile)", parseSizeMib)
+    .option("--setup <cmd>", "shell command run before the entrypoint at every boot (repeatable, in order)", collectList)
+    .option("--entrypoint <cmd>", "shell command replacing the image's Entrypoint and Cmd")
+    .option("-e, --env <KEY=VALUE>", "environment variable for the workload (repeatable)", collectEnv)
+    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
+    .option("--hostname <name>", "guest hostname (default: the workspace name)")
+    .action(
+      action(async (ctx, name: string, o: CreateFlags) => {
+        const r = await createWorkspace({
+          name,
+          stateDir: ctx.globals.stateDir,
+          ...(o.image !== undefined ? { image: o.image } : {}),
+          ...(o.file !== undefined ? { specFile: o.file } : {}),
+          ...(o.profile !== undefined ? { profile: o.profile } : {}),
+          ...(o.memory !== undefined ? { memoryMib: o.memory } : {}),
+          ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+          ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
+          ...(o.setup !== undefined ? { setup: o.setup } : {}),
+          ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
+          ...(o.env !== undefined ? { env: o.env } : {}),
+          ...(o.network !== undefined ? { network: o.network } : {}),
+          ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
+          ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
+          ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
+          onProgress: (m) => ctx.progress(m),
+        });
+        return { json: createJson(r), text: createText(r) };
+      }),
+    );
+}
+
+export function createJson(r: CreateResult) {
+  const m = r.manifest;
+  return {
+    workspace: r.name,
+    state: r.state.state,
+    event: r.state,
+    backend: m.backend,
+    arch: m.arch,
+    image: m.image,
+    resources: m.resources,
+    network: m.network,
+    boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((f) => f.target) },
+    artifacts: m.artifacts,
+    rootfsCacheHit: r.rootfsCacheHit,
+    timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 10) / 10])),
+  };
+}
+
+export function createText(r: CreateResult): string {
+  const m = r.manifest;
+  const res = m.resources;
+  return [
+    `created ${r.name} (${r.state.state})`,
+    `  image:     ${m.image.ref} -> ${m.image.resolvedRef}`,
+    `  resources: ${res.profile}: ${res.memoryMib} MiB, ${res.cpus} vCPU, ${res.sizeMib} MiB disk; network ${m.network.mode}`,
+    `  command:   ${m.boot.argv.length ? m.boot.argv.join(" ") : "(none: the guest idles, serving exec and console)"}`,
+    `start it with: microagent start ${r.name}`,
+  ].join("\n");
+}

@@ -1,0 +1,42 @@
+import { Command } from "commander";
+import { action } from "../action.ts";
+import { readinessForRuntime } from "../../api/lifecycle.ts";
+import { workspaceStatus, type WorkspaceStatus } from "../../workspace/status.ts";
+
+export function statusCommand(): Command {
+  return new Command("status")
+    .alias("inspect")
+    .description("a workspace's state, latest event, verification of its recorded hashes, readiness and result")
+    .argument("<name>", "workspace name")
+    .action(
+      action(async (ctx, name: string) => {
+        const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir, probeReadiness: readinessForRuntime });
+        return { json: s, text: statusText(s) };
+      }),
+    );
+}
+
+export function statusText(s: WorkspaceStatus): string {
+  const w = s.workspace;
+  const lines = [
+    `${w.name}: ${s.event.state} since ${s.event.observedAt}`,
+    `  detail:       ${s.event.detail}`,
+    `  image:        ${w.image.ref} -> ${w.image.resolvedRef}`,
+    `  resources:    ${w.resources.profile}: ${w.resources.memoryMib} MiB, ${w.resources.cpus} vCPU, ${w.resources.sizeMib} MiB disk; network ${w.network.mode}; ${s.backend}/${w.arch}`,
+  ];
+  if (w.runtime) lines.push(`  runtime:      supervisor pid ${w.runtime.supervisorPid}${w.runtime.vmmPid ? `, VMM pid ${w.runtime.vmmPid}` : ""}, ${w.runtime.accel}, since ${w.runtime.startedAt}`);
+  if (s.verification) {
+    if (s.verification.ok) {
+      lines.push(`  verification: ok (kernel, init, config${s.verification.rootfs.checked ? ", rootfs" : ""})`);
+    } else {
+      lines.push(`  verification: DIVERGED`);
+      for (const d of s.verification.divergence) lines.push(`    ${d.artifact} ${d.field}: expected ${d.expected}, actual ${d.actual} (${d.path})`);
+    }
+  }
+  lines.push(`  readiness:    ${s.readiness.ready ? "ready" : `not ready${s.readiness.reason ? `: ${s.readiness.reason}` : ""}`}`);
+  if (s.result) {
+    const r = s.result;
+    lines.push(`  result:       ${r.status}${r.exitCode !== null ? ` code ${r.exitCode}` : ""}${r.signal ? ` signal ${r.signal}` : ""}${r.error ? ` (${r.error})` : ""} at ${r.completedAt}`);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,45 @@
+/**
+ * Option parsers shared by the workspace commands (create, and anything else taking the same
+ * flags). Each throws commander's InvalidArgumentError echoing the bad value (exit 2).
+ */
+import { InvalidArgumentError } from "commander";
+import { PROFILE_NAMES, type ProfileName } from "../../workspace/profiles.ts";
+
+export function parseWholeNumber(what: string, min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`'${value}' is not a whole number (${what})`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`'${value}' is out of range for ${what} (${min}-${max})`);
+    return n;
+  };
+}
+
+export const parseMemoryMib = parseWholeNumber("memory in MiB", 64, 1048576);
+export const parseCpus = parseWholeNumber("vCPUs", 1, 256);
+export const parseSizeMib = parseWholeNumber("disk size in MiB", 64, 16777216);
+
+export function parseProfile(value: string): ProfileName {
+  if (!(PROFILE_NAMES as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(`'${value}' is not a profile; expected one of ${PROFILE_NAMES.join(", ")}`);
+  }
+  return value as ProfileName;
+}
+
+/** Repeatable `-e KEY=VALUE`: accumulates into a map (later wins). */
+export function collectEnv(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf("=");
+  if (eq <= 0) throw new InvalidArgumentError(`'${value}' is not KEY=VALUE`);
+  const key = value.slice(0, eq);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError(`'${key}' is not a valid environment variable name`);
+  return { ...previous, [key]: value.slice(eq + 1) };
+}
+
+/** Repeatable string flag (e.g. `--setup CMD`), in order. */
+export function collectList(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function parseNetworkMode(value: string): "isolated" | "user" {
+  if (value !== "isolated" && value !== "user") throw new InvalidArgumentError(`'${value}' is not a network mode; expected isolated (or user, not available yet)`);
+  return value;
+}
