@@ -44,7 +44,9 @@ export interface RootfsBuildOptions {
 export interface ResolvedRootfsBuildOptions {
   stateDir: string;
   sizeMib: number | undefined;
-  tools: E2fsTools;
+  /** Explicit tool paths; resolved (and checked) only when a build is needed, so a cache hit needs no e2fsprogs. */
+  mke2fs: string | undefined;
+  debugfs: string | undefined;
   toolTimeoutMs: number;
   lockTimeoutMs: number;
   onProgress: (message: string) => void;
@@ -56,7 +58,8 @@ export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): Resolv
   return {
     stateDir: opts.stateDir ?? join(homedir(), ".microagent"),
     sizeMib: opts.sizeMib,
-    tools: resolveE2fsTools({ mke2fs: opts.mke2fs, debugfs: opts.debugfs }),
+    mke2fs: opts.mke2fs,
+    debugfs: opts.debugfs,
     toolTimeoutMs: opts.toolTimeoutMs ?? 10 * 60_000,
     lockTimeoutMs: opts.lockTimeoutMs ?? 30 * 60_000,
     onProgress: opts.onProgress ?? (() => {}),
@@ -257,6 +260,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
   const paths = baseCachePaths(opts.stateDir, image.manifestDigest, opts.sizeMib);
   const hit = readRecord(paths.record, paths.image);
   if (hit) return toBase(paths.image, hit, true);
+  const tools = resolveE2fsTools({ mke2fs: opts.mke2fs, debugfs: opts.debugfs });
 
   for (const dir of [join(opts.stateDir), join(opts.stateDir, "build"), paths.dir, join(opts.stateDir, "build", "tmp")]) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -276,7 +280,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
         seed: image.manifestDigest,
         workDir,
         sizeMib: opts.sizeMib,
-        tools: opts.tools,
+        tools,
         toolTimeoutMs: opts.toolTimeoutMs,
         onProgress: opts.onProgress,
       });

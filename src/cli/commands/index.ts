@@ -22,6 +22,7 @@ import { connectCommand } from "./connect.ts";
 import { kernelCommand } from "./kernel.ts";
 import { imageCommand } from "./image.ts";
 import { registryCommand } from "./registry.ts";
+import { rootfsCommand } from "./rootfs.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -46,4 +47,5 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   kernelCommand,
   imageCommand,
   registryCommand,
+  rootfsCommand,
 ];
