@@ -57,9 +57,10 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   let pid: number;
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
-    const { state } = await reconcile(paths, { lock });
+    const { state, runtime } = await reconcile(paths, { lock });
     if (!state) throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${name} has no recorded state` });
     assertCanStart(name, state.state);
+    await awaitPreviousSupervisor(runtime, name);
     const manifest = await readManifest(paths);
     await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
     await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
@@ -85,6 +86,22 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     await reconcile(paths).catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The previous boot's supervisor records its final state a moment before it exits (it still closes
+ * its sockets and clears runtime.json). A new boot waits for it so the two never share the socket
+ * paths; one that does not go away is killed.
+ */
+async function awaitPreviousSupervisor(runtime: RuntimeRecord | undefined, name: string): Promise<void> {
+  if (!runtime) return;
+  for (let i = 0; i < 200; i++) {
+    const live = runtimeLiveness(runtime);
+    if (!live.supervisorAlive && live.vmmAlive !== true) return;
+    await sleep(25);
+  }
+  void name;
+  await killRuntimeProcesses(runtime);
 }
 
 /** The live supervisor of a workspace, or a clear error naming its state. */

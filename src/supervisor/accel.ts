@@ -1,7 +1,16 @@
 /**
  * Which accelerator a VM boots with: KVM only when the host probe proved a vCPU runs guest code
- * there, else TCG. `MICROAGENT_ACCEL=kvm|tcg` forces one (tests, debugging).
+ * there (src/host's live probe), else TCG. `MICROAGENT_ACCEL=kvm|tcg` forces one.
+ *
+ * The probe costs ~0.3 s (it runs a real vCPU), which is a tenth of a TCG boot, so its answer is
+ * cached per host boot (keyed by /proc/sys/kernel/random/boot_id) in the per-user runtime dir:
+ * whether KVM can run a guest does not change while the host stays up.
  */
+import { readFileSync } from "node:fs";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import { selectAccel } from "../host/kvm.ts";
 import type { Accel } from "../backend/types.ts";
 
 export interface AccelChoice {
@@ -9,20 +18,43 @@ export interface AccelChoice {
   reason: string;
 }
 
-export async function chooseAccel(env: NodeJS.ProcessEnv = process.env): Promise<AccelChoice> {
+const CacheSchema = z.object({ bootId: z.string(), accel: z.enum(["kvm", "tcg"]), reason: z.string() });
+
+function hostBootId(): string | undefined {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * @param cacheDir where to cache the probe's answer (e.g. the per-user runtime root); none = no cache.
+ */
+export async function chooseAccel(env: NodeJS.ProcessEnv = process.env, cacheDir?: string): Promise<AccelChoice> {
   const forced = env.MICROAGENT_ACCEL;
   if (forced === "kvm" || forced === "tcg") return { accel: forced, reason: `forced by MICROAGENT_ACCEL=${forced}` };
-  // The host area's probe, when this build has it (it runs a real vCPU; a /dev/kvm node alone proves nothing).
-  try {
-    // The module path is a variable until src/host lands (the import is optional at type level).
-    const hostModule = "../host/index.ts";
-    const mod = (await import(hostModule)) as { selectAccel?: () => Promise<{ accel: string; reason: string }> | { accel: string; reason: string } };
-    if (mod.selectAccel) {
-      const r = await mod.selectAccel();
-      if (r.accel === "kvm" || r.accel === "tcg") return { accel: r.accel, reason: r.reason };
+  const bootId = hostBootId();
+  const cacheFile = cacheDir && bootId ? join(cacheDir, "accel.json") : undefined;
+  if (cacheFile) {
+    try {
+      const cached = CacheSchema.parse(JSON.parse(await readFile(cacheFile, "utf8")));
+      if (cached.bootId === bootId) return { accel: cached.accel, reason: cached.reason };
+    } catch {
+      /* no cache yet */
     }
-  } catch {
-    /* no host probe in this build */
   }
-  return { accel: "tcg", reason: "KVM was not proven usable on this host; using TCG software emulation" };
+  const r = await selectAccel({ env });
+  const choice: AccelChoice = { accel: r.accel === "kvm" ? "kvm" : "tcg", reason: r.reason };
+  if (cacheFile && bootId) {
+    try {
+      await mkdir(cacheDir as string, { recursive: true, mode: 0o700 });
+      const tmp = `${cacheFile}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify({ bootId, ...choice }), { mode: 0o600 });
+      await rename(tmp, cacheFile);
+    } catch {
+      /* caching is an optimisation */
+    }
+  }
+  return choice;
 }

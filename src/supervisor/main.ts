@@ -7,6 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { linuxQemuBackend } from "../backend/linux-qemu.ts";
 import { getBackend } from "../backend/index.ts";
 import { ensurePrivateDir } from "../workspace/fsutil.ts";
@@ -52,7 +53,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   await ensurePrivateDir(paths.runtimeDir);
   const runtimeId = env.MICROAGENT_RUNTIME_ID || randomUUID();
   const backend = getBackend(manifest.backend === "linux-qemu" ? "linux-qemu" : manifest.backend);
-  const { accel, reason } = await chooseAccel(env);
+  const { accel, reason } = await chooseAccel(env, dirname(paths.runtimeDir));
   const identity = { runtimeId, requestId: env.MICROAGENT_REQUEST_ID || `supervisor-${process.pid}` };
 
   const config: ResolvedSupervisorConfig = {
@@ -128,7 +129,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   const final = await supervisor.done;
   log(`final state ${final}`);
   // A workload's output waits a little for a late `attach` (run's client may connect after a fast exit).
-  const lingerUntil = Date.now() + (supervisor.workload?.ran && !supervisor.attachedOnce ? config.lingerMs : 500);
+  const lingerUntil = Date.now() + (supervisor.workload?.ran && !supervisor.attachedOnce ? config.lingerMs : 0);
   while (Date.now() < lingerUntil || server.connections() > 0) {
     if (supervisor.attachedOnce && server.connections() === 0) break;
     if (Date.now() > lingerUntil + 30_000) break;

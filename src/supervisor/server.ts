@@ -4,7 +4,7 @@
  * operation does lives in the handlers (session.ts), so the server is tested with fake handlers.
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { rm } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import { isMicroagentError, toMicroagentError, CommonErrors } from "../contract/errors.ts";
 import {
   ConsoleInputSchema,
@@ -68,12 +68,16 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
       resolve();
     });
   });
+  // Remember which file is ours: a successor supervisor may have bound the same path by the time
+  // we close, and its socket must not be unlinked by us.
+  const ours = await stat(socketPath).then((st) => st.ino, () => undefined);
   return {
     connections: () => sockets.size,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
-      await rm(socketPath, { force: true });
+      const now = await stat(socketPath).then((st) => st.ino, () => undefined);
+      if (now !== undefined && now === ours) await rm(socketPath, { force: true });
     },
   };
 }

@@ -7,7 +7,8 @@ import { spawn } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { FILE_MODE } from "../workspace/fsutil.ts";
-import type { WorkspacePaths } from "../workspace/paths.ts";
+import { runtimeDirFor, type WorkspacePaths } from "../workspace/paths.ts";
+import { dirname } from "node:path";
 import { pidExists } from "../workspace/process.ts";
 import { readTail } from "../workspace/serial.ts";
 import { isMicroagentError } from "../contract/errors.ts";
@@ -21,6 +22,11 @@ export interface SpawnSupervisorOptions {
   env?: NodeJS.ProcessEnv;
   runtimeId?: string;
   requestId?: string;
+}
+
+/** The per-user runtime root holding every workspace's socket dir (and the cached accel probe). */
+export function runtimeRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return dirname(runtimeDirFor("/", env));
 }
 
 /** The supervisor entry point next to this module (src/*.ts under type stripping, dist/*.js when built). */
@@ -63,7 +69,9 @@ export async function waitForSupervisorReady(paths: WorkspacePaths, pid: number,
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await client.waitReady(Math.max(1, deadline - Date.now()));
+      const status = await client.waitReady(Math.max(1, deadline - Date.now()));
+      // A predecessor that has not finished exiting may still answer on the same path: not ours.
+      if (status.supervisorPid === pid) return status;
     } catch (e) {
       if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
     }

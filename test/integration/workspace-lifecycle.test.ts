@@ -1,0 +1,200 @@
+/**
+ * The live lifecycle end to end, on real VMs (QEMU microvm under TCG here) booted from a busybox
+ * image served by a real docker-registry on loopback. Boots are shared across assertions to keep the
+ * suite lean: one persistent workspace goes through start, exec, halt, start, quarantine, kill,
+ * start and a SIGKILLed supervisor; one `run` checks output and exit-code passthrough and logs.
+ */
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Writable } from "node:stream";
+import { readdirSync, readFileSync } from "node:fs";
+import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
+import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { main } from "../../src/cli/main.ts";
+import { createWorkspace } from "../../src/workspace/create.ts";
+import { deleteWorkspace } from "../../src/workspace/delete.ts";
+import { workspaceStatus } from "../../src/workspace/status.ts";
+import { readEvents, readLogs } from "../../src/workspace/history.ts";
+import { readRuntime } from "../../src/workspace/runtime.ts";
+import { workspacePaths } from "../../src/workspace/paths.ts";
+import { Workspace } from "../../src/api/workspace.ts";
+import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
+import { runWorkspace } from "../../src/api/run.ts";
+
+let fx: WorkspaceFixture;
+let imageRef: string;
+
+function sink() {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
+}
+
+/** Run the CLI in-process; returns its exit code and output. */
+async function cli(...args: string[]) {
+  const out = sink();
+  const err = sink();
+  const code = await main(["--state-dir", fx.stateDir, ...args], { stdout: out.stream, stderr: err.stream });
+  process.exitCode = undefined;
+  return { code, stdout: out.text(), stderr: err.text() };
+}
+
+function liveProcesses() {
+  return findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
+}
+
+before(async () => {
+  fx = await workspaceFixture("lifecycle");
+  imageRef = await fx.image("lifecycle/busybox:1");
+});
+
+after(async () => {
+  // Orphan check: nothing this suite started may survive it.
+  const left = liveProcesses();
+  for (const p of left) {
+    try {
+      process.kill(p.pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  await fx.cleanup();
+  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+});
+
+test("workspace: persistent workspace through start, exec, halt/start, quarantine, kill and a dead supervisor", { timeout: 600_000 }, async () => {
+  const name = "persist";
+  await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny" });
+  const paths = workspacePaths(fx.stateDir, name);
+  try {
+    // --- boot 1 (through the CLI) ---
+    const started = await cli("--json", "start", name);
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    assert.equal(JSON.parse(started.stdout).state, "running");
+
+    const ready = await probeReadiness(name, { stateDir: fx.stateDir });
+    assert.equal(ready.guestReady.ready, true);
+    assert.equal(ready.execReady.ready, true);
+    assert.equal(ready.shellReady.ready, true);
+
+    // exec statuses and exit-code passthrough
+    const ok = await cli("exec", name, "--", "sh", "-c", "echo hello from $(hostname); echo oops >&2; exit 5");
+    assert.equal(ok.code, 5);
+    assert.equal(ok.stdout, `hello from ${name}\n`);
+    assert.equal(ok.stderr, "oops\n");
+    const js = await cli("--json", "exec", name, "--", "sh", "-c", "printf abc");
+    assert.equal(js.code, 0);
+    const body = JSON.parse(js.stdout);
+    assert.equal(body.status, "exited");
+    assert.equal(Buffer.from(body.stdout, "base64").toString(), "abc");
+    assert.equal((await cli("exec", name, "--", "/no/such/binary")).code, 127);
+    assert.equal((await cli("exec", name, "--timeout", "1s", "--", "sleep", "30")).code, 124);
+    assert.equal((await cli("exec", name, "--", "sh", "-c", "kill -9 $$")).code, 137);
+
+    // the library facade: awaitable and iterable
+    const ws = await Workspace.connect(name, { stateDir: fx.stateDir });
+    const h = ws.exec(["sh", "-c", "echo one; echo two"]);
+    const seen: string[] = [];
+    for await (const c of h) seen.push(c.data.toString());
+    assert.equal(seen.join(""), "one\ntwo\n");
+    assert.equal((await h).exitCode, 0);
+    assert.equal((await ws.exec(["sh", "-c", "echo persisted > /root/marker; sync"])).exitCode, 0);
+
+    // delete refused while running, with the seed's remedy
+    await assert.rejects(deleteWorkspace(name, { stateDir: fx.stateDir }), (e: Error & { code?: string; remediation?: string }) => {
+      assert.equal(e.code, "WORKSPACE_RUNNING");
+      assert.match(e.remediation ?? "", /halt/);
+      return true;
+    });
+
+    // halt keeps the disk
+    const halted = await cli("--json", "halt", name);
+    assert.equal(halted.code, 0, halted.stdout + halted.stderr);
+    assert.equal(JSON.parse(halted.stdout).state, "halted");
+
+    // --- boot 2: the file written before halt is still there ---
+    await startWorkspace(name, { stateDir: fx.stateDir });
+    const ws2 = await Workspace.connect(name, { stateDir: fx.stateDir });
+    assert.equal((await ws2.exec(["cat", "/root/marker"])).stdout.toString(), "persisted\n");
+
+    // quarantine severs exec and console; start is refused with the seed's wording; kill ends it
+    const q = await cli("--json", "quarantine", name);
+    assert.equal(q.code, 0, q.stdout + q.stderr);
+    assert.equal(JSON.parse(q.stdout).state, "quarantined");
+    const refusedExec = await cli("--json", "exec", name, "--", "true");
+    assert.notEqual(refusedExec.code, 0);
+    assert.equal(JSON.parse(refusedExec.stdout).error.code, "QUARANTINED");
+    const refusedStart = await cli("--json", "start", name);
+    assert.equal(refusedStart.code, 1);
+    const startErr = JSON.parse(refusedStart.stdout).error;
+    assert.match(startErr.message, /quarantined/);
+    assert.match(startErr.remediation, /microagent halt persist/);
+    const killed = await cli("--json", "kill", name);
+    assert.equal(killed.code, 0, killed.stdout + killed.stderr);
+    assert.equal(JSON.parse(killed.stdout).state, "stopped");
+
+    // --- boot 3: SIGKILL the supervisor; the next read reconciles, and no VM is left behind ---
+    await startWorkspace(name, { stateDir: fx.stateDir });
+    const runtime = await readRuntime(paths);
+    assert.ok(runtime?.vmmPid);
+    process.kill(runtime.supervisorPid, "SIGKILL");
+    await new Promise((r) => setTimeout(r, 500));
+    const status = await workspaceStatus(name, { stateDir: fx.stateDir, verify: false });
+    assert.equal(status.event.state, "failed");
+    assert.match(status.event.detail, /supervisor pid \d+ (died|is gone)/);
+    for (let i = 0; i < 40 && liveProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(liveProcesses(), []);
+
+    const states = (await readEvents(name, { stateDir: fx.stateDir })).map((e) => e.state);
+    assert.deepEqual(states, [
+      "prepared",
+      "starting",
+      "running",
+      "stopping",
+      "halted",
+      "starting",
+      "running",
+      "quarantined",
+      "stopped",
+      "starting",
+      "running",
+      "failed",
+    ]);
+  } finally {
+    await stopWorkspace(name, "kill", { stateDir: fx.stateDir }).catch(() => {});
+    await deleteWorkspace(name, { stateDir: fx.stateDir, force: true }).catch(() => {});
+  }
+});
+
+test("workspace: run streams output, passes the exit code through, and logs show why the workload ended", { timeout: 300_000 }, async () => {
+  const out: string[] = [];
+  const r = await runWorkspace({
+    image: imageRef,
+    stateDir: fx.stateDir,
+    providers: realProviders(),
+    profile: "tiny",
+    name: "oneshot",
+    keep: true,
+    exec: "echo run-marker-out; echo run-marker-err >&2; exit 7",
+    onOutput: (s, d) => out.push(`${s}:${d}`),
+  });
+  try {
+    assert.equal(r.exitCode, 7);
+    assert.equal(r.finalState, "failed");
+    assert.deepEqual(out, ["stdout:run-marker-out\n", "stderr:run-marker-err\n"]);
+    const logs = await readLogs("oneshot", { stateDir: fx.stateDir });
+    assert.match(logs, /run-marker-out/);
+    const events = await readEvents("oneshot", { stateDir: fx.stateDir });
+    assert.equal(events.at(-1)?.detail, "workload exited with code 7");
+    const result = JSON.parse(readFileSync(workspacePaths(fx.stateDir, "oneshot").result, "utf8"));
+    assert.equal(result.exitCode, 7);
+  } finally {
+    await deleteWorkspace("oneshot", { stateDir: fx.stateDir, force: true });
+  }
+  assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
+});
