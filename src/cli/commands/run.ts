@@ -3,6 +3,7 @@ import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
 import { parseDurationMs } from "../../api/duration.ts";
 import { chooseAccel } from "../../supervisor/accel.ts";
+import { runtimeRoot } from "../../supervisor/spawn.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import { parseEnvPairs } from "./exec.ts";
 import type { ProfileName } from "../../workspace/profiles.ts";
@@ -71,7 +72,7 @@ export function runCommand(): Command {
         }
         const text = ctx.globals.format === "text";
         if (text) {
-          const accel = await chooseAccel();
+          const accel = await chooseAccel(process.env, runtimeRoot());
           if (accel.accel === "tcg") ctx.streams.stderr.write(`note: using TCG software emulation (${accel.reason})\n`);
         }
         const out: Buffer[] = [];
