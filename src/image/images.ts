@@ -2,6 +2,7 @@
  * The local image index as a library: records -> LocalImage, lookup by reference, list, rm, tag,
  * prune. Pulls live in pull.ts, imports in load.ts; both end in `saveRecord`.
  */
+import { stat } from "node:fs/promises";
 import { hostArch, normalizeArch, type Arch } from "../contract/backend.ts";
 import { ImageErrors } from "./errors.ts";
 import { compressionOf } from "./layer.ts";
@@ -183,7 +184,6 @@ export interface PruneResult {
 
 export async function pruneImages(options: PruneImagesOptions = {}): Promise<PruneResult> {
   const store = storeFor(options);
-  const { stat } = await import("node:fs/promises");
   return store.updateIndex(async (index) => {
     const dropped: string[] = [];
     const keep: ImageRecord[] = [];

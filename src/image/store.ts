@@ -9,7 +9,7 @@ import { createReadStream } from "node:fs";
 import { open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { z } from "zod";
 import { isMicroagentError } from "../contract/errors.ts";
 import { ensurePrivateDir, isErrno, writeFileAtomic } from "../workspace/fsutil.ts";
@@ -151,7 +151,6 @@ export class ImageStore {
   }
 
   async putBytes(data: Buffer, expected: ExpectedBlob): Promise<string> {
-    const { Readable } = await import("node:stream");
     return this.putStream(Readable.from([data]), expected);
   }
 

@@ -21,7 +21,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, link, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -84,9 +84,9 @@ export async function buildBusyboxImage(options: BuildImageOptions = {}): Promis
     layoutDir,
     tag,
     manifestDigest: "",
+    // A layout the caller passed in is the caller's to remove; ours lives in `scratch`.
     cleanup: async () => {
       await rm(scratch, { recursive: true, force: true });
-      if (options.layoutDir === undefined) return;
     },
   };
   try {
@@ -139,7 +139,6 @@ async function writeSpec(rootfs: string, path: string, spec: FileSpec): Promise<
   if (s.mode !== undefined) await chmod(target, s.mode);
   if (s.uid !== undefined || s.gid !== undefined) {
     if (!isRoot) throw new Error(`oci-image fixture: owner ${s.uid}:${s.gid} for ${path} needs root; use addTarLayer instead`);
-    const { chown } = await import("node:fs/promises");
     await chown(target, s.uid ?? 0, s.gid ?? 0);
   }
 }
@@ -359,12 +358,11 @@ export async function buildFeatureImage(
   });
   try {
     await addTreeLayer(image, async (rootfs) => {
-      const { link, mkdir: mk, chmod: cm, chown } = await import("node:fs/promises");
       await link(join(rootfs, "data/keep.txt"), join(rootfs, "data/keep-hardlink.txt"));
       await symlink("keep.txt", join(rootfs, "data/rel-link"));
       await symlink("/etc/motd", join(rootfs, "data/abs-link"));
-      await mk(join(rootfs, "shared"), { recursive: true });
-      await cm(join(rootfs, "shared"), 0o1777);
+      await mkdir(join(rootfs, "shared"), { recursive: true });
+      await chmod(join(rootfs, "shared"), 0o1777);
       await writeFile(join(rootfs, "home-owned"), "owned\n");
       if (isRoot) {
         await chown(join(rootfs, "home-owned"), 1234, 5678);
