@@ -141,7 +141,7 @@ export type { GuestBootConfig, BootOverrides, ImageRuntimeConfig } from "./works
 export { overlayInfo } from "./workspace/overlay.ts";
 // Workspaces: the live lifecycle (backend, supervisor, Workspace facade, run).
 export { Workspace } from "./api/workspace.ts";
-export { ExecHandle, execExitCode } from "./api/exec.ts";
+export { ExecHandle as WorkspaceExecHandle, execExitCode } from "./api/exec.ts";
 export type { ExecOptions, ExecOutput, ExecOutcome } from "./api/exec.ts";
 export { startWorkspace, stopWorkspace, quarantineWorkspace, waitWorkspace, probeReadiness, readinessForRuntime, supervisorFor } from "./api/lifecycle.ts";
 export type { LifecycleOptions, StartOptions, StartResult, StopResult, WaitResult } from "./api/lifecycle.ts";
@@ -153,7 +153,7 @@ export { BackendErrors } from "./backend/errors.ts";
 export { getBackend } from "./backend/index.ts";
 export { linuxQemuBackend, qemuSpecFor } from "./backend/linux-qemu.ts";
 export { stopProcessGroup } from "./backend/process-group.ts";
-export type { Backend, BackendCapabilities, RunningVm, VmLaunchSpec, VmExit, Accel } from "./backend/types.ts";
+export type { Backend, BackendCapabilities, RunningVm, VmLaunchSpec, VmExit } from "./backend/types.ts";
 export { SupervisorErrors } from "./supervisor/errors.ts";
 export { SupervisorClient } from "./supervisor/client.ts";
 export type { ConsoleConnection } from "./supervisor/client.ts";
