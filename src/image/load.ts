@@ -218,15 +218,17 @@ async function loadDockerArchive(store: ImageStore, dir: string, source: string,
   if (named && `sha256:${named}` !== configDigest) {
     throw ImageErrors.IMAGE_DIGEST_MISMATCH({ message: `${source}: config ${image.Config} has digest ${configDigest}`, details: { expected: `sha256:${named}`, actual: configDigest } });
   }
+  // Hash every layer (as stored and uncompressed) and check the diff_ids before anything is stored.
   const layerDescriptors: Array<{ digest: string; mediaType: string; size: number }> = [];
+  const layerPaths: string[] = [];
   const diffIds: string[] = [];
   for (const rel of image.Layers) {
     const p = await inside(dir, rel, source);
     const compression = await sniffFileCompression(p);
     const { digest, diffId, size } = await hashLayer(p, compression);
     diffIds.push(diffId);
+    layerPaths.push(p);
     const mediaType = compression === "gzip" ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : compression === "zstd" ? "application/vnd.oci.image.layer.v1.tar+zstd" : "application/vnd.docker.image.rootfs.diff.tar";
-    await store.putFile(p, { digest, size });
     layerDescriptors.push({ digest, mediaType, size });
   }
   const manifestObj = {
@@ -244,6 +246,8 @@ async function loadDockerArchive(store: ImageStore, dir: string, source: string,
       });
     }
   });
+  // putFile hashes again while copying: the file could have changed since we looked.
+  for (const [i, d] of layerDescriptors.entries()) await store.putFile(layerPaths[i] as string, d);
   const manifestBody = Buffer.from(JSON.stringify(manifestObj));
   const manifestDigest = sha256Digest(manifestBody);
   await store.putBytes(configBody, { digest: configDigest, size: configBody.length });

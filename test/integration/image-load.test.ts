@@ -5,7 +5,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildFeatureImage, buildMultiArchImage, dockerArchive, type MultiArchImage, type OciImage } from "../helpers/oci-image.ts";
@@ -15,6 +17,7 @@ import { listImages, removeImage } from "../../src/image/images.ts";
 import { resolveImage } from "../../src/image/pull.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 
+const execFileP = promisify(execFile);
 let image: OciImage;
 let multi: MultiArchImage;
 let scratch: string;
@@ -87,6 +90,22 @@ test("image-load: tampered inputs are refused and nothing is recorded", async ()
   b[b.length >> 1] = (b[b.length >> 1] as number) ^ 1;
   await writeFile(layerPath, b);
   await assert.rejects(loadImage(bad, { stateDir, ref: "bad:1" }), (e: unknown) => isMicroagentError(e) && e.code === "IMAGE_DIGEST_MISMATCH");
+  // A docker archive whose layer no longer matches the config's diff_ids.
+  const unpacked = join(scratch, "archive-unpacked");
+  await mkdir(unpacked);
+  await execFileP("tar", ["-xf", archive, "-C", unpacked]);
+  const dm = JSON.parse(await readFile(join(unpacked, "manifest.json"), "utf8")) as Array<{ Layers: string[] }>;
+  const tarLayer = join(unpacked, dm[0]?.Layers[1] as string);
+  const lb = await readFile(tarLayer);
+  lb[600] = (lb[600] as number) ^ 1; // inside the first entry's data block
+  await writeFile(tarLayer, lb);
+  const badArchive = join(scratch, "bad-archive.tar");
+  await execFileP("tar", ["-cf", badArchive, "-C", unpacked, "."]);
+  await assert.rejects(
+    loadImage(badArchive, { stateDir }),
+    (e: unknown) => isMicroagentError(e) && e.code === "IMAGE_DIGEST_MISMATCH" && /config expects sha256:/.test(e.message),
+  );
+  assert.equal((await readdir(join(stateDir, "images/blobs/sha256"))).length, 0, "no blob of the rejected archive was kept");
   // Not an image at all.
   const junk = join(scratch, "junk.tar");
   await writeFile(junk, "not a tar");
