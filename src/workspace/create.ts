@@ -259,8 +259,12 @@ async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<
       await debrisLock.release();
       throw exists(paths.name);
     }
-    // The lock file moves aside with the directory: nothing to release.
-    await rename(paths.dir, join(workspacesRoot(stateDir), `.trash-${paths.name}-${randomBytes(4).toString("hex")}`));
+    // The lock file moves aside with the directory; releasing the handle then only frees our turn.
+    try {
+      await rename(paths.dir, join(workspacesRoot(stateDir), `.trash-${paths.name}-${randomBytes(4).toString("hex")}`));
+    } finally {
+      await debrisLock.release();
+    }
   }
   throw exists(paths.name);
 }

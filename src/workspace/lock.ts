@@ -83,7 +83,7 @@ interface LocalQueue {
 const localHolders = new Map<string, LocalQueue>();
 
 /** Wait for this process's turn on `path` (FIFO), up to `deadline`. */
-async function localAcquire(path: string, purpose: string, deadline: number, signal?: AbortSignal): Promise<void> {
+async function localAcquire(path: string, purpose: string, deadline: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const q = localHolders.get(path);
   if (!q) {
     localHolders.set(path, { holder: purpose, waiters: [] });
@@ -110,7 +110,7 @@ async function localAcquire(path: string, purpose: string, deadline: number, sig
       () =>
         giveUp(
           WorkspaceErrors.WORKSPACE_LOCKED({
-            message: `workspace lock ${path} is held by this same process (${q.holder}); gave up after ${Math.max(0, deadline - Date.now())} ms`,
+            message: `workspace lock ${path} is held by this same process (${q.holder}); gave up after ${timeoutMs} ms`,
             details: { lock: path, holder: { pid: process.pid, purpose: q.holder } },
           }),
         ),
@@ -133,7 +133,7 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
   const path = resolve(lockPath);
   const timeoutMs = options.timeoutMs ?? 15000;
   const start = Date.now();
-  await localAcquire(path, options.purpose ?? "workspace operation", start + timeoutMs, options.signal);
+  await localAcquire(path, options.purpose ?? "workspace operation", start + timeoutMs, timeoutMs, options.signal);
   try {
     return await acquireFileLock(path, options, start + timeoutMs, timeoutMs);
   } catch (e) {
