@@ -8,6 +8,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
 import { main } from "../../src/cli/main.ts";
@@ -19,7 +21,6 @@ import { readRuntime } from "../../src/workspace/runtime.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
-import { runWorkspace } from "../../src/api/run.ts";
 
 let fx: WorkspaceFixture;
 let imageRef: string;
@@ -51,6 +52,9 @@ function liveProcesses() {
 before(async () => {
   fx = await workspaceFixture("lifecycle");
   imageRef = await fx.image("lifecycle/busybox:1");
+  // The CLI's own create path: pull over plain HTTP from the loopback registry, reuse the kernel .debs.
+  process.env.MICROAGENT_INSECURE_REGISTRIES = fx.registry.host;
+  process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");
 });
 
 after(async () => {
@@ -171,25 +175,17 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
   }
 });
 
-test("workspace: run streams output, passes the exit code through, and logs show why the workload ended", { timeout: 300_000 }, async () => {
-  const out: string[] = [];
-  const r = await runWorkspace({
-    image: imageRef,
-    stateDir: fx.stateDir,
-    providers: realProviders(),
-    profile: "tiny",
-    name: "oneshot",
-    keep: true,
-    exec: "echo run-marker-out; echo run-marker-err >&2; exit 7",
-    onOutput: (s, d) => out.push(`${s}:${d}`),
-  });
+test("workspace: `run` through the CLI streams output, passes the exit code through, and logs show why the workload ended", { timeout: 300_000 }, async () => {
+  const r = await cli("run", "--keep", "--name", "oneshot", "--profile", "tiny", imageRef, "sh", "-c", "echo run-marker-out; echo run-marker-err >&2; exit 7");
   try {
-    assert.equal(r.exitCode, 7);
-    assert.equal(r.finalState, "failed");
-    assert.deepEqual(out, ["stdout:run-marker-out\n", "stderr:run-marker-err\n"]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.equal(r.stdout, "run-marker-out\n");
+    assert.match(r.stderr, /run-marker-err\n/);
+    assert.match(r.stderr, /kept workspace oneshot/);
     const logs = await readLogs("oneshot", { stateDir: fx.stateDir });
     assert.match(logs, /run-marker-out/);
     const events = await readEvents("oneshot", { stateDir: fx.stateDir });
+    assert.deepEqual(events.map((e) => e.state), ["prepared", "starting", "running", "failed"]);
     assert.equal(events.at(-1)?.detail, "workload exited with code 7");
     const result = JSON.parse(readFileSync(workspacePaths(fx.stateDir, "oneshot").result, "utf8"));
     assert.equal(result.exitCode, 7);

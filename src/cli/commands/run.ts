@@ -73,7 +73,7 @@ export function runCommand(): Command {
         const text = ctx.globals.format === "text";
         if (text) {
           const accel = await chooseAccel(process.env, runtimeRoot());
-          if (accel.accel === "tcg") ctx.streams.stderr.write(`note: using TCG software emulation (${accel.reason})\n`);
+          if (accel.accel === "tcg") ctx.streams.stderr.write(`note: ${/TCG/.test(accel.reason) ? accel.reason : `using TCG software emulation (${accel.reason})`}\n`);
         }
         const out: Buffer[] = [];
         const err: Buffer[] = [];

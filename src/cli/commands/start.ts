@@ -25,7 +25,8 @@ export function startCommand(): Command {
         const runtime = await readRuntime(await openWorkspace(name, opts)).catch(() => undefined);
         const accel = started.status?.accel ?? runtime?.accel;
         if (ctx.globals.format === "text" && accel === "tcg") {
-          ctx.streams.stderr.write(`note: using TCG software emulation (${runtime?.accelReason ?? "KVM not usable"})\n`);
+          const reason = runtime?.accelReason ?? "KVM not usable";
+          ctx.streams.stderr.write(`note: ${/TCG/.test(reason) ? reason : `using TCG software emulation (${reason})`}\n`);
         }
         const json = {
           workspace: name,
