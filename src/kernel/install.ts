@@ -15,6 +15,7 @@ import { ensureDir, normalizeSha256, sha256Bytes, sha256File, writeFileAtomic } 
 import { resolveGuestInit } from "./guest-init.ts";
 import { buildInitramfs, type InitramfsModule } from "./initramfs.ts";
 import { acquireLock } from "./lock.ts";
+import { loadPrepared, preparedDir, preparedKey, savePrepared, type PreparedKernel } from "./prepared.ts";
 import {
   INITRAMFS_FILE,
   INITRAMFS_GZ_FILE,
@@ -186,38 +187,38 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
   await ensureDir(parent);
   const staging = await mkdtemp(join(parent, `.staging-${r.arch}-`));
   try {
-    let files: string[];
-    if (plan) {
-      files = [];
-      for (const pkg of [plan.image, ...plan.modules]) {
-        r.onProgress(`downloading ${pkg.name} ${pkg.version}`);
-        files.push(await fetchDeb(pkg, r.cacheDir));
+    const cached = preparedDir(r.cacheDir, preparedKey(source.kind === "apt" ? [source.sha256, ...source.extraPackages.map((p) => p.sha256)] : [source.sha256]));
+    let prepared = await loadPrepared(cached);
+    if (prepared) r.onProgress("using the already unpacked kernel from the cache");
+    else {
+      let files: string[];
+      if (plan) {
+        files = [];
+        for (const pkg of [plan.image, ...plan.modules]) {
+          r.onProgress(`fetching ${pkg.name} ${pkg.version}`);
+          files.push(await fetchDeb(pkg, r.cacheDir));
+        }
+      } else if (source.kind === "file") {
+        files = [source.path];
+      } else if (source.kind === "url") {
+        r.onProgress(`downloading ${source.url}`);
+        files = [await downloadUrl(source.url, source.sha256, r.cacheDir)];
+      } else {
+        throw new Error("internal: unreachable kernel source");
       }
-    } else if (source.kind === "file") {
-      files = [source.path];
-    } else if (source.kind === "url") {
-      r.onProgress(`downloading ${source.url}`);
-      files = [await downloadUrl(source.url, source.sha256, r.cacheDir)];
-    } else {
-      throw new Error("internal: unreachable kernel source");
+      prepared = await unpackKernel(files, work, r.arch, r.onProgress);
+      await savePrepared(cached, prepared);
     }
-
-    r.onProgress("extracting the kernel and its modules");
-    const extracted = await extractKernel(files, work, r.arch);
-    await copyFile(extracted.kernelPath, join(staging, KERNEL_FILE));
+    await copyFile(prepared.kernelPath, join(staging, KERNEL_FILE));
     await chmod(join(staging, KERNEL_FILE), 0o600);
     const kernelSha = await sha256File(join(staging, KERNEL_FILE));
     const kernelSize = (await stat(join(staging, KERNEL_FILE))).size;
 
-    const modules: InitramfsModule[] = [];
-    if (extracted.modules) {
-      for (const rel of extracted.modules.resolution.load) {
-        const m = await readModule(extracted.modules.dir, rel);
-        const target = join(staging, MODULES_DIR, m.path);
-        await ensureDir(dirname(target));
-        await writeFile(target, m.data, { mode: 0o600 });
-        modules.push(m);
-      }
+    const modules = prepared.modules;
+    for (const m of modules) {
+      const target = join(staging, MODULES_DIR, m.path);
+      await ensureDir(dirname(target));
+      await writeFile(target, m.data, { mode: 0o600 });
     }
     r.onProgress(`building the initramfs (${modules.length} modules)`);
     const initramfs = buildInitramfs({ init, modules, compression: r.compression });
@@ -228,13 +229,13 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
       schemaVersion: 1,
       backend: r.backend,
       arch: r.arch,
-      version: extracted.version,
+      version: prepared.version,
       kernel: { file: KERNEL_FILE, sha256: kernelSha, sizeBytes: kernelSize },
       initramfs: { file: initramfsFile, sha256: sha256Bytes(initramfs), sizeBytes: initramfs.length, compression: r.compression },
       init: { sha256: initSha, sizeBytes: init.length, path: r.initPath },
       modules: modules.map((m) => ({ path: m.path, sha256: sha256Bytes(m.data) })),
-      builtinModules: extracted.modules?.resolution.builtin ?? [],
-      unavailableModules: extracted.modules?.resolution.unavailable ?? [],
+      builtinModules: prepared.builtin,
+      unavailableModules: prepared.unavailable,
       source,
       installedAt: new Date().toISOString(),
     };
@@ -337,6 +338,23 @@ async function rebuildInitramfs(dir: string, m: KernelManifest, init: Buffer, in
   await writeManifest(dir, manifest);
   if (file !== m.initramfs.file) await rm(join(dir, m.initramfs.file), { force: true });
   return manifest;
+}
+
+/** Unpack `files` and read the guest modules out of them, decompressed. */
+async function unpackKernel(files: readonly string[], work: string, arch: Arch, onProgress: (m: string) => void): Promise<PreparedKernel> {
+  onProgress("extracting the kernel and its modules");
+  const extracted = await extractKernel(files, work, arch);
+  const modules: InitramfsModule[] = [];
+  if (extracted.modules) {
+    for (const rel of extracted.modules.resolution.load) modules.push(await readModule(extracted.modules.dir, rel));
+  }
+  return {
+    kernelPath: extracted.kernelPath,
+    version: extracted.version,
+    modules,
+    builtin: extracted.modules?.resolution.builtin ?? [],
+    unavailable: extracted.modules?.resolution.unavailable ?? [],
+  };
 }
 
 async function extractKernel(files: readonly string[], work: string, arch: Arch): Promise<ExtractedKernel> {

@@ -159,6 +159,14 @@ test("kernel install: real apt install, idempotent, init-driven rebuild, verify,
   assert.equal(badSha.code, 1);
   assert.match(badSha.err, /does not match the expected SHA-256/);
   assert.ok(!existsSync(kernelDir(customState, "linux-qemu", "amd64")), "nothing installed");
+  // The same .deb via --from, with an empty cache so it is really unpacked (dpkg-deb, depmod, module
+  // closure): the result is byte-identical to the apt install.
+  const fromDeb = await installKernel({ stateDir: scratchDir("kernel-fromdeb"), from: join(cacheDir, deb), sha256: await sha256File(join(cacheDir, deb)), cacheDir: scratchDir("kernel-emptycache") });
+  assert.equal(fromDeb.action, "installed");
+  assert.equal(fromDeb.manifest.source.kind, "file");
+  assert.equal(fromDeb.manifest.kernel.sha256, installed.sha256);
+  assert.deepEqual(fromDeb.manifest.modules.map((m) => m.path), installed.modules);
+  assert.equal(fromDeb.manifest.initramfs.sha256, installed.initramfsSha256, "same kernel + init, same initramfs bytes");
 
   // A bare kernel image, from a real HTTP server.
   const kernelBytes = readFileSync(installed.path);
