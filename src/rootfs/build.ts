@@ -16,6 +16,7 @@ import { z } from "zod";
 import { openLayerStream } from "../image/layer.ts";
 import type { LocalImage, LocalLayer } from "../image/types.ts";
 import { packageVersion } from "../version.ts";
+import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
 import { makeExt4 } from "./mkfs.ts";
 import { Stager } from "./stage.ts";
@@ -39,6 +40,8 @@ export interface RootfsBuildOptions {
   lockTimeoutMs?: number;
   /** Called with short progress messages ("applying layer 2/5"). */
   onProgress?: (message: string) => void;
+  /** Aborts the build (CommonErrors INTERRUPTED); nothing is published. */
+  signal?: AbortSignal;
 }
 
 export interface ResolvedRootfsBuildOptions {
@@ -50,6 +53,7 @@ export interface ResolvedRootfsBuildOptions {
   toolTimeoutMs: number;
   lockTimeoutMs: number;
   onProgress: (message: string) => void;
+  signal: AbortSignal | undefined;
 }
 
 export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): ResolvedRootfsBuildOptions {
@@ -63,6 +67,7 @@ export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): Resolv
     toolTimeoutMs: opts.toolTimeoutMs ?? 10 * 60_000,
     lockTimeoutMs: opts.lockTimeoutMs ?? 30 * 60_000,
     onProgress: opts.onProgress ?? (() => {}),
+    signal: opts.signal,
   };
 }
 
@@ -112,6 +117,7 @@ export interface BuildExt4Options {
   tools: E2fsTools;
   toolTimeoutMs: number;
   onProgress?: (message: string) => void;
+  signal?: AbortSignal;
 }
 
 export interface BuildExt4Result {
@@ -133,8 +139,9 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
   const stageRoot = join(opts.workDir, "stage");
   try {
     const t0 = performance.now();
-    const stager = new Stager(stageRoot);
+    const stager = new Stager(stageRoot, undefined, opts.signal);
     for (const [i, layer] of opts.layers.entries()) {
+      checkAborted(opts.signal);
       opts.onProgress?.(`applying layer ${i + 1}/${opts.layers.length} (${layer.label})`);
       await applyVerified(stager, layer);
     }
@@ -149,6 +156,7 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
       tools: opts.tools,
       workDir: opts.workDir,
       timeoutMs: opts.toolTimeoutMs,
+      signal: opts.signal,
     });
     const t2 = performance.now();
     return {
@@ -191,6 +199,10 @@ async function applyVerified(stager: Stager, layer: LayerSource): Promise<void> 
   } finally {
     await iterator.return?.();
   }
+}
+
+export function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: signal.reason });
 }
 
 function layerSources(image: LocalImage): LayerSource[] {
@@ -265,7 +277,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
   for (const dir of [join(opts.stateDir), join(opts.stateDir, "build"), paths.dir, join(opts.stateDir, "build", "tmp")]) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
-  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image) !== undefined);
+  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image) !== undefined, opts.signal);
   try {
     const again = readRecord(paths.record, paths.image);
     if (again) return toBase(paths.image, again, true);
@@ -283,6 +295,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
         tools,
         toolTimeoutMs: opts.toolTimeoutMs,
         onProgress: opts.onProgress,
+        signal: opts.signal,
       });
       chmodSync(tmpImage, 0o600);
       const sha256 = await sha256File(tmpImage);
@@ -362,9 +375,10 @@ function pidAlive(pid: number): boolean {
  * is released, `done()` says the work is there, or the timeout passes. Returns the release function
  * (a no-op when `done()` made the lock unnecessary).
  */
-async function acquireLock(lockPath: string, timeoutMs: number, done: () => boolean): Promise<() => void> {
+async function acquireLock(lockPath: string, timeoutMs: number, done: () => boolean, signal?: AbortSignal): Promise<() => void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    checkAborted(signal);
     try {
       const fd = openSync(lockPath, "wx", 0o600);
       writeSync(fd, `${process.pid}\n`);

@@ -106,6 +106,7 @@ export interface MakeExt4Options {
   /** Scratch directory for the debugfs script and xattr value files. */
   workDir: string;
   timeoutMs: number;
+  signal?: AbortSignal;
 }
 
 export interface MakeExt4Result {
@@ -140,7 +141,7 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
   if (estimate.inodes > defaultInodes) args.push("-N", String(Math.ceil(estimate.inodes * 1.25)));
   args.push("-d", opts.tree.root, opts.out, `${sizeMib}M`);
   rmSync(opts.out, { force: true }); // mke2fs would reuse an existing file without truncating it
-  const mk = await runTool(opts.tools.mke2fs, args, { env, timeoutMs: opts.timeoutMs });
+  const mk = await runTool(opts.tools.mke2fs, args, { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
   if (mk.code !== 0) {
     const output = `${mk.stderr}\n${mk.stdout}`;
     if (/no space left|could not allocate|not enough space|too small|inode table/i.test(output)) {
@@ -159,7 +160,7 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     script.xattrValues.forEach((v, i) => writeFileSync(valueFile(i), v, { mode: 0o600 }));
     const scriptPath = join(opts.workDir, "replay.debugfs");
     writeFileSync(scriptPath, script.text, { mode: 0o600 });
-    const dbg = await runTool(opts.tools.debugfs, ["-w", "-f", scriptPath, opts.out], { env, timeoutMs: opts.timeoutMs });
+    const dbg = await runTool(opts.tools.debugfs, ["-w", "-f", scriptPath, opts.out], { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
     // debugfs exits 0 even when a command fails; a failed command prints to stderr. The only
     // legitimate stderr line is its version banner.
     const errors = dbg.stderr.split("\n").filter((l) => l.trim() !== "" && !/^debugfs \d/.test(l));
@@ -172,7 +173,7 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     }
     const after = readKbytesWritten(opts.out);
     if (after !== before) {
-      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env, timeoutMs: opts.timeoutMs });
+      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
       if (fix.code !== 0) throw RootfsErrors.ROOTFS_MKFS_FAILED({ message: `debugfs ssv failed: ${tail(fix.stderr, 4)}` });
     }
   }

@@ -33,6 +33,7 @@ import {
   type Stats,
 } from "node:fs";
 import { join } from "node:path";
+import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
 import { normalizeEntryPath, OPAQUE_MARKER, WHITEOUT_PREFIX } from "./paths.ts";
 import { readTar, type TarEntry, type TarLimits, DEFAULT_TAR_LIMITS } from "./tar.ts";
@@ -101,9 +102,12 @@ export class Stager {
   private layerPaths = new Set<string>();
   private label = "";
 
-  constructor(root: string, limits: TarLimits = DEFAULT_TAR_LIMITS) {
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(root: string, limits: TarLimits = DEFAULT_TAR_LIMITS, signal?: AbortSignal) {
     this.root = root;
     this.limits = limits;
+    this.signal = signal;
     mkdirSync(root, { mode: 0o700 });
   }
 
@@ -112,6 +116,7 @@ export class Stager {
     this.label = label;
     this.layerPaths = new Set();
     for await (const { entry, body } of readTar(source, label, this.limits)) {
+      if (this.signal?.aborted) throw CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: this.signal.reason });
       const norm = normalizeEntryPath(entry.path);
       if (!norm.ok) throw this.unsafe(entry.path, `the name ${norm.reason}`);
       const parts = norm.parts;

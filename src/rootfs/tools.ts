@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { delimiter, dirname, join } from "node:path";
+import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
 
 /** Places e2fsprogs lives when it is not on PATH (sbin dirs, Homebrew's keg-only prefix). */
@@ -82,9 +83,19 @@ export interface ToolResult {
 const OUTPUT_CAP = 256 * 1024;
 
 /** Run a tool to completion, bounded by a timeout; output is capped (the tail is kept). */
-export function runTool(path: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string }): Promise<ToolResult> {
+export function runTool(
+  path: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string; signal?: AbortSignal },
+): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) {
+      reject(CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: opts.signal.reason }));
+      return;
+    }
     const child = spawn(path, args, { env: opts.env, cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
+    const onAbort = () => child.kill("SIGKILL");
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     let stdout = "";
     let stderr = "";
     const cap = (s: string) => (s.length > OUTPUT_CAP ? s.slice(s.length - OUTPUT_CAP) : s);
@@ -101,6 +112,15 @@ export function runTool(path: string, args: string[], opts: { env?: NodeJS.Proce
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      if (opts.signal?.aborted) {
+        reject(CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: opts.signal.reason }));
+        return;
+      }
+      if (signal === "SIGKILL" && code === null) {
+        reject(RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${path} did not finish within ${Math.round(opts.timeoutMs / 1000)} s and was killed`, details: { path, output: tail(stderr) } }));
+        return;
+      }
       resolve({ code, signal, stdout, stderr });
     });
   });
