@@ -484,26 +484,57 @@ export async function buildMultiArchImage(options: { indexTag?: string } = {}): 
 }
 
 /**
- * Push a multi-arch image: each platform manifest by digest with skopeo, then the index itself with a
- * plain registry API PUT (byte-identical, so its digest is `indexDigest`). Auth "none" or "basic".
+ * Push a multi-arch image: each platform image with skopeo, then the index itself with a plain
+ * registry API PUT. `format: "oci"` (default) keeps the OCI manifests and pushes the layout's own
+ * index byte-identical (its digest is `indexDigest`); `format: "docker"` converts each image to Docker
+ * schema 2 (`skopeo --format v2s2`) and pushes a Docker manifest list over them. Auth "none" or "basic".
  */
-export async function pushMultiArch(multi: MultiArchImage, registry: TestRegistry, nameTag: string): Promise<PushedImage> {
+export async function pushMultiArch(
+  multi: MultiArchImage,
+  registry: TestRegistry,
+  nameTag: string,
+  options: { format?: "oci" | "docker" } = {},
+): Promise<PushedImage & { perArch: Record<"amd64" | "arm64", string> }> {
+  const format = options.format ?? "oci";
   const [name, tag] = nameTag.split(":") as [string, string];
+  if (registry.auth === "token") throw new Error("oci-image fixture: pushMultiArch supports auth none/basic");
+  const perArch = {} as Record<"amd64" | "arm64", string>;
+  const sizes = {} as Record<"amd64" | "arm64", number>;
   for (const arch of ["amd64", "arm64"] as const) {
-    await run(
-      "skopeo",
-      [
-        "copy", "-q", "--dest-tls-verify=false", "--preserve-digests", ...credsArgs(registry),
-        `oci:${multi.image.layoutDir}:${multi.perArch[arch].tag}`, `docker://${registry.host}/${name}:${arch}`,
-      ],
-      `push ${arch}`,
+    const image: OciImage = { ...multi.image, tag: multi.perArch[arch].tag, manifestDigest: multi.perArch[arch].manifestDigest };
+    const pushed = await pushImage(image, registry, `${name}:${arch}`, format === "docker" ? ["--format", "v2s2"] : ["--preserve-digests"]);
+    perArch[arch] = pushed.digest;
+    const res = await fetch(`http://${registry.host}/v2/${name}/manifests/${pushed.digest}`, {
+      method: "HEAD",
+      headers: { accept: "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json", ...authHeader(registry) },
+    });
+    sizes[arch] = Number(res.headers.get("content-length"));
+  }
+  let body: Buffer;
+  let mediaType: string;
+  if (format === "oci") {
+    body = await readFile(join(multi.image.layoutDir, "blobs/sha256", multi.indexDigest.slice(7)));
+    mediaType = "application/vnd.oci.image.index.v1+json";
+  } else {
+    mediaType = "application/vnd.docker.distribution.manifest.list.v2+json";
+    body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType,
+        manifests: (["amd64", "arm64"] as const).map((arch) => ({
+          mediaType: "application/vnd.docker.distribution.manifest.v2+json",
+          digest: perArch[arch],
+          size: sizes[arch],
+          platform: { architecture: arch, os: "linux", ...(arch === "arm64" ? { variant: "v8" } : {}) },
+        })),
+      }),
     );
   }
-  const body = await readFile(join(multi.image.layoutDir, "blobs/sha256", multi.indexDigest.slice(7)));
-  const headers: Record<string, string> = { "content-type": "application/vnd.oci.image.index.v1+json" };
-  if (registry.auth === "basic") headers.authorization = `Basic ${Buffer.from(`${registry.username}:${registry.password}`).toString("base64")}`;
-  if (registry.auth === "token") throw new Error("oci-image fixture: pushMultiArch supports auth none/basic");
-  const res = await fetch(`http://${registry.host}/v2/${name}/manifests/${tag}`, { method: "PUT", headers, body });
+  const res = await fetch(`http://${registry.host}/v2/${name}/manifests/${tag}`, { method: "PUT", headers: { "content-type": mediaType, ...authHeader(registry) }, body });
   if (res.status !== 201) throw new Error(`push index: HTTP ${res.status} ${await res.text()}`);
-  return { ref: `${registry.host}/${nameTag}`, digest: multi.indexDigest };
+  return { ref: `${registry.host}/${nameTag}`, digest: sha256(body), perArch };
+}
+
+function authHeader(registry: TestRegistry): Record<string, string> {
+  return registry.auth === "basic" ? { authorization: `Basic ${Buffer.from(`${registry.username}:${registry.password}`).toString("base64")}` } : {};
 }

@@ -119,6 +119,22 @@ test("image-pull: an index picks the requested platform; a missing platform list
   );
 });
 
+test("image-pull: a Docker manifest list over Docker schema 2 images (skopeo v2s2)", async () => {
+  const docker = await pushMultiArch(multi, reg, "dockerlist:1", { format: "docker" });
+  const dir = await mkdtemp(join(tmpdir(), "microagent-image-docker-"));
+  try {
+    const arm = await pullImage(docker.ref, { stateDir: dir, arch: "arm64" });
+    assert.equal(arm.manifestDigest, docker.perArch.arm64);
+    assert.equal(arm.platform.architecture, "arm64");
+    assert.ok(arm.layers.every((l) => l.mediaType === "application/vnd.docker.image.rootfs.diff.tar.gzip" && l.compression === "gzip"));
+    for (const [i, layer] of arm.layers.entries()) assert.equal(await sha256OfStream(openLayerStream(layer)), arm.diffIds[i]);
+    const [record] = await listImages({ stateDir: dir });
+    assert.equal(record?.resolvedRef, `${reg.host}/dockerlist@${docker.perArch.arm64}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("image-pull: a transfer cut mid-layer resumes with a Range request", async () => {
   // A plain forwarding proxy in front of the real registry that drops the first big blob transfer halfway.
   const seen: string[] = [];
