@@ -23,7 +23,7 @@ test("vmm args: full spec gives the expected command line", () => {
   const args = buildQemuArgs({
     ...base,
     rootDisk: { path: "/ws/disk.qcow2", format: "qcow2" },
-    extraDisks: [{ path: "/data/extra.img", format: "raw", readOnly: true }],
+    extraDisks: [{ path: "/data/extra.img", format: "raw", readOnly: true, cache: "unsafe" }],
     channel: { socketPath: "/run/m/ch.sock" },
     qmpSocketPath: "/run/m/qmp.sock",
     kernelArgs: ["microagent.boot=1"],
@@ -39,7 +39,7 @@ test("vmm args: full spec gives the expected command line", () => {
     "-kernel", "/k/vmlinuz",
     "-initrd", "/k/initramfs.cpio",
     "-append", "console=ttyS0 loglevel=4 panic=-1 reboot=t i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on edd=off tsc_early_khz=2596120 microagent.boot=1",
-    "-drive", "id=disk0,file=/ws/disk.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap",
+    "-drive", "id=disk0,file=/ws/disk.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap",
     "-device", "virtio-blk-device,drive=disk0",
     "-drive", "id=disk1,file=/data/extra.img,format=raw,if=none,cache=unsafe,discard=unmap,read-only=on",
     "-device", "virtio-blk-device,drive=disk1",

@@ -22,6 +22,11 @@ export interface QemuDisk {
   path: string;
   format: "raw" | "qcow2";
   readOnly?: boolean;
+  /**
+   * Host caching. Default "writeback" (guest flushes reach the disk: a qcow2 overlay survives a killed
+   * QEMU). "unsafe" ignores flushes: faster, only for throwaway disks.
+   */
+  cache?: "writeback" | "unsafe" | "none" | "directsync";
   /** Node/device id; defaults to `disk<N>` (the root disk is `disk0`, so it is /dev/vda in the guest). */
   id?: string;
 }
@@ -93,7 +98,7 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
   const disks = [...(spec.rootDisk ? [spec.rootDisk] : []), ...(spec.extraDisks ?? [])];
   disks.forEach((disk, i) => {
     const id = disk.id ?? `disk${i}`;
-    const drive = [`id=${id}`, `file=${optValue(disk.path)}`, `format=${disk.format}`, "if=none", "cache=unsafe", "discard=unmap"];
+    const drive = [`id=${id}`, `file=${optValue(disk.path)}`, `format=${disk.format}`, "if=none", `cache=${disk.cache ?? "writeback"}`, "discard=unmap"];
     if (disk.readOnly) drive.push("read-only=on");
     args.push("-drive", drive.join(","));
     args.push("-device", `virtio-blk-device,drive=${id}`);
