@@ -15,7 +15,7 @@ import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { workspaceExists } from "./access.ts";
 import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
-import { ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
+import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
 import { sha256File } from "./hash.ts";
 import { acquireLock, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
@@ -89,7 +89,8 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   };
 
   const paths = workspacePaths(stateDir, name);
-  await ensurePrivateDir(stateDir);
+  // The state dir may be one the user named (even /tmp): create it 0700 but never chmod an existing one.
+  await ensureDir(stateDir);
   await ensurePrivateDir(workspacesRoot(stateDir));
   const lock = await claimDirectory(paths, stateDir);
   let done = false;

@@ -4,7 +4,8 @@
  * sees the old content or the new one, never half of either.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, rename, rm, chmod } from "node:fs/promises";
+import { chmod, lstat, mkdir, open, rename, rm } from "node:fs/promises";
+import { CommonErrors } from "../contract/errors.ts";
 import { basename, dirname, join } from "node:path";
 
 export const DIR_MODE = 0o700;
@@ -15,10 +16,31 @@ export async function ensureDir(path: string): Promise<void> {
   await mkdir(path, { recursive: true, mode: DIR_MODE });
 }
 
-/** Ensure a directory exists and is exactly 0700 (for directories we own outright). */
+/**
+ * Ensure a directory exists, belongs to us and is exactly 0700 (for directories we own outright,
+ * e.g. the socket runtime dir under a shared /tmp). Refuses a symlink, a directory owned by another
+ * user, and a parent another user could rename it out of (owned by someone other than us or root,
+ * or writable by others without the sticky bit): sockets in such a place could be swapped.
+ */
 export async function ensurePrivateDir(path: string): Promise<void> {
   await ensureDir(path);
-  await chmod(path, DIR_MODE);
+  const uid = typeof process.getuid === "function" ? process.getuid() : undefined;
+  const st = await lstat(path);
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
+    throw CommonErrors.PERMISSION_DENIED({
+      message: `${path} is ${st.isSymbolicLink() ? "a symlink" : !st.isDirectory() ? "not a directory" : `owned by uid ${st.uid}, not by us (uid ${uid})`}: refusing to keep private files there`,
+      remediation: `Remove ${path} (someone else may have created it), or point XDG_RUNTIME_DIR / --state-dir at a directory you own.`,
+    });
+  }
+  const parent = await lstat(dirname(path));
+  const parentUnsafe = uid !== undefined && ((parent.uid !== uid && parent.uid !== 0) || ((parent.mode & 0o022) !== 0 && (parent.mode & 0o1000) === 0));
+  if (parentUnsafe) {
+    throw CommonErrors.PERMISSION_DENIED({
+      message: `${dirname(path)} (owner uid ${parent.uid}, mode ${(parent.mode & 0o7777).toString(8)}) lets another user replace ${path}`,
+      remediation: `Remove ${dirname(path)} if you did not create it, or point XDG_RUNTIME_DIR / --state-dir at a directory you own.`,
+    });
+  }
+  if ((st.mode & 0o777) !== DIR_MODE) await chmod(path, DIR_MODE);
 }
 
 /** A temp name next to `path`, so the final rename stays on one filesystem. */
