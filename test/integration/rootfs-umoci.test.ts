@@ -106,7 +106,7 @@ function hostTree(root: string): Tree {
     const st = lstatSync(abs);
     const type = TYPE_OF_BITS[st.mode & 0o170000] ?? "other";
     const node: Node = { type, mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid };
-    if (type !== "dir") node.mtime = Math.floor(st.mtimeMs / 1000);
+    node.mtime = Math.floor(st.mtimeMs / 1000);
     if (type === "symlink") node.target = readlinkSync(abs);
     if (type === "file") node.sha256 = createHash("sha256").update(readFileSync(abs)).digest("hex");
     if (type === "char" || type === "block") node.dev = `${Math.floor(st.rdev / 256)}:${st.rdev % 256}`;
@@ -164,9 +164,10 @@ async function ext4Tree(image: string, scratch: string): Promise<Tree> {
     });
     level = next;
   }
-  const others = [...nodes.entries()].filter(([, n]) => n.type !== "dir");
-  const stats = await debugfsBatch(image, others.map(([p]) => `stat ${q(p)}`), scratch);
-  others.forEach(([, node], i) => {
+  const all = [...nodes.entries()];
+  const others = all.filter(([, n]) => n.type !== "dir");
+  const stats = await debugfsBatch(image, all.map(([p]) => `stat ${q(p)}`), scratch);
+  all.forEach(([, node], i) => {
     const text = stats[i]!;
     const m = /^ mtime: 0x([0-9a-f]+)/m.exec(text);
     if (m) node.mtime = parseInt(m[1]!, 16);
