@@ -185,6 +185,33 @@ test("image-pull: a transfer cut mid-layer resumes with a Range request", async 
   }
 });
 
+test("image-pull: a redirect or token realm to plain HTTP on another host is refused", async () => {
+  // A loopback "registry" front that answers like a real one would when misconfigured.
+  const front: Server = createServer((req, res) => {
+    if (req.url?.includes("/manifests/redirect")) {
+      res.writeHead(307, { location: "http://registry.example.invalid:5000/v2/x/manifests/1" }).end();
+    } else {
+      res.writeHead(401, { "www-authenticate": 'Bearer realm="http://auth.example.invalid/token",service="x"', "content-type": "application/json" }).end("{}");
+    }
+  });
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const host = `127.0.0.1:${(front.address() as AddressInfo).port}`;
+  const dir = await mkdtemp(join(tmpdir(), "microagent-image-insecure-"));
+  try {
+    for (const ref of [`${host}/x:redirect`, `${host}/x:token`]) {
+      await assert.rejects(
+        pullImage(ref, { stateDir: dir, arch: "amd64", insecureRegistries: [], retries: 0 }),
+        (e: unknown) => isMicroagentError(e) && e.code === "REGISTRY_INSECURE_REFUSED" && e.kind === "policy_denied" && /example\.invalid/.test(e.message),
+        ref,
+      );
+    }
+  } finally {
+    front.closeAllConnections();
+    await new Promise<void>((r) => front.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("image-pull: tag, list, rm and prune --delete", async () => {
   const tagged = await tagImage(pushed.ref, "local/mine:v1", { stateDir });
   assert.deepEqual(tagged, [{ ref: "docker.io/local/mine:v1", resolvedRef: `docker.io/local/mine@${pushed.digest}` }]);

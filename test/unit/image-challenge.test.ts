@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseWwwAuthenticate } from "../../src/image/challenge.ts";
-import { isLoopbackHost, plainHttpAllowed, insecureRegistriesFromEnv } from "../../src/image/client.ts";
+import { isLoopbackHost, plainHttpAllowed, insecureRegistriesFromEnv, RegistryClient } from "../../src/image/client.ts";
 import { statusError, transportError } from "../../src/image/http-errors.ts";
 
 test("image-challenge: Bearer challenge with quoted params", () => {
@@ -70,4 +70,11 @@ test("image-challenge: registry statuses map to kinds at one place", () => {
   assert.equal(refused.code, "REGISTRY_UNAVAILABLE");
   assert.equal(refused.retryable, true);
   assert.equal(transportError(Object.assign(new Error("self-signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" }), "r", "m").code, "REGISTRY_PROTOCOL");
+});
+
+test("image-challenge: the client speaks HTTPS except to loopback and listed registries", () => {
+  assert.equal(new RegistryClient("ghcr.io", { insecureRegistries: [] }).baseUrl, "https://ghcr.io");
+  assert.equal(new RegistryClient("docker.io", { insecureRegistries: [] }).baseUrl, "https://registry-1.docker.io");
+  assert.equal(new RegistryClient("127.0.0.1:5000", { insecureRegistries: [] }).baseUrl, "http://127.0.0.1:5000");
+  assert.equal(new RegistryClient("reg.lan:5000", { insecureRegistries: ["reg.lan:5000"] }).baseUrl, "http://reg.lan:5000");
 });
