@@ -6,7 +6,10 @@
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
 import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
-import { tscKhz } from "../vmm/qemu/host.ts";
+import { findQemu, tscKhz } from "../vmm/qemu/host.ts";
+import { existsSync } from "node:fs";
+import { rename, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { QemuSpec } from "../vmm/qemu/args.ts";
 import { QmpClient } from "../vmm/qemu/qmp.ts";
 import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
@@ -85,15 +88,39 @@ class QemuVm implements RunningVm {
   }
 }
 
+/**
+ * ...and if it is SIGKILLed (no exit hook runs), the kernel delivers SIGKILL to QEMU through the
+ * parent-death signal: a tiny wrapper in the workspace's runtime dir execs QEMU under
+ * `setpriv --pdeathsig KILL` (util-linux). Same pid, no extra process. Without setpriv, reconcile
+ * still kills an orphaned VMM on the next read.
+ */
+async function deathBoundQemu(spec: VmLaunchSpec): Promise<string | undefined> {
+  const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+  if (!setpriv) return undefined;
+  const qemu = findQemu();
+  const wrapper = join(dirname(spec.controlSocketPath), "qemu");
+  const script = `#!/bin/sh\nexec ${setpriv} --pdeathsig KILL -- ${shellQuote(qemu)} "$@"\n`;
+  const tmp = `${wrapper}.${process.pid}.tmp`;
+  await writeFile(tmp, script, { mode: 0o700 });
+  await rename(tmp, wrapper);
+  return wrapper;
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", "'\\''")}'`;
+}
+
 export const linuxQemuBackend: Backend = {
   name: "linux-qemu",
   capabilities: { lifecycle: true, channel: true, console: true, exec: true, pause: false, snapshot: false },
   lifecycle: {
     async launch(spec: VmLaunchSpec): Promise<RunningVm> {
+      const qemuPath = await deathBoundQemu(spec);
       const handle = await launchQemu(qemuSpecFor(spec, spec.accel === "tcg" ? tscKhz() : undefined), {
         timeoutMs: 15_000,
-        // The supervisor outlives nothing it launched: if it dies, the VM goes with it.
+        // The supervisor outlives nothing it launched: if it exits, the VM goes with it...
         killOnExit: true,
+        ...(qemuPath ? { qemuPath } : {}),
       });
       const vm = new QemuVm(handle);
       vm.qmpSocket = spec.controlSocketPath;

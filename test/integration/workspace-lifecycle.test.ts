@@ -18,6 +18,7 @@ import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
 import { readEvents, readLogs } from "../../src/workspace/history.ts";
 import { readRuntime } from "../../src/workspace/runtime.ts";
+import { processAlive } from "../../src/workspace/process.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
@@ -147,7 +148,9 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     const runtime = await readRuntime(paths);
     assert.ok(runtime?.vmmPid);
     process.kill(runtime.supervisorPid, "SIGKILL");
-    await new Promise((r) => setTimeout(r, 500));
+    // QEMU runs with a parent-death signal: it dies with its supervisor, before anyone reconciles.
+    for (let i = 0; i < 100 && processAlive(runtime.vmmPid, runtime.vmmStartTime); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(processAlive(runtime.vmmPid, runtime.vmmStartTime), false, "QEMU outlived its SIGKILLed supervisor");
     const status = await workspaceStatus(name, { stateDir: fx.stateDir, verify: false });
     assert.equal(status.event.state, "failed");
     assert.match(status.event.detail, /supervisor pid \d+ (died|is gone)/);
