@@ -89,7 +89,11 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
           details: { spec: specPath, key: `files[${i}].source`, source: entry.source, resolved: source },
         });
       }
-      throw e;
+      throw WorkspaceErrors.SPEC_INVALID({
+        message: `${specPath}: files[${i}]: source ${JSON.stringify(entry.source)} cannot be read: ${(e as Error).message}`,
+        details: { spec: specPath, key: `files[${i}].source` },
+        cause: e,
+      });
     }
     if (!st.isFile()) {
       throw WorkspaceErrors.SPEC_INVALID({
