@@ -124,7 +124,7 @@ export type { WorkloadResult as WorkspaceResult } from "./workspace/result.ts";
 export { SpecSchema, loadSpec } from "./workspace/spec.ts";
 export type { LoadedSpec, SpecFile } from "./workspace/spec.ts";
 export { createWorkspace, resolveCreateInputs } from "./workspace/create.ts";
-export type { CreateWorkspaceOptions, CreateResult, CreateProviders, ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo } from "./workspace/create.ts";
+export type { CreateWorkspaceOptions, ResolvedCreateWorkspaceOptions, CreateResult, CreateTimings, CreateProviders, ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo } from "./workspace/create.ts";
 export { deleteWorkspace } from "./workspace/delete.ts";
 export type { DeleteWorkspaceOptions, DeleteResult } from "./workspace/delete.ts";
 export { listWorkspaces, psWorkspaces } from "./workspace/list.ts";

@@ -168,7 +168,8 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   }
 }
 
-interface ResolvedCreateInputs {
+/** CreateWorkspaceOptions with the spec merged in and defaults applied. */
+export interface ResolvedCreateWorkspaceOptions {
   image: string;
   resources: ReturnType<typeof resolveResources>;
   network: NetworkMode;
@@ -181,7 +182,7 @@ interface ResolvedCreateInputs {
 }
 
 /** Flags override the spec file, field by field (env key by key). Pure: exported for tests. */
-export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: LoadedSpec): ResolvedCreateInputs {
+export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: LoadedSpec): ResolvedCreateWorkspaceOptions {
   const image = options.image ?? spec?.image;
   if (!image) {
     throw CommonErrors.INVALID_ARGUMENT({
