@@ -33,7 +33,7 @@ import {
   type Stats,
 } from "node:fs";
 import { join } from "node:path";
-import { CommonErrors } from "../contract/errors.ts";
+import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
 import { normalizeEntryPath, OPAQUE_MARKER, WHITEOUT_PREFIX } from "./paths.ts";
 import { readTar, type TarEntry, type TarLimits, DEFAULT_TAR_LIMITS } from "./tar.ts";
@@ -133,8 +133,28 @@ export class Stager {
         this.meta.set("", metaOf(entry, "dir"));
         continue;
       }
-      await this.applyEntry(parts, entry, body);
+      try {
+        await this.applyEntry(parts, entry, body);
+      } catch (e) {
+        throw this.translate(e, entry.path);
+      }
     }
+  }
+
+  /**
+   * The one place filesystem errors from applying an entry become our errors: a full disk or a
+   * permission problem is about the host; anything else (EEXIST, ENOTDIR, ENAMETOOLONG ...) means
+   * the layer asked for something that cannot be, and names the entry.
+   */
+  private translate(e: unknown, entry: string): unknown {
+    if (isMicroagentError(e)) return e;
+    const err = e as NodeJS.ErrnoException;
+    if (typeof err?.code !== "string") return e;
+    if (err.code === "ENOSPC" || err.code === "EDQUOT")
+      return CommonErrors.DISK_FULL({ message: `no space left while staging ${JSON.stringify(entry)} of layer ${this.label}`, cause: e });
+    if (err.code === "EACCES" || err.code === "EPERM")
+      return CommonErrors.PERMISSION_DENIED({ message: `staging ${JSON.stringify(entry)} of layer ${this.label}: ${err.message}`, cause: e });
+    return this.invalid(entry, `cannot be applied (${err.code}: ${err.message.replace(this.root, "<root>")})`);
   }
 
   private async applyEntry(parts: string[], entry: TarEntry, body: () => AsyncGenerator<Buffer>): Promise<void> {

@@ -212,3 +212,42 @@ test("rootfs-stage: device nodes and FIFOs become placeholders with their metada
     s.cleanup();
   }
 });
+
+test("rootfs-stage: seeded fuzz: random entry sequences apply or fail with a typed error, never outside the root", async () => {
+  const s = sandbox("fuzz");
+  try {
+    let a = 0xc0ffee;
+    const rand = () => {
+      a = (Math.imul(a, 1103515245) + 12345) >>> 0;
+      return a / 4294967296;
+    };
+    const names = ["a", "b", "a/b", "a/b/c", "b/c", "../x", "a/../../x", "/a", "c", ".wh.a", "a/.wh.b", "a/.wh..wh..opq", ".wh..wh..opq", "l/x"];
+    const types: TarEntry["type"][] = ["file", "dir", "symlink", "hardlink", "fifo", "char"];
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)] as T;
+    let failures = 0;
+    for (let layer = 0; layer < 200; layer++) {
+      const entries: TarEntry[] = [];
+      for (let i = 0; i < 1 + Math.floor(rand() * 6); i++) {
+        const type = pick(types);
+        entries.push({
+          path: pick(names),
+          type,
+          content: "x",
+          linkname: type === "symlink" ? pick([s.outside, "a", "../outside", "/"]) : pick(names),
+          mode: Math.floor(rand() * 0o7777),
+        });
+      }
+      try {
+        await apply(s.stager, entries);
+      } catch (e) {
+        assert.ok(isMicroagentError(e), `layer ${layer}: untyped ${String(e)}`);
+        failures++;
+      }
+      s.outsideUnchanged();
+    }
+    assert.ok(failures > 0);
+    s.stager.finish();
+  } finally {
+    s.cleanup();
+  }
+});

@@ -152,3 +152,54 @@ test("rootfs-tar: an archive without the trailing zero blocks still ends cleanly
   const parsed = await parse(tar.subarray(0, tar.length - 1024));
   assert.equal(parsed.length, 1);
 });
+
+/** mulberry32: a small seeded PRNG so the fuzz run is deterministic. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test("rootfs-tar: seeded fuzz: mutated layers either parse or fail with a typed error, never crash or hang", async () => {
+  const base = makeTar(SAMPLE);
+  const rand = prng(0x5eed);
+  let typed = 0;
+  let parsed = 0;
+  for (let i = 0; i < 400; i++) {
+    const buf = Buffer.from(base);
+    const mutations = 1 + Math.floor(rand() * 4);
+    for (let m = 0; m < mutations; m++) {
+      const at = Math.floor(rand() * buf.length);
+      const kind = rand();
+      if (kind < 0.6) buf[at] = Math.floor(rand() * 256);
+      else if (kind < 0.8) buf.write(String(Math.floor(rand() * 1e9)), at % (buf.length - 12), "latin1");
+      else buf.fill(0, at, Math.min(buf.length, at + Math.floor(rand() * 600)));
+    }
+    // fix up some header checksums so mutations reach the field parsers, not only the checksum check
+    if (rand() < 0.5) {
+      for (let off = 0; off + 512 <= buf.length; off += 512) {
+        const h = buf.subarray(off, off + 512);
+        if (h.toString("latin1", 257, 262) !== "ustar") continue;
+        h.write("        ", 148);
+        let sum = 0;
+        for (const b of h) sum += b;
+        h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+      }
+    }
+    const cut = rand() < 0.3 ? buf.subarray(0, Math.floor(rand() * buf.length)) : buf;
+    try {
+      await parse(cut, 1 + Math.floor(rand() * 700));
+      parsed++;
+    } catch (e) {
+      assert.ok(isMicroagentError(e), `iteration ${i}: untyped failure ${String(e)}`);
+      assert.match(e.code, /^ROOTFS_LAYER_(INVALID|UNSUPPORTED)$/);
+      typed++;
+    }
+  }
+  assert.ok(typed > 50 && parsed > 10, `both outcomes exercised (typed ${typed}, parsed ${parsed})`);
+});
