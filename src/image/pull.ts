@@ -12,7 +12,7 @@ import { findRecord, storeFor, targetArch, toLocalImage, touchRecord, saveRecord
 import { parseConfig, parseManifest } from "./manifest.ts";
 import { formatPlatform, selectPlatform } from "./platform.ts";
 import { formatImageRef, parseImageRef, refName } from "./ref.ts";
-import { backoffMs, isRetryable, mapLimit } from "./retry.ts";
+import { backoffMs, isRetryable, mapLimit, withRetry } from "./retry.ts";
 import { defaultStateDir, type ImageStore, type ImageRecord } from "./store.ts";
 import { MANIFEST_ACCEPT, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
@@ -233,15 +233,13 @@ async function fetchSmallBlob(client: RegistryClient, repository: string, d: Des
 }
 
 async function retrying<T>(o: ResolvedPullOptions, registry: string, fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
+  return withRetry({ retries: o.retries, baseDelayMs: o.retryBaseDelayMs, signal: o.signal }, async () => {
     try {
       return await fn();
-    } catch (thrown) {
-      const e = bodyError(thrown, registry, "a manifest or config");
-      if (attempt >= o.retries || !isRetryable(e)) throw e;
-      await sleep(backoffMs(attempt, { retries: o.retries, baseDelayMs: o.retryBaseDelayMs }), undefined, { signal: o.signal });
+    } catch (e) {
+      throw bodyError(e, registry, "a manifest or config");
     }
-  }
+  });
 }
 
 /**
