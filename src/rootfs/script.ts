@@ -8,6 +8,7 @@
  * double-quoted with embedded quotes doubled (its parser's escape), names with line breaks never get
  * here (paths.ts refuses them), and xattr values travel in files (`ea_set -f`), never inline.
  */
+import { RootfsErrors } from "./errors.ts";
 import type { EntryKind, StagedEntry } from "./stage.ts";
 
 const TYPE_BITS: Record<EntryKind, number> = {
@@ -42,7 +43,10 @@ export function buildDebugfsScript(entries: readonly StagedEntry[], valueFile: (
   const lines: string[] = [];
   const xattrValues: Buffer[] = [];
   const push = (line: string) => {
-    if (line.length > MAX_SCRIPT_LINE) throw new RangeError(`debugfs script line too long (${line.length} chars): ${line.slice(0, 80)}...`);
+    if (Buffer.byteLength(line) > MAX_SCRIPT_LINE)
+      throw RootfsErrors.ROOTFS_LAYER_UNSUPPORTED({
+        message: `a path is too long for the ownership/mode replay (${Buffer.byteLength(line)} bytes of debugfs command): ${line.slice(0, 120)}...`,
+      });
     lines.push(line);
   };
   for (const e of entries) {
