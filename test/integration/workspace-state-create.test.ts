@@ -159,6 +159,12 @@ test("workspace-state: status verifies ok, then a tampered kernel shows as diver
     assert.notEqual(d.actual, d.expected);
     const text = await cli("status", "s1");
     assert.match(text.stdout, /verification: DIVERGED\n\s+kernel sha256: expected [a-f0-9]{64}, actual [a-f0-9]{64}/);
+    // start refuses to boot the diverged kernel (checked before any VM is launched).
+    const start = await cli("--json", "start", "s1");
+    assert.equal(start.code, 1, start.stdout);
+    assert.equal(start.json().error.code, "WORKSPACE_DIVERGED");
+    assert.match(start.json().error.message, /kernel diverged/);
+    assert.equal((await cli("--json", "status", "s1")).json().event.state, "prepared");
   } finally {
     await truncate(kernel, size);
   }
