@@ -113,10 +113,15 @@ test("image-pull: an index picks the requested platform; a missing platform list
   const records = (await listImages({ stateDir })).filter((i) => i.ref === `${reg.host}/multi:1`);
   assert.deepEqual(records.map((r) => r.platform.architecture), ["arm64"]);
   // A single-platform image refuses another architecture.
-  await assert.rejects(
-    pullImage(pushed.ref, { stateDir: await mkdtemp(join(tmpdir(), "microagent-image-arch-")), arch: "arm64" }),
-    (e: unknown) => isMicroagentError(e) && e.code === "IMAGE_PLATFORM_UNAVAILABLE" && /linux\/amd64/.test(e.message),
-  );
+  const dir = await mkdtemp(join(tmpdir(), "microagent-image-arch-"));
+  try {
+    await assert.rejects(
+      pullImage(pushed.ref, { stateDir: dir, arch: "arm64" }),
+      (e: unknown) => isMicroagentError(e) && e.code === "IMAGE_PLATFORM_UNAVAILABLE" && /linux\/amd64/.test(e.message),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("image-pull: a Docker manifest list over Docker schema 2 images (skopeo v2s2)", async () => {
