@@ -18,6 +18,8 @@ import { startRegistry } from "../test/helpers/registry.ts";
 import { buildBusyboxImage, pushImage } from "../test/helpers/oci-image.ts";
 import { createWorkspace, type CreateTimings } from "../src/workspace/create.ts";
 import { deleteWorkspace } from "../src/workspace/delete.ts";
+import { listWorkspaces } from "../src/workspace/list.ts";
+import { workspaceStatus } from "../src/workspace/status.ts";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
@@ -51,6 +53,21 @@ try {
   const rest = pick("totalMs") - pick("imageMs") - pick("kernelMs") - pick("rootfsMs") - pick("overlayMs");
   console.log(`create from a cached image, ${runs} runs: median ${fmt(median(total))}, best ${fmt(Math.min(...total))} (goal < 100 ms)`);
   console.log(`  median breakdown: image ${fmt(pick("imageMs"))}, kernel check ${fmt(pick("kernelMs"))}, rootfs cache ${fmt(pick("rootfsMs"))}, qemu-img overlay ${fmt(pick("overlayMs"))}, spec/boot config/manifest/event ${fmt(rest)}`);
+
+  // status re-hashes kernel, initramfs, boot config and (while prepared) the rootfs base: what does that cost?
+  await createWorkspace({ name: "probe", image: ref, stateDir });
+  const statusMs: number[] = [];
+  const listMs: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    let t0 = performance.now();
+    await workspaceStatus("probe", { stateDir });
+    statusMs.push(performance.now() - t0);
+    t0 = performance.now();
+    await listWorkspaces({ stateDir });
+    listMs.push(performance.now() - t0);
+  }
+  console.log(`status (full verification, in-process hash cache after the first): first ${fmt(statusMs[0] as number)}, median ${fmt(median(statusMs))}; list: median ${fmt(median(listMs))}`);
+  await deleteWorkspace("probe", { stateDir });
 } finally {
   await registry.stop().catch(() => {});
   await image.cleanup().catch(() => {});
