@@ -45,6 +45,7 @@ export async function* followEvents(name: string, options: FollowWorkspaceOption
 /** The serial console log so far ("" when the workspace never booted). */
 export async function readLogs(name: string, options: WorkspaceAccessOptions = {}): Promise<string> {
   const paths = await openWorkspace(name, options);
+  await reconcile(paths);
   try {
     return await readFile(paths.serialLog, "utf8");
   } catch (e) {
