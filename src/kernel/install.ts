@@ -19,8 +19,9 @@ import { loadPrepared, preparedDir, preparedKey, savePrepared, type PreparedKern
 import {
   INITRAMFS_FILE,
   INITRAMFS_GZ_FILE,
-  KERNEL_FILE,
   MODULES_DIR,
+  VMLINUX_FILE,
+  kernelFileFor,
   kernelDir,
   kernelsRoot,
   readManifest,
@@ -28,7 +29,7 @@ import {
   type KernelManifest,
   type KernelSource,
 } from "./manifest.ts";
-import { bzImageVersion, extractDebs, readModule, sniffKernelFile, type ExtractedKernel } from "./source.ts";
+import { bzImageVersion, extractDebs, extractVmlinux, readModule, sniffKernelFile, type ExtractedKernel } from "./source.ts";
 
 /** The backend kernels are installed for when none is named (the one that runs everywhere on Linux). */
 export const DEFAULT_KERNEL_BACKEND: BackendName = "linux-qemu";
@@ -209,10 +210,16 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
       prepared = await unpackKernel(files, work, r.arch, r.onProgress);
       await savePrepared(cached, prepared);
     }
-    await copyFile(prepared.kernelPath, join(staging, KERNEL_FILE));
-    await chmod(join(staging, KERNEL_FILE), 0o600);
-    const kernelSha = await sha256File(join(staging, KERNEL_FILE));
-    const kernelSize = (await stat(join(staging, KERNEL_FILE))).size;
+    const kernelFile = kernelFileFor(r.backend, r.arch);
+    if (kernelFile === VMLINUX_FILE) {
+      r.onProgress("extracting the ELF vmlinux for Firecracker");
+      await writeFile(join(staging, kernelFile), await extractVmlinux(await readFile(prepared.kernelPath)), { mode: 0o600 });
+    } else {
+      await copyFile(prepared.kernelPath, join(staging, kernelFile));
+    }
+    await chmod(join(staging, kernelFile), 0o600);
+    const kernelSha = await sha256File(join(staging, kernelFile));
+    const kernelSize = (await stat(join(staging, kernelFile))).size;
 
     const modules = prepared.modules;
     for (const m of modules) {
@@ -230,7 +237,7 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
       backend: r.backend,
       arch: r.arch,
       version: prepared.version,
-      kernel: { file: KERNEL_FILE, sha256: kernelSha, sizeBytes: kernelSize },
+      kernel: { file: kernelFile, sha256: kernelSha, sizeBytes: kernelSize },
       initramfs: { file: initramfsFile, sha256: sha256Bytes(initramfs), sizeBytes: initramfs.length, compression: r.compression },
       init: { sha256: initSha, sizeBytes: init.length, path: r.initPath },
       modules: modules.map((m) => ({ path: m.path, sha256: sha256Bytes(m.data) })),

@@ -10,6 +10,13 @@ import { KernelErrors } from "./errors.ts";
 import { writeFileAtomic } from "./fsutil.ts";
 
 export const KERNEL_FILE = "vmlinuz";
+/** Firecracker (linux-kvm) boots an uncompressed ELF kernel on x86. */
+export const VMLINUX_FILE = "vmlinux";
+
+/** The installed kernel's file name for a backend: an ELF vmlinux for Firecracker on amd64, else the image as shipped. */
+export function kernelFileFor(backend: BackendName, arch: Arch): string {
+  return backend === "linux-kvm" && arch === "amd64" ? VMLINUX_FILE : KERNEL_FILE;
+}
 export const INITRAMFS_FILE = "initramfs.cpio";
 export const INITRAMFS_GZ_FILE = "initramfs.cpio.gz";
 export const MANIFEST_FILE = "manifest.json";

@@ -2,7 +2,8 @@
  * Turning a kernel source (Debian/Ubuntu .deb files, or a bare kernel image) into a kernel image
  * plus, when the source has them, the modules the guest needs, decompressed.
  */
-import { readdir, readFile, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync, zstdDecompressSync } from "node:zlib";
 import { KernelErrors } from "./errors.ts";
@@ -119,4 +120,51 @@ async function isDir(p: string): Promise<boolean> {
 
 async function isFile(p: string): Promise<boolean> {
   return (await stat(p).catch(() => undefined))?.isFile() ?? false;
+}
+
+/** Compressed-payload formats a bzImage may carry, by their magic bytes. */
+const PAYLOAD_FORMATS: ReadonlyArray<{ name: string; magic: Buffer; tool?: string[] }> = [
+  { name: "gzip", magic: Buffer.from([0x1f, 0x8b]) },
+  { name: "zstd", magic: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]) },
+  { name: "xz", magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), tool: ["xz", "-dc"] },
+  { name: "lz4", magic: Buffer.from([0x02, 0x21, 0x4c, 0x18]), tool: ["lz4", "-dc"] },
+];
+
+/**
+ * The uncompressed ELF kernel (vmlinux) inside an x86 bzImage, for VMMs that boot ELF kernels
+ * (Firecracker). The setup header gives the payload's place (payload_offset at 0x248, payload_length
+ * at 0x24c, relative to the protected-mode code after the setup sectors); the kernel build appends
+ * the uncompressed size as the payload's last 4 bytes (little endian), which we check the result against.
+ */
+export async function extractVmlinux(bzImage: Buffer): Promise<Buffer> {
+  const fail = (why: string) => KernelErrors.KERNEL_SOURCE_INVALID({ message: `cannot extract vmlinux from the kernel image: ${why}` });
+  if (sniffKernelFile(bzImage) !== "bzimage" || bzImage.length < 0x250) throw fail("not a bzImage");
+  if (bzImage.readUInt16LE(0x206) < 0x208) throw fail("boot protocol older than 2.08 (no payload fields)");
+  const setupSects = bzImage[0x1f1] || 4;
+  const start = (setupSects + 1) * 512 + bzImage.readUInt32LE(0x248);
+  const length = bzImage.readUInt32LE(0x24c);
+  if (length < 8 || start + length > bzImage.length) throw fail("payload out of bounds");
+  const payload = bzImage.subarray(start, start + length);
+  const expected = payload.readUInt32LE(payload.length - 4);
+  const format = PAYLOAD_FORMATS.find((f) => payload.subarray(0, f.magic.length).equals(f.magic));
+  if (!format) throw fail(`unknown payload compression (magic ${payload.subarray(0, 6).toString("hex")})`);
+  let out: Buffer;
+  if (format.name === "gzip") out = gunzipSync(payload);
+  else if (format.name === "zstd") out = zstdDecompressSync(payload.subarray(0, payload.length - 4));
+  else {
+    const [tool, ...args] = format.tool as [string, ...string[]];
+    const dir = await mkdtemp(join(tmpdir(), "microagent-vmlinux-"));
+    try {
+      // The trailing size is not part of the compressed stream: leave it out.
+      await writeFile(join(dir, "payload"), payload.subarray(0, payload.length - 4));
+      const r = await runTool(tool, [...args, join(dir, "payload")], { timeoutMs: 120_000 });
+      out = r.stdout;
+      if (out.length !== expected) throw fail(`${tool} produced ${out.length} bytes, expected ${expected}: ${r.stderr.trim()}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  if (out.length !== expected) throw fail(`decompressed ${out.length} bytes, expected ${expected}`);
+  if (out.subarray(0, 4).toString("latin1") !== "\x7fELF") throw fail("the payload is not an ELF kernel");
+  return out;
 }

@@ -6,7 +6,7 @@ import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { KernelErrors } from "./errors.ts";
 import { normalizeSha256, sha256File } from "./fsutil.ts";
 import { DEFAULT_KERNEL_BACKEND } from "./install.ts";
-import { kernelDir, kernelsRoot, readManifest, type KernelManifest, type KernelSource } from "./manifest.ts";
+import { kernelDir, kernelFileFor, kernelsRoot, readManifest, type KernelManifest, type KernelSource } from "./manifest.ts";
 
 export type KernelStatusName = "installed" | "missing" | "error";
 
@@ -41,7 +41,7 @@ export async function kernelStatus(opts: KernelStatusOptions): Promise<KernelSta
   const backend = opts.backend ?? DEFAULT_KERNEL_BACKEND;
   const arch = opts.arch ?? hostArch();
   const dir = kernelDir(opts.stateDir, backend, arch);
-  const base = { backend, arch, path: join(dir, "vmlinuz") };
+  const base = { backend, arch, path: join(dir, kernelFileFor(backend, arch)) };
   let m: KernelManifest | undefined;
   try {
     m = await readManifest(dir);

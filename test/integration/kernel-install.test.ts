@@ -194,7 +194,16 @@ test("kernel install: real apt install, idempotent, init-driven rebuild, verify,
     server.close();
   }
 
-  // 7. list shows both state dirs' kernels independently.
+  // 7. Firecracker (linux-kvm) gets the ELF vmlinux out of the same package; list shows both backends.
+  const kvm = await cli("--json", "--state-dir", stateDir, "--backend", "linux-kvm", "kernel", "install");
+  assert.equal(kvm.code, 0, kvm.out + kvm.err);
+  const k = JSON.parse(kvm.out) as { path: string; sha256: string; version: string };
+  assert.equal(k.path, join(kernelDir(stateDir, "linux-kvm", "amd64"), "vmlinux"));
+  assert.equal(readFileSync(k.path).subarray(0, 4).toString("latin1"), "\x7fELF");
+  assert.equal(k.version, installed.version);
   const list = await cli("--json", "--state-dir", stateDir, "kernel", "list");
-  assert.deepEqual((JSON.parse(list.out) as { kernels: { status: string }[] }).kernels.map((k) => k.status), ["installed"]);
+  assert.deepEqual(
+    (JSON.parse(list.out) as { kernels: { backend: string; status: string }[] }).kernels.map((x) => `${x.backend}:${x.status}`),
+    ["linux-kvm:installed", "linux-qemu:installed"],
+  );
 });

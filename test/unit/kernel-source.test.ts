@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { packageFromRecord, parseControlRecord, parseDepends, metaPackageCandidates } from "../../src/kernel/apt.ts";
-import { bzImageVersion, sniffKernelFile } from "../../src/kernel/source.ts";
+import { spawnSync } from "node:child_process";
+import { gzipSync, zstdCompressSync } from "node:zlib";
+import { bzImageVersion, extractVmlinux, sniffKernelFile } from "../../src/kernel/source.ts";
 import { resolveInstallKernelOptions, defaultKernelCacheDir } from "../../src/kernel/install.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 
@@ -76,4 +78,33 @@ test("kernel install options: custom sources need a valid --sha256; defaults res
   assert.equal(r.backend, "linux-qemu");
   assert.equal(r.cacheDir, "/s/kernels/.cache");
   assert.equal(defaultKernelCacheDir("/s", { MICROAGENT_KERNEL_CACHE: "/c" }), "/c");
+});
+
+/** A minimal bzImage around `payload` (protocol 2.15, 1 setup sector), with the kernel's size trailer. */
+function fakeBzImage(compressed: Buffer, uncompressedSize: number, withTrailer: boolean): Buffer {
+  const setup = Buffer.alloc(2 * 512);
+  setup[0x1f1] = 1;
+  setup.write("HdrS", 0x202, "latin1");
+  setup.writeUInt16LE(0x020f, 0x206);
+  const trailer = Buffer.alloc(4);
+  trailer.writeUInt32LE(uncompressedSize);
+  const payload = withTrailer ? Buffer.concat([compressed, trailer]) : compressed;
+  setup.writeUInt32LE(16, 0x248); // payload_offset, after 16 bytes of "decompressor"
+  setup.writeUInt32LE(payload.length, 0x24c);
+  return Buffer.concat([setup, Buffer.alloc(16, 0x90), payload, Buffer.alloc(64)]);
+}
+
+test("kernel source: vmlinux extraction from gzip, zstd and lz4 payloads, size-checked", async () => {
+  const elf = Buffer.concat([Buffer.from("\x7fELF", "latin1"), Buffer.alloc(5000, 0x41)]);
+  const gz = gzipSync(elf);
+  assert.deepEqual(await extractVmlinux(fakeBzImage(gz, elf.length, false)), elf, "gzip carries its own size trailer");
+  assert.deepEqual(await extractVmlinux(fakeBzImage(zstdCompressSync(elf), elf.length, true)), elf);
+  const lz4 = spawnSync("lz4", ["-l", "-c"], { input: elf });
+  assert.equal(lz4.status, 0, lz4.stderr.toString());
+  assert.deepEqual(await extractVmlinux(fakeBzImage(lz4.stdout, elf.length, true)), elf);
+  await assert.rejects(extractVmlinux(fakeBzImage(lz4.stdout, elf.length + 1, true)), (e: unknown) => isMicroagentError(e) && e.code === "KERNEL_SOURCE_INVALID");
+  await assert.rejects(extractVmlinux(fakeBzImage(Buffer.from("notcompressed"), 13, true)), /unknown payload compression/);
+  const notElf = Buffer.alloc(100, 1);
+  await assert.rejects(extractVmlinux(fakeBzImage(gzipSync(notElf), notElf.length, false)), /not an ELF kernel/);
+  await assert.rejects(extractVmlinux(Buffer.from("nope")), /not a bzImage/);
 });
