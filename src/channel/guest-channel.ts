@@ -190,8 +190,13 @@ export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOu
     return this.#done.promise.then(onfulfilled, onrejected);
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<ExecOutputChunk> {
+  [Symbol.asyncIterator](): AsyncIterator<ExecOutputChunk> {
+    // Decide the mode now, not at the first next(): output may arrive before the consumer pulls.
     if (this.#mode === "undecided") this.#mode = "iterate";
+    return this.#iterate();
+  }
+
+  async *#iterate(): AsyncGenerator<ExecOutputChunk> {
     for (;;) {
       const c = this.#queue.shift();
       if (c) {
