@@ -7,7 +7,7 @@
  * The three heavy steps come from other areas (image, kernel, rootfs) through `CreateProviders`, so
  * the workspace layer stays independent of how they work (and a unit test can pass small ones).
  */
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
@@ -17,7 +17,7 @@ import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
 import { sha256File } from "./hash.ts";
-import { acquireLock, type LockHandle } from "./lock.ts";
+import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
 import { createOverlay } from "./overlay.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
@@ -234,35 +234,50 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
   };
 }
 
+/** A directory without manifest and without a live lock younger than this may be a create that just began. */
+const DEBRIS_MIN_AGE_MS = 10_000;
+
 /**
- * Create the workspace directory exclusively and lock it. A directory without a manifest is the
- * debris of a create that crashed (or one in progress, which holds the lock): debris is moved
- * aside and the claim retried.
+ * Create the workspace directory exclusively and lock it. A directory without a manifest is either
+ * a create in progress (it holds the lock, or took it a moment ago) or the debris of a create that
+ * crashed. Only debris is moved aside: no live lock holder AND untouched for DEBRIS_MIN_AGE_MS, and
+ * still the same directory (inode) once we hold its lock. Anything else is WORKSPACE_EXISTS.
  */
 async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<LockHandle> {
   for (let attempt = 0; attempt < 3; attempt++) {
+    let created = false;
     try {
       await mkdir(paths.dir, { mode: DIR_MODE });
-      return await acquireLock(paths.lock, { purpose: "create", timeoutMs: 5000 });
+      created = true;
     } catch (e) {
       if (!isErrno(e, "EEXIST")) throw e;
     }
+    if (created) {
+      const mine = await stat(paths.dir);
+      const lock = await acquireLock(paths.lock, { purpose: "create", timeoutMs: 5000 });
+      if ((await stat(paths.dir).catch(() => undefined))?.ino === mine.ino) return lock;
+      await lock.release(); // our directory was moved away under us: start over
+      continue;
+    }
     if (await workspaceExists(paths)) throw exists(paths.name);
-    // No manifest: a create in progress (it holds the lock) or the debris of a crashed one.
+    const before = await stat(paths.dir).catch(() => undefined);
+    if (!before) continue;
+    const holder = await readLockRecord(paths.lock);
+    if (holder && !lockIsStale(holder)) throw exists(paths.name, `pid ${holder.pid}`);
+    if (!holder && Date.now() - before.mtimeMs < DEBRIS_MIN_AGE_MS) throw exists(paths.name, "a create that just began");
     let debrisLock: LockHandle;
     try {
       debrisLock = await acquireLock(paths.lock, { purpose: "create (clearing debris)", timeoutMs: 0 });
     } catch (e) {
-      if (isMicroagentError(e) && e.code === "WORKSPACE_LOCKED") throw exists(paths.name, e);
+      if (isMicroagentError(e) && e.code === "WORKSPACE_LOCKED") throw exists(paths.name, "another process");
       if (isErrno(e, "ENOENT")) continue;
       throw e;
     }
-    if (await workspaceExists(paths)) {
-      await debrisLock.release();
-      throw exists(paths.name);
-    }
-    // The lock file moves aside with the directory; releasing the handle then only frees our turn.
     try {
+      const now = await stat(paths.dir).catch(() => undefined);
+      if (now?.ino !== before.ino) continue; // replaced meanwhile: look again
+      if (await workspaceExists(paths)) throw exists(paths.name);
+      // The lock file moves aside with the directory; releasing the handle then only frees our turn.
       await rename(paths.dir, join(workspacesRoot(stateDir), `.trash-${paths.name}-${randomBytes(4).toString("hex")}`));
     } finally {
       await debrisLock.release();
@@ -271,11 +286,10 @@ async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<
   throw exists(paths.name);
 }
 
-function exists(name: string, cause?: unknown) {
+function exists(name: string, creator?: string) {
   return WorkspaceErrors.WORKSPACE_EXISTS({
-    message: `workspace ${name} already exists${cause ? " (it is being created right now)" : ""}`,
+    message: `workspace ${name} already exists${creator ? ` (being created right now by ${creator})` : ""}`,
     remediation: `Pick another name, or remove the old one with \`microagent delete ${name}\`.`,
-    ...(cause ? { cause } : {}),
     details: { workspace: name },
   });
 }

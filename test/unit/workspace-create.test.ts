@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -99,8 +99,17 @@ test("workspace: the debris of a crashed create (no manifest, no live lock) is m
     await mkdir(paths.dir, { recursive: true });
     await writeFile(paths.lock, JSON.stringify({ pid: 999999, purpose: "create", acquiredAt: "x" }));
     await writeFile(paths.disk, "half");
-    const r = await createWorkspace({ name: "again", image: "reg/img:1", stateDir, providers: await fakeProviders(dir) });
+    const providers = await fakeProviders(dir);
+    const r = await createWorkspace({ name: "again", image: "reg/img:1", stateDir, providers });
     assert.equal(r.state.state, "prepared");
+    // No lock at all: a fresh directory may be a create that just began (refused); an old one is debris.
+    const young = workspacePaths(stateDir, "young");
+    await mkdir(young.dir, { recursive: true });
+    await assert.rejects(createWorkspace({ name: "young", image: "reg/img:1", stateDir, providers }), /being created right now/);
+    const old = new Date(Date.now() - 60_000);
+    await utimes(young.dir, old, old);
+    assert.equal((await createWorkspace({ name: "young", image: "reg/img:1", stateDir, providers })).state.state, "prepared");
+    await deleteWorkspace("young", { stateDir });
     const del = await deleteWorkspace("again", { stateDir });
     assert.deepEqual(del, { name: "again", deleted: true, killed: false, previousState: "prepared" });
     assert.deepEqual(await deleteWorkspace("again", { stateDir }), { name: "again", deleted: false, killed: false });
