@@ -16,6 +16,12 @@ import { SupervisorClient } from "./client.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { SupervisorStatus } from "./protocol.ts";
 
+/**
+ * Node flags for the supervisor: it holds sockets and small buffers, never large data, so a small
+ * V8 heap and no background V8 threads; measured by bench/workspace-idle.ts.
+ */
+export const SUPERVISOR_NODE_FLAGS: readonly string[] = ["--max-old-space-size=24", "--max-semi-space-size=1", "--single-threaded"];
+
 export interface SpawnSupervisorOptions {
   /** `--supervisor`: an executable run as `<path> <workspace dir>` instead of Node + main. */
   supervisorPath?: string;
@@ -45,8 +51,7 @@ export function spawnSupervisor(paths: WorkspacePaths, opts: SpawnSupervisorOpti
     };
     const [cmd, args] = opts.supervisorPath
       ? [opts.supervisorPath, [paths.dir]]
-      : // A small heap: the supervisor holds sockets and small buffers, never large data.
-        [process.execPath, ["--max-old-space-size=48", "--max-semi-space-size=1", supervisorEntry(), paths.dir]];
+      : [process.execPath, [...SUPERVISOR_NODE_FLAGS, supervisorEntry(), paths.dir]];
     const child = spawn(cmd, args, { detached: true, stdio: ["ignore", logFd, logFd], env, cwd: paths.dir });
     const pid = child.pid;
     child.on("error", () => {});
