@@ -20,7 +20,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { startRegistry } from "../test/helpers/registry.ts";
 import { buildBusyboxImage, pushImage } from "../test/helpers/oci-image.ts";
 import { runWorkspace } from "../src/api/run.ts";
@@ -93,7 +93,7 @@ try {
     const exited = new Promise((r) => qemu.on("exit", r));
     let s;
     for (;;) {
-      s = await new Promise<import("node:net").Socket | undefined>((res) => {
+      s = await new Promise<Socket | undefined>((res) => {
         const c = connect(sock);
         c.once("connect", () => res(c));
         c.once("error", () => res(undefined));
