@@ -73,7 +73,7 @@ static struct {
   struct config cfg;
   bool boot_failed;
   char *result_json; /* kept so a reconnecting host gets it again */
-  bool shutting_down;
+  bool shutting_down, shutdown_killed;
   int64_t shutdown_deadline;
   int sigfd;
   int64_t last_probe;
@@ -997,9 +997,15 @@ static void check_timers(void) {
     }
   }
   if (G.shutting_down) {
-    bool workload_gone = !G.workload || !G.workload->running;
-    if (workload_gone || now >= G.shutdown_deadline) {
-      if (!workload_gone) LOG("the workload did not stop in time: killing it");
+    /* The workload stream is freed once its output is drained and its result sent. */
+    if (!G.workload) {
+      finish_shutdown();
+    } else if (now >= G.shutdown_deadline && !G.shutdown_killed) {
+      LOG("the workload did not stop in time: killing it");
+      if (G.workload->running) kill(-G.workload->pid, SIGKILL);
+      G.shutdown_killed = true;
+      G.shutdown_deadline = now + 2000; /* time for its result to go out */
+    } else if (now >= G.shutdown_deadline) {
       finish_shutdown();
     }
   }
