@@ -29,7 +29,7 @@ export interface SizeEstimate {
   minimumMib: number;
   /** The default size: content plus headroom (+50%, at least +64 MiB) plus metadata, in MiB. */
   defaultMib: number;
-  /** Inodes the tree needs. */
+  /** Inodes to provide: the tree's entries plus 50% for the guest. */
   inodes: number;
 }
 
@@ -79,7 +79,8 @@ export function estimateSize(tree: StagedTree): SizeEstimate {
   for (const e of tree.entries) nameBytes += 12 + Buffer.byteLength(e.rel.slice(e.rel.lastIndexOf("/") + 1));
   blocks += Math.ceil(nameBytes / BLOCK);
   const contentBytes = blocks * BLOCK;
-  const inodes = tree.entries.length + 16;
+  // Room for the guest to create files too: half as many again as the image holds.
+  const inodes = Math.ceil((tree.entries.length + 16) * 1.5);
   const minimumMib = withMetadata(contentBytes, inodes);
   const defaultMib = withMetadata(Math.max(contentBytes * 1.5, contentBytes + 64 * MIB), inodes);
   return { contentBytes, minimumMib, defaultMib, inodes };
@@ -138,7 +139,7 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
   const args = ["-q", "-F", "-t", "ext4", "-b", String(BLOCK), "-m", "0", "-L", "microagent-root"];
   args.push("-U", derivedUuid(opts.seed, "uuid"));
   args.push("-E", `hash_seed=${derivedUuid(opts.seed, "hash_seed")},root_owner=0:0`);
-  if (estimate.inodes > defaultInodes) args.push("-N", String(Math.ceil(estimate.inodes * 1.25)));
+  if (estimate.inodes > defaultInodes) args.push("-N", String(estimate.inodes));
   args.push("-d", opts.tree.root, opts.out, `${sizeMib}M`);
   rmSync(opts.out, { force: true }); // mke2fs would reuse an existing file without truncating it
   const mk = await runTool(opts.tools.mke2fs, args, { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
