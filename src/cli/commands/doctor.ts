@@ -9,6 +9,7 @@ export function doctorCommand(): Command {
     .description(
       "check that this host can run workspaces: backend, KVM, VMM, supervisor, kernel, console, networking (uses the global --backend, --arch, --supervisor)",
     )
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", "\nExit status: 0 when every required check passes (even if optional ones fail), 1 otherwise.")
     .action(
       action(async (ctx) => {

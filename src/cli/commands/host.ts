@@ -6,6 +6,7 @@ import { formatHostText } from "../../host/format.ts";
 export function hostCommand(): Command {
   return new Command("host")
     .description("report what the backend supports on this host (console, exec, pause/resume, snapshots, networking), from the same probes as doctor")
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", "\nExit status: 0 whenever the probes ran, whatever they found; use `microagent doctor` for a pass/fail health check.")
     .action(
       action(async (ctx) => {
