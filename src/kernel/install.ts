@@ -377,7 +377,7 @@ async function extractKernel(files: readonly string[], work: string, arch: Arch)
   const kind = sniffKernelFile(head.subarray(0, n));
   if (kind === "deb") return extractDebs(files, join(work, "root"));
   if (kind === "bzimage") {
-    if (arch !== "amd64") throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `${first} is an x86 kernel, not a kernel for ${arch}` });
+    if (arch !== "amd64") throw KernelErrors.KERNEL_ARCH_UNSUPPORTED({ message: `${first} is an x86 kernel, not a kernel for ${arch}` });
     // Only the header is needed for the version: it sits in the first few KiB.
     const buf = Buffer.alloc(64 * 1024);
     const h = await open(first, "r");
@@ -389,7 +389,7 @@ async function extractKernel(files: readonly string[], work: string, arch: Arch)
     return { kernelPath: first, version: bzImageVersion(buf) ?? "unknown" };
   }
   if (kind === "arm64-image") {
-    if (arch !== "arm64") throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `${first} is an arm64 kernel, not a kernel for ${arch}` });
+    if (arch !== "arm64") throw KernelErrors.KERNEL_ARCH_UNSUPPORTED({ message: `${first} is an arm64 kernel, not a kernel for ${arch}` });
     return { kernelPath: first, version: "unknown" };
   }
   throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `${first} is neither a .deb package nor a kernel image (bzImage or arm64 Image)`, details: { path: first } });
