@@ -220,7 +220,7 @@ static int enter_long_mode(struct vm *vm, const char *stage, uint64_t rcx) {
   sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = ds;
   sregs.cr3 = PML4_ADDR;
   sregs.cr4 = 1u << 5;                          /* PAE */
-  sregs.cr0 = 0x80000001u | (1u << 4) | (1u << 16); /* PG | PE | ET | WP */
+  sregs.cr0 = 0x80000001u | (1u << 4) | (1u << 5) | (1u << 16); /* PG | PE | ET | NE | WP */
   sregs.efer = (1u << 8) | (1u << 10);          /* LME | LMA */
   if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs) < 0) {
     report(stage, 0, errno, -1, "KVM_SET_SREGS_failed");
