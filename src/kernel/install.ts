@@ -375,7 +375,24 @@ async function extractKernel(files: readonly string[], work: string, arch: Arch)
     await fh.close();
   }
   const kind = sniffKernelFile(head.subarray(0, n));
-  if (kind === "deb") return extractDebs(files, join(work, "root"));
+  if (kind === "deb") {
+    const extracted = await extractDebs(files, join(work, "root"));
+    const kfh = await open(extracted.kernelPath, "r");
+    const khead = Buffer.alloc(0x400);
+    try {
+      await kfh.read(khead, 0, khead.length, 0);
+    } finally {
+      await kfh.close();
+    }
+    // An x86 guest needs a bzImage; catching a foreign-architecture package here beats a silent boot failure.
+    if (arch === "amd64" && sniffKernelFile(khead) !== "bzimage") {
+      throw KernelErrors.KERNEL_ARCH_UNSUPPORTED({ message: `the kernel in ${first} is not an x86 bzImage: the package is not for amd64` });
+    }
+    if (arch === "arm64" && sniffKernelFile(khead) === "bzimage") {
+      throw KernelErrors.KERNEL_ARCH_UNSUPPORTED({ message: `the kernel in ${first} is an x86 kernel, not a kernel for arm64` });
+    }
+    return extracted;
+  }
   if (kind === "bzimage") {
     if (arch !== "amd64") throw KernelErrors.KERNEL_ARCH_UNSUPPORTED({ message: `${first} is an x86 kernel, not a kernel for ${arch}` });
     // Only the header is needed for the version: it sits in the first few KiB.
