@@ -123,8 +123,8 @@ export class Stager {
       const base = parts[parts.length - 1];
       if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
         const parent = parts.slice(0, -1);
-        if (base === OPAQUE_MARKER) this.opaque(parent, entry.path);
-        else this.whiteout([...parent, base.slice(WHITEOUT_PREFIX.length)], entry.path);
+        if (base === OPAQUE_MARKER) this.opaque(parent);
+        else this.whiteout([...parent, base.slice(WHITEOUT_PREFIX.length)]);
         continue;
       }
       if (parts.length === 0) {
@@ -250,28 +250,33 @@ export class Stager {
     }
   }
 
-  /** Walk the parents of a whiteout without creating anything: undefined when one is missing. */
-  private existingParent(parts: string[], entryName: string): boolean {
+  /**
+   * Walk the parents of a whiteout without creating or following anything: false when one is
+   * missing, not a directory, or a symlink. A whiteout names a lower-layer path; if its parent is
+   * no longer a real directory in the tree (umoci emits `dir/.wh.child` after replacing `dir` by a
+   * symlink), that lower path is already gone and there is nothing to delete. Deleting through the
+   * symlink instead would let a layer remove files anywhere the link points.
+   */
+  private existingParent(parts: string[]): boolean {
     for (let i = 1; i < parts.length; i++) {
       const rel = parts.slice(0, i).join("/");
       if (this.knownDirs.has(rel)) continue;
       const st = lstatOrUndefined(join(this.root, rel));
-      if (!st || (!st.isDirectory() && !st.isSymbolicLink())) return false;
-      if (st.isSymbolicLink()) throw this.unsafe(entryName, `parent "${rel}" is a symlink; refusing to delete through it`);
+      if (!st?.isDirectory()) return false;
       this.knownDirs.add(rel);
     }
     return true;
   }
 
   /** `.wh.NAME`: delete NAME as it came from lower layers. */
-  private whiteout(parts: string[], entryName: string): void {
-    if (!this.existingParent(parts, entryName)) return;
+  private whiteout(parts: string[]): void {
+    if (!this.existingParent(parts)) return;
     this.hideLower(parts.join("/"));
   }
 
   /** `.wh..wh..opq`: the directory's content from lower layers disappears; this layer's stays. */
-  private opaque(dirParts: string[], entryName: string): void {
-    if (!this.existingParent([...dirParts, "x"], entryName)) return;
+  private opaque(dirParts: string[]): void {
+    if (!this.existingParent([...dirParts, "x"])) return;
     const rel = dirParts.join("/");
     const st = lstatOrUndefined(join(this.root, rel));
     if (!st?.isDirectory()) return;

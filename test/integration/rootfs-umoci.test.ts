@@ -11,11 +11,11 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, chownSync, cpSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, linkSync, mkdirSync, symlinkSync, unlinkSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { buildFeatureImage, type OciImage } from "../helpers/oci-image.ts";
+import { addTarLayer, addTreeLayer, buildBusyboxImage, buildFeatureImage, type OciImage } from "../helpers/oci-image.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 import { ensureBaseRootfs, sha256File, type BaseRootfs } from "../../src/rootfs/build.ts";
 import { compressionOf } from "../../src/image/layer.ts";
@@ -279,6 +279,52 @@ test("rootfs-umoci: the same image with a zstd layer gives the same tree", async
     assertSameTree(await ext4Tree(built.path, scratch), umociTree, "zstd twin", { ignoreMtime: true });
   } finally {
     await zstd.cleanup();
+  }
+});
+
+test("rootfs-umoci: replacements across layers (file<->dir, dir->symlink, deleted link sources, chmod/chown-only changes) match umoci", async () => {
+  const edge = await buildBusyboxImage({
+    noBusybox: true,
+    files: {
+      "/a/file-becomes-dir": "f\n",
+      "/a/dir-becomes-file/x": "x\n",
+      "/a/dir-becomes-link/y": "y\n",
+      "/a/link-source": "shared\n",
+      "/a/mode-only": { content: "m\n", mode: 0o644 },
+      "/a/owner-only": "o\n",
+      "/keep/sub/deep": "deep\n",
+    },
+  });
+  try {
+    await addTreeLayer(edge, async (rootfs) => {
+      const r = (p: string) => join(rootfs, p);
+      linkSync(r("a/link-source"), r("a/link-copy"));
+      unlinkSync(r("a/file-becomes-dir"));
+      mkdirSync(r("a/file-becomes-dir"));
+      rmSync(r("a/dir-becomes-file"), { recursive: true });
+      writeFileSync(r("a/dir-becomes-file"), "now a file\n");
+      rmSync(r("a/dir-becomes-link"), { recursive: true });
+      symlinkSync("/keep/sub", r("a/dir-becomes-link"));
+      chmodSync(r("a/mode-only"), 0o2711);
+      chownSync(r("a/owner-only"), 4242, 4343);
+    });
+    await addTreeLayer(edge, async (rootfs) => {
+      // the link's first name goes away: the other name keeps the content
+      unlinkSync(join(rootfs, "a/link-source"));
+      rmSync(join(rootfs, "keep/sub"), { recursive: true });
+      mkdirSync(join(rootfs, "keep/sub"));
+      writeFileSync(join(rootfs, "keep/sub/fresh"), "fresh\n");
+    });
+    await addTarLayer(edge, [{ path: "a/.wh.owner-only", type: "file" }, { path: "a/owner-only", type: "file", content: "recreated\n", uid: 9, gid: 9, mode: 0o600 }], { compression: "gzip" });
+    const bundle = join(scratch, "edge-bundle");
+    await execFileP("umoci", ["unpack", "--image", `${edge.layoutDir}:${edge.tag}`, bundle], { timeout: 120_000 });
+    const reference = hostTree(join(bundle, "rootfs"));
+    assert.equal(reference.nodes.get("/a/dir-becomes-link")?.type, "symlink");
+    assert.equal(reference.nodes.get("/a/mode-only")?.mode, "2711");
+    const built = await ensureBaseRootfs(localImageFromLayout(edge.layoutDir, edge.tag), { stateDir: join(scratch, "state-edge") });
+    assertSameTree(await ext4Tree(built.path, scratch), reference, "edge image");
+  } finally {
+    await edge.cleanup();
   }
 });
 
