@@ -22,7 +22,11 @@ import { makeExt4 } from "./mkfs.ts";
 import { Stager } from "./stage.ts";
 import { resolveE2fsTools, type E2fsTools } from "./tools.ts";
 
-/** Bumped whenever the builder's output for the same input changes: older cache entries are rebuilt. */
+/**
+ * Bumped whenever the builder's output for the same input changes: older cache entries are rebuilt.
+ * Workspaces use the cached file as the read-only backing of their copy-on-write disks, so a bump
+ * must also change the cache file name (never rewrite a published base in place with other bytes).
+ */
 export const ROOTFS_FORMAT = 1;
 
 export interface RootfsBuildOptions {
@@ -58,7 +62,7 @@ export interface ResolvedRootfsBuildOptions {
 
 export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): ResolvedRootfsBuildOptions {
   if (opts.sizeMib !== undefined && (!Number.isInteger(opts.sizeMib) || opts.sizeMib <= 0))
-    throw RootfsErrors.ROOTFS_TOO_SMALL({ message: `--size-mib must be a positive whole number of MiB, got ${opts.sizeMib}` });
+    throw CommonErrors.INVALID_ARGUMENT({ message: `sizeMib must be a positive whole number of MiB, got ${opts.sizeMib}` });
   return {
     stateDir: opts.stateDir ?? join(homedir(), ".microagent"),
     sizeMib: opts.sizeMib,
