@@ -58,10 +58,17 @@ test("vmm launch: ready when its sockets exist; stale sockets removed; kill ends
   const sock = join(dir, "q.sock");
   // The fake listens on the QMP socket path after a short delay (like QEMU's init) and forks a child
   // in its group that must die with it.
-  const qemu = fakeQemu(
-    dir,
-    `sleep 0.3; ${process.execPath} -e "require('net').createServer().listen('${sock}')" & sleep 1000 & echo started >&2; wait`,
+  // The fake speaks just enough QMP (greeting, then an empty return per command) for the launcher's
+  // readiness check.
+  const qmpPeer = join(dir, "qmp-peer.cjs");
+  writeFileSync(
+    qmpPeer,
+    `require("net").createServer((c) => {
+      c.write('{"QMP": {"version": {}, "capabilities": []}}\\r\\n');
+      c.on("data", (d) => { for (const l of d.toString().split("\\n")) if (l.trim()) c.write(JSON.stringify({ return: {}, id: JSON.parse(l).id }) + "\\r\\n"); });
+    }).listen(${JSON.stringify(sock)});`,
   );
+  const qemu = fakeQemu(dir, `sleep 0.3; ${process.execPath} ${qmpPeer} & sleep 1000 & echo started >&2; wait`);
   // A stale socket file from an earlier run must not count as "up".
   // A process killed with SIGKILL leaves its socket file behind, like a crashed QEMU.
   const crashed = spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, "SIGKILL"))`]);
@@ -77,6 +84,30 @@ test("vmm launch: ready when its sockets exist; stale sockets removed; kill ends
   assert.ok(exit.signal === "SIGTERM" || exit.code !== 0);
   assert.deepEqual(await liveGroupMembers(h.pid), [], "no process of the group survives");
   assert.match(h.stderrTail(), /started/);
+});
+
+test("vmm launch: sockets up but QMP silent (or QEMU failing after creating them) is QEMU_START_FAILED", async (t) => {
+  const dir = scratch(t);
+  const sock = join(dir, "q.sock");
+  // Listens but never greets, like a QEMU stuck before its main loop.
+  const qemu = fakeQemu(dir, `exec ${process.execPath} -e "require('net').createServer(() => {}).listen(process.argv[1])" ${sock}`);
+  await assert.rejects(launchQemu(spec(dir, { qmpSocketPath: sock }), { qemuPath: qemu, timeoutMs: 800 }), (e: unknown) => {
+    assert.ok(isMicroagentError(e));
+    assert.equal(e.code, "QEMU_START_FAILED");
+    assert.match(e.message, /control socket did not answer/);
+    return true;
+  });
+  // Creates its socket, then fails (QEMU does this for an unreadable kernel): the error carries stderr.
+  const failing = fakeQemu(
+    dir,
+    `${process.execPath} -e "require('net').createServer().listen(process.argv[1], () => setTimeout(() => { console.error('qemu: could not open kernel file'); process.exit(1); }, 200))" ${sock}; exit 1`,
+  );
+  await assert.rejects(launchQemu(spec(dir, { qmpSocketPath: sock }), { qemuPath: failing, timeoutMs: 5000 }), (e: unknown) => {
+    assert.ok(isMicroagentError(e));
+    assert.equal(e.code, "QEMU_START_FAILED");
+    assert.match(e.message, /could not open kernel file/);
+    return true;
+  });
 });
 
 test("vmm launch: not up in time is QEMU_START_FAILED and the process is killed", async (t) => {

@@ -9,6 +9,7 @@ import type { Readable } from "node:stream";
 import { VmmErrors } from "../errors.ts";
 import { buildQemuArgs, type QemuSpec } from "./args.ts";
 import { findQemu } from "./host.ts";
+import { QmpClient } from "./qmp.ts";
 
 export interface LaunchQemuOptions {
   /** How long QEMU may take to create its sockets (or, without sockets, to survive its first moments). Default 10 s. */
@@ -227,7 +228,21 @@ export async function launchQemu(spec: QemuSpec, opts: LaunchQemuOptions = {}): 
   for (;;) {
     if (exitInfo) break;
     const elapsed = Date.now() - started;
-    if (sockets.length > 0 ? sockets.every(socketExists) : elapsed >= settleMs) return handle;
+    if (sockets.length > 0 ? sockets.every(socketExists) : elapsed >= settleMs) {
+      // QEMU creates its sockets before it loads the kernel and builds the machine, so a bad kernel path
+      // or disk would still fail after this point. QMP greets only once the machine is built: with a QMP
+      // socket, wait for the greeting too.
+      if (!spec.qmpSocketPath || (await qmpGreets(spec.qmpSocketPath, Math.max(1, timeoutMs - elapsed), exited))) return handle;
+      if (!exitInfo) {
+        const stderr = tail.text();
+        await kill(500);
+        throw VmmErrors.QEMU_START_FAILED({
+          message: `QEMU's control socket did not answer within ${timeoutMs} ms${stderr ? `; its error output:\n${stderr.trimEnd()}` : ""}`,
+          details: { argv, timeoutMs, stderrTail: stderr },
+        });
+      }
+      break;
+    }
     if (elapsed >= timeoutMs) {
       const stderr = tail.text();
       await kill(500);
@@ -252,6 +267,22 @@ export async function launchQemu(spec: QemuSpec, opts: LaunchQemuOptions = {}): 
     message: `QEMU exited during startup (${describeExit(exitInfo as QemuExit)})${stderr ? `: ${stderr.trimEnd()}` : " with no error output"}`,
     details: { argv, exit: exitInfo, stderrTail: stderr },
   });
+}
+
+/** True once QMP greets us; false when QEMU exits or the time runs out first. */
+async function qmpGreets(path: string, timeoutMs: number, exited: Promise<QemuExit>): Promise<boolean> {
+  const abort = new AbortController();
+  const connecting = QmpClient.connect(path, { timeoutMs, signal: abort.signal }).then(
+    (client) => {
+      client.close();
+      return true;
+    },
+    () => false,
+  );
+  const ok = await Promise.race([connecting, exited.then(() => false)]);
+  abort.abort();
+  await connecting;
+  return ok;
 }
 
 export function describeExit(exit: QemuExit): string {

@@ -35,6 +35,8 @@ export interface QmpConnectOptions {
   timeoutMs?: number;
   /** Keep retrying the connection until the deadline (QEMU may not be listening yet). Default true. */
   retry?: boolean;
+  /** Stop retrying (e.g. QEMU exited); the call then fails with QMP_CONNECT_FAILED. */
+  signal?: AbortSignal;
 }
 
 export interface QmpStatus {
@@ -101,7 +103,7 @@ export class QmpClient {
         const err = e as NodeJS.ErrnoException;
         const retryable = err.code === "ENOENT" || err.code === "ECONNREFUSED" || err.code === "EAGAIN";
         lastError = err;
-        if (!(opts.retry ?? true) || !retryable || Date.now() >= deadline) {
+        if (!(opts.retry ?? true) || !retryable || Date.now() >= deadline || opts.signal?.aborted) {
           if ((e as MicroagentError).code?.startsWith?.("QMP_")) throw e;
           throw VmmErrors.QMP_CONNECT_FAILED({
             message: `cannot connect to QEMU's control socket ${path}: ${lastError.message}`,
