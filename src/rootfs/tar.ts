@@ -304,12 +304,14 @@ export async function* readTar(
       if (v === undefined) throw invalid(label, headerOffset, `malformed ${what} field`, rawName);
       return v;
     };
-    const size = pax?.size ?? num(124, 12, "size");
+    const isExtension = typeflag === "x" || typeflag === "g" || typeflag === "L" || typeflag === "K";
+    // A PAX size overrides the header of the entry it precedes, never another extension header.
+    const size = isExtension ? num(124, 12, "size") : (pax?.size ?? num(124, 12, "size"));
     const dataOffset = reader.offset;
     const short = (got: number) =>
       invalid(label, dataOffset, `truncated: the header declares ${size} bytes of data but the layer ends after ${got}`, longName ?? pax?.path ?? rawName);
 
-    if (typeflag === "x" || typeflag === "g" || typeflag === "L" || typeflag === "K") {
+    if (isExtension) {
       if (size > limits.maxExtensionBytes)
         throw invalid(label, headerOffset, `extended header of ${size} bytes exceeds the ${limits.maxExtensionBytes}-byte limit`, rawName);
       const data = await readAll(reader, size, short);
