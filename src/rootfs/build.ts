@@ -9,7 +9,7 @@
  * the winner's record and returns it as a hit.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
+import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
@@ -286,6 +286,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
     const again = readRecord(paths.record, paths.image);
     if (again) return toBase(paths.image, again, true);
 
+    sweepStale(paths.dir, `.${paths.name}.ext4.tmp-`, join(opts.stateDir, "build", "tmp"), `${paths.name}-`);
     const token = `${process.pid}-${randomBytes(4).toString("hex")}`;
     const tmpImage = join(paths.dir, `.${paths.name}.ext4.tmp-${token}`);
     const workDir = join(opts.stateDir, "build", "tmp", `${paths.name}-${token}`);
@@ -363,6 +364,28 @@ function writeAtomic(path: string, text: string): void {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   writeFileSync(tmp, text, { mode: 0o600 });
   renameSync(tmp, path);
+}
+
+/**
+ * Remove what a killed builder of the same base left behind (its temp image and staging tree).
+ * Both names carry the builder's pid; only dead pids' leftovers are removed. Runs under the lock.
+ */
+function sweepStale(imageDir: string, imagePrefix: string, tmpDir: string, tmpPrefix: string): void {
+  const sweep = (dir: string, prefix: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
+      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) rmSync(join(dir, name), { recursive: true, force: true });
+    }
+  };
+  sweep(imageDir, imagePrefix);
+  sweep(tmpDir, tmpPrefix);
 }
 
 function pidAlive(pid: number): boolean {

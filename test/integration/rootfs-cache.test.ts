@@ -207,3 +207,19 @@ test("rootfs-cache: a cancelled build publishes nothing", async () => {
   await rejectsWith(ensureBaseRootfs(image, { stateDir, signal: controller.signal }), "INTERRUPTED");
   assertNothingLeft(stateDir, image);
 });
+
+test("rootfs-cache: leftovers of a killed builder of the same base are swept on the next build", async () => {
+  const stateDir = join(scratch, "state-sweep");
+  const image = imageOf([SIMPLE]);
+  const paths = baseCachePaths(stateDir, image.manifestDigest);
+  const tmp = join(stateDir, "build", "tmp");
+  mkdirSync(paths.dir, { recursive: true });
+  mkdirSync(join(tmp, `${paths.name}-999999999-abcd1234`, "stage"), { recursive: true });
+  writeFileSync(join(paths.dir, `.${paths.name}.ext4.tmp-999999999-abcd1234`), "half an image");
+  const live = join(tmp, `${paths.name}-${process.pid}-00000000`);
+  mkdirSync(live);
+  const r = await ensureBaseRootfs(image, { stateDir });
+  assert.equal(r.cacheHit, false);
+  assert.deepEqual(readdirSync(tmp), [`${paths.name}-${process.pid}-00000000`], "only the live process's dir stays");
+  assert.deepEqual(readdirSync(paths.dir).filter((f) => f.startsWith(".")), []);
+});
