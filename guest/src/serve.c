@@ -746,8 +746,8 @@ static void begin_shutdown(const struct jval *msg) {
 
 /* ---------- frames in ---------- */
 
-static void reset_session(void) {
-  /* The host is gone: exec and console sessions die with it; the workload keeps running. */
+/* Exec and console sessions belong to the host that opened them; the workload outlives hosts. */
+static void drop_host_sessions(void) {
   for (int i = 0; i < MAX_STREAMS; i++) {
     struct stream *s = &G.streams[i];
     if (!s->used) continue;
@@ -758,8 +758,12 @@ static void reset_session(void) {
     if (s->running) kill(-s->pid, SIGKILL);
     s->id = 0;
   }
-  buf_consume(&G.in, buf_avail(&G.in));
   buf_consume(&G.out, buf_avail(&G.out));
+}
+
+static void reset_session(void) {
+  drop_host_sessions();
+  buf_consume(&G.in, buf_avail(&G.in));
   G.sess = S_DISCONNECTED;
   if (!G.o->vport) {
     if (G.shutting_down) finish_shutdown();
@@ -817,6 +821,20 @@ static void handle_msg(uint32_t stream, const struct jval *m) {
 }
 
 static void handle_frame(uint8_t type, uint32_t stream, uint8_t ch, const uint8_t *p, uint32_t len) {
+  if (type == F_HELLO) {
+    /*
+     * A host asks for our hello when it connects. If we are mid-handshake it already has one coming.
+     * If we thought a session was active, a new host replaced the old one faster than we saw the
+     * disconnect (virtio-serial reports only the current state): start over with it.
+     */
+    if (G.sess == S_ACTIVE) {
+      LOG("a new host connected");
+      drop_host_sessions();
+      G.sess = S_HELLO_SENT;
+      send_hello();
+    }
+    return;
+  }
   if (G.sess == S_HELLO_SENT && type != F_WELCOME) {
     goaway("PROTOCOL_VIOLATION", "expected welcome before any other frame");
     return;

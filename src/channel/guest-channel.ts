@@ -368,6 +368,8 @@ export class GuestChannel {
   static async connect(duplex: Duplex, options?: GuestChannelOptions): Promise<GuestChannel> {
     const opts = resolveGuestChannelOptions(options);
     const ch = new GuestChannel(duplex, opts);
+    // Ask for a hello: a guest that missed our predecessor's disconnect starts a new session on it.
+    ch.#mux.sendControl("hello", { type: "hello-request", protocol: PROTOCOL_VERSION });
     const timer = setTimeout(() => {
       ch.#mux.fail(ChannelErrors.CHANNEL_TIMEOUT({ message: `the guest did not say hello within ${opts.helloTimeoutMs} ms`, details: { phase: "hello" } }));
     }, opts.helloTimeoutMs);
@@ -547,6 +549,7 @@ export class GuestChannel {
       this.#mux.peerWindowBytes = hello.initialWindowBytes;
       this.#mux.sendControl("welcome", welcomeMessage(this.#opts.maxFrameBytes, this.#opts.windowBytes, PROTOCOL_VERSION));
       this.#hello = hello;
+      this.#mux.awaitingHello = false;
       this.#state = "open";
       this.#helloWait.resolve(hello);
       return;

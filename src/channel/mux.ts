@@ -160,6 +160,9 @@ export class Mux {
   /** Until the guest's hello says otherwise, frames we send stay small. */
   peerMaxFrameBytes = 16 * 1024;
   peerWindowBytes = 64 * 1024;
+  /** Until the hello arrives, other frames are stale (meant for a previous host) and skipped. */
+  awaitingHello = true;
+  #skippedBeforeHello = 0;
 
   constructor(duplex: Duplex, opts: MuxOptions, handlers: MuxHandlers) {
     this.#duplex = duplex;
@@ -244,6 +247,12 @@ export class Mux {
   }
 
   #dispatch(frame: Frame): void {
+    if (this.awaitingHello && frame.type !== "hello" && frame.type !== "goaway") {
+      // Output the guest addressed to a previous host can still be in the pipe: skip it, boundedly.
+      if (++this.#skippedBeforeHello > 4096)
+        throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: "the guest sent thousands of frames without a hello" });
+      return;
+    }
     if (frame.stream === 0) {
       this.#handlers.onControl(frame);
       return;

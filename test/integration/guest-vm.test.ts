@@ -12,6 +12,8 @@ import type { TestVm } from "../helpers/tiny-rootfs.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 import type { InstallKernelResult } from "../../src/kernel/install.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
+import { GuestChannel } from "../../src/channel/guest-channel.ts";
+import { UnixSocketTransport } from "../../src/channel/transport.ts";
 
 let kernel: InstallKernelResult;
 let root: string;
@@ -38,7 +40,7 @@ test("guest vm: boot, boot config, exec outcomes, console, reaping, graceful pow
   let vm: TestVm | undefined;
   try {
     vm = await bootTestVm({ dir, kernel, rootfsPath: rootfs.imagePath });
-    const ch = vm.channel;
+    let ch = vm.channel;
     assert.equal(ch.hello.pid1, true);
     assert.equal(ch.hello.protocol, 1);
     assert.equal(ch.hello.state, "awaiting-config");
@@ -94,6 +96,20 @@ test("guest vm: boot, boot config, exec outcomes, console, reaping, graceful pow
     const z = await ch.exec({ argv: ["sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l"] });
     assert.equal(z.stdout.toString().trim(), "0");
 
+    // The host goes away and comes back (a restarted supervisor): the guest says hello again, knows it
+    // is configured, killed the old host's exec sessions and kept the workload.
+    const abandoned = ch.exec({ argv: ["sleep", "777"] });
+    Promise.resolve(abandoned).catch(() => {});
+    await new Promise((res) => setTimeout(res, 300));
+    assert.match(workloadOut, /workload-up/);
+    ch.close();
+    ch = await GuestChannel.connect(await new UnixSocketTransport(join(dir, "ch.sock")).connect(), { helloTimeoutMs: 30_000 });
+    assert.equal(ch.hello.state, "running");
+    assert.equal((await ch.sendBootConfig({})).alreadyConfigured, true);
+    const ps = await ch.exec({ argv: ["ps", "-o", "args"] });
+    assert.match(ps.stdout.toString(), /sleep 1000/);
+    assert.doesNotMatch(ps.stdout.toString(), /sleep 777/);
+
     // The console: a PTY running the shell, echo and resize.
     const con = ch.openConsole({ cols: 90, rows: 20 });
     let out = "";
@@ -116,7 +132,6 @@ test("guest vm: boot, boot config, exec outcomes, console, reaping, graceful pow
     await con.write("exit\n");
     assert.equal((await withDeadline(con.exited, 30_000, "console exit")).exitCode, 0);
 
-    assert.match(workloadOut, /workload-up/);
     assert.match(await vm.serialTail(), /workload-up/, "the workload's output is in the serial log");
 
     // Graceful shutdown: stop signal to the workload, result, power off, QEMU exits on its own.

@@ -63,6 +63,18 @@ test("channel hostile guest: a guest speaking another protocol version is refuse
   assert.match(goaway.payload.toString(), /INCOMPATIBLE_VERSION/);
 });
 
+test("channel hostile guest: the host asks for a hello and skips stale frames meant for a previous host", async () => {
+  const { host, guest, received } = fakeGuest();
+  guest.write(frame("data", 3, Buffer.from("old output"), 1));
+  guest.write(frame("msg", 0, { type: "result", exitCode: 1 }));
+  guest.write(frame("hello", 0, HELLO));
+  const ch = await GuestChannel.connect(host, { helloTimeoutMs: 2000 });
+  assert.equal(ch.hello.initVersion, "test");
+  assert.equal(received[0]?.type, "hello", "the host's first frame requests a hello");
+  assert.equal(received[1]?.type, "welcome");
+  ch.close();
+});
+
 test("channel hostile guest: no hello within the timeout is a typed timeout", async () => {
   const { host } = fakeGuest();
   await assert.rejects(GuestChannel.connect(host, { helloTimeoutMs: 50 }), isCode("CHANNEL_TIMEOUT"));

@@ -333,6 +333,19 @@ test("guest init: a host speaking another protocol version gets a clear refusal"
   assert.match(r.log(), /host speaks protocol 2 but this microagent-init speaks 1/);
 });
 
+test("guest init: a hello request on an active session starts a new session (a host replaced before the guest noticed)", async () => {
+  const r = await rawSession();
+  const welcome = encodeFrame({ type: "welcome", stream: 0, channel: 0, payload: Buffer.from('{"type":"welcome","protocol":1,"maxFrameBytes":65536,"initialWindowBytes":65536}') }, 1 << 20);
+  r.sock.write(welcome);
+  r.sock.write(encodeFrame({ type: "hello", stream: 0, channel: 0, payload: Buffer.from('{"type":"hello-request","protocol":1}') }, 1 << 20));
+  const deadline = Date.now() + 5000;
+  while (r.frames.filter((f) => f.type === "hello").length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+  assert.equal(r.frames.filter((f) => f.type === "hello").length, 2);
+  assert.match(r.log(), /a new host connected/);
+  r.child.kill("SIGKILL");
+  await r.exited;
+});
+
 test("guest init: oversize and garbage frames from the host end the session with GOAWAY", async () => {
   const r = await rawSession();
   const h = Buffer.alloc(12);
