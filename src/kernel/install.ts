@@ -5,6 +5,7 @@
  * `<state-dir>/kernels/<backend>/<arch>/` (built in a staging directory, then renamed into place).
  */
 import { open, mkdtemp, rename, rm, readFile, writeFile, copyFile, chmod, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve as resolvePath } from "node:path";
 import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
@@ -412,30 +413,56 @@ async function extractKernel(files: readonly string[], work: string, arch: Arch)
   throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `${first} is neither a .deb package nor a kernel image (bzImage or arm64 Image)`, details: { path: first } });
 }
 
-/** Download `url` into the cache (reused when a cached copy has the sha256), verifying the sha256. */
+/** Largest kernel download accepted (a kernel .deb is ~30 MiB; this only stops a runaway server). */
+const MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Download `url` into the cache (reused when a cached copy has the sha256), streaming to a temp file
+ * while hashing; it is renamed into place only when the sha256 matches.
+ */
 async function downloadUrl(url: string, sha256: string, cacheDir: string): Promise<string> {
   await ensureDir(cacheDir);
   const target = join(cacheDir, `url-${sha256}`);
   if ((await exists(target)) && (await sha256File(target)) === sha256) return target;
-  let body: Buffer;
+  const tmp = join(cacheDir, `.dl-${process.pid}-${Date.now()}`);
   try {
-    const res = await fetch(url, { redirect: "follow", signal: AbortSignal.timeout(15 * 60_000) });
-    if (!res.ok) {
-      throw KernelErrors.KERNEL_DOWNLOAD_FAILED({
-        message: `downloading ${url} failed: HTTP ${res.status}`,
-        ...(res.status === 404 || res.status === 403 || res.status === 401 ? { remediation: "Check the URL: the server refused it." } : {}),
-        details: { url, status: res.status },
-      });
+    let actual: string;
+    try {
+      const res = await fetch(url, { redirect: "follow", signal: AbortSignal.timeout(15 * 60_000) });
+      if (!res.ok || !res.body) {
+        throw KernelErrors.KERNEL_DOWNLOAD_FAILED({
+          message: `downloading ${url} failed: HTTP ${res.status}`,
+          ...(res.status === 404 || res.status === 403 || res.status === 401 ? { remediation: "Check the URL: the server refused it." } : {}),
+          details: { url, status: res.status },
+        });
+      }
+      const hash = createHash("sha256");
+      let bytes = 0;
+      const fh = await open(tmp, "wx", 0o600);
+      try {
+        for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+          bytes += chunk.length;
+          if (bytes > MAX_DOWNLOAD_BYTES) {
+            throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `${url} is larger than ${MAX_DOWNLOAD_BYTES} bytes: not a kernel`, details: { url } });
+          }
+          hash.update(chunk);
+          await fh.write(chunk);
+        }
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      actual = hash.digest("hex");
+    } catch (e) {
+      if (isMicroagentError(e)) throw e;
+      throw KernelErrors.KERNEL_DOWNLOAD_FAILED({ message: `downloading ${url} failed: ${(e as Error).message}`, cause: e, details: { url } });
     }
-    body = Buffer.from(await res.arrayBuffer());
-  } catch (e) {
-    if (isMicroagentError(e)) throw e;
-    throw KernelErrors.KERNEL_DOWNLOAD_FAILED({ message: `downloading ${url} failed: ${(e as Error).message}`, cause: e, details: { url } });
+    if (actual !== sha256) throw shaMismatch(url, sha256, actual);
+    await rename(tmp, target);
+    return target;
+  } finally {
+    await rm(tmp, { force: true });
   }
-  const actual = sha256Bytes(body);
-  if (actual !== sha256) throw shaMismatch(url, sha256, actual);
-  await writeFileAtomic(target, body);
-  return target;
 }
 
 function shaMismatch(what: string, expected: string, actual: string) {

@@ -178,7 +178,19 @@ test("kernel install: real apt install, idempotent, init-driven rebuild, verify,
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   try {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const fromUrl = await cli("--json", "--state-dir", customState, "kernel", "install", "--url", `${base}/vmlinuz`, "--sha256", kernelSha);
+    // An empty cache makes this run really download (URL downloads and unpacked kernels are cached by content).
+    let requests = 0;
+    server.on("request", () => requests++);
+    const urlCache = scratchDir("kernel-urlcache");
+    process.env.MICROAGENT_KERNEL_CACHE = urlCache;
+    let fromUrl: Awaited<ReturnType<typeof cli>>;
+    try {
+      fromUrl = await cli("--json", "--state-dir", customState, "kernel", "install", "--url", `${base}/vmlinuz`, "--sha256", kernelSha);
+    } finally {
+      process.env.MICROAGENT_KERNEL_CACHE = cacheDir;
+    }
+    assert.equal(requests, 1);
+    assert.equal(await sha256File(join(urlCache, `url-${kernelSha}`)), kernelSha);
     assert.equal(fromUrl.code, 0, fromUrl.out + fromUrl.err);
     const u = JSON.parse(fromUrl.out) as { action: string; version: string; modules: string[]; source: { kind: string; url: string } };
     assert.equal(u.action, "installed");
@@ -190,6 +202,9 @@ test("kernel install: real apt install, idempotent, init-driven rebuild, verify,
     // (A different sha256: downloads are cached by content, so a known sha256 would not hit the server.)
     const missing = await installKernel({ stateDir: scratchDir("kernel-404"), url: `${base}/nope`, sha256: "2".repeat(64) }).catch((e: unknown) => e);
     assert.ok(isMicroagentError(missing) && missing.code === "KERNEL_DOWNLOAD_FAILED" && /HTTP 404/.test(missing.message));
+    const wrongUrlSha = await installKernel({ stateDir: scratchDir("kernel-urlsha"), url: `${base}/vmlinuz`, sha256: "3".repeat(64) }).catch((e: unknown) => e);
+    assert.ok(isMicroagentError(wrongUrlSha) && wrongUrlSha.code === "KERNEL_SHA256_MISMATCH", String(wrongUrlSha));
+    assert.ok(!readdirSync(cacheDir).some((f) => f.startsWith(".dl-") || f === `url-${"3".repeat(64)}`), "a mismatching download leaves nothing in the cache");
   } finally {
     server.close();
   }
