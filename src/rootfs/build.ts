@@ -10,6 +10,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
@@ -122,6 +123,8 @@ export interface BuildExt4Options {
   toolTimeoutMs: number;
   onProgress?: (message: string) => void;
   signal?: AbortSignal;
+  /** Delete the staging tree after a successful build without waiting for it (default false). */
+  removeWorkDirInBackground?: boolean;
 }
 
 export interface BuildExt4Result {
@@ -141,6 +144,7 @@ export interface BuildExt4Result {
 export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<BuildExt4Result> {
   mkdirSync(opts.workDir, { recursive: true, mode: 0o700 });
   const stageRoot = join(opts.workDir, "stage");
+  let result: BuildExt4Result;
   try {
     const t0 = performance.now();
     const stager = new Stager(stageRoot, undefined, opts.signal);
@@ -163,7 +167,7 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
       signal: opts.signal,
     });
     const t2 = performance.now();
-    return {
+    result = {
       sizeMib: made.sizeMib,
       entries: tree.entries.length,
       contentBytes: tree.contentBytes,
@@ -171,9 +175,15 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
       stageMs: t1 - t0,
       mkfsMs: t2 - t1,
     };
-  } finally {
+  } catch (e) {
     rmSync(opts.workDir, { recursive: true, force: true });
+    throw e;
   }
+  // Success: the staging tree is no longer needed, and deleting thousands of files takes a while.
+  // That happens in the background (a process that exits first leaves it to sweepStale).
+  if (opts.removeWorkDirInBackground) void rm(opts.workDir, { recursive: true, force: true }).catch(() => {});
+  else rmSync(opts.workDir, { recursive: true, force: true });
+  return result;
 }
 
 /** Apply one layer, hashing the uncompressed bytes on the way (all of them, past the tar end). */
@@ -286,7 +296,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
     const again = readRecord(paths.record, paths.image);
     if (again) return toBase(paths.image, again, true);
 
-    sweepStale(paths.dir, `.${paths.name}.ext4.tmp-`, join(opts.stateDir, "build", "tmp"), `${paths.name}-`);
+    sweepStale(paths.dir, join(opts.stateDir, "build", "tmp"));
     const token = `${process.pid}-${randomBytes(4).toString("hex")}`;
     const tmpImage = join(paths.dir, `.${paths.name}.ext4.tmp-${token}`);
     const workDir = join(opts.stateDir, "build", "tmp", `${paths.name}-${token}`);
@@ -301,6 +311,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
         toolTimeoutMs: opts.toolTimeoutMs,
         onProgress: opts.onProgress,
         signal: opts.signal,
+        removeWorkDirInBackground: true,
       });
       chmodSync(tmpImage, 0o600);
       const sha256 = await sha256File(tmpImage);
@@ -367,11 +378,12 @@ function writeAtomic(path: string, text: string): void {
 }
 
 /**
- * Remove what a killed builder of the same base left behind (its temp image and staging tree).
- * Both names carry the builder's pid; only dead pids' leftovers are removed. Runs under the lock.
+ * Remove what killed builders left behind: temp images (`.<name>.ext4.tmp-<pid>-<hex>`) and staging
+ * trees (`<name>-<pid>-<hex>`, also those a finished build was deleting in the background). Only
+ * leftovers of dead pids are touched, so concurrent builders of other bases are safe.
  */
-function sweepStale(imageDir: string, imagePrefix: string, tmpDir: string, tmpPrefix: string): void {
-  const sweep = (dir: string, prefix: string) => {
+function sweepStale(imageDir: string, tmpDir: string): void {
+  const sweep = (dir: string, pattern: RegExp) => {
     let names: string[];
     try {
       names = readdirSync(dir);
@@ -379,13 +391,12 @@ function sweepStale(imageDir: string, imagePrefix: string, tmpDir: string, tmpPr
       return;
     }
     for (const name of names) {
-      if (!name.startsWith(prefix)) continue;
-      const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
+      const pid = Number(pattern.exec(name)?.[1]);
       if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) rmSync(join(dir, name), { recursive: true, force: true });
     }
   };
-  sweep(imageDir, imagePrefix);
-  sweep(tmpDir, tmpPrefix);
+  sweep(imageDir, /^\..*\.ext4\.tmp-(\d+)-[0-9a-f]{8}$/);
+  sweep(tmpDir, /^[0-9a-f]{64}(?:-\d+m)?-(\d+)-[0-9a-f]{8}$/);
 }
 
 function pidAlive(pid: number): boolean {

@@ -220,6 +220,9 @@ test("rootfs-cache: leftovers of a killed builder of the same base are swept on 
   mkdirSync(live);
   const r = await ensureBaseRootfs(image, { stateDir });
   assert.equal(r.cacheHit, false);
+  // the finished build deletes its own staging tree in the background: wait for it (bounded)
+  const deadline = Date.now() + 30_000;
+  while (readdirSync(tmp).length > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(readdirSync(tmp), [`${paths.name}-${process.pid}-00000000`], "only the live process's dir stays");
   assert.deepEqual(readdirSync(paths.dir).filter((f) => f.startsWith(".")), []);
 });
