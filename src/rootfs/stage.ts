@@ -109,6 +109,29 @@ export class Stager {
     this.limits = limits;
     this.signal = signal;
     mkdirSync(root, { mode: 0o700 });
+    this.caseInsensitive = probeCaseInsensitive(root);
+  }
+
+  /**
+   * True when the staging directory is on a case-insensitive filesystem (macOS APFS/HFS+ by default):
+   * there `usr/X` and `usr/x` are one file, which would silently merge two image paths. Such
+   * collisions are refused instead (see checkCase).
+   */
+  readonly caseInsensitive: boolean;
+  /** Case-folded path -> the path as the image spelled it (only when caseInsensitive). */
+  private readonly folded = new Map<string, string>();
+
+  private checkCase(rel: string, entryName: string): void {
+    if (!this.caseInsensitive) return;
+    const key = rel.toLowerCase();
+    const seen = this.folded.get(key);
+    if (seen !== undefined && seen !== rel && lstatOrUndefined(join(this.root, seen)))
+      throw RootfsErrors.ROOTFS_LAYER_UNSUPPORTED({
+        message: `layer ${this.label}: entry ${JSON.stringify(entryName)} and "${seen}" differ only in case, and the staging directory ${this.root} is on a case-insensitive filesystem`,
+        remediation: "Pass --state-dir on a case-sensitive volume (on macOS: a case-sensitive APFS volume or disk image).",
+        details: { layer: this.label, entry: entryName, other: seen },
+      });
+    this.folded.set(key, rel);
   }
 
   /** Apply one layer's uncompressed tar stream. `label` names it in errors (its digest). */
@@ -161,6 +184,7 @@ export class Stager {
     const rel = parts.join("/");
     const abs = join(this.root, rel);
     this.ensureParents(parts, entry.path, true);
+    this.checkCase(rel, entry.path);
     const existing = lstatOrUndefined(abs);
     this.layerPaths.add(rel);
 
@@ -354,6 +378,16 @@ export class Stager {
       message: `layer ${this.label}: entry ${JSON.stringify(entry)}: ${what}`,
       details: { layer: this.label, entry },
     });
+  }
+}
+
+function probeCaseInsensitive(root: string): boolean {
+  const probe = join(root, ".case-probe-Aa");
+  closeSync(openSync(probe, O_CREATE_NEW, 0o600));
+  try {
+    return lstatOrUndefined(join(root, ".CASE-PROBE-AA")) !== undefined;
+  } finally {
+    unlinkSync(probe);
   }
 }
 
