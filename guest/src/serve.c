@@ -1,8 +1,8 @@
 /*
  * The guest side of the protocol (docs/protocol.md). One single-threaded poll loop owns the channel,
  * every child's pipes or pty, and a signalfd for SIGCHLD. Output to the host is sent only within
- * the credit the host granted (backpressure to exec children); the workload is never blocked by
- * the host: what exceeds the credit is counted as dropped (it is still on the serial console).
+ * the credit the host granted (backpressure to exec children, and to the workload while a host
+ * listens to its output); with no host attached the workload's output only goes to the console.
  */
 #include "serve.h"
 #include "boot.h"
@@ -307,8 +307,8 @@ static uint32_t max_chunk(void) {
 
 static bool may_read_output(struct stream *s, int idx) {
   if (buf_avail(&G.out) > OUT_HIGH_WATER) return false;
-  if (s->kind == K_WORKLOAD) return true; /* never blocked by the host */
-  if (G.sess != S_ACTIVE || !s->id) return true; /* nobody to send to: drain and discard */
+  if (G.sess != S_ACTIVE || !s->id) return true; /* nobody to send to: drain (to the console) */
+  if (s->kind == K_WORKLOAD) return s->send_credit > 0; /* a listening host gets every byte */
   if (s->sent[idx] >= s->limit[idx]) return true;
   return s->send_credit > 0;
 }
@@ -317,10 +317,11 @@ static void read_output(struct stream *s, int idx) {
   uint8_t data[32768];
   size_t want = sizeof data;
   bool to_host = G.sess == S_ACTIVE && s->id;
-  if (s->kind != K_WORKLOAD && to_host && s->sent[idx] < s->limit[idx]) {
+  if (to_host && (s->kind == K_WORKLOAD || s->sent[idx] < s->limit[idx])) {
     if ((uint64_t)want > (uint64_t)s->send_credit) want = (size_t)s->send_credit;
     if (want > max_chunk()) want = max_chunk();
   }
+  if (want == 0) return; /* no credit: a zero-length read would look like EOF */
   ssize_t n = read(s->out_fd[idx], data, want);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n <= 0) { /* EOF, or EIO from a pty whose slave side closed */
@@ -1008,6 +1009,14 @@ static void check_timers(void) {
       kill(-s->pid, SIGKILL);
     }
     if (!s->running && now >= s->grace_deadline) {
+      /* Waiting for credit is not silence: the host is just reading slowly. */
+      bool blocked = false;
+      for (int k = 0; k < 2; k++)
+        if (s->out_fd[k] >= 0 && !may_read_output(s, k)) blocked = true;
+      if (blocked) {
+        s->grace_deadline = now + EXIT_GRACE_MS;
+        continue;
+      }
       /* A background grandchild holds the pipes open: stop waiting for it. */
       if (s->out_fd[0] >= 0) close_output(s, 0);
       if (s->out_fd[1] >= 0) close_output(s, 1);

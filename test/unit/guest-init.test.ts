@@ -115,6 +115,41 @@ test("guest init: streamed output with backpressure, in order, across many frame
   }
 });
 
+test("guest init: a consumer pausing after the process exited still gets every byte", async () => {
+  const s = await serve({});
+  try {
+    const h = s.ch.exec({ argv: ["head", "-c", "2000000", "/dev/zero"] });
+    let total = 0;
+    let first = true;
+    for await (const c of h) {
+      total += c.data.length;
+      if (first) {
+        first = false;
+        await new Promise((r) => setTimeout(r, 1500)); // longer than the guest's exit grace
+      }
+    }
+    assert.equal(total, 2000000);
+    assert.equal((await h).stdoutTruncated, false);
+  } finally {
+    await s.stop();
+  }
+});
+
+test("guest init: streamed workload output loses nothing while the host listens", async () => {
+  const s = await serve();
+  try {
+    let total = 0;
+    s.ch.onWorkloadOutput((c) => (total += c.data.length));
+    await s.ch.sendBootConfig({ argv: ["head", "-c", "3000000", "/dev/zero"], streamOutput: true });
+    const r = await s.ch.result();
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.outputDroppedBytes, 0);
+    assert.equal(total, 3000000);
+  } finally {
+    await s.stop();
+  }
+});
+
 test("guest init: signaled, timed_out, failed_to_start, kill", async () => {
   const s = await serve({});
   try {
