@@ -52,16 +52,23 @@ export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): 
 
 /** Send one line and return its output (without the echoed line and the next prompt). */
 export async function sendConsoleLine(con: ConsoleConnection, line: string, timeoutMs: number): Promise<string> {
+  // The shell echoes the line back; the output is what follows the echo, up to the next prompt.
+  const afterEcho = (t: string): string | undefined => {
+    // The last echo: a shell whose line editor starts late echoes the line twice (tty, then redraw).
+    const i = t.lastIndexOf(line);
+    if (i < 0) return undefined;
+    const nl = t.indexOf("\n", i + line.length);
+    return nl < 0 ? undefined : t.slice(nl + 1);
+  };
   const pending = collectUntil(con, timeoutMs, (t) => {
-    const afterEcho = t.indexOf("\n");
-    return afterEcho >= 0 && PROMPT_PATTERN.test(t.slice(afterEcho + 1).trimEnd());
+    const rest = afterEcho(t);
+    return rest !== undefined && PROMPT_PATTERN.test(rest.trimEnd());
   });
   con.write(`${line}\n`);
   const { text, timedOut } = await pending;
   const clean = stripAnsi(text);
-  const lines = clean.split("\n");
-  // Drop the echo of what we sent and the trailing prompt line.
-  if (lines[0]?.includes(line)) lines.shift();
+  const rest = afterEcho(clean) ?? clean;
+  const lines = rest.split("\n");
   if (!timedOut && lines.length > 0 && PROMPT_PATTERN.test((lines.at(-1) as string).trimEnd())) lines.pop();
   const output = lines.join("\n");
   if (timedOut) {

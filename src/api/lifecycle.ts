@@ -140,6 +140,10 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   if (!state) throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${name} has no recorded state` });
   const previousState = state.state;
   const target: WorkspaceState = mode === "halt" ? "halted" : "stopped";
+  if (SETTLED_STATES.has(previousState) && previousState !== "quarantined") {
+    // Nothing runs: halt/stop/kill of a halted, stopped, failed or prepared workspace changes nothing.
+    return { workspace: name, state: previousState, previousState, changed: false };
+  }
   const alive = runtime ? runtimeLiveness(runtime) : undefined;
   if (runtime && alive?.supervisorAlive) {
     const client = new SupervisorClient(runtime.sockets.control);

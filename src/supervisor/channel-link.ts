@@ -20,10 +20,16 @@ export interface ChannelLinkOptions {
 }
 
 function consoleSession(h: ConsoleHandle): ConsoleSession {
-  const closed = h.exited.then(
-    () => undefined,
-    () => undefined,
-  );
+  let closeRequested!: () => void;
+  // Ends when the shell exits, or as soon as the host closes it (the guest then kills the shell's
+  // process group; its exit report may never come back on a stream we closed).
+  const closed = Promise.race([
+    h.exited.then(
+      () => undefined,
+      () => undefined,
+    ),
+    new Promise<void>((r) => (closeRequested = r)),
+  ]);
   return {
     write: (data) => void h.write(data).catch(() => {}),
     resize: (cols, rows) => {
@@ -33,7 +39,10 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
         /* console already gone */
       }
     },
-    close: () => h.close(),
+    close: () => {
+      h.close();
+      closeRequested();
+    },
     onData: (cb) => void h.onData(cb),
     closed,
   };

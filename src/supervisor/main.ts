@@ -74,7 +74,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     bootConfig,
     bootTimeoutMs: Number(env.MICROAGENT_BOOT_TIMEOUT_MS) || DEFAULT_BOOT_TIMEOUT_MS,
     shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
-    lingerMs: 10_000,
+    lingerMs: 3_000,
     shell: manifest.boot.shell[0] ?? "/bin/sh",
   };
 
@@ -128,6 +128,9 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   await supervisor.boot();
   const final = await supervisor.done;
   log(`final state ${final}`);
+  // No VM any more: drop the runtime record at once (delete and start look at it); a late `attach`
+  // finds the control socket by its fixed path.
+  await clearRuntime(paths);
   // A workload's output waits a little for a late `attach` (run's client may connect after a fast exit).
   const lingerUntil = Date.now() + (supervisor.workload?.ran && !supervisor.attachedOnce ? config.lingerMs : 0);
   while (Date.now() < lingerUntil || server.connections() > 0) {
@@ -136,7 +139,6 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     await new Promise((r) => setTimeout(r, 50));
   }
   await server.close();
-  await clearRuntime(paths);
   return final;
 }
 
