@@ -24,6 +24,12 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 // Build it if a fresh checkout has not yet (the Makefile is quick and incremental).
 execFileSync("make", ["-s", "-C", join(ROOT, "guest")], { stdio: "inherit" });
 
+/** The init's console (its stderr) is a different pipe from the channel: wait for it to catch up. */
+async function waitLog(log: () => string, re: RegExp): Promise<void> {
+  for (let i = 0; i < 300 && !re.test(log()); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.match(log(), re);
+}
+
 interface Served {
   ch: GuestChannel;
   child: ChildProcess;
@@ -260,7 +266,9 @@ test("guest init: workload output streams to the host and its result arrives", a
     assert.ok(result.startedAt && result.exitedAt);
     assert.match(streamed, /stdout:to-out\n/);
     assert.match(streamed, /stderr:to-err\n/);
-    // The serial console always gets the workload's output too (stderr of a non-PID-1 init).
+    // The serial console always gets the workload's output too (stderr of a non-PID-1 init; a
+    // different pipe from the channel, so it may lag the result a little).
+    for (let i = 0; i < 200 && !/workload exited/.test(console_); i++) await new Promise((r) => setTimeout(r, 10));
     assert.match(console_, /to-out/);
     assert.match(console_, /workload exited with code 4/);
     ch.close();
@@ -303,7 +311,7 @@ test("guest init: files are written atomically with mode, setup runs in order, a
     assert.equal(statSync(join(dir, "sub/dir/cfg.txt")).mode & 0o777, 0o640);
     assert.equal(existsSync(join(dir, "sub/dir/cfg.txt.microagent-tmp")), false);
     assert.equal(readFileSync(marker, "utf8"), "one\ntwo\n", "the workload never ran after the failed step");
-    assert.match(s.log(), /boot failed: setup step 3/);
+    await waitLog(s.log, /boot failed: setup step 3/);
     // Exec still works for debugging.
     assert.equal((await s.ch.exec({ argv: ["true"] })).exitCode, 0);
   } finally {
@@ -322,8 +330,8 @@ test("guest init: shutdown sends the stop signal to the workload and exits", asy
     const r = await resultP;
     assert.equal(r.exitCode, 0);
     assert.ok(Date.now() - t0 < 5000);
-    assert.match(s.log(), /sending SIGUSR1 to the workload/);
-    assert.match(s.log(), /got-usr1/);
+    await waitLog(s.log, /sending SIGUSR1 to the workload/);
+    await waitLog(s.log, /got-usr1/);
     assert.equal(await s.exited, 0);
   } finally {
     await s.stop();
@@ -338,7 +346,7 @@ test("guest init: a workload ignoring the stop signal is killed after the timeou
     const t0 = Date.now();
     await s.ch.shutdown({ timeoutMs: 500 });
     assert.ok(Date.now() - t0 >= 450, "waited for the workload first");
-    assert.match(s.log(), /did not stop in time/);
+    await waitLog(s.log, /did not stop in time/);
   } finally {
     await s.stop();
   }
@@ -365,7 +373,7 @@ test("guest init: a host speaking another protocol version gets a clear refusal"
   const goaway = r.frames.find((f) => f.type === "goaway");
   assert.ok(goaway);
   assert.match(goaway.payload.toString(), /INCOMPATIBLE_VERSION/);
-  assert.match(r.log(), /host speaks protocol 2 but this microagent-init speaks 1/);
+  await waitLog(r.log, /host speaks protocol 2 but this microagent-init speaks 1/);
 });
 
 test("guest init: a hello request on an active session starts a new session (a host replaced before the guest noticed)", async () => {
@@ -376,7 +384,7 @@ test("guest init: a hello request on an active session starts a new session (a h
   const deadline = Date.now() + 5000;
   while (r.frames.filter((f) => f.type === "hello").length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
   assert.equal(r.frames.filter((f) => f.type === "hello").length, 2);
-  assert.match(r.log(), /a new host connected/);
+  await waitLog(r.log, /a new host connected/);
   r.child.kill("SIGKILL");
   await r.exited;
 });
