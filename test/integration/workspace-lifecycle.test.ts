@@ -77,6 +77,10 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
   await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny" });
   const paths = workspacePaths(fx.stateDir, name);
   try {
+    const early = await cli("connect", name, "--send", "true");
+    assert.equal(early.code, 1);
+    assert.match(early.stderr, /console input is unavailable/);
+
     // --- boot 1 (through the CLI) ---
     const started = await cli("--json", "start", name);
     assert.equal(started.code, 0, started.stdout + started.stderr);
@@ -100,6 +104,12 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.equal((await cli("exec", name, "--", "/no/such/binary")).code, 127);
     assert.equal((await cli("exec", name, "--timeout", "1s", "--", "sleep", "30")).code, 124);
     assert.equal((await cli("exec", name, "--", "sh", "-c", "kill -9 $$")).code, 137);
+
+    // the console: a shell prompt, one line sent, its output back
+    const con = await cli("connect", name, "--send", "echo console-$((40+2))");
+    assert.equal(con.code, 0, con.stderr);
+    assert.equal(con.stdout, "console-42\n");
+    assert.equal((await cli("wait", name, "--timeout", "200ms")).code, 75);
 
     // the library facade: awaitable and iterable
     const ws = await Workspace.connect(name, { stateDir: fx.stateDir });
