@@ -1,7 +1,8 @@
 /**
  * Boot-to-first-exec: QEMU spawn -> guest hello -> boot config acknowledged -> first exec result, for
  * N boots of the installed kernel + initramfs (our init) and a tiny busybox root disk under TCG.
- * Also reports the exec round trip on a running VM and power off -> QEMU exit. Prints a table and a
+ * Also reports the exec round trip on a running VM, exec stdout throughput (8 MiB through the
+ * channel) and power off -> QEMU exit. Prints a table and a
  * JSON line; records, it does not assert.
  *
  *   node bench/boot-to-exec.ts [--boots 5] [--state-dir DIR]
@@ -24,7 +25,7 @@ const median = (xs: number[]) => {
 try {
   const kernel = await installTestKernel(values["state-dir"] ?? join(work, "state"));
   const rootfs = await buildTinyRootfs(work);
-  const rows: Array<{ helloMs: number; readyMs: number; firstExecMs: number; execRttMs: number; powerOffMs: number }> = [];
+  const rows: Array<{ helloMs: number; readyMs: number; firstExecMs: number; execRttMs: number; execMiBps: number; powerOffMs: number }> = [];
   for (let i = 0; i < boots; i++) {
     const dir = join(work, `boot${i}`);
     mkdirSync(dir);
@@ -43,10 +44,14 @@ try {
         await vm.channel.exec({ argv: ["true"] });
         rtts.push(performance.now() - s);
       }
+      const tp = performance.now();
+      const big = await vm.channel.exec({ argv: ["head", "-c", "8388608", "/dev/zero"] });
+      if (big.stdout.length !== 8388608) throw new Error(`throughput exec returned ${big.stdout.length} bytes`);
+      const execMiBps = 8 / ((performance.now() - tp) / 1000);
       const s = performance.now();
       await vm.channel.shutdown({ timeoutMs: 2000 });
       await vm.qemu.exited;
-      rows.push({ helloMs, readyMs, firstExecMs, execRttMs: median(rtts), powerOffMs: performance.now() - s });
+      rows.push({ helloMs, readyMs, firstExecMs, execRttMs: median(rtts), execMiBps, powerOffMs: performance.now() - s });
       process.stderr.write(`boot ${i + 1}/${boots}: first exec after ${firstExecMs.toFixed(0)} ms\n`);
     } finally {
       await vm.dispose();
@@ -61,6 +66,7 @@ try {
     minBootToFirstExecMs: Math.round(Math.min(...rows.map((r) => r.firstExecMs))),
     maxBootToFirstExecMs: Math.round(Math.max(...rows.map((r) => r.firstExecMs))),
     medianExecRoundTripMs: Number(median(rows.map((r) => r.execRttMs)).toFixed(2)),
+    medianExecStdoutMiBps: Number(median(rows.map((r) => r.execMiBps)).toFixed(1)),
     medianPowerOffToExitMs: Math.round(median(rows.map((r) => r.powerOffMs))),
   };
   console.log("boot | hello ms | ready ms | first exec ms | exec rtt ms | power off -> exit ms");
