@@ -8,7 +8,8 @@
  *   baseline: `tar -xzf` of every layer into one directory (GNU tar, as the current user) + `mke2fs -d`
  *             of that directory at the same size;
  *   builder:  buildExt4FromLayers (our tar reader, whiteout/link handling, staging, mke2fs -d, debugfs
- *             replay of owners/modes/devices);
+ *             replay of owners/modes/devices), to a ready image (its staging-tree deletion is shown
+ *             separately: ensureBaseRootfs does it in the background, and the baseline's is not timed);
  * and reports the medians and their ratio (goal <= 1.2). Then ensureBaseRootfs twice on the same
  * digest: a cold build and a cache hit.
  *
@@ -68,6 +69,7 @@ try {
 
   const sources = layers.map((path) => ({ label: path, open: () => createReadStream(path).pipe(createGunzip()) }));
   const builderMs: number[] = [];
+  const builderTotalMs: number[] = [];
   const baselineMs: number[] = [];
   const stageMs: number[] = [];
   const mkfsMs: number[] = [];
@@ -80,7 +82,10 @@ try {
     const b = await timed(() =>
       buildExt4FromLayers({ layers: sources, out, seed: "sha256:bench", workDir: join(work, `bw-${r}`), tools, toolTimeoutMs: 600_000 }),
     );
-    builderMs.push(b.ms);
+    // "ready" = the ext4 is complete (staging + mkfs + replay); the staging tree's deletion comes
+    // after (in the background for ensureBaseRootfs), as the baseline's would.
+    builderMs.push(b.value.stageMs + b.value.mkfsMs);
+    builderTotalMs.push(b.ms);
     stageMs.push(b.value.stageMs);
     mkfsMs.push(b.value.mkfsMs);
     sizeMib = b.value.sizeMib;
@@ -99,7 +104,9 @@ try {
     baselineMs.push(t.ms);
     rmSync(dir, { recursive: true, force: true });
     rmSync(img, { force: true });
-    console.log(`run ${r + 1}/${runs}: builder ${b.ms.toFixed(0)} ms (stage ${b.value.stageMs.toFixed(0)} + mkfs/replay ${b.value.mkfsMs.toFixed(0)}), tar -x + mke2fs -d ${t.ms.toFixed(0)} ms`);
+    console.log(
+      `run ${r + 1}/${runs}: builder ${(b.value.stageMs + b.value.mkfsMs).toFixed(0)} ms to a ready image (stage ${b.value.stageMs.toFixed(0)} + mkfs/replay ${b.value.mkfsMs.toFixed(0)}; ${b.ms.toFixed(0)} ms with staging cleanup), tar -x + mke2fs -d ${t.ms.toFixed(0)} ms`,
+    );
   }
 
   // cache: cold ensure, then a hit on the same digest
@@ -128,10 +135,12 @@ try {
     replayCommands: replay,
     runs,
     builderMs: Math.round(median(builderMs)),
+    builderWithCleanupMs: Math.round(median(builderTotalMs)),
     builderStageMs: Math.round(median(stageMs)),
     builderMkfsMs: Math.round(median(mkfsMs)),
     baselineMs: Math.round(median(baselineMs)),
     ratio: +(median(builderMs) / median(baselineMs)).toFixed(2),
+    ratioWithCleanup: +(median(builderTotalMs) / median(baselineMs)).toFixed(2),
     goalRatio: 1.2,
     ensureColdMs: Math.round(cold.ms),
     ensureCacheHitMs: +hit.ms.toFixed(1),
@@ -142,9 +151,9 @@ try {
     [
       "",
       `entries ${entries}, ext4 ${sizeMib} MiB, ${replay} replay commands (uid ${process.getuid?.()})`,
-      `builder (median)          ${result.builderMs} ms   (stage ${result.builderStageMs} ms, mkfs+replay ${result.builderMkfsMs} ms)`,
+      `builder (median)          ${result.builderMs} ms   (stage ${result.builderStageMs} ms, mkfs+replay ${result.builderMkfsMs} ms; ${result.builderWithCleanupMs} ms with staging cleanup)`,
       `tar -x + mke2fs -d        ${result.baselineMs} ms`,
-      `ratio                     ${result.ratio}x  (goal <= ${result.goalRatio}x)`,
+      `ratio                     ${result.ratio}x  (goal <= ${result.goalRatio}x; ${result.ratioWithCleanup}x counting our cleanup but not tar's)`,
       `ensureBaseRootfs cold     ${result.ensureColdMs} ms (incl. sha256 of the image)`,
       `ensureBaseRootfs hit      ${result.ensureCacheHitMs} ms  (cacheHit=${result.cacheHit})`,
     ].join("\n"),
