@@ -226,3 +226,21 @@ test("rootfs-cache: leftovers of a killed builder of the same base are swept on 
   assert.deepEqual(readdirSync(tmp), [`${paths.name}-${process.pid}-00000000`], "only the live process's dir stays");
   assert.deepEqual(readdirSync(paths.dir).filter((f) => f.startsWith(".")), []);
 });
+
+test("rootfs-cache: a corrupt gzip layer fails with the image area's typed error, nothing left behind", async () => {
+  const { gzipSync } = await import("node:zlib");
+  const stateDir = join(scratch, "state-gzip");
+  const image = imageOf([[{ path: "f", type: "file", content: Buffer.alloc(200_000, 3) }]], { diffIds: [] });
+  const layer = image.layers[0]!;
+  const gz = gzipSync(readFileSync(layer.path));
+  gz.fill(0x55, 200, 260); // damage the deflate stream
+  writeFileSync(layer.path, gz);
+  const broken: LocalImage = { ...image, layers: [{ ...layer, compression: "gzip", mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", size: gz.length }] };
+  await assert.rejects(ensureBaseRootfs(broken, { stateDir }), (e: unknown) => {
+    assert.ok(isMicroagentError(e), String(e));
+    assert.match(e.code, /^(IMAGE_LAYER_CORRUPT|ROOTFS_LAYER_INVALID)$/);
+    assert.match(e.message, new RegExp(layer.digest.slice(7, 19)));
+    return true;
+  });
+  assertNothingLeft(stateDir, broken);
+});
