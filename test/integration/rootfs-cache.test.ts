@@ -244,3 +244,24 @@ test("rootfs-cache: a corrupt gzip layer fails with the image area's typed error
   });
   assertNothingLeft(stateDir, broken);
 });
+
+test("rootfs-cache: two processes ensuring one digest at once build it once", async () => {
+  const stateDir = join(scratch, "state-procs");
+  const image = imageOf([SIMPLE, [{ path: "etc/more", type: "file", content: Buffer.alloc(3_000_000, 9) }]]);
+  const imageFile = join(scratch, `procs-image-${counter}.json`);
+  writeFileSync(imageFile, JSON.stringify(image));
+  const driver = join(scratch, "procs-driver.ts");
+  writeFileSync(
+    driver,
+    [
+      `import { readFileSync } from "node:fs";`,
+      `import { ensureBaseRootfs } from ${JSON.stringify(new URL("../../src/rootfs/build.ts", import.meta.url).pathname)};`,
+      `const r = await ensureBaseRootfs(JSON.parse(readFileSync(process.argv[2], "utf8")), { stateDir: process.argv[3] });`,
+      `console.log(JSON.stringify(r));`,
+    ].join("\n"),
+  );
+  const run = () => execFileP(process.execPath, [driver, imageFile, stateDir], { timeout: 120_000 }).then((o) => JSON.parse(o.stdout) as { cacheHit: boolean; sha256: string });
+  const [a, b] = await Promise.all([run(), run()]);
+  assert.deepEqual([a.cacheHit, b.cacheHit].sort(), [false, true], "one built, the other waited and hit the cache");
+  assert.equal(a.sha256, b.sha256);
+});
