@@ -138,7 +138,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       opts.signal?.removeEventListener("abort", onAbort);
     }
     // The supervisor records the final state once the VM is gone.
-    const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000 }).catch(() => undefined);
+    const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000, intervalMs: 20 }).catch(() => undefined);
     const finalState = waited?.state ?? (await readState(workspacePaths(opts.stateDir ?? defaultStateDir(), name)).catch(() => undefined))?.state;
     const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : 1;
     return { workspace: name, kept: Boolean(opts.keep), finalState, exitCode, timedOut, result, timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 } };
