@@ -213,6 +213,12 @@ interface Pax {
   xattrs: Array<[string, Buffer]>;
 }
 
+function setXattr(list: Array<[string, Buffer]>, name: string, value: Buffer, override: boolean): void {
+  const i = list.findIndex(([n]) => n === name);
+  if (i === -1) list.push([name, value]);
+  else if (override) list[i] = [name, value];
+}
+
 /** PAX records: "<len> <key>=<value>\n", the length counting the whole record. Values stay bytes. */
 export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
   const pax: Pax = { xattrs: [] };
@@ -248,7 +254,16 @@ export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
       if (!m) throw fail(`malformed PAX mtime ${JSON.stringify(text())}`);
       pax.mtime = Math.max(0, parseInt(m[1] as string, 10));
     } else if (key.startsWith("SCHILY.xattr.")) {
-      pax.xattrs.push([key.slice("SCHILY.xattr.".length), Buffer.from(raw)]);
+      setXattr(pax.xattrs, key.slice("SCHILY.xattr.".length), Buffer.from(raw), true);
+    } else if (key.startsWith("LIBARCHIVE.xattr.")) {
+      // bsdtar's form: URL-encoded name, base64 value. SCHILY's raw bytes win when both are present.
+      let name: string;
+      try {
+        name = decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length));
+      } catch {
+        throw fail(`malformed PAX xattr name ${JSON.stringify(key)}`);
+      }
+      setXattr(pax.xattrs, name, Buffer.from(text(), "base64"), false);
     } else if (key.startsWith("GNU.sparse.")) {
       throw fail("GNU sparse files are not supported");
     }

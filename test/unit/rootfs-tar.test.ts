@@ -79,6 +79,28 @@ test("rootfs-tar: every entry type, PAX long names and xattrs, identical in one 
   );
 });
 
+test("rootfs-tar: bsdtar's LIBARCHIVE.xattr records (base64) are read; SCHILY's raw value wins for the same name", async () => {
+  const tar = makeTar([
+    {
+      path: "f",
+      type: "file",
+      pax: {
+        "LIBARCHIVE.xattr.user.only%20bsd": Buffer.from([0, 1, 2, 255]).toString("base64"),
+        "LIBARCHIVE.xattr.user.both": Buffer.from("bsd").toString("base64"),
+        "SCHILY.xattr.user.both": "schily",
+      },
+    },
+  ]);
+  const [f] = await parse(tar);
+  assert.deepEqual(
+    f!.entry.xattrs.map(([k, v]) => [k, v.toString("hex")]),
+    [
+      ["user.both", Buffer.from("schily").toString("hex")],
+      ["user.only bsd", "000102ff"],
+    ],
+  );
+});
+
 test("rootfs-tar: GNU long names (L/K) are applied to the next entry", async () => {
   const long = `x/${"n".repeat(150)}`;
   const target = `t/${"l".repeat(150)}`;
