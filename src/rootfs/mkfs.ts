@@ -132,26 +132,17 @@ function readKbytesWritten(image: string): bigint {
 
 export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
   const estimate = estimateSize(opts.tree);
-  const sizeMib = opts.sizeMib ?? estimate.defaultMib;
   if (opts.sizeMib !== undefined && opts.sizeMib < estimate.minimumMib) throw tooSmall(opts.sizeMib, estimate.minimumMib);
   const env = { ...process.env, E2FSPROGS_FAKE_TIME: String(FIXED_TIME_SECONDS), LC_ALL: "C" };
-  const defaultInodes = Math.floor((sizeMib * MIB) / 16384);
-  const args = ["-q", "-F", "-t", "ext4", "-b", String(BLOCK), "-m", "0", "-L", "microagent-root"];
-  args.push("-U", derivedUuid(opts.seed, "uuid"));
-  args.push("-E", `hash_seed=${derivedUuid(opts.seed, "hash_seed")},root_owner=0:0`);
-  if (estimate.inodes > defaultInodes) args.push("-N", String(estimate.inodes));
-  args.push("-d", opts.tree.root, opts.out, `${sizeMib}M`);
-  rmSync(opts.out, { force: true }); // mke2fs would reuse an existing file without truncating it
-  const mk = await runTool(opts.tools.mke2fs, args, { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
-  if (mk.code !== 0) {
-    const output = `${mk.stderr}\n${mk.stdout}`;
-    if (/no space left|could not allocate|not enough space|too small|inode table/i.test(output)) {
-      throw tooSmall(sizeMib, Math.max(estimate.minimumMib, sizeMib + ROUND_MIB), tail(output));
-    }
-    throw RootfsErrors.ROOTFS_MKFS_FAILED({
-      message: `mke2fs failed (${mk.signal ? `signal ${mk.signal}` : `exit ${mk.code}`}): ${tail(output, 6)}`,
-      details: { tool: opts.tools.mke2fs, args, output: tail(output, 40) },
-    });
+  let sizeMib = opts.sizeMib ?? estimate.defaultMib;
+  // With automatic sizing, an estimate that turns out short is the builder's problem, not the
+  // user's: grow and retry (twice) before reporting.
+  for (let attempt = 0; ; attempt++) {
+    const outcome = await runMke2fs(opts, estimate, sizeMib, env);
+    if (outcome === "ok") break;
+    if (opts.sizeMib !== undefined || attempt >= 2)
+      throw tooSmall(sizeMib, Math.max(estimate.minimumMib, Math.ceil((sizeMib * 1.25) / ROUND_MIB) * ROUND_MIB), outcome.output);
+    sizeMib = Math.ceil((sizeMib * 1.5) / ROUND_MIB) * ROUND_MIB;
   }
 
   const valueFile = (i: number) => join(opts.workDir, `xattr-${i}`);
@@ -179,6 +170,30 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     }
   }
   return { sizeMib, replayCommands: script.commands };
+}
+
+async function runMke2fs(
+  opts: MakeExt4Options,
+  estimate: SizeEstimate,
+  sizeMib: number,
+  env: NodeJS.ProcessEnv,
+): Promise<"ok" | { output: string }> {
+  const defaultInodes = Math.floor((sizeMib * MIB) / 16384);
+  const args = ["-q", "-F", "-t", "ext4", "-b", String(BLOCK), "-m", "0", "-L", "microagent-root"];
+  args.push("-U", derivedUuid(opts.seed, "uuid"));
+  args.push("-E", `hash_seed=${derivedUuid(opts.seed, "hash_seed")},root_owner=0:0`);
+  if (estimate.inodes > defaultInodes) args.push("-N", String(estimate.inodes));
+  args.push("-d", opts.tree.root, opts.out, `${sizeMib}M`);
+  rmSync(opts.out, { force: true }); // mke2fs would reuse an existing file without truncating it
+  const mk = await runTool(opts.tools.mke2fs, args, { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
+  if (mk.code === 0) return "ok";
+  const output = `${mk.stderr}\n${mk.stdout}`;
+  rmSync(opts.out, { force: true });
+  if (/no space left|could not allocate|not enough space|too small|inode table/i.test(output)) return { output: tail(output) };
+  throw RootfsErrors.ROOTFS_MKFS_FAILED({
+    message: `mke2fs failed (${mk.signal ? `signal ${mk.signal}` : `exit ${mk.code}`}): ${tail(output, 6)}`,
+    details: { tool: opts.tools.mke2fs, args, output: tail(output, 40) },
+  });
 }
 
 function tooSmall(sizeMib: number, neededMib: number, output?: string): Error {

@@ -265,3 +265,20 @@ test("rootfs-cache: two processes ensuring one digest at once build it once", as
   assert.deepEqual([a.cacheHit, b.cacheHit].sort(), [false, true], "one built, the other waited and hit the cache");
   assert.equal(a.sha256, b.sha256);
 });
+
+test("rootfs-cache: when mke2fs runs out of space at the estimated size, the builder grows and retries", async () => {
+  const stateDir = join(scratch, "state-grow");
+  const image = imageOf([SIMPLE]);
+  // An mke2fs that refuses anything under 150 MiB the way the real one does when content doesn't fit.
+  const wrapper = join(scratch, "small-mke2fs");
+  const real = ["/usr/sbin/mke2fs", "/sbin/mke2fs"].find((p) => existsSync(p))!;
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh\nfor a in "$@"; do last="$a"; done\nsize=\${last%M}\nif [ "$size" -lt 150 ]; then echo "__populate_fs: Could not allocate block in ext2 filesystem while writing file" >&2; exit 1; fi\nexec ${real} "$@"\n`,
+    { mode: 0o755 },
+  );
+  const built = await ensureBaseRootfs(image, { stateDir, mke2fs: wrapper, debugfs: ["/usr/sbin/debugfs", "/sbin/debugfs"].find((p) => existsSync(p))! });
+  assert.ok(built.sizeMib >= 150, `grew to ${built.sizeMib} MiB`);
+  // an explicit size is never grown: the error names a larger size
+  await rejectsWith(ensureBaseRootfs(image, { stateDir, mke2fs: wrapper, sizeMib: 100 }), "ROOTFS_TOO_SMALL", /100 MiB .* needs at least 128 MiB/);
+});
