@@ -77,6 +77,8 @@ static struct {
   int64_t shutdown_deadline;
   int sigfd;
   int64_t last_probe;
+  int power_fds[4]; /* ACPI power button input devices (QMP system_powerdown) */
+  int npower;
 } G;
 
 /* ---------- frames out ---------- */
@@ -745,6 +747,53 @@ static void begin_shutdown(const struct jval *msg) {
   }
 }
 
+/* ---------- the ACPI power button ---------- */
+
+/*
+ * QEMU's system_powerdown presses the ACPI power button. With the kernel's `button` and `evdev`
+ * drivers that is a KEY_POWER input event; nothing else in the guest acts on it, so we do: the same
+ * graceful shutdown as a host request. Without those drivers there is simply no device to watch.
+ * (Constants from linux/input.h, which musl's headers do not ship.)
+ */
+#define EV_KEY_ 0x01
+#define KEY_POWER_ 116
+struct input_event_ {
+  struct timeval time;
+  uint16_t type, code;
+  int32_t value;
+};
+
+static void open_power_buttons(void) {
+  for (int i = 0; i < 16 && G.npower < 4; i++) {
+    char path[32];
+    snprintf(path, sizeof path, "/dev/input/event%d", i);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    uint8_t keys[KEY_POWER_ / 8 + 1];
+    memset(keys, 0, sizeof keys);
+    bool has_power = ioctl(fd, _IOC(_IOC_READ, 'E', 0x20 + EV_KEY_, sizeof keys), keys) >= 0 &&
+                     (keys[KEY_POWER_ / 8] & (1 << (KEY_POWER_ % 8)));
+    if (!has_power) {
+      close(fd);
+      continue;
+    }
+    G.power_fds[G.npower++] = fd;
+    LOG("watching %s for the ACPI power button", path);
+  }
+}
+
+
+static void read_power_button(int fd) {
+  struct input_event_ ev[16];
+  ssize_t n = read(fd, ev, sizeof ev);
+  for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof ev[0]; i++) {
+    if (ev[i].type == EV_KEY_ && ev[i].code == KEY_POWER_ && ev[i].value == 1) {
+      LOG("power button pressed");
+      begin_shutdown(NULL);
+    }
+  }
+}
+
 /* ---------- frames in ---------- */
 
 /* Exec and console sessions belong to the host that opened them; the workload outlives hosts. */
@@ -1089,16 +1138,24 @@ int serve(const struct serve_opts *o) {
     G.sess = S_HELLO_SENT;
     send_hello();
   }
-  struct pollfd pfds[2 + MAX_STREAMS * 3];
-  struct { struct stream *s; int what; } map[2 + MAX_STREAMS * 3]; /* what: 0,1 output idx; 2 input */
+  if (o->pid1) open_power_buttons();
+  struct pollfd pfds[6 + MAX_STREAMS * 3];
+  struct { struct stream *s; int what; } map[6 + MAX_STREAMS * 3]; /* what: 0,1 output idx; 2 input; 3 power */
   for (;;) {
     flush_out(false);
     int n = 0;
     pfds[n] = (struct pollfd){.fd = G.sigfd, .events = POLLIN};
+    map[n].what = 0;
     map[n++].s = NULL;
     if (G.sess != S_DISCONNECTED) {
       pfds[n] = (struct pollfd){.fd = G.fd, .events = (short)(POLLIN | (buf_avail(&G.out) ? POLLOUT : 0))};
+      map[n].what = 0;
       map[n++].s = NULL;
+    }
+    for (int i = 0; i < G.npower; i++) {
+      pfds[n] = (struct pollfd){.fd = G.power_fds[i], .events = POLLIN};
+      map[n].s = NULL;
+      map[n++].what = 3;
     }
     for (int i = 0; i < MAX_STREAMS; i++) {
       struct stream *s = &G.streams[i];
@@ -1126,7 +1183,8 @@ int serve(const struct serve_opts *o) {
         if (!pfds[i].revents) continue;
         struct stream *s = map[i].s;
         if (!s) {
-          if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_channel();
+          if (map[i].what == 3) read_power_button(pfds[i].fd);
+          else if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_channel();
           continue;
         }
         if (!s->used) continue; /* finished earlier in this round */

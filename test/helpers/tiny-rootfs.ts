@@ -10,7 +10,7 @@
  * With `shell: false` there is no /bin/sh (and no applet symlinks): an image without a shell.
  */
 import { execFile } from "node:child_process";
-import { chmod, copyFile, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 
@@ -74,11 +74,37 @@ import { launchQemu } from "../../src/vmm/qemu/launch.ts";
 import type { QemuHandle } from "../../src/vmm/qemu/launch.ts";
 import { tailFile } from "../../src/vmm/qemu/serial.ts";
 import { tscKhz } from "../../src/vmm/qemu/host.ts";
+import { writeCpio } from "../../src/kernel/cpio.ts";
 
 /** Installs the default kernel into `stateDir`, reusing downloaded .debs across runs. */
 export async function installTestKernel(stateDir: string): Promise<InstallKernelResult> {
   const cacheDir = process.env.MICROAGENT_KERNEL_CACHE ?? join(tmpdir(), "microagent-test-kernel-cache");
   return installKernel({ stateDir, cacheDir });
+}
+
+/**
+ * A copy of the installed initramfs with the ACPI power-button drivers (`button`, `evdev`) appended
+ * as a second cpio archive (the kernel unpacks concatenated archives; the later load-order wins).
+ * Taken from the same cached kernel .deb. For testing QMP system_powerdown.
+ */
+export async function initramfsWithPowerButton(kernel: InstallKernelResult, dir: string): Promise<string> {
+  const cacheDir = process.env.MICROAGENT_KERNEL_CACHE ?? join(tmpdir(), "microagent-test-kernel-cache");
+  const source = kernel.manifest.source as { package?: string };
+  const debName = (await readdir(cacheDir)).find((f) => source.package !== undefined && f.startsWith(`${source.package}_`) && f.endsWith(".deb"));
+  if (!debName) throw new Error(`no cached .deb for ${source.package} in ${cacheDir}`);
+  const extract = join(dir, "deb");
+  await mkdir(extract, { recursive: true });
+  const version = kernel.manifest.version;
+  const wanted = ["kernel/drivers/acpi/button.ko", "kernel/drivers/input/evdev.ko"];
+  await run("sh", ["-c", `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" ${wanted.map((w) => `./lib/modules/${version}/${w}`).join(" ")}`, "sh", join(cacheDir, debName), extract]);
+  const loadOrder = [...kernel.manifest.modules.map((m) => m.path), ...wanted];
+  const extra = writeCpio([
+    ...(await Promise.all(wanted.map(async (w) => ({ path: `lib/modules/${w}`, type: "file" as const, data: await readFile(join(extract, "lib/modules", version, w)) })))),
+    { path: "lib/modules/load-order", type: "file", data: loadOrder.map((l) => `${l}\n`).join("") },
+  ]);
+  const out = join(dir, "initramfs-power-button.cpio");
+  await writeFile(out, Buffer.concat([await readFile(kernel.initramfsPath), extra]));
+  return out;
 }
 
 export interface TestVm {
@@ -95,6 +121,8 @@ export interface TestVm {
 export interface BootTestVmOptions {
   dir: string;
   kernel: { kernelPath: string; initramfsPath: string };
+  /** Boot this initramfs instead of the kernel's own. */
+  initramfsPath?: string;
   rootfsPath: string;
   /** Bound on QEMU start + guest hello. Default 90 s (TCG on a busy machine). */
   bootTimeoutMs?: number;
@@ -102,6 +130,8 @@ export interface BootTestVmOptions {
   /** Hard cap on the VM's lifetime. Default 10 min. */
   maxLifetimeMs?: number;
   channel?: GuestChannelOptions;
+  /** Also serve QMP on `<dir>/qmp.sock`. */
+  qmp?: boolean;
 }
 
 export async function bootTestVm(o: BootTestVmOptions): Promise<TestVm> {
@@ -115,11 +145,12 @@ export async function bootTestVm(o: BootTestVmOptions): Promise<TestVm> {
       memoryMib: o.memoryMib ?? 256,
       cpus: 1,
       kernelPath: o.kernel.kernelPath,
-      initramfsPath: o.kernel.initramfsPath,
+      initramfsPath: o.initramfsPath ?? o.kernel.initramfsPath,
       ...(khz !== undefined ? { tscKhz: khz } : {}),
       rootDisk: { path: o.rootfsPath, format: "raw" },
       channel: { socketPath },
       serial: { kind: "file", path: serialPath },
+      ...(o.qmp ? { qmpSocketPath: join(o.dir, "qmp.sock") } : {}),
     },
     { maxLifetimeMs: o.maxLifetimeMs ?? 600_000 },
   );

@@ -7,7 +7,8 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildTinyRootfs, bootTestVm, installTestKernel } from "../helpers/tiny-rootfs.ts";
+import { buildTinyRootfs, bootTestVm, initramfsWithPowerButton, installTestKernel } from "../helpers/tiny-rootfs.ts";
+import { QmpClient } from "../../src/vmm/qemu/qmp.ts";
 import type { TestVm } from "../helpers/tiny-rootfs.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 import type { InstallKernelResult } from "../../src/kernel/install.ts";
@@ -183,6 +184,46 @@ test("guest vm: an image without a shell runs exec argv directly; setup failure 
     if (vm) process.stderr.write(`--- serial tail ---\n${await vm.serialTail()}\n`);
     throw e;
   } finally {
+    await vm?.dispose();
+  }
+});
+
+test("guest vm: QMP system_powerdown (the ACPI power button) shuts the guest down gracefully", { timeout: 300_000 }, async () => {
+  const dir = join(root, "vm3");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(dir, { recursive: true });
+  const rootfs = await buildTinyRootfs(dir);
+  const initramfsPath = await initramfsWithPowerButton(kernel, dir);
+  let vm: TestVm | undefined;
+  let qmp: QmpClient | undefined;
+  try {
+    vm = await bootTestVm({ dir, kernel, initramfsPath, rootfsPath: rootfs.imagePath, qmp: true });
+    let out = "";
+    vm.channel.onWorkloadOutput((c) => (out += c.data.toString()));
+    await vm.channel.sendBootConfig({
+      argv: ["sh", "-c", "trap 'echo stopping-on-hup; exit 0' HUP; echo trap-set; while true; do sleep 0.1; done"],
+      stopSignal: "SIGHUP",
+      streamOutput: true,
+    });
+    for (let i = 0; i < 300 && !out.includes("trap-set"); i++) await new Promise((res) => setTimeout(res, 50));
+    assert.match(out, /trap-set/);
+    assert.match(await vm.serialTail(), /watching \/dev\/input\/event\d+ for the ACPI power button/);
+    const resultP = vm.channel.result();
+    qmp = await QmpClient.connect(join(dir, "qmp.sock"));
+    await qmp.systemPowerdown();
+    const result = await withDeadline(resultP, 30_000, "workload result");
+    assert.equal(result.exitCode, 0, JSON.stringify(result));
+    const exit = await withDeadline(vm.qemu.exited, 30_000, "QEMU exit after the power button");
+    assert.equal(exit.code, 0);
+    const serial = await vm.serialTail();
+    assert.match(serial, /power button pressed/);
+    assert.match(serial, /stopping-on-hup/);
+    assert.match(serial, /reboot: Power down/);
+  } catch (e) {
+    if (vm) process.stderr.write(`--- serial tail ---\n${await vm.serialTail()}\n`);
+    throw e;
+  } finally {
+    qmp?.close();
     await vm?.dispose();
   }
 });
