@@ -245,7 +245,7 @@ export function baseCachePaths(stateDir: string, manifestDigest: string, sizeMib
   return { dir, image: join(dir, `${name}.ext4`), record: join(dir, `${name}.json`), lock: join(dir, `${name}.lock`), name };
 }
 
-function readRecord(recordPath: string, imagePath: string): CacheRecord | undefined {
+function readRecord(recordPath: string, imagePath: string, manifestDigest: string): CacheRecord | undefined {
   let raw: string;
   try {
     raw = readFileSync(recordPath, "utf8");
@@ -259,7 +259,7 @@ function readRecord(recordPath: string, imagePath: string): CacheRecord | undefi
     return undefined;
   }
   const rec = RecordSchema.safeParse(parsed);
-  if (!rec.success || rec.data.format !== ROOTFS_FORMAT) return undefined;
+  if (!rec.success || rec.data.format !== ROOTFS_FORMAT || rec.data.manifestDigest !== manifestDigest) return undefined;
   try {
     if (statSync(imagePath).size !== rec.data.sizeBytes) return undefined;
   } catch {
@@ -284,16 +284,16 @@ export async function ensureBaseRootfs(image: LocalImage, opts: RootfsBuildOptio
 
 export async function ensureBaseRootfsResolved(image: LocalImage, opts: ResolvedRootfsBuildOptions): Promise<BaseRootfs> {
   const paths = baseCachePaths(opts.stateDir, image.manifestDigest, opts.sizeMib);
-  const hit = readRecord(paths.record, paths.image);
+  const hit = readRecord(paths.record, paths.image, image.manifestDigest);
   if (hit) return toBase(paths.image, hit, true);
   const tools = resolveE2fsTools({ mke2fs: opts.mke2fs, debugfs: opts.debugfs });
 
   for (const dir of [join(opts.stateDir), join(opts.stateDir, "build"), paths.dir, join(opts.stateDir, "build", "tmp")]) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
-  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image) !== undefined, opts.signal);
+  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image, image.manifestDigest) !== undefined, opts.signal);
   try {
-    const again = readRecord(paths.record, paths.image);
+    const again = readRecord(paths.record, paths.image, image.manifestDigest);
     if (again) return toBase(paths.image, again, true);
 
     sweepStale(paths.dir, join(opts.stateDir, "build", "tmp"));
