@@ -31,7 +31,7 @@ export interface RunOptions {
   stateDir?: string;
   /** Keep the workspace afterwards (default: delete it). */
   keep?: boolean;
-  /** Wall-clock bound on the workload; on expiry the VM is killed and the exit code is 124. */
+  /** Bound on the workload, counted from the guest being up; on expiry the VM is killed and the exit code is 124. */
   timeoutMs?: number;
   env?: Record<string, string>;
   setup?: string[];
@@ -121,15 +121,17 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       void kill();
     };
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = opts.timeoutMs
-      ? setTimeout(() => {
-          timedOut = true;
-          void kill();
-        }, opts.timeoutMs)
-      : undefined;
+    // The limit is on the command, so it starts once the guest is up (a TCG boot takes seconds).
+    let timer: NodeJS.Timeout | undefined;
     try {
       result = await attachWithRetry(name, started.supervisorPid, access.stateDir, opts.onOutput ?? (() => {}), abort.signal, () => {
         bootMs ??= performance.now() - bootStart;
+        if (opts.timeoutMs && !timer) {
+          timer = setTimeout(() => {
+            timedOut = true;
+            void kill();
+          }, opts.timeoutMs);
+        }
       });
     } catch (e) {
       if (!timedOut && !abort.signal.aborted) throw e;

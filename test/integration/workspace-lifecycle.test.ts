@@ -207,3 +207,28 @@ test("workspace: `run` through the CLI streams output, passes the exit code thro
   }
   assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
 });
+
+test("workspace: an entrypoint that cannot start fails the workspace, and logs show why", { timeout: 300_000 }, async () => {
+  const name = "badentry";
+  await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, entrypoint: ["/app/missing.sh"], providers: realProviders(), profile: "tiny" });
+  try {
+    const started = await cli("start", name, "--wait", "--wait-timeout", "60s");
+    assert.equal(started.code, 1, started.stdout + started.stderr);
+    assert.match(started.stdout, /badentry is failed: workload failed to start: .*missing\.sh/);
+    const logs = await cli("logs", name);
+    assert.match(logs.stdout, /missing\.sh/);
+    const status = await workspaceStatus(name, { stateDir: fx.stateDir, verify: false });
+    assert.equal(status.event.state, "failed");
+  } finally {
+    await deleteWorkspace(name, { stateDir: fx.stateDir, force: true });
+  }
+});
+
+test("workspace: run --timeout kills the VM and exits 124", { timeout: 300_000 }, async () => {
+  const started = Date.now();
+  const r = await cli("run", "--timeout", "2s", "--profile", "tiny", imageRef, "sleep", "60");
+  assert.equal(r.code, 124, r.stderr);
+  assert.match(r.stderr, /timed out after 2s/);
+  assert.ok(Date.now() - started < 60_000);
+  assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
+});
