@@ -26,7 +26,9 @@ void write_all_console(const void *data, size_t len) {
 
 void logf_(const char *fmt, ...) {
   char line[1024];
-  int n = snprintf(line, sizeof line, "microagent-init: ");
+  /* Seconds since boot (CLOCK_MONOTONIC starts near the kernel's own timestamps), to read boot timing. */
+  int64_t ms = now_ms();
+  int n = snprintf(line, sizeof line, "microagent-init: [%lld.%03lld] ", (long long)(ms / 1000), (long long)(ms % 1000));
   va_list ap;
   va_start(ap, fmt);
   int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

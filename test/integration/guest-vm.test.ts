@@ -145,7 +145,7 @@ test("guest vm: boot, boot config, exec outcomes, console, reaping, graceful pow
     assert.equal(exit.code, 0, `QEMU exit ${JSON.stringify(exit)}`);
     assert.ok(Date.now() - t0 < 30_000);
     const serial = await vm.serialTail();
-    assert.match(serial, /microagent-init: powering off/);
+    assert.match(serial, /microagent-init: \[\d+\.\d{3}\] powering off/);
     assert.match(serial, /reboot: Power down/);
   } catch (e) {
     if (vm) process.stderr.write(`--- serial tail ---\n${await vm.serialTail()}\n`);
