@@ -77,15 +77,21 @@ try {
   for (let i = 0; i < 10; i++) await ws.exec(["true"]);
   const ctl: number[] = [];
   const ex: number[] = [];
+  const ping: number[] = [];
+  const guest: number[] = [];
   for (let i = 0; i < execs; i++) {
     let t = performance.now();
     await ws.status();
     ctl.push(performance.now() - t);
     t = performance.now();
+    guest.push((await ws.ping()).guestMs);
+    ping.push(performance.now() - t);
+    t = performance.now();
     await ws.exec(["true"]);
     ex.push(performance.now() - t);
   }
   console.log(`control-socket round trip (status): p50 ${quantile(ctl, 0.5).toFixed(2)} ms, p90 ${quantile(ctl, 0.9).toFixed(2)} ms`);
+  console.log(`ping round trip (library -> supervisor -> guest init, no process): p50 ${quantile(ping, 0.5).toFixed(2)} ms (guest part p50 ${quantile(guest, 0.5).toFixed(2)} ms)`);
   console.log(`exec \`true\` round trip (library):   p50 ${quantile(ex, 0.5).toFixed(2)} ms, p90 ${quantile(ex, 0.9).toFixed(2)} ms (n=${execs})`);
 
   await new Promise((r) => setTimeout(r, 2000)); // let it settle idle

@@ -54,6 +54,11 @@ export class Workspace {
     return this.#client.console(size);
   }
 
+  /** Round trip to the guest (no process started there); `guestMs` is the supervisor<->guest part. */
+  ping(): Promise<{ guestMs: number }> {
+    return this.#client.ping();
+  }
+
   status(): Promise<SupervisorStatus> {
     return this.#client.status();
   }

@@ -73,6 +73,7 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
       if (wantOutput) cfg.streamOutput = true;
       await ch.sendBootConfig(cfg, { timeoutMs: opts.timeoutMs });
     },
+    ping: (timeoutMs) => ch.ping(timeoutMs),
     async exec(req: ExecRequest, onOutput): Promise<ExecResult> {
       const h = ch.exec({
         argv: req.argv,

@@ -129,6 +129,12 @@ export class SupervisorClient {
     return StatusSchema.parse(await this.call({ op: "status" }));
   }
 
+  /** Round trip to the guest through the supervisor; `guestMs` is the supervisor<->guest part. */
+  async ping(): Promise<{ guestMs: number }> {
+    const v = (await this.call({ op: "ping" })) as { guestMs?: unknown };
+    return { guestMs: typeof v?.guestMs === "number" ? v.guestMs : NaN };
+  }
+
   async waitReady(timeoutMs?: number): Promise<SupervisorStatus> {
     return StatusSchema.parse(await this.call({ op: "wait_ready", ...(timeoutMs ? { timeoutMs } : {}) }));
   }

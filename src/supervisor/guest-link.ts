@@ -17,6 +17,8 @@ export interface GuestLink {
   readonly hello: GuestHello;
   /** Send the per-boot configuration; resolves when the guest accepted it (setup done or started). */
   sendBootConfig(config: unknown): Promise<void>;
+  /** Round trip through the guest's event loop, in ms. */
+  ping(timeoutMs: number): Promise<number>;
   exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined): Promise<ExecResult>;
   openConsole(size: { cols: number; rows: number }): Promise<ConsoleSession>;
   /** Workload stdout/stderr as the guest streams it. */

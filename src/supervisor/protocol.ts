@@ -93,6 +93,8 @@ export type SupervisorStatus = z.infer<typeof StatusSchema>;
 
 export const RequestSchema = z.discriminatedUnion("op", [
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("status") }),
+  /** Round trip through the guest's event loop (no process started): `{guestMs}`. */
+  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("ping") }),
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("wait_ready"), timeoutMs: z.number().int().positive().optional() }),
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("readiness"), timeoutMs: z.number().int().positive().optional() }),
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("exec"), exec: ExecRequestSchema }),

@@ -35,6 +35,7 @@ export interface ConsoleSession {
 
 export interface ControlHandlers {
   status(): SupervisorStatus;
+  ping(): Promise<{ guestMs: number }>;
   waitReady(timeoutMs: number | undefined): Promise<SupervisorStatus>;
   readiness(timeoutMs: number | undefined): Promise<Readiness>;
   exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, signal: AbortSignal): Promise<ExecResult>;
@@ -158,6 +159,9 @@ function serveConnection(socket: Socket, handlers: ControlHandlers): void {
       switch (req.op) {
         case "status":
           value = handlers.status();
+          break;
+        case "ping":
+          value = await handlers.ping();
           break;
         case "wait_ready":
           value = await handlers.waitReady(req.timeoutMs);

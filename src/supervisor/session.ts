@@ -287,6 +287,11 @@ export class Supervisor implements ControlHandlers {
     };
   }
 
+  async ping(): Promise<{ guestMs: number }> {
+    const link = this.#requireLink("exec");
+    return { guestMs: await this.#guard(link.ping(5000)) };
+  }
+
   async waitReady(timeoutMs: number | undefined): Promise<SupervisorStatus> {
     if (this.#bootError) throw this.#bootError;
     const wait = timeoutMs ? this.#bounded(this.#ready, timeoutMs, "the workspace to be running") : this.#ready;

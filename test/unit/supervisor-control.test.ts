@@ -14,6 +14,7 @@ function fakeHandlers(): ControlHandlers {
   const status = { workspace: "t", phase: "running" as const, supervisorPid: process.pid, bootId: "b", startedAt: new Date().toISOString() };
   return {
     status: () => status,
+    ping: async () => ({ guestMs: 0.5 }),
     waitReady: async () => status,
     readiness: async () => {
       const p = { ready: true, observedAt: "now" };

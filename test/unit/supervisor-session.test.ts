@@ -43,6 +43,7 @@ function fakeLink(vm: ReturnType<typeof fakeVm>, opts: { rejectBoot?: boolean; i
     sendBootConfig: async () => {
       if (opts.rejectBoot) throw new Error("setup step 1 failed: exit 2");
     },
+    ping: async () => 0.25,
     exec: async (req, onOutput) => {
       if (req.argv[0] === "hang") return new Promise(() => {});
       onOutput?.("stdout", Buffer.from("out"));
@@ -195,6 +196,7 @@ test("supervisor: readiness probes come from real round trips", async () => {
   const before = await sup.readiness(100);
   assert.equal(before.guestReady.ready, false);
   await sup.boot();
+  assert.deepEqual(await sup.ping(), { guestMs: 0.25 });
   const r = await sup.readiness(1000);
   assert.equal(r.guestReady.ready, true);
   assert.equal(r.execReady.ready, true);

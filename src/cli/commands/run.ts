@@ -71,8 +71,9 @@ export function runCommand(): Command {
           throw CommonErrors.USAGE({ message: "pass the command either as --exec \"...\" or after IMAGE, not both" });
         }
         const text = ctx.globals.format === "text";
+        // The supervisor makes the same (cached) choice; this is for the note and the JSON `host`.
+        const accel = await chooseAccel(process.env, runtimeRoot());
         if (text) {
-          const accel = await chooseAccel(process.env, runtimeRoot());
           if (accel.accel === "tcg") ctx.streams.stderr.write(`note: ${/TCG/.test(accel.reason) ? accel.reason : `using TCG software emulation (${accel.reason})`}\n`);
         }
         const out: Buffer[] = [];
@@ -131,6 +132,7 @@ export function runCommand(): Command {
               stdout: Buffer.concat(out).toString("base64"),
               stderr: Buffer.concat(err).toString("base64"),
             },
+            host: { accel: accel.accel, accelReason: accel.reason },
             timings_ms: { create: Math.round(r.timings.createMs), ...(r.timings.bootMs !== undefined ? { boot: Math.round(r.timings.bootMs) } : {}), total: Math.round(r.timings.totalMs) },
           },
           exitCode: r.exitCode,
