@@ -148,6 +148,17 @@ static void send_hello(void) {
   jw_int(&w, "maxFrameBytes", GUEST_MAX_FRAME_BYTES);
   jw_int(&w, "initialWindowBytes", GUEST_WINDOW_BYTES);
   jw_bool(&w, "pid1", G.o->pid1);
+  /* The kernel's boot id: a reconnecting host can tell a rebooted guest from the one it knew. */
+  char boot_id[64] = {0};
+  int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (bfd >= 0) {
+    ssize_t n = read(bfd, boot_id, sizeof boot_id - 1);
+    close(bfd);
+    if (n > 0) {
+      boot_id[strcspn(boot_id, "\n")] = 0;
+      jw_str(&w, "bootId", boot_id);
+    }
+  }
   jw_str(&w, "state", !G.cfg.received ? "awaiting-config" : G.boot_failed ? "boot-failed" : "running");
   jw_end(&w);
   send_json(F_HELLO, 0, &b);

@@ -42,6 +42,8 @@ export interface GuestChannelOptions {
   maxStreams?: number;
   /** Called when the channel dies, to attach e.g. the serial log tail to every pending error. */
   describeDeath?: () => string | undefined;
+  /** An exec with timeoutMs fails with CHANNEL_TIMEOUT when no result came this long after it. Default 30 000. */
+  execBackstopMs?: number;
 }
 
 export interface ResolvedGuestChannelOptions {
@@ -50,6 +52,7 @@ export interface ResolvedGuestChannelOptions {
   windowBytes: number;
   maxStreams: number;
   describeDeath: (() => string | undefined) | undefined;
+  execBackstopMs: number;
 }
 
 export function resolveGuestChannelOptions(o: GuestChannelOptions = {}): ResolvedGuestChannelOptions {
@@ -61,6 +64,7 @@ export function resolveGuestChannelOptions(o: GuestChannelOptions = {}): Resolve
     windowBytes: o.windowBytes ?? DEFAULT_WINDOW_BYTES,
     maxStreams: o.maxStreams ?? 64,
     describeDeath: o.describeDeath,
+    execBackstopMs: o.execBackstopMs ?? 30_000,
   };
 }
 
@@ -162,6 +166,19 @@ export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOu
       this.#done.reject(this.#failure);
       this.#wake?.();
     };
+  }
+
+  /** @internal Settles with the result without choosing collect mode (awaiting the handle does). */
+  get settled(): Promise<ExecResult> {
+    return this.#done.promise;
+  }
+
+  /** @internal Fails the handle (e.g. the host-side backstop timeout). */
+  fail(err: MicroagentError): void {
+    if (this.#exit || this.#failure) return;
+    this.#failure = err;
+    this.#done.reject(err);
+    this.#wake?.();
   }
 
   /** The stream id (for logs). */
@@ -429,6 +446,19 @@ export class GuestChannel {
       stderrLimitBytes: req.stderrLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
     });
     const h = new ExecHandle(stream, this.#opts.describeDeath);
+    if (req.timeoutMs) {
+      // The guest enforces the timeout; this is the backstop for a guest that stopped answering.
+      const backstopMs = req.timeoutMs + this.#opts.execBackstopMs;
+      const timer = setTimeout(() => {
+        h.fail(ChannelErrors.CHANNEL_TIMEOUT({ message: `exec ${req.argv[0]} got no result ${backstopMs} ms after it started (its timeout was ${req.timeoutMs} ms)`, details: { phase: "exec" } }));
+        stream.close();
+      }, backstopMs);
+      timer.unref();
+      h.settled.then(
+        () => clearTimeout(timer),
+        () => clearTimeout(timer),
+      );
+    }
     if (stdinData !== undefined) {
       h.writeStdin(stdinData).then(
         () => h.closeStdin(),

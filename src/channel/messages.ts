@@ -21,6 +21,8 @@ export const helloSchema = z.object({
   maxFrameBytes: z.number().int().min(1024).max(16 * 1024 * 1024),
   initialWindowBytes: z.number().int().min(1024).max(64 * 1024 * 1024),
   pid1: z.boolean(),
+  /** The guest kernel's boot id (changes on every boot). */
+  bootId: z.string().max(64).optional(),
   state: z.enum(["awaiting-config", "running", "boot-failed"]),
 });
 export type Hello = z.infer<typeof helloSchema>;

@@ -75,6 +75,17 @@ test("channel hostile guest: the host asks for a hello and skips stale frames me
   ch.close();
 });
 
+test("channel hostile guest: an exec whose guest never answers fails at the backstop after its timeout", async () => {
+  const { host, guest } = fakeGuest();
+  guest.write(frame("hello", 0, HELLO));
+  const ch = await GuestChannel.connect(host, { helloTimeoutMs: 2000, execBackstopMs: 50 });
+  const t0 = Date.now();
+  await assert.rejects(Promise.resolve(ch.exec({ argv: ["hang"], timeoutMs: 20 })), (e: unknown) => isCode("CHANNEL_TIMEOUT")(e) && /no result 70 ms after/.test((e as Error).message));
+  assert.ok(Date.now() - t0 < 2000);
+  assert.equal(ch.isOpen, true, "one hung exec does not end the channel");
+  ch.close();
+});
+
 test("channel hostile guest: no hello within the timeout is a typed timeout", async () => {
   const { host } = fakeGuest();
   await assert.rejects(GuestChannel.connect(host, { helloTimeoutMs: 50 }), isCode("CHANNEL_TIMEOUT"));

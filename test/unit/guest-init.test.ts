@@ -72,6 +72,7 @@ test("guest init: hello, exec exit codes, stderr, env, cwd, stdin", async () => 
   try {
     assert.equal(s.ch.hello.protocol, 1);
     assert.equal(s.ch.hello.pid1, false);
+    assert.match(s.ch.hello.bootId ?? "", /^[0-9a-f-]{36}$/);
     assert.ok(s.ch.hello.capabilities.includes("exec"));
 
     const r = await s.ch.exec({ argv: ["sh", "-c", 'echo "$GREETING $EXTRA"; pwd; echo oops >&2; exit 7'], env: { EXTRA: "and exec" }, cwd: "/tmp" });
