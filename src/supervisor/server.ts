@@ -24,6 +24,9 @@ import { SupervisorErrors } from "./errors.ts";
 
 export type OutputStream = "stdout" | "stderr";
 
+/** Unread reply bytes a client may leave queued before it is disconnected. */
+export const MAX_PENDING_REPLY_BYTES = 32 * 1024 * 1024;
+
 export interface ConsoleSession {
   write(data: Buffer): void;
   resize(cols: number, rows: number): void;
@@ -91,7 +94,14 @@ function serveConnection(socket: Socket, handlers: ControlHandlers): void {
   let finished = false;
 
   const send = (reply: Reply) => {
-    if (!socket.destroyed && !finished) socket.write(encodeLine(reply));
+    if (socket.destroyed || finished) return;
+    // A client that does not read must not make the supervisor buffer without bound: past the cap
+    // it is cut off (its request is aborted; the guest side keeps its own flow control).
+    if (socket.writableLength > MAX_PENDING_REPLY_BYTES) {
+      socket.destroy();
+      return;
+    }
+    socket.write(encodeLine(reply));
   };
   const finish = (reply: Reply) => {
     send(reply);
