@@ -181,6 +181,9 @@ int open_virtio_port(const char *name, int timeout_ms) {
 
 void power_off(void) {
   sync();
+  /* Leave the root filesystem clean (no journal replay at the next boot of a kept workspace). */
+  if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0 && errno != EBUSY && errno != EINVAL)
+    LOG("remounting / read-only: %s", strerror(errno));
   LOG("powering off");
   reboot(RB_POWER_OFF);
   /* Only reached when power off failed: a reset makes QEMU exit when it runs with -no-reboot. */

@@ -7,6 +7,8 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { buildTinyRootfs, bootTestVm, initramfsWithPowerButton, installTestKernel } from "../helpers/tiny-rootfs.ts";
 import { QmpClient } from "../../src/vmm/qemu/qmp.ts";
 import type { TestVm } from "../helpers/tiny-rootfs.ts";
@@ -147,6 +149,10 @@ test("guest vm: boot, boot config, exec outcomes, console, reaping, graceful pow
     const serial = await vm.serialTail();
     assert.match(serial, /microagent-init: \[\d+\.\d{3}\] powering off/);
     assert.match(serial, /reboot: Power down/);
+    // Remounted read-only before power off: the journal needs no recovery at the next boot.
+    const { stdout: features } = await promisify(execFile)("dumpe2fs", ["-h", rootfs.imagePath]);
+    assert.match(features, /Filesystem state:\s+clean/);
+    assert.doesNotMatch(features, /needs_recovery/);
   } catch (e) {
     if (vm) process.stderr.write(`--- serial tail ---\n${await vm.serialTail()}\n`);
     throw e;
