@@ -49,20 +49,29 @@ export function buildDebugfsScript(entries: readonly StagedEntry[], valueFile: (
       });
     lines.push(line);
   };
+  // Commands address entries relative to the directory debugfs is in (one name lookup instead of a
+  // walk from the root per command: the replay is several commands per entry when unprivileged).
+  let cwd = "/";
+  const cd = (dir: string) => {
+    if (dir !== cwd) push(`cd ${quote(dir)}`);
+    cwd = dir;
+  };
   for (const e of entries) {
     const path = `/${e.rel}`;
-    const q = quote(path);
+    const slash = path.lastIndexOf("/");
+    const dir = slash === 0 ? "/" : path.slice(0, slash);
+    const name = path.slice(slash + 1);
+    // debugfs reads "<N>" as inode number N: such names are only ever addressed by absolute path.
+    const relativeOk = e.rel !== "" && !name.startsWith("<");
+    if (relativeOk) cd(dir);
+    const q = relativeOk ? quote(name) : quote(path);
     const m = e.meta;
     const special = m.kind === "char" || m.kind === "block" || m.kind === "fifo";
     if (special) {
       // The placeholder file becomes the real node: debugfs's mknod takes a bare name in the cwd.
-      const slash = path.lastIndexOf("/");
-      const dir = slash === 0 ? "/" : path.slice(0, slash);
-      const name = path.slice(slash + 1);
-      push(`rm ${q}`);
-      push(`cd ${quote(dir)}`);
+      cd(dir);
+      push(`rm ${quote(path)}`);
       push(m.kind === "fifo" ? `mknod ${quote(name)} p` : `mknod ${quote(name)} ${m.kind === "char" ? "c" : "b"} ${m.devmajor} ${m.devminor}`);
-      push(`cd "/"`);
       push(`sif ${q} mode 0${(TYPE_BITS[m.kind] | m.mode).toString(8)}`);
       push(`sif ${q} uid ${m.uid}`);
       push(`sif ${q} gid ${m.gid}`);
@@ -84,10 +93,10 @@ export function buildDebugfsScript(entries: readonly StagedEntry[], valueFile: (
     // mke2fs copies the staged copy's ctime (the moment of the build); pin it to the mtime so the
     // image does not depend on when or by whom it was built.
     push(`sif ${q} ctime @${clampTime(m.mtime)}`);
-    for (const [name, value] of m.xattrs) {
+    for (const [xname, value] of m.xattrs) {
       const index = xattrValues.length;
       xattrValues.push(value);
-      push(`ea_set -f ${quote(valueFile(index))} ${q} ${quote(name)}`);
+      push(`ea_set -f ${quote(valueFile(index))} ${q} ${quote(xname)}`);
     }
   }
   return { text: lines.length ? `${lines.join("\n")}\n` : "", xattrValues, commands: lines.length };

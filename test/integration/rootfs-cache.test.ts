@@ -180,6 +180,8 @@ test("rootfs-cache: xattrs (file capabilities), large uids and odd names reach t
       { path: "home/", type: "dir" },
       { path: "home/big", type: "dir", uid: 100000, gid: 200000, mode: 0o700 },
       { path: 'home/a "quoted" name', type: "file", content: "q", uid: 7 },
+      // debugfs reads "<2>" as inode 2 (the root): the replay must not touch the root through it
+      { path: "home/<2>", type: "file", content: "not the root", uid: 4242, mode: 0o600 },
       { path: "dev/", type: "dir" },
       { path: "dev/console", type: "char", devmajor: 5, devminor: 1, mode: 0o600 },
     ],
@@ -193,6 +195,11 @@ test("rootfs-cache: xattrs (file capabilities), large uids and odd names reach t
   assert.match(big, /Mode:\s+0700/);
   const { stdout: quoted } = await execFileP("debugfs", ["-R", 'stat "/home/a ""quoted"" name"', built.path]);
   assert.match(quoted, /User:\s+7\s/);
+  const { stdout: odd } = await execFileP("debugfs", ["-R", "stat /home/<2>", built.path]);
+  assert.match(odd, /User:\s+4242\s/);
+  const { stdout: root } = await execFileP("debugfs", ["-R", "stat /", built.path]);
+  assert.match(root, /User:\s+0\s+Group:\s+0/);
+  assert.match(root, /Mode:\s+0755/);
   const { stdout: dev } = await execFileP("debugfs", ["-R", "stat /dev/console", built.path]);
   assert.match(dev, /Type: character special/);
   assert.match(dev, /Device major\/minor number: 05:01/);
