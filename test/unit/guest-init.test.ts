@@ -122,6 +122,20 @@ test("guest init: streamed output with backpressure, in order, across many frame
   }
 });
 
+test("guest init: megabytes of stdin through cat come back intact (flow control both ways at once)", async () => {
+  const s = await serve({});
+  try {
+    const input = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 7 + (i >> 11)) & 0xff;
+    const r = await s.ch.exec({ argv: ["cat"], stdin: input });
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout.length, input.length);
+    assert.ok(r.stdout.equals(input));
+  } finally {
+    await s.stop();
+  }
+});
+
 test("guest init: a consumer pausing after the process exited still gets every byte", async () => {
   const s = await serve({});
   try {
