@@ -349,9 +349,10 @@ export class ConsoleHandle {
     this.#stream.sendMessage(resizeMessage(cols, rows));
   }
 
-  /** Closes the console (the guest kills the shell's process group). */
+  /** Closes the console (the guest kills the shell's process group); `exited` then rejects with CHANNEL_CLOSED. */
   close(): void {
     this.#stream.close();
+    this.#done.reject(ChannelErrors.CHANNEL_CLOSED({ message: "the console was closed by the host" }));
   }
 }
 

@@ -261,6 +261,11 @@ test("guest init: console PTY echoes, reports its size, and resizes", async () =
     await con.write("exit 3\n");
     const r = await con.exited;
     assert.equal(r.exitCode, 3);
+
+    // Closing a console from the host ends it at once, on both sides.
+    const con2 = s.ch.openConsole({ argv: ["/bin/sh"] });
+    con2.close();
+    await assert.rejects(con2.exited, (e: unknown) => isMicroagentError(e) && e.code === "CHANNEL_CLOSED");
   } finally {
     await s.stop();
   }
