@@ -72,6 +72,9 @@ static struct {
   struct stream *workload;
   struct config cfg;
   bool boot_failed;
+  char **setup;     /* the boot config's setup steps */
+  size_t setup_next; /* index of the running (or next) step */
+  pid_t setup_pid;   /* the running step, 0 when none */
   char *result_json; /* kept so a reconnecting host gets it again */
   bool shutting_down, shutdown_killed;
   int64_t shutdown_deadline;
@@ -159,7 +162,7 @@ static void send_hello(void) {
       jw_str(&w, "bootId", boot_id);
     }
   }
-  jw_str(&w, "state", !G.cfg.received ? "awaiting-config" : G.boot_failed ? "boot-failed" : "running");
+  jw_str(&w, "state", !G.cfg.received ? "awaiting-config" : G.boot_failed ? "boot-failed" : G.setup_pid ? "setup" : "running");
   jw_end(&w);
   send_json(F_HELLO, 0, &b);
 }
@@ -404,7 +407,7 @@ static char **base_env(const struct ids *ids, char *const *extra) {
 
 static int64_t num_or(const struct jval *v, const char *key, int64_t dflt) {
   double d;
-  if (!json_num(v, key, &d) || d < 0) return dflt;
+  if (!json_num(v, key, &d) || !(d >= 0) || d > 9.0e18) return dflt; /* also NaN and inf */
   return (int64_t)d;
 }
 
@@ -576,6 +579,8 @@ static void start_workload(void) {
   send_json(F_MSG, 0, &b);
 }
 
+static void run_next_setup(void);
+
 static void boot_failed(const char *stage, int index, const char *command, int wstatus, const char *message) {
   G.boot_failed = true;
   struct buf b = {0};
@@ -691,43 +696,66 @@ static void apply_boot_config(const struct jval *cfg) {
     }
   }
   const struct jval *setup = json_get(cfg, "setup");
-  for (size_t i = 0; setup && setup->type == J_ARR && i < setup->n; i++) {
-    const struct jval *cmd = &setup->items[i];
-    if (cmd->type != J_STR) {
-      boot_failed("setup", (int)i, NULL, -1, "setup: each step must be a string");
-      return;
-    }
-    LOG("setup step %zu: %s", i + 1, cmd->str);
-    char *argv[] = {G.cfg.shell, "-c", cmd->str, NULL};
-    char **env = base_env(NULL, NULL);
-    struct spawn_opts so = {.argv = argv, .envp = env, .cwd = "/", .fd_in = -1, .fd_out = g_console_fd, .fd_err = g_console_fd};
-    int err = 0;
-    char what[320];
-    pid_t pid = spawn_proc(&so, &err, what, sizeof what);
-    strv_free(env);
-    char msg[600];
-    if (pid < 0) {
-      snprintf(msg, sizeof msg, "setup step %zu (%s) could not start: %s: %s", i + 1, cmd->str, what, strerror(err));
-      boot_failed("setup", (int)i, cmd->str, -1, msg);
-      return;
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      if (WIFEXITED(st)) snprintf(msg, sizeof msg, "setup step %zu (%s) exited with code %d", i + 1, cmd->str, WEXITSTATUS(st));
-      else snprintf(msg, sizeof msg, "setup step %zu (%s) was killed by signal %d", i + 1, cmd->str, WTERMSIG(st));
-      boot_failed("setup", (int)i, cmd->str, st, msg);
-      return;
-    }
+  if (setup && setup->type != J_ARR) bad = true;
+  G.setup = json_strv(setup, &bad);
+  if (bad) {
+    boot_failed("setup", -1, NULL, -1, "setup: must be an array of strings");
+    return;
   }
-  if (G.cfg.argv && G.cfg.argv[0]) start_workload();
-  else LOG("no workload command: idle, serving exec and console");
-  send_ctl("ready", NULL, NULL);
+  G.setup_next = 0;
+  run_next_setup();
+}
+
+/*
+ * Setup steps run one at a time inside the event loop (not blocking it): exec and console keep
+ * working while a slow step runs, and a shutdown can interrupt it. reap() advances to the next step.
+ */
+static void run_next_setup(void) {
+  const char *cmd = G.setup ? G.setup[G.setup_next] : NULL;
+  if (G.shutting_down) return;
+  if (!cmd) {
+    if (G.cfg.argv && G.cfg.argv[0]) start_workload();
+    else LOG("no workload command: idle, serving exec and console");
+    send_ctl("ready", NULL, NULL);
+    return;
+  }
+  size_t i = G.setup_next;
+  LOG("setup step %zu: %s", i + 1, cmd);
+  char *argv[] = {G.cfg.shell, "-c", (char *)cmd, NULL};
+  char **env = base_env(NULL, NULL);
+  struct spawn_opts so = {.argv = argv, .envp = env, .cwd = "/", .fd_in = -1, .fd_out = g_console_fd, .fd_err = g_console_fd};
+  int err = 0;
+  char what[320];
+  pid_t pid = spawn_proc(&so, &err, what, sizeof what);
+  strv_free(env);
+  if (pid < 0) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "setup step %zu (%s) could not start: %s: %s", i + 1, cmd, what, strerror(err));
+    boot_failed("setup", (int)i, cmd, -1, msg);
+    return;
+  }
+  G.setup_pid = pid;
+}
+
+static void setup_step_ended(int st) {
+  size_t i = G.setup_next;
+  const char *cmd = G.setup[i];
+  G.setup_pid = 0;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    char msg[600];
+    if (WIFEXITED(st)) snprintf(msg, sizeof msg, "setup step %zu (%s) exited with code %d", i + 1, cmd, WEXITSTATUS(st));
+    else snprintf(msg, sizeof msg, "setup step %zu (%s) was killed by signal %d", i + 1, cmd, WTERMSIG(st));
+    boot_failed("setup", (int)i, cmd, st, msg);
+    return;
+  }
+  G.setup_next++;
+  run_next_setup();
 }
 
 /* ---------- shutdown ---------- */
 
 static void finish_shutdown(void) {
+  if (G.setup_pid) kill(-G.setup_pid, SIGKILL);
   for (int i = 0; i < MAX_STREAMS; i++) {
     struct stream *s = &G.streams[i];
     if (s->used && s->running) kill(-s->pid, SIGKILL);
@@ -1043,6 +1071,10 @@ static void reap(void) {
     int st;
     pid_t pid = waitpid(-1, &st, WNOHANG);
     if (pid <= 0) break;
+    if (pid == G.setup_pid) {
+      setup_step_ended(st);
+      continue;
+    }
     for (int i = 0; i < MAX_STREAMS; i++) {
       struct stream *s = &G.streams[i];
       if (!s->used || !s->running || s->pid != pid) continue;

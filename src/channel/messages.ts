@@ -23,7 +23,8 @@ export const helloSchema = z.object({
   pid1: z.boolean(),
   /** The guest kernel's boot id (changes on every boot). */
   bootId: z.string().max(64).optional(),
-  state: z.enum(["awaiting-config", "running", "boot-failed"]),
+  /** Where the boot is: a reconnecting host finds "setup" (steps still running) or "running". */
+  state: z.enum(["awaiting-config", "setup", "running", "boot-failed"]),
 });
 export type Hello = z.infer<typeof helloSchema>;
 

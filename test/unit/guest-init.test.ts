@@ -339,6 +339,21 @@ test("guest init: files are written atomically with mode, setup runs in order, a
   }
 });
 
+test("guest init: exec works while a slow setup step runs, and ready waits for the steps", async () => {
+  const s = await serve();
+  try {
+    const t0 = Date.now();
+    const boot = s.ch.sendBootConfig({ setup: ["sleep 1", "true"] });
+    const r = await s.ch.exec({ argv: ["echo", "during-setup"] });
+    assert.equal(r.stdout.toString(), "during-setup\n");
+    assert.ok(Date.now() - t0 < 900, "exec answered before the setup step finished");
+    await boot;
+    assert.ok(Date.now() - t0 >= 950, "ready came after the slow step");
+  } finally {
+    await s.stop();
+  }
+});
+
 test("guest init: shutdown sends the stop signal to the workload and exits", async () => {
   const s = await serve();
   try {
