@@ -10,7 +10,6 @@ import { readFileSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
-import { selectAccel } from "../host/kvm.ts";
 import type { Accel } from "../backend/types.ts";
 
 export interface AccelChoice {
@@ -44,6 +43,8 @@ export async function chooseAccel(env: NodeJS.ProcessEnv = process.env, cacheDir
       /* no cache yet */
     }
   }
+  // Loaded only on a cache miss: the host probe module is not small, and every boot starts a supervisor.
+  const { selectAccel } = await import("../host/kvm.ts");
   const r = await selectAccel({ env });
   const choice: AccelChoice = { accel: r.accel === "kvm" ? "kvm" : "tcg", reason: r.reason };
   if (cacheFile && bootId) {

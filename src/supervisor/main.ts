@@ -115,7 +115,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   if (current && STARTABLE_STATES.has(current.state)) {
     await transition(paths, "starting", { detail: `supervisor started (accel ${accel})`, identity });
   }
-  log(`booting ${paths.name} with ${accel}: ${reason}`);
+  log(`booting ${paths.name} with ${accel} (supervisor ready ${performance.now().toFixed(0)} ms after process start): ${reason}`);
 
   const onSignal = (sig: NodeJS.Signals) => {
     log(`received ${sig}: killing the VM`);
