@@ -202,6 +202,9 @@ export class SupervisorClient {
         throw e;
       },
     );
+    // When opening fails, `opened` carries the error to the caller; `done` must not also surface as
+    // an unhandled rejection.
+    done.catch(() => {});
     await opened;
     const sendLine = (v: unknown) => {
       if (socket && !socket.destroyed) socket.write(encodeLine(v));

@@ -29,8 +29,9 @@ export function connectCommand(): Command {
           throw e;
         }
         const ws = await Workspace.connect(name, { stateDir: ctx.globals.stateDir });
-        const cols = (ctx.streams.stdout as { columns?: number }).columns ?? 80;
-        const rows = (ctx.streams.stdout as { rows?: number }).rows ?? 24;
+        // A terminal may report 0x0 (e.g. under `script`): fall back to 80x24.
+        const cols = (ctx.streams.stdout as { columns?: number }).columns || 80;
+        const rows = (ctx.streams.stdout as { rows?: number }).rows || 24;
         const con = await ws.console({ cols, rows });
         const transcript = readyMs > 0 ? await waitForPrompt(con, readyMs) : "";
         if (o.send !== undefined) {
