@@ -189,10 +189,13 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
 });
 
 test("workspace: `run` through the CLI streams output, passes the exit code through, and logs show why the workload ended", { timeout: 300_000 }, async () => {
-  const r = await cli("run", "--keep", "--name", "oneshot", "--profile", "tiny", imageRef, "sh", "-c", "echo run-marker-out; echo run-marker-err >&2; exit 7");
+  const r = await cli(
+    "run", "--keep", "--name", "oneshot", "--profile", "tiny", "-e", "GREETING=hi there", "--setup", "echo set-up > /tmp/setup-ran",
+    imageRef, "sh", "-c", "echo run-marker-out; cat /tmp/setup-ran; echo \"$GREETING\"; echo run-marker-err >&2; exit 7",
+  );
   try {
     assert.equal(r.code, 7, r.stderr);
-    assert.equal(r.stdout, "run-marker-out\n");
+    assert.equal(r.stdout, "run-marker-out\nset-up\nhi there\n");
     assert.match(r.stderr, /run-marker-err\n/);
     assert.match(r.stderr, /kept workspace oneshot/);
     const logs = await readLogs("oneshot", { stateDir: fx.stateDir });
