@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
 import { buildDebugfsScript } from "./script.ts";
 import type { StagedTree } from "./stage.ts";
@@ -157,7 +158,9 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     // legitimate stderr line is its version banner.
     const errors = dbg.stderr.split("\n").filter((l) => l.trim() !== "" && !/^debugfs \d/.test(l));
     if (dbg.code !== 0 || errors.length > 0) {
-      if (errors.some((l) => /no free space|could not allocate|no space/i.test(l))) throw tooSmall(sizeMib, sizeMib + 16, tail(errors.join("\n")));
+      if (errors.some((l) => /no space left on device/i.test(l)))
+        throw CommonErrors.DISK_FULL({ message: `no space left on the host while writing ${opts.out}`, details: { output: tail(errors.join("\n"), 20) } });
+      if (errors.some((l) => /no free space|could not allocate/i.test(l))) throw tooSmall(sizeMib, Math.ceil((sizeMib * 1.25) / ROUND_MIB) * ROUND_MIB, tail(errors.join("\n")));
       throw RootfsErrors.ROOTFS_MKFS_FAILED({
         message: `debugfs could not apply owners/modes/devices: ${tail(errors.join("\n") || dbg.stderr, 6)}`,
         details: { tool: opts.tools.debugfs, output: tail(errors.join("\n") || dbg.stderr, 40) },
@@ -189,7 +192,11 @@ async function runMke2fs(
   if (mk.code === 0) return "ok";
   const output = `${mk.stderr}\n${mk.stdout}`;
   rmSync(opts.out, { force: true });
-  if (/no space left|could not allocate|not enough space|too small|inode table/i.test(output)) return { output: tail(output) };
+  // The host's disk filling up ("No space left on device", errno ENOSPC) is not the image being too
+  // small for its content ("Could not allocate block/inode in ext2 filesystem").
+  if (/no space left on device/i.test(output))
+    throw CommonErrors.DISK_FULL({ message: `no space left on the host while writing ${opts.out}: ${tail(output, 3)}`, details: { output: tail(output, 20) } });
+  if (/could not allocate|no free space|not enough space|too small/i.test(output)) return { output: tail(output) };
   throw RootfsErrors.ROOTFS_MKFS_FAILED({
     message: `mke2fs failed (${mk.signal ? `signal ${mk.signal}` : `exit ${mk.code}`}): ${tail(output, 6)}`,
     details: { tool: opts.tools.mke2fs, args, output: tail(output, 40) },
