@@ -76,6 +76,7 @@ static struct {
   size_t setup_next; /* index of the running (or next) step */
   pid_t setup_pid;   /* the running step, 0 when none */
   char *result_json; /* kept so a reconnecting host gets it again */
+  char *boot_failed_json;
   bool shutting_down, shutdown_killed;
   int64_t shutdown_deadline;
   int sigfd;
@@ -593,7 +594,10 @@ static void boot_failed(const char *stage, int index, const char *command, int w
   if (wstatus >= 0) status_fields(&w, wstatus);
   jw_str(&w, "message", message);
   jw_end(&w);
-  send_json(F_MSG, 0, &b);
+  buf_append(&b, "", 1);
+  free(G.boot_failed_json);
+  G.boot_failed_json = (char *)b.data; /* kept for a host that reconnects */
+  send_frame(F_MSG, 0, 0, G.boot_failed_json, strlen(G.boot_failed_json));
   LOG("boot failed: %s", message);
 }
 
@@ -661,8 +665,10 @@ static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
 
 static void apply_boot_config(const struct jval *cfg) {
   if (G.cfg.received) {
+    /* A reconnected host: tell it where the first config got to (setup still running: `ready` follows). */
     LOG("ignoring a second boot config");
-    send_ctl("ready", "note", "boot config already applied");
+    if (G.boot_failed_json) send_frame(F_MSG, 0, 0, G.boot_failed_json, strlen(G.boot_failed_json));
+    else if (!G.setup_pid) send_ctl("ready", "note", "boot config already applied");
     return;
   }
   if (!cfg || cfg->type != J_OBJ) {

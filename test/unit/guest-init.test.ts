@@ -424,6 +424,28 @@ test("guest init: a hello request on an active session starts a new session (a h
   await r.exited;
 });
 
+test("guest init: a repeated boot config gets the first boot's outcome again (a reconnected host)", async () => {
+  const r = await rawSession();
+  try {
+    const send = (type: "welcome" | "msg", body: unknown) =>
+      r.sock.write(encodeFrame({ type, stream: 0, channel: 0, payload: Buffer.from(JSON.stringify(body)) }, 1 << 20));
+    const msgs = () => r.frames.filter((f) => f.type === "msg").map((f) => JSON.parse(f.payload.toString()) as { type: string; note?: string });
+    const waitFor = async (pred: () => boolean) => {
+      for (let i = 0; i < 500 && !pred(); i++) await new Promise((res) => setTimeout(res, 10));
+      assert.ok(pred(), JSON.stringify(msgs()));
+    };
+    send("welcome", { type: "welcome", protocol: 1, maxFrameBytes: 65536, initialWindowBytes: 65536 });
+    send("msg", { type: "boot-config", config: { setup: ["exit 4"] } });
+    await waitFor(() => msgs().filter((m) => m.type === "boot-failed").length === 1);
+    send("msg", { type: "boot-config", config: {} });
+    await waitFor(() => msgs().filter((m) => m.type === "boot-failed").length === 2);
+    assert.equal(msgs().filter((m) => m.type === "ready").length, 0);
+  } finally {
+    r.child.kill("SIGKILL");
+    await r.exited;
+  }
+});
+
 test("guest init: oversize and garbage frames from the host end the session with GOAWAY", async () => {
   const r = await rawSession();
   const h = Buffer.alloc(12);
