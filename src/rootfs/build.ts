@@ -12,7 +12,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import { openLayerStream } from "../image/layer.ts";
 import type { LocalImage, LocalLayer } from "../image/types.ts";
@@ -65,7 +65,8 @@ export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): Resolv
   if (opts.sizeMib !== undefined && (!Number.isInteger(opts.sizeMib) || opts.sizeMib <= 0))
     throw CommonErrors.INVALID_ARGUMENT({ message: `sizeMib must be a positive whole number of MiB, got ${opts.sizeMib}` });
   return {
-    stateDir: opts.stateDir ?? join(homedir(), ".microagent"),
+    // Absolute, so the returned base path stays valid whatever the caller's cwd later is.
+    stateDir: resolve(opts.stateDir ?? join(homedir(), ".microagent")),
     sizeMib: opts.sizeMib,
     mke2fs: opts.mke2fs,
     debugfs: opts.debugfs,
