@@ -163,9 +163,21 @@ export class Supervisor implements ControlHandlers {
     await this.#finish("failed", firstLine(err.message));
   }
 
-  /** Reject when the VM dies before `p` settles. */
+  /**
+   * Reject when the VM dies before `p` settles. The channel usually notices first (the socket
+   * closes a moment before QEMU is reaped), so a channel failure waits briefly for the VM's exit
+   * and then reports VM_DIED with the exit status and serial tail instead of a bare "peer closed".
+   */
   #guard<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.#vmDeath]);
+    const translated = p.catch(async (e: unknown) => {
+      const vm = this.vm;
+      if (vm && isMicroagentError(e) && e.code.startsWith("CHANNEL_")) {
+        const exited = await Promise.race([vm.exited.then(() => true), sleep(1500).then(() => false)]);
+        if (exited) await this.#vmDeath;
+      }
+      throw e;
+    });
+    return Promise.race([translated, this.#vmDeath]);
   }
 
   #bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

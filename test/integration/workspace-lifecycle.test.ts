@@ -59,8 +59,13 @@ before(async () => {
 });
 
 after(async () => {
-  // Orphan check: nothing this suite started may survive it.
-  const left = liveProcesses();
+  // Orphan check: nothing this suite started may survive it (supervisors that just recorded their
+  // final state get a moment to exit).
+  let left = liveProcesses();
+  for (let i = 0; i < 100 && left.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = liveProcesses();
+  }
   for (const p of left) {
     try {
       process.kill(p.pid, "SIGKILL");
@@ -167,6 +172,25 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     for (let i = 0; i < 40 && liveProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(liveProcesses(), []);
 
+    // --- boot 4: QEMU dies under an in-flight exec: the exec fails with VM_DIED and the serial tail ---
+    await startWorkspace(name, { stateDir: fx.stateDir });
+    const rt4 = await readRuntime(paths);
+    assert.ok(rt4?.vmmPid);
+    const ws4 = await Workspace.connect(name, { stateDir: fx.stateDir });
+    const inflight = ws4.exec(["sleep", "60"]).result;
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(rt4.vmmPid, "SIGKILL");
+    await assert.rejects(inflight, (e: Error & { code?: string }) => {
+      assert.equal(e.code, "VM_DIED");
+      assert.match(e.message, /killed by SIGKILL/);
+      assert.match(e.message, /serial log tail/);
+      return true;
+    });
+    const after4 = await cli("--json", "wait", name, "--timeout", "30s");
+    assert.equal(after4.code, 1);
+    assert.equal(JSON.parse(after4.stdout).state, "failed");
+    assert.match(JSON.parse(after4.stdout).detail, /the VM exited unexpectedly \(killed by SIGKILL\)/);
+
     const states = (await readEvents(name, { stateDir: fx.stateDir })).map((e) => e.state);
     assert.deepEqual(states, [
       "prepared",
@@ -178,6 +202,9 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
       "running",
       "quarantined",
       "stopped",
+      "starting",
+      "running",
+      "failed",
       "starting",
       "running",
       "failed",
