@@ -24,6 +24,10 @@ export const GUEST_MODULES: readonly ModuleRequest[] = [
   { name: "virtio_net", required: true, purpose: "networking" },
   { name: "virtio_rng", required: false, purpose: "early entropy" },
   { name: "vmw_vsock_virtio_transport", required: false, purpose: "vsock channel (Firecracker)" },
+  // The ACPI power button: QMP system_powerdown reaches the guest init as an input event, so a workspace
+  // whose channel is severed (quarantine) can still be shut down gracefully.
+  { name: "button", required: false, purpose: "ACPI power button (graceful shutdown without the channel)" },
+  { name: "evdev", required: false, purpose: "input events from the power button" },
 ];
 
 export interface ModuleResolution {
