@@ -20,6 +20,8 @@ kernel/net/core/failover.ko:
 kernel/net/vmw_vsock/vsock.ko:
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/drivers/acpi/button.ko:
+kernel/drivers/input/evdev.ko:
 `;
 const DEBIAN_BUILTIN = "kernel/fs/ext4/ext4.ko\nkernel/fs/jbd2/jbd2.ko\nkernel/crypto/crc32c_generic.ko\n";
 
@@ -38,6 +40,8 @@ test("kernel modules: Debian cloud kernel closure in load order", () => {
     "kernel/net/vmw_vsock/vsock.ko",
     "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
     "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+    "kernel/drivers/acpi/button.ko",
+    "kernel/drivers/input/evdev.ko",
   ]);
   assert.deepEqual(r.builtin, ["ext4"]);
   assert.deepEqual(r.unavailable, []);
@@ -74,7 +78,7 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
     "kernel/drivers/char/hw_random/virtio-rng.ko.xz",
   ]);
   assert.ok(r.load.includes("kernel/drivers/char/hw_random/virtio-rng.ko.xz"), "virtio_rng matches virtio-rng.ko");
-  assert.deepEqual(r.unavailable, ["vmw_vsock_virtio_transport"]);
+  assert.deepEqual(r.unavailable, ["vmw_vsock_virtio_transport", "button", "evdev"]);
   assert.equal(uncompressedPath("kernel/fs/ext4/ext4.ko.zst"), "kernel/fs/ext4/ext4.ko");
   assert.equal(uncompressedPath("a/b.ko.xz"), "a/b.ko");
   assert.equal(moduleName("kernel/drivers/char/hw_random/virtio-rng.ko.xz"), "virtio_rng");
