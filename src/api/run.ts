@@ -57,9 +57,11 @@ export interface RunResult {
   workspace: string;
   kept: boolean;
   finalState: WorkspaceState | undefined;
-  /** The guest command's exit code (124 on timeout, 128+n for a signal, 127 when it never started). */
+  /** The guest command's exit code (124 on timeout, 130 when interrupted, 128+n for a signal, 127 when it never started). */
   exitCode: number;
   timedOut: boolean;
+  /** The caller's signal aborted the run (the VM was killed). */
+  interrupted: boolean;
   result: WorkloadResult | undefined;
   timings: { createMs: number; bootMs?: number; totalMs: number };
 }
@@ -142,8 +144,9 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     // The supervisor records the final state once the VM is gone.
     const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000, intervalMs: 20 }).catch(() => undefined);
     const finalState = waited?.state ?? (await readState(workspacePaths(opts.stateDir ?? defaultStateDir(), name)).catch(() => undefined))?.state;
-    const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : 1;
-    return { workspace: name, kept: Boolean(opts.keep), finalState, exitCode, timedOut, result, timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 } };
+    const interrupted = Boolean(opts.signal?.aborted) && !result;
+    const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : interrupted ? 130 : 1;
+    return { workspace: name, kept: Boolean(opts.keep), finalState, exitCode, timedOut, interrupted, result, timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 } };
   } finally {
     if (!opts.keep) {
       await deleteWorkspace(name, { ...access, force: true, kill: async () => void (await kill()) }).catch(() => {});

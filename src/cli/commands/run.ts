@@ -113,6 +113,7 @@ export function runCommand(): Command {
           process.off("SIGINT", onSigint);
         }
         if (text && r.kept) ctx.streams.stderr.write(`kept workspace ${r.workspace}\n`);
+        if (text && r.interrupted) ctx.streams.stderr.write("error: interrupted; the workspace was killed\n");
         if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${o.timeout}; the workspace was killed\n`);
         if (text && r.result?.startError) ctx.streams.stderr.write(`error: the command failed to start: ${r.result.startError}\n`);
         return {
@@ -123,6 +124,7 @@ export function runCommand(): Command {
             final_state: r.finalState,
             exit_code: r.exitCode,
             timed_out: r.timedOut,
+            interrupted: r.interrupted,
             result: {
               ...(r.result?.startedAt ? { started_at: r.result.startedAt } : {}),
               ...(r.result?.exitedAt ? { exited_at: r.result.exitedAt } : {}),
