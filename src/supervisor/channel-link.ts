@@ -74,7 +74,7 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
       await ch.sendBootConfig(cfg, { timeoutMs: opts.timeoutMs });
     },
     ping: (timeoutMs) => ch.ping(timeoutMs),
-    async exec(req: ExecRequest, onOutput): Promise<ExecResult> {
+    async exec(req: ExecRequest, onOutput, signal): Promise<ExecResult> {
       const h = ch.exec({
         argv: req.argv,
         ...(req.env ? { env: req.env } : {}),
@@ -85,7 +85,20 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
         ...(req.stdoutLimitBytes ? { stdoutLimitBytes: req.stdoutLimitBytes } : {}),
         ...(req.stderrLimitBytes ? { stderrLimitBytes: req.stderrLimitBytes } : {}),
       });
-      if (onOutput) for await (const chunk of h) onOutput(chunk.stream, chunk.data);
+      const onAbort = () => {
+        try {
+          h.kill("SIGKILL");
+        } catch {
+          /* already ended */
+        }
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        if (onOutput) for await (const chunk of h) onOutput(chunk.stream, chunk.data);
+        await h;
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+      }
       const r = await h;
       return {
         status: r.status,

@@ -19,7 +19,8 @@ export interface GuestLink {
   sendBootConfig(config: unknown): Promise<void>;
   /** Round trip through the guest's event loop, in ms. */
   ping(timeoutMs: number): Promise<number>;
-  exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined): Promise<ExecResult>;
+  /** Run a command; aborting `signal` (the client went away) kills it in the guest. */
+  exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, signal?: AbortSignal): Promise<ExecResult>;
   openConsole(size: { cols: number; rows: number }): Promise<ConsoleSession>;
   /** Workload stdout/stderr as the guest streams it. */
   onWorkloadOutput(cb: (stream: OutputStream, data: Buffer) => void): void;

@@ -329,10 +329,10 @@ export class Supervisor implements ControlHandlers {
     return this.link;
   }
 
-  async exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, _signal: AbortSignal): Promise<ExecResult> {
+  async exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, signal: AbortSignal): Promise<ExecResult> {
     if (this.phase === "booting") await this.waitReady(this.config.bootTimeoutMs);
     const link = this.#requireLink("exec");
-    return this.#guard(link.exec(req, onOutput));
+    return this.#guard(link.exec(req, onOutput, signal));
   }
 
   async attach(onOutput: (stream: OutputStream, data: Buffer) => void, signal: AbortSignal): Promise<WorkloadResult> {
