@@ -125,6 +125,16 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.equal((await h).exitCode, 0);
     assert.equal((await ws.exec(["sh", "-c", "echo persisted > /root/marker; sync"])).exitCode, 0);
 
+    // a caller that gives up on an exec kills the command in the guest
+    const ac = new AbortController();
+    const hang = ws.exec(["sleep", "37"], { signal: ac.signal }).result;
+    await new Promise((r) => setTimeout(r, 500));
+    ac.abort(new Error("caller gave up"));
+    await assert.rejects(hang, /caller gave up/);
+    await new Promise((r) => setTimeout(r, 300));
+    const ps = await ws.exec(["sh", "-c", "ps | grep 'sleep 37' | grep -v grep | wc -l"]);
+    assert.equal(ps.stdout.toString().trim(), "0");
+
     // delete refused while running, with the seed's remedy
     await assert.rejects(deleteWorkspace(name, { stateDir: fx.stateDir }), (e: Error & { code?: string; remediation?: string }) => {
       assert.equal(e.code, "WORKSPACE_RUNNING");
