@@ -11,7 +11,9 @@ import { readManifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { processAlive } from "../workspace/process.ts";
 import { reconcile } from "../workspace/reconcile.ts";
-import { runtimeLiveness, type RuntimeRecord } from "../workspace/runtime.ts";
+import { readRuntime, runtimeLiveness, type RuntimeRecord } from "../workspace/runtime.ts";
+import { pidExists } from "../workspace/process.ts";
+import { readTail } from "../workspace/serial.ts";
 import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
 import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
 import { assertBootArtifactsVerified } from "../workspace/verify.ts";
@@ -82,9 +84,29 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs ?? DEFAULT_START_TIMEOUT_MS);
     return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started };
   } catch (e) {
-    // Whatever happened, the record must not claim a live VM that is not there.
+    // Whatever happened, the record must not claim a live VM that is not there. A supervisor that
+    // died before writing runtime.json is invisible to reconcile (it allows `starting` a grace
+    // period), so record that end here.
+    if (!pidExists(pid)) await recordSupervisorDeath(paths, pid, runtimeId, requestId).catch(() => {});
     await reconcile(paths).catch(() => {});
     throw e;
+  }
+}
+
+async function recordSupervisorDeath(paths: WorkspacePaths, pid: number, runtimeId: string, requestId: string): Promise<void> {
+  const lock = await lockWorkspace(paths, { purpose: "start failed" });
+  try {
+    const cur = await readState(paths);
+    const rt = await readRuntime(paths).catch(() => undefined);
+    if (cur?.state !== "starting" || (rt && rt.runtimeId !== runtimeId)) return;
+    const last = (await readTail(paths.supervisorLog, 1024)).trim().split("\n").at(-1) ?? "";
+    await transition(paths, "failed", {
+      lock,
+      detail: `the supervisor (pid ${pid}) exited before the workspace was running${last ? `: ${last.slice(0, 300)}` : ""}`,
+      identity: { runtimeId, requestId },
+    });
+  } finally {
+    await lock.release();
   }
 }
 
