@@ -91,6 +91,12 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.equal(started.code, 0, started.stdout + started.stderr);
     assert.equal(JSON.parse(started.stdout).state, "running");
 
+    const st = await cli("--json", "status", name);
+    assert.equal(st.code, 0, st.stderr);
+    const stBody = JSON.parse(st.stdout);
+    assert.equal(stBody.event.state, "running");
+    assert.equal(stBody.readiness.execReady.ready, true, st.stdout);
+
     const ready = await probeReadiness(name, { stateDir: fx.stateDir });
     assert.equal(ready.guestReady.ready, true);
     assert.equal(ready.execReady.ready, true);
