@@ -150,17 +150,17 @@ export class Supervisor implements ControlHandlers {
       cause.code === "VM_DIED" || cause.code === "BOOT_FAILED"
         ? cause
         : SupervisorErrors.BOOT_FAILED({
-            message: `workspace ${this.config.workspace} failed to boot: ${cause.message}${tail ? `\nserial log tail:\n${tail.trimEnd()}` : ""}`,
+            message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
             remediation: cause.remediation,
             cause,
             details: { code: cause.code, serialTail: tail },
           });
     this.#bootError = err;
     this.#intent = "boot-failed";
-    this.#readyReject(err);
     this.deps.log(err.message);
-    if (this.vm && !this.vm.exitStatus()) await this.vm.terminate({ graceMs: 1000 }).catch(() => {});
+    // Record first, answer second: whoever waits on the boot reads `failed` once it hears why.
     await this.#finish("failed", firstLine(err.message));
+    this.#readyReject(err);
   }
 
   /**

@@ -278,3 +278,23 @@ test("workspace: run --timeout kills the VM and exits 124", { timeout: 300_000 }
   assert.ok(Date.now() - started < 60_000);
   assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
 });
+
+test("workspace: a boot that overruns its bound fails with the reason and the serial tail", { timeout: 120_000 }, async () => {
+  const name = "slowboot";
+  await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny" });
+  process.env.MICROAGENT_BOOT_TIMEOUT_MS = "700";
+  try {
+    await assert.rejects(startWorkspace(name, { stateDir: fx.stateDir }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, "BOOT_FAILED");
+      assert.match(e.message, /timed out after 700 ms/);
+      assert.match(e.message, /serial log tail/);
+      return true;
+    });
+    const status = await workspaceStatus(name, { stateDir: fx.stateDir, verify: false });
+    assert.equal(status.event.state, "failed");
+    assert.match(status.event.detail, /timed out after 700 ms/);
+  } finally {
+    delete process.env.MICROAGENT_BOOT_TIMEOUT_MS;
+    await deleteWorkspace(name, { stateDir: fx.stateDir, force: true });
+  }
+});
