@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
 import { findQemu, tscKhz } from "../vmm/qemu/host.ts";
 import { existsSync } from "node:fs";
-import { rename, writeFile } from "node:fs/promises";
+import { writeFileAtomic } from "../util/fs.ts";
 import { dirname, join } from "node:path";
 import type { QemuSpec } from "../vmm/qemu/args.ts";
 import { QmpClient } from "../vmm/qemu/qmp.ts";
@@ -100,9 +100,7 @@ async function deathBoundQemu(spec: VmLaunchSpec): Promise<string | undefined> {
   const qemu = findQemu();
   const wrapper = join(dirname(spec.controlSocketPath), "qemu");
   const script = `#!/bin/sh\nexec ${setpriv} --pdeathsig KILL -- ${shellQuote(qemu)} "$@"\n`;
-  const tmp = `${wrapper}.${process.pid}.tmp`;
-  await writeFile(tmp, script, { mode: 0o700 });
-  await rename(tmp, wrapper);
+  await writeFileAtomic(wrapper, script, 0o700);
   return wrapper;
 }
 

@@ -6,7 +6,7 @@
 import { chmod, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { z } from "zod";
-import { ensureDir, writeFileAtomic, isErrno } from "../workspace/fsutil.ts";
+import { ensureDir, writeFileAtomic, isErrno } from "../util/fs.ts";
 import { ImageErrors } from "./errors.ts";
 import { normalizeRegistryName } from "./ref.ts";
 

@@ -22,7 +22,7 @@ import type { ImageRecord, ImageStore } from "./store.ts";
 import { IndexSchema, MEDIA, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
 import { hostArch } from "../contract/backend.ts";
-import { isErrno } from "../workspace/fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 
 export interface LoadImageOptions extends ImageStoreOptions {
   /**

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { z } from "zod";
 import { isMicroagentError } from "../contract/errors.ts";
-import { ensurePrivateDir, isErrno, writeFileAtomic } from "../workspace/fsutil.ts";
+import { ensurePrivateDir, isErrno, writeFileAtomic } from "../util/fs.ts";
 import { acquireLock } from "../workspace/lock.ts";
 import { ImageErrors } from "./errors.ts";
 import { DigestSchema } from "./types.ts";

@@ -8,7 +8,8 @@ import { rename, readdir, rm, mkdtemp, stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Arch } from "../contract/backend.ts";
 import { KernelErrors } from "./errors.ts";
-import { ensureDir, sha256File } from "./fsutil.ts";
+import { ensureDir } from "../util/fs.ts";
+import { sha256File } from "./fsutil.ts";
 import { runTool } from "./tools.ts";
 
 export interface AptPackage {

@@ -5,7 +5,7 @@
  */
 import { open, readFile, rm } from "node:fs/promises";
 import { KernelErrors } from "./errors.ts";
-import { ensureDir } from "./fsutil.ts";
+import { ensureDir } from "../util/fs.ts";
 import { dirname } from "node:path";
 
 export interface LockOptions {

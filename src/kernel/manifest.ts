@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { ArchSchema, BackendNameSchema, type Arch, type BackendName } from "../contract/backend.ts";
 import { KernelErrors } from "./errors.ts";
-import { writeFileAtomic } from "./fsutil.ts";
+import { ensureDir, writeFileAtomic } from "../util/fs.ts";
 
 export const KERNEL_FILE = "vmlinuz";
 /** Firecracker (linux-kvm) boots an uncompressed ELF kernel on x86. */
@@ -97,5 +97,6 @@ export async function readManifest(dir: string): Promise<KernelManifest | undefi
 }
 
 export async function writeManifest(dir: string, manifest: KernelManifest): Promise<void> {
+  await ensureDir(dir);
   await writeFileAtomic(join(dir, MANIFEST_FILE), `${JSON.stringify(KernelManifestSchema.parse(manifest), null, 2)}\n`);
 }

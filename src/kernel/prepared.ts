@@ -9,7 +9,8 @@
 import { mkdtemp, readFile, rename, rm, writeFile, copyFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { z } from "zod";
-import { ensureDir, sha256Bytes, sha256File } from "./fsutil.ts";
+import { ensureDir } from "../util/fs.ts";
+import { sha256Bytes, sha256File } from "./fsutil.ts";
 import type { InitramfsModule } from "./initramfs.ts";
 import { GUEST_MODULES } from "./modules.ts";
 

@@ -7,7 +7,8 @@
  * whether KVM can run a guest does not change while the host stays up.
  */
 import { readFileSync } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { ensureDir, writeFileAtomic } from "../util/fs.ts";
 import { join } from "node:path";
 import { z } from "zod";
 import type { Accel } from "../backend/types.ts";
@@ -49,10 +50,8 @@ export async function chooseAccel(env: NodeJS.ProcessEnv = process.env, cacheDir
   const choice: AccelChoice = { accel: r.accel === "kvm" ? "kvm" : "tcg", reason: r.reason };
   if (cacheFile && bootId) {
     try {
-      await mkdir(cacheDir as string, { recursive: true, mode: 0o700 });
-      const tmp = `${cacheFile}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify({ bootId, ...choice }), { mode: 0o600 });
-      await rename(tmp, cacheFile);
+      await ensureDir(cacheDir as string);
+      await writeFileAtomic(cacheFile, JSON.stringify({ bootId, ...choice }));
     } catch {
       /* caching is an optimisation */
     }

@@ -10,7 +10,7 @@ import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { linuxQemuBackend } from "../backend/linux-qemu.ts";
 import { getBackend } from "../backend/index.ts";
-import { ensurePrivateDir } from "../workspace/fsutil.ts";
+import { ensurePrivateDir } from "../util/fs.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import { pathsForDir, type WorkspacePaths } from "../workspace/paths.ts";
 import { processStartTime } from "../workspace/process.ts";

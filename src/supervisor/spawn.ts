@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { FILE_MODE } from "../workspace/fsutil.ts";
+import { FILE_MODE } from "../util/fs.ts";
 import { runtimeDirFor, type WorkspacePaths } from "../workspace/paths.ts";
 import { dirname, join } from "node:path";
 import { pidExists } from "../workspace/process.ts";

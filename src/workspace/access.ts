@@ -4,7 +4,7 @@
  */
 import { stat } from "node:fs/promises";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { acquireLock, type LockHandle, type LockOptions } from "./lock.ts";
 import { defaultStateDir, workspacePaths, type WorkspacePaths } from "./paths.ts";
 

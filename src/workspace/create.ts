@@ -15,7 +15,7 @@ import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { workspaceExists } from "./access.ts";
 import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
-import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "./fsutil.ts";
+import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "../util/fs.ts";
 import { sha256File } from "./hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { isMicroagentError } from "../contract/errors.ts";
 import { lockWorkspace, workspaceExists, type WorkspaceAccessOptions } from "./access.ts";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
 import { processAlive } from "./process.ts";
 import { reconcile } from "./reconcile.ts";

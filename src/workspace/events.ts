@@ -7,7 +7,7 @@ import { appendFile, open, readFile, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { FILE_MODE, isErrno } from "./fsutil.ts";
+import { FILE_MODE, isErrno } from "../util/fs.ts";
 
 export const WORKSPACE_STATES = [
   "prepared",

@@ -2,7 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { openWorkspace, type WorkspaceAccessOptions } from "./access.ts";
 import { followEventsFile, readEventsFile, type WorkspaceEvent } from "./events.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { reconcile } from "./reconcile.ts";
 import { followBytes } from "./serial.ts";
 import type { WorkspaceState } from "./events.ts";

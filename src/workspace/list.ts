@@ -1,7 +1,7 @@
 /** `list` and `ps`: every workspace in a state dir, each reconciled before it is reported. */
 import { readdir } from "node:fs/promises";
 import { isMicroagentError } from "../contract/errors.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { readManifest } from "./manifest.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, WORKSPACE_NAME_PATTERN } from "./paths.ts";
 import { reconcile } from "./reconcile.ts";

@@ -22,7 +22,7 @@ import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { FILE_MODE, isErrno, tempPathFor } from "./fsutil.ts";
+import { FILE_MODE, isErrno, tempPathFor } from "../util/fs.ts";
 import { processAlive, selfIdentity } from "./process.ts";
 
 export const LockRecordSchema = z.object({

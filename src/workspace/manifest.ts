@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { ArchSchema, BackendNameSchema } from "../contract/backend.ts";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno, writeJsonAtomic } from "./fsutil.ts";
+import { isErrno, writeJsonAtomic } from "../util/fs.ts";
 import { ProfileNameSchema } from "./profiles.ts";
 import type { WorkspacePaths } from "./paths.ts";
 

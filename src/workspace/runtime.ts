@@ -6,7 +6,7 @@
 import { readFile, rm } from "node:fs/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno, writeJsonAtomic } from "./fsutil.ts";
+import { isErrno, writeJsonAtomic } from "../util/fs.ts";
 import { processAlive } from "./process.ts";
 import type { WorkspacePaths } from "./paths.ts";
 

@@ -1,7 +1,7 @@
 /** Reading the serial console log: whole, a bounded tail, or followed as it grows. */
 import { open, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 
 /** The last `maxBytes` of a file as text ("" when missing), cut at a line start when possible. */
 export async function readTail(path: string, maxBytes = 4096): Promise<string> {

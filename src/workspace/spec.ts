@@ -11,7 +11,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { sha256File, sha256Text } from "./hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
 import { ProfileNameSchema, type ProfileName } from "./profiles.ts";

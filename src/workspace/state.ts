@@ -12,7 +12,7 @@ import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { appendEvent, lastEvent, WorkspaceStateSchema, IdentitySchema, type Identity, type WorkspaceEvent, type WorkspaceState } from "./events.ts";
-import { isErrno, writeJsonAtomic } from "./fsutil.ts";
+import { isErrno, writeJsonAtomic } from "../util/fs.ts";
 import { acquireLock, type LockHandle } from "./lock.ts";
 import type { WorkspacePaths } from "./paths.ts";
 

@@ -7,7 +7,7 @@
 import type { Manifest } from "./manifest.ts";
 import type { WorkspaceState } from "./events.ts";
 import { sha256File } from "./hash.ts";
-import { isErrno } from "./fsutil.ts";
+import { isErrno } from "../util/fs.ts";
 import { WorkspaceErrors } from "./errors.ts";
 
 export type VerifiedArtifact = "kernel" | "init" | "rootfs" | "config";

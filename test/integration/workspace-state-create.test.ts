@@ -24,7 +24,7 @@ import { readManifest } from "../../src/workspace/manifest.ts";
 import { transition } from "../../src/workspace/state.ts";
 import { writeRuntime } from "../../src/workspace/runtime.ts";
 import { processStartTime, processAlive } from "../../src/workspace/process.ts";
-import { ensurePrivateDir } from "../../src/workspace/fsutil.ts";
+import { ensurePrivateDir } from "../../src/util/fs.ts";
 
 // Reuse downloaded kernel packages across runs (the kernel area honours this variable).
 process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");

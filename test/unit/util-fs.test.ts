@@ -4,7 +4,7 @@ import { chmod, mkdir, mkdtemp, readdir, rm, stat, symlink } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
-import { ensurePrivateDir, writeFileAtomic } from "../../src/workspace/fsutil.ts";
+import { ensurePrivateDir, writeFileAtomic } from "../../src/util/fs.ts";
 
 test("workspace: ensurePrivateDir makes 0700 and refuses symlinks and parents others can rewrite", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ws-fs-"));
