@@ -5,6 +5,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
+import { sha256Bytes } from "../util/hash.ts";
 import { ImageErrors } from "./errors.ts";
 
 export interface ExpectedBlob {
@@ -79,10 +80,6 @@ export async function verifyStream(source: Readable, expected: ExpectedBlob): Pr
   v.finish();
 }
 
-export function sha256Hex(data: Uint8Array | string): string {
-  return createHash("sha256").update(data).digest("hex");
-}
-
 export function sha256Digest(data: Uint8Array | string): string {
-  return `sha256:${sha256Hex(data)}`;
+  return `sha256:${sha256Bytes(data)}`;
 }

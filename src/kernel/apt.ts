@@ -9,7 +9,7 @@ import { basename, join } from "node:path";
 import type { Arch } from "../contract/backend.ts";
 import { KernelErrors } from "./errors.ts";
 import { ensureDir } from "../util/fs.ts";
-import { sha256File } from "./fsutil.ts";
+import { sha256File } from "../util/hash.ts";
 import { runTool } from "./tools.ts";
 
 export interface AptPackage {

@@ -13,7 +13,7 @@ import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { fetchDeb, resolveAptKernel, type AptKernelPlan } from "./apt.ts";
 import { KernelErrors } from "./errors.ts";
 import { ensureDir, writeFileAtomic } from "../util/fs.ts";
-import { normalizeSha256, sha256Bytes, sha256File } from "./fsutil.ts";
+import { normalizeSha256, sha256Bytes, sha256File } from "../util/hash.ts";
 import { resolveGuestInit } from "./guest-init.ts";
 import { buildInitramfs, type InitramfsModule } from "./initramfs.ts";
 import { acquireLock } from "./lock.ts";

@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rename, rm, writeFile, copyFile } from "node:fs/prom
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { ensureDir } from "../util/fs.ts";
-import { sha256Bytes, sha256File } from "./fsutil.ts";
+import { sha256Bytes, sha256File } from "../util/hash.ts";
 import type { InitramfsModule } from "./initramfs.ts";
 import { GUEST_MODULES } from "./modules.ts";
 

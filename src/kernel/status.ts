@@ -4,7 +4,7 @@ import { join, resolve as resolvePath } from "node:path";
 import { ArchSchema, BackendNameSchema, hostArch, type Arch, type BackendName } from "../contract/backend.ts";
 import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { KernelErrors } from "./errors.ts";
-import { normalizeSha256, sha256File } from "./fsutil.ts";
+import { normalizeSha256, sha256File } from "../util/hash.ts";
 import { DEFAULT_KERNEL_BACKEND } from "./install.ts";
 import { kernelDir, kernelFileFor, kernelsRoot, readManifest, type KernelManifest, type KernelSource } from "./manifest.ts";
 

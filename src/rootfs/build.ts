@@ -9,7 +9,7 @@
  * the winner's record and returns it as a hit.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, constants as fsConstants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
+import { chmodSync, copyFileSync, constants as fsConstants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -22,6 +22,7 @@ import { RootfsErrors } from "./errors.ts";
 import { makeExt4 } from "./mkfs.ts";
 import { Stager } from "./stage.ts";
 import { resolveE2fsTools, type E2fsTools } from "./tools.ts";
+import { sha256File } from "../util/hash.ts";
 
 /**
  * Bumped whenever the builder's output for the same input changes: older cache entries are rebuilt.
@@ -364,12 +365,6 @@ export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfs
     throw e;
   }
   return { ...base, out: opts.out };
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
-  return h.digest("hex");
 }
 
 function writeAtomic(path: string, text: string): void {

@@ -16,7 +16,7 @@ import { workspaceExists } from "./access.ts";
 import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from "../util/fs.ts";
-import { sha256File } from "./hash.ts";
+import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
 import { createOverlay } from "./overlay.ts";
@@ -136,7 +136,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
         kernel: kernel.kernel,
         initramfs: kernel.initramfs,
         rootfsBase: { path: base.path, sha256: base.sha256, sizeMib: base.sizeMib },
-        bootConfig: { path: paths.bootConfig, sha256: await sha256File(paths.bootConfig) },
+        bootConfig: { path: paths.bootConfig, sha256: await sha256FileCached(paths.bootConfig) },
         disk: { path: paths.disk, format: "qcow2" },
       },
       ...(spec ? { spec: { path: spec.path, sha256: spec.sha256 } } : {}),

@@ -4,7 +4,7 @@
  * because a socket path must fit in sun_path (108 bytes on Linux, 104 on macOS) and state dirs
  * can be arbitrarily deep.
  */
-import { createHash } from "node:crypto";
+import { sha256Bytes } from "../util/hash.ts";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { WorkspaceErrors } from "./errors.ts";
@@ -77,7 +77,7 @@ export function workspacesRoot(stateDir: string): string {
 export function runtimeDirFor(workspaceDir: string, env: NodeJS.ProcessEnv = process.env): string {
   const base = env.XDG_RUNTIME_DIR && env.XDG_RUNTIME_DIR.length < 40 ? env.XDG_RUNTIME_DIR : tmpdir();
   const uid = typeof process.getuid === "function" ? process.getuid() : 0;
-  const hash = createHash("sha256").update(resolve(workspaceDir)).digest("hex").slice(0, 16);
+  const hash = sha256Bytes(resolve(workspaceDir)).slice(0, 16);
   return join(base, `microagent-${uid}`, hash);
 }
 

@@ -12,7 +12,7 @@ import { parseDocument } from "yaml";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
-import { sha256File, sha256Text } from "./hash.ts";
+import { sha256Bytes, sha256FileCached } from "../util/hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
 import { ProfileNameSchema, type ProfileName } from "./profiles.ts";
 
@@ -105,7 +105,7 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
       source,
       target: entry.target,
       mode: entry.mode !== undefined ? Number.parseInt(entry.mode, 8) : st.mode & 0o777,
-      sha256: await sha256File(source),
+      sha256: await sha256FileCached(source),
     });
   }
   const env = spec.env ? Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, String(v)])) : undefined;
@@ -147,7 +147,7 @@ export async function loadSpec(specPath: string): Promise<LoadedSpec> {
     throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: the top level must be a mapping of keys (image, files, setup, ...)`, details: { spec: specPath } });
   }
   const loaded = await resolveSpec(raw, specPath);
-  loaded.sha256 = sha256Text(text);
+  loaded.sha256 = sha256Bytes(text);
   return loaded;
 }
 

@@ -6,7 +6,7 @@
  */
 import type { Manifest } from "./manifest.ts";
 import type { WorkspaceState } from "./events.ts";
-import { sha256File } from "./hash.ts";
+import { sha256FileCached } from "../util/hash.ts";
 import { isErrno } from "../util/fs.ts";
 import { WorkspaceErrors } from "./errors.ts";
 
@@ -48,7 +48,7 @@ export async function verifyManifest(manifest: Manifest, state: WorkspaceState |
     const out: ArtifactCheck = { path: recorded.path, recordedSha256: recorded.sha256, checked: enabled };
     if (!enabled) return out;
     try {
-      out.sha256 = await sha256File(recorded.path);
+      out.sha256 = await sha256FileCached(recorded.path);
       if (out.sha256 !== recorded.sha256) {
         divergence.push({ artifact, field: "sha256", expected: recorded.sha256, actual: out.sha256, path: recorded.path });
       }

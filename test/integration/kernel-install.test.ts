@@ -20,7 +20,7 @@ import { ensureKernel, installKernel } from "../../src/kernel/install.ts";
 import { kernelStatus } from "../../src/kernel/status.ts";
 import { readManifest, kernelDir } from "../../src/kernel/manifest.ts";
 import { resolveGuestInit } from "../../src/kernel/guest-init.ts";
-import { sha256File } from "../../src/kernel/fsutil.ts";
+import { sha256File } from "../../src/util/hash.ts";
 import { launchQemu, QmpClient, tscKhz, waitForSerial } from "../../src/vmm/qemu/index.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { scratchDir } from "../helpers/scratch.ts";

@@ -17,7 +17,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { addTarLayer, addTreeLayer, buildBusyboxImage, buildFeatureImage, type OciImage } from "../helpers/oci-image.ts";
 import { scratchDir } from "../helpers/scratch.ts";
-import { ensureBaseRootfs, sha256File, type BaseRootfs } from "../../src/rootfs/build.ts";
+import { ensureBaseRootfs, type BaseRootfs } from "../../src/rootfs/build.ts";
+import { sha256File } from "../../src/util/hash.ts";
 import { compressionOf } from "../../src/image/layer.ts";
 import type { LocalImage } from "../../src/image/types.ts";
 

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { KernelManifestSchema, readManifest, writeManifest, kernelDir, type KernelManifest } from "../../src/kernel/manifest.ts";
 import { kernelStatus, listKernels, verifyKernel, kernelMismatchError } from "../../src/kernel/status.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
-import { sha256Bytes } from "../../src/kernel/fsutil.ts";
+import { sha256Bytes } from "../../src/util/hash.ts";
 import { main } from "../../src/cli/main.ts";
 
 const H = (c: string) => c.repeat(64);
