@@ -120,7 +120,9 @@ export class Supervisor implements ControlHandlers {
       if (!channel) throw SupervisorErrors.BOOT_FAILED({ message: `backend ${this.deps.backend.name} has no guest channel` });
       const stream = await this.#guard(channel.openChannel(vm, this.config.launch));
       const remaining = () => Math.max(1, deadline - Date.now());
-      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining()), remaining(), "the guest's hello"));
+      // The boot bound is this #bounded; the link's own hello timeout is only a backstop, set past it so
+      // that one message ("timed out after N ms waiting for ...") reports an overrun boot.
+      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello"));
       this.link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
