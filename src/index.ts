@@ -114,7 +114,7 @@ export { ManifestSchema as WorkspaceManifestSchema, readManifest as readWorkspac
 export type { Manifest as WorkspaceManifest, BootSpec, BootFile as WorkspaceBootFile, NetworkMode } from "./workspace/manifest.ts";
 export { PROFILES, PROFILE_NAMES, DEFAULT_PROFILE, resolveResources } from "./workspace/profiles.ts";
 export type { ProfileName, ResourceOptions, ResolvedResources } from "./workspace/profiles.ts";
-export { processAlive, processStartTime } from "./workspace/process.ts";
+export { processAlive, processStartTime } from "./util/process.ts";
 export { reconcile } from "./workspace/reconcile.ts";
 export type { ReconcileOptions, ReconcileOutcome } from "./workspace/reconcile.ts";
 export { verifyManifest, assertBootArtifactsVerified } from "./workspace/verify.ts";

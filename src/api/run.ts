@@ -12,7 +12,7 @@ import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import type { NetworkMode } from "../workspace/manifest.ts";
 import type { ProfileName } from "../workspace/profiles.ts";
-import { pidExists } from "../workspace/process.ts";
+import { pidExists } from "../util/process.ts";
 import { readState } from "../workspace/state.ts";
 import { defaultStateDir, workspacePaths } from "../workspace/paths.ts";
 import { SupervisorClient } from "../supervisor/client.ts";

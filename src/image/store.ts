@@ -11,12 +11,25 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { z } from "zod";
-import { isMicroagentError } from "../contract/errors.ts";
+import { CommonErrors } from "../contract/errors.ts";
 import { ensurePrivateDir, isErrno, writeFileAtomic } from "../util/fs.ts";
-import { acquireLock } from "../workspace/lock.ts";
+import { acquireLock, type LockErrors } from "../util/lock.ts";
 import { ImageErrors } from "./errors.ts";
 import { DigestSchema } from "./types.ts";
 import { DigestVerifier, type ExpectedBlob } from "./verify.ts";
+
+const indexLockErrors: LockErrors = {
+  busy: ({ holder, timeoutMs }) =>
+    ImageErrors.IMAGE_IN_USE_CONFLICT({
+      message: `image index is locked by another process: pid ${holder.pid} (${holder.purpose}, since ${holder.acquiredAt}); gave up after ${timeoutMs} ms`,
+    }),
+  busyHere: ({ path, purpose, timeoutMs }) =>
+    ImageErrors.IMAGE_IN_USE_CONFLICT({
+      message: `image index lock ${path} is held by another operation of this process (${purpose}); gave up after ${timeoutMs} ms`,
+    }),
+  heldBySelf: ({ path, holder }) =>
+    CommonErrors.INTERNAL({ message: `lock ${path} is already held by this process (${holder.purpose}); pass the held lock instead of acquiring it again` }),
+};
 
 export function defaultStateDir(): string {
   return process.env.MICROAGENT_STATE_DIR || join(homedir(), ".microagent");
@@ -217,15 +230,7 @@ export class ImageStore {
   /** Read-modify-write of the index under its lock; `fn` returns the value to pass back. */
   async updateIndex<T>(fn: (index: ImageIndexFile) => Promise<T> | T): Promise<T> {
     await this.init();
-    let lock;
-    try {
-      lock = await acquireLock(this.lockPath, { purpose: "image index update", timeoutMs: 30_000 });
-    } catch (e) {
-      if (isMicroagentError(e) && e.code === "WORKSPACE_LOCKED") {
-        throw ImageErrors.IMAGE_IN_USE_CONFLICT({ message: `image index is locked by another process: ${e.message}`, cause: e });
-      }
-      throw e;
-    }
+    const lock = await acquireLock(this.lockPath, { purpose: "image index update", timeoutMs: 30_000 }, indexLockErrors);
     try {
       const index = await this.readIndex();
       const result = await fn(index);

@@ -13,7 +13,7 @@ import { getBackend } from "../backend/index.ts";
 import { ensurePrivateDir } from "../util/fs.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import { pathsForDir, type WorkspacePaths } from "../workspace/paths.ts";
-import { processStartTime } from "../workspace/process.ts";
+import { processStartTime } from "../util/process.ts";
 import { clearRuntime, writeRuntime, type RuntimeRecord } from "../workspace/runtime.ts";
 import { writeResult } from "../workspace/result.ts";
 import { readTail } from "../workspace/serial.ts";

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { FILE_MODE } from "../util/fs.ts";
 import { runtimeDirFor, type WorkspacePaths } from "../workspace/paths.ts";
 import { dirname, join } from "node:path";
-import { pidExists } from "../workspace/process.ts";
+import { pidExists } from "../util/process.ts";
 import { readTail } from "../workspace/serial.ts";
 import { isMicroagentError } from "../contract/errors.ts";
 import { SupervisorClient } from "./client.ts";

@@ -1,6 +1,8 @@
 /**
- * The per-workspace exclusive lock. Every read-modify-write of a workspace's state happens under
- * it, so concurrent CLI calls and the supervisor serialize cleanly.
+ * An exclusive lock file shared by every area (workspaces, the image index, kernel installs). Every
+ * read-modify-write of shared state happens under one, so concurrent CLI calls and the supervisor
+ * serialize cleanly. Each area names its own errors through `LockErrors` (WORKSPACE_LOCKED,
+ * KERNEL_INSTALL_LOCKED, ...), so callers keep seeing their area's codes.
  *
  * Acquire: write the holder record ({pid, startTime, purpose, acquiredAt}) to a private temp file,
  * then link(2) it to `lock`. link fails with EEXIST when the lock exists, atomically, like O_EXCL
@@ -14,15 +16,16 @@
  * Within one process (the supervisor records transitions from several async paths) callers queue
  * on an in-process mutex per lock path first, so they wait for each other instead of finding
  * "their own" lock file. A nested acquire while holding the lock therefore waits until its
- * timeout and fails with WORKSPACE_LOCKED: pass the held handle instead.
+ * timeout and fails with the area's busy error: pass the held handle instead.
+
+A lock file holding only a pid (older kernel install locks) is read as that pid's record.
  */
 import { randomBytes } from "node:crypto";
 import { link, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { WorkspaceErrors } from "./errors.ts";
-import { FILE_MODE, isErrno, tempPathFor } from "../util/fs.ts";
+import { FILE_MODE, isErrno, tempPathFor } from "./fs.ts";
 import { processAlive, selfIdentity } from "./process.ts";
 
 export const LockRecordSchema = z.object({
@@ -38,12 +41,27 @@ export type LockRecord = z.infer<typeof LockRecordSchema>;
 export interface LockOptions {
   /** What the holder is doing, shown to whoever waits ("delete", "transition running"). */
   purpose?: string;
-  /** How long to wait for a held lock before failing with WORKSPACE_LOCKED. Default 15000. */
+  /** How long to wait for a held lock before failing with the area's busy error. Default 15000. */
   timeoutMs?: number;
   /** Poll interval while waiting. Default 25. */
   pollMs?: number;
   signal?: AbortSignal;
+  /** Called once, when the lock is found held by another process and we start waiting. */
+  onWait?: (holder: LockRecord) => void;
 }
+
+/** The errors an area reports for its locks (each keeps its own codes). */
+export interface LockErrors {
+  /** Another process kept the lock until the timeout. */
+  busy(info: { path: string; holder: LockRecord; timeoutMs: number }): Error;
+  /** Another caller in this same process kept the lock until the timeout. */
+  busyHere(info: { path: string; purpose: string; timeoutMs: number }): Error;
+  /** The lock file names this very process, but not through a handle we hold (a nested acquire). */
+  heldBySelf(info: { path: string; holder: LockRecord }): Error;
+}
+
+/** Used when the caller gives no purpose. */
+const DEFAULT_PURPOSE = "lock holder";
 
 export interface LockHandle {
   readonly path: string;
@@ -64,6 +82,8 @@ export async function readLockRecord(path: string): Promise<LockRecord | undefin
     if (isErrno(e, "ENOENT")) return undefined;
     throw e;
   }
+  const legacyPid = /^\s*([1-9][0-9]*)\s*$/.exec(text)?.[1];
+  if (legacyPid !== undefined) return { pid: Number(legacyPid), purpose: "unknown (pid-only lock file)", acquiredAt: "" };
   try {
     return LockRecordSchema.parse(JSON.parse(text));
   } catch {
@@ -83,12 +103,14 @@ interface LocalQueue {
 const localHolders = new Map<string, LocalQueue>();
 
 /** Wait for this process's turn on `path` (FIFO), up to `deadline`. */
-async function localAcquire(path: string, purpose: string, deadline: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+async function localAcquire(path: string, purpose: string, deadline: number, timeoutMs: number, errors: LockErrors, options: LockOptions): Promise<void> {
+  const { signal } = options;
   const q = localHolders.get(path);
   if (!q) {
     localHolders.set(path, { holder: purpose, waiters: [] });
     return;
   }
+  options.onWait?.({ pid: process.pid, purpose: q.holder, acquiredAt: "" });
   await new Promise<void>((resolve, reject) => {
     const waiter = () => {
       clearTimeout(timer);
@@ -107,13 +129,7 @@ async function localAcquire(path: string, purpose: string, deadline: number, tim
       giveUp(signal?.reason);
     };
     const timer = setTimeout(
-      () =>
-        giveUp(
-          WorkspaceErrors.WORKSPACE_LOCKED({
-            message: `workspace lock ${path} is held by this same process (${q.holder}); gave up after ${timeoutMs} ms`,
-            details: { lock: path, holder: { pid: process.pid, purpose: q.holder } },
-          }),
-        ),
+      () => giveUp(errors.busyHere({ path, purpose: q.holder, timeoutMs })),
       Math.max(0, deadline - Date.now()),
     );
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -129,32 +145,42 @@ function localRelease(path: string): void {
   else localHolders.delete(path);
 }
 
-export async function acquireLock(lockPath: string, options: LockOptions = {}): Promise<LockHandle> {
+/** Take the lock at `lockPath` (its directory must exist), waiting up to `options.timeoutMs`. */
+export async function acquireLock(lockPath: string, options: LockOptions, errors: LockErrors): Promise<LockHandle> {
   const path = resolve(lockPath);
   const timeoutMs = options.timeoutMs ?? 15000;
   const start = Date.now();
-  await localAcquire(path, options.purpose ?? "workspace operation", start + timeoutMs, timeoutMs, options.signal);
+  let waited = false;
+  // onWait fires at most once per acquire, whether we queue behind this process or wait on another.
+  const once: LockOptions = {
+    ...options,
+    onWait: (holder) => {
+      if (waited) return;
+      waited = true;
+      options.onWait?.(holder);
+    },
+  };
+  await localAcquire(path, options.purpose ?? DEFAULT_PURPOSE, start + timeoutMs, timeoutMs, errors, once);
   try {
-    return await acquireFileLock(path, options, start + timeoutMs, timeoutMs);
+    return await acquireFileLock(path, once, start + timeoutMs, timeoutMs, errors);
   } catch (e) {
     localRelease(path);
     throw e;
   }
 }
 
-async function acquireFileLock(path: string, options: LockOptions, deadline: number, timeoutMs: number): Promise<LockHandle> {
+async function acquireFileLock(path: string, options: LockOptions, deadline: number, timeoutMs: number, errors: LockErrors): Promise<LockHandle> {
   const pollMs = options.pollMs ?? 25;
   const self = selfIdentity();
   const record: LockRecord = {
     pid: self.pid,
     ...(self.startTime !== undefined ? { startTime: self.startTime } : {}),
-    purpose: options.purpose ?? "workspace operation",
+    purpose: options.purpose ?? DEFAULT_PURPOSE,
     acquiredAt: new Date().toISOString(),
     token: randomBytes(8).toString("hex"),
   };
   const tmp = tempPathFor(path);
   await writeFile(tmp, `${JSON.stringify(record)}\n`, { mode: FILE_MODE, flag: "wx" });
-  let lastHolder: LockRecord | undefined;
   try {
     for (;;) {
       options.signal?.throwIfAborted();
@@ -166,23 +192,16 @@ async function acquireFileLock(path: string, options: LockOptions, deadline: num
       }
       const holder = await readLockRecord(path);
       if (holder === undefined) continue; // released between our link and read: retry at once
-      lastHolder = holder;
       if (holder.pid === self.pid && holder.startTime === self.startTime) {
         // Same process: waiting would deadlock (a nested acquire without passing the handle).
-        throw WorkspaceErrors.WORKSPACE_INVARIANT({
-          message: `lock ${path} is already held by this process (${holder.purpose}); pass the held lock instead of acquiring it again`,
-        });
+        throw errors.heldBySelf({ path, holder });
       }
       if (lockIsStale(holder)) {
         await takeOverStale(path, holder);
         continue;
       }
-      if (Date.now() >= deadline) {
-        throw WorkspaceErrors.WORKSPACE_LOCKED({
-          message: `workspace is locked by pid ${holder.pid} (${holder.purpose}, since ${holder.acquiredAt}); gave up after ${timeoutMs} ms`,
-          details: { lock: path, holder: lastHolder },
-        });
-      }
+      options.onWait?.(holder);
+      if (Date.now() >= deadline) throw errors.busy({ path, holder, timeoutMs });
       await sleep(pollMs);
     }
   } finally {
@@ -191,8 +210,8 @@ async function acquireFileLock(path: string, options: LockOptions, deadline: num
 }
 
 /** Run `fn` with the lock held, releasing it however `fn` ends. */
-export async function withLock<T>(path: string, options: LockOptions, fn: (lock: LockHandle) => Promise<T>): Promise<T> {
-  const lock = await acquireLock(path, options);
+export async function withLock<T>(path: string, options: LockOptions, errors: LockErrors, fn: (lock: LockHandle) => Promise<T>): Promise<T> {
+  const lock = await acquireLock(path, options, errors);
   try {
     return await fn(lock);
   } finally {

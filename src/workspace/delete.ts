@@ -15,7 +15,7 @@ import { lockWorkspace, workspaceExists, type WorkspaceAccessOptions } from "./a
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
-import { processAlive } from "./process.ts";
+import { processAlive } from "../util/process.ts";
 import { reconcile } from "./reconcile.ts";
 import { readRuntime, vmProcessAlive, type RuntimeRecord } from "./runtime.ts";
 import type { WorkspaceState } from "./events.ts";

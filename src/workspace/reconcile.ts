@@ -14,7 +14,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { WorkspaceErrors } from "./errors.ts";
 import { type LockHandle, acquireLock } from "./lock.ts";
-import { processAlive } from "./process.ts";
+import { processAlive } from "../util/process.ts";
 import { isCleanResult, readResult } from "./result.ts";
 import { readRuntime, runtimeLiveness, type RuntimeRecord } from "./runtime.ts";
 import { lastLines, readTail } from "./serial.ts";

@@ -7,7 +7,7 @@ import { readFile, rm } from "node:fs/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno, writeJsonAtomic } from "../util/fs.ts";
-import { processAlive } from "./process.ts";
+import { processAlive } from "../util/process.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
 export const RuntimeRecordSchema = z.object({

@@ -18,7 +18,7 @@ import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
 import { readEvents, readLogs } from "../../src/workspace/history.ts";
 import { readRuntime } from "../../src/workspace/runtime.ts";
-import { processAlive } from "../../src/workspace/process.ts";
+import { processAlive } from "../../src/util/process.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";

@@ -23,7 +23,7 @@ import { overlayInfo } from "../../src/workspace/overlay.ts";
 import { readManifest } from "../../src/workspace/manifest.ts";
 import { transition } from "../../src/workspace/state.ts";
 import { writeRuntime } from "../../src/workspace/runtime.ts";
-import { processStartTime, processAlive } from "../../src/workspace/process.ts";
+import { processStartTime, processAlive } from "../../src/util/process.ts";
 import { ensurePrivateDir } from "../../src/util/fs.ts";
 
 // Reuse downloaded kernel packages across runs (the kernel area honours this variable).

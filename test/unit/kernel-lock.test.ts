@@ -13,7 +13,7 @@ test("kernel lock: exclusive, waits for the holder, takes over a dead owner's lo
   const path = join(dir, "sub", ".lock-linux-qemu-amd64");
 
   const release = await acquireLock(path);
-  assert.equal(readFileSync(path, "utf8").trim(), String(process.pid));
+  assert.equal((JSON.parse(readFileSync(path, "utf8")) as { pid: number }).pid, process.pid);
   // A second taker waits until the first releases.
   let waitedFor: number | undefined;
   const order: string[] = [];
@@ -32,6 +32,6 @@ test("kernel lock: exclusive, waits for the holder, takes over a dead owner's lo
   const dead = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]).stdout.toString();
   writeFileSync(path, `${dead}\n`);
   const release3 = await acquireLock(path, { timeoutMs: 2000 });
-  assert.equal(readFileSync(path, "utf8").trim(), String(process.pid));
+  assert.equal((JSON.parse(readFileSync(path, "utf8")) as { pid: number }).pid, process.pid);
   await release3();
 });

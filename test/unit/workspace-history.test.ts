@@ -10,7 +10,7 @@ import { createWorkspace, type CreateProviders } from "../../src/workspace/creat
 import { followEvents, followLogs, readLogs } from "../../src/workspace/history.ts";
 import { transition } from "../../src/workspace/state.ts";
 import { writeRuntime } from "../../src/workspace/runtime.ts";
-import { processStartTime } from "../../src/workspace/process.ts";
+import { processStartTime } from "../../src/util/process.ts";
 import { main } from "../../src/cli/main.ts";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { acquireLock, readLockRecord, withLock } from "../../src/workspace/lock.ts";
-import { processStartTime } from "../../src/workspace/process.ts";
+import { processStartTime } from "../../src/util/process.ts";
 
 const LOCK_MODULE = new URL("../../src/workspace/lock.ts", import.meta.url).href;
 

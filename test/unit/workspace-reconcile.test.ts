@@ -11,7 +11,7 @@ import { readState, recordInitialState, transition } from "../../src/workspace/s
 import { writeRuntime, type RuntimeRecord } from "../../src/workspace/runtime.ts";
 import { writeResult } from "../../src/workspace/result.ts";
 import { reconcile } from "../../src/workspace/reconcile.ts";
-import { processAlive, processStartTime } from "../../src/workspace/process.ts";
+import { processAlive, processStartTime } from "../../src/util/process.ts";
 
 /** A pid that existed and is now gone. */
 function deadPid(): number {
