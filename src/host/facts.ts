@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { Arch } from "../contract/backend.ts";
 import { decideDevice, probeDevice, type DeviceResult } from "./devices.ts";
 import { probeKvm, type KvmProbeResult } from "./kvm.ts";
-import { isExecutableFile, isReadableFile, packageRoot } from "./paths.ts";
+import { isExecutableFile, isReadableFile, packageRoot } from "../util/exec-path.ts";
 import { probeE2fs, probeFirecracker, probePasta, probeQemu, probeQemuFeatures, type QemuFeatures, type ToolInfo } from "./tools.ts";
 import { decideUserns, gatherUsernsFacts, type UsernsResult } from "./userns.ts";
 

@@ -15,7 +15,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { hostArch, type Arch } from "../contract/backend.ts";
 import { runTool, type ToolRun } from "./exec.ts";
-import { isExecutableFile, packageRoot } from "./paths.ts";
+import { isExecutableFile, packageRoot } from "../util/exec-path.ts";
 
 export const KVM_DEVICE = "/dev/kvm";
 /**

@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import type { Arch } from "../contract/backend.ts";
 import { firstLine, runTool, type ToolRun } from "./exec.ts";
-import { SBIN_DIRS, findOnPath, isExecutableFile, packageRoot } from "./paths.ts";
+import { SBIN_DIRS, findOnPath, isExecutableFile, packageRoot } from "../util/exec-path.ts";
 
 export interface ToolInfo {
   name: string;

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { runTool, type ToolRun } from "./exec.ts";
-import { findOnPath } from "./paths.ts";
+import { findOnPath } from "../util/exec-path.ts";
 
 export interface UsernsFacts {
   unsharePath?: string;

@@ -1,27 +1,11 @@
 /** Finding the guest init binary that goes into every initramfs as /init. */
-import { readFileSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { packageRoot } from "../util/exec-path.ts";
 import { KernelErrors } from "./errors.ts";
 
 /** Where the build puts it, relative to the package root. */
 export const GUEST_INIT_RELATIVE_PATH = "guest/build/microagent-init";
-
-/** The package root: the nearest ancestor of this module with microagent's package.json (works from src/ and dist/). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string };
-      if (pkg.name === "microagent") return dir;
-    } catch {
-      // keep walking up
-    }
-    const up = dirname(dir);
-    if (up === dir) throw new Error("internal: cannot find microagent's package root");
-    dir = up;
-  }
-}
 
 /**
  * The init binary: `explicit`, else `$MICROAGENT_GUEST_INIT`, else `<package root>/guest/build/microagent-init`.

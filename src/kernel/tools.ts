@@ -3,9 +3,8 @@
  * tool is translated here, once, into TOOL_MISSING naming the package that provides it.
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { delimiter, join } from "node:path";
 import { CommonErrors } from "../contract/errors.ts";
+import { SBIN_DIRS, findOnPath } from "../util/exec-path.ts";
 
 /** Which Debian package provides each tool (for the error's fix). */
 const PROVIDERS: Record<string, string> = {
@@ -18,17 +17,7 @@ const PROVIDERS: Record<string, string> = {
 
 /** Look a tool up on PATH plus the sbin directories unprivileged users often lack on PATH. */
 export function whichTool(name: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const dirs = [...(env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"].filter((d) => d.startsWith("/"));
-  for (const d of dirs) {
-    const p = join(d, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
+  return findOnPath(name, env, SBIN_DIRS);
 }
 
 export interface RunResult {

@@ -4,30 +4,16 @@
  * the tool's output tail.
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { CommonErrors } from "../contract/errors.ts";
+import { findExecutable, isExecutableFile, pathDirs } from "../util/exec-path.ts";
 import { RootfsErrors } from "./errors.ts";
 
 /** Places e2fsprogs lives when it is not on PATH (sbin dirs, Homebrew's keg-only prefix). */
 const EXTRA_DIRS = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"];
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
-
 function search(name: string, env: NodeJS.ProcessEnv, first: string[] = []): string | undefined {
-  const dirs = [...first, ...(env.PATH ?? "").split(delimiter).filter(Boolean), ...EXTRA_DIRS];
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    if (isExecutable(candidate)) return candidate;
-  }
-  return undefined;
+  return findExecutable(name, [...first, ...pathDirs(env), ...EXTRA_DIRS]);
 }
 
 export interface E2fsTools {
@@ -42,7 +28,7 @@ export interface E2fsTools {
 export function resolveE2fsTools(opts: { mke2fs?: string; debugfs?: string }, env: NodeJS.ProcessEnv = process.env): E2fsTools {
   let mke2fs: string | undefined;
   if (opts.mke2fs !== undefined) {
-    if (!isExecutable(opts.mke2fs))
+    if (!isExecutableFile(opts.mke2fs))
       throw RootfsErrors.ROOTFS_MKE2FS_MISSING({
         message: `mke2fs not found at ${opts.mke2fs} (rootfs builds fail): the path is not an executable file`,
         details: { path: opts.mke2fs },
@@ -57,7 +43,7 @@ export function resolveE2fsTools(opts: { mke2fs?: string; debugfs?: string }, en
   }
   let debugfs: string | undefined;
   if (opts.debugfs !== undefined) {
-    if (!isExecutable(opts.debugfs))
+    if (!isExecutableFile(opts.debugfs))
       throw RootfsErrors.ROOTFS_DEBUGFS_MISSING({
         message: `debugfs not found at ${opts.debugfs}: the path is not an executable file`,
         details: { path: opts.debugfs },

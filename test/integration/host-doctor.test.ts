@@ -16,7 +16,7 @@ import { doctor, hostReport } from "../../src/host/doctor.ts";
 import { decideKvm, gatherKvmFacts, probeKvm, selectAccel } from "../../src/host/kvm.ts";
 import { runTool } from "../../src/host/exec.ts";
 import { kernelDir, writeManifest } from "../../src/kernel/manifest.ts";
-import { packageRoot } from "../../src/host/paths.ts";
+import { packageRoot } from "../../src/util/exec-path.ts";
 import type { HostCheck } from "../../src/host/checks.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 

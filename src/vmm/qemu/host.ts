@@ -2,8 +2,8 @@
  * Host facts the QEMU command line needs: where the QEMU binary is, and the TSC frequency to hand
  * the guest kernel under TCG.
  */
-import { accessSync, constants, readFileSync, statSync } from "node:fs";
-import { delimiter, isAbsolute, join } from "node:path";
+import { readFileSync } from "node:fs";
+import { findExecutable, isExecutableFile, pathDirs } from "../../util/exec-path.ts";
 import { VmmErrors } from "../errors.ts";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
@@ -22,31 +22,19 @@ export function findQemu(opts: FindQemuOptions = {}): string {
   const env = opts.env ?? process.env;
   const explicit = opts.path ?? (env.MICROAGENT_QEMU || undefined);
   if (explicit !== undefined) {
-    if (isExecutable(explicit)) return explicit;
+    if (isExecutableFile(explicit)) return explicit;
     throw VmmErrors.QEMU_NOT_FOUND({
       message: `QEMU binary ${explicit} ${opts.path !== undefined ? "(given explicitly)" : "(from MICROAGENT_QEMU)"} does not exist or is not executable`,
       details: { path: explicit },
     });
   }
-  const dirs = (env.PATH ?? "").split(delimiter).filter((d) => d !== "" && isAbsolute(d));
-  for (const dir of dirs) {
-    const candidate = join(dir, QEMU_BINARY);
-    if (isExecutable(candidate)) return candidate;
-  }
+  const dirs = pathDirs(env);
+  const found = findExecutable(QEMU_BINARY, dirs);
+  if (found !== undefined) return found;
   throw VmmErrors.QEMU_NOT_FOUND({
     message: `${QEMU_BINARY} not found on PATH`,
     details: { searched: dirs },
   });
-}
-
-function isExecutable(path: string): boolean {
-  try {
-    if (!statSync(path).isFile()) return false;
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
