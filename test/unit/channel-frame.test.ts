@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { encodeFrame, FrameDecoder, FRAME_HEADER_BYTES, FRAME_TYPES } from "../../src/channel/frame.ts";
 import type { Frame, FrameTypeName } from "../../src/channel/frame.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
+import { prng } from "../helpers/prng.ts";
 
 const MAX = 64 * 1024;
 
@@ -88,18 +89,6 @@ test("channel frame: the encoder refuses payloads over the peer's maximum and in
   expectViolation(() => encodeFrame({ type: "data", stream: 1, channel: 1, payload: Buffer.alloc(2048) }, 1024), /accepts at most 1024/);
   expectViolation(() => encodeFrame({ type: "credit", stream: 1, channel: 0, payload: Buffer.alloc(2) }, 1024), /exactly 4 bytes/);
 });
-
-/** A small deterministic PRNG (mulberry32) so fuzz failures reproduce from the seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("channel frame: seeded fuzz — mutated streams yield frames or one typed error, never a crash or unbounded buffer", () => {
   const types = Object.keys(FRAME_TYPES) as FrameTypeName[];

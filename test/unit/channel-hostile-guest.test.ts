@@ -12,6 +12,7 @@ import { encodeFrame, FrameDecoder, FRAME_TYPES } from "../../src/channel/frame.
 import type { Frame, FrameTypeName } from "../../src/channel/frame.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import type { MicroagentError } from "../../src/contract/errors.ts";
+import { prng } from "../helpers/prng.ts";
 
 const HELLO = {
   type: "hello",
@@ -201,14 +202,3 @@ test("channel hostile guest: seeded fuzz of well-framed garbage never escapes as
   assert.deepEqual(uncaught, []);
 });
 
-/** mulberry32: a deterministic PRNG so fuzz failures reproduce from the seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -11,21 +11,11 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { encodeFrame, FRAME_TYPES } from "../../src/channel/frame.ts";
 import type { FrameTypeName } from "../../src/channel/frame.ts";
+import { prng } from "../helpers/prng.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const INIT = join(ROOT, "guest/build/microagent-init");
 execFileSync("make", ["-s", "-C", join(ROOT, "guest")], { stdio: "inherit" });
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Any header at all (the host encoder refuses rule-breaking frames; the guest must cope with them). */
 function rawFrame(type: number, stream: number, channel: number, payload: Buffer): Buffer {

@@ -9,18 +9,7 @@ import { isMicroagentError } from "../../src/contract/errors.ts";
 import { parseWwwAuthenticate } from "../../src/image/challenge.ts";
 import { parseManifest } from "../../src/image/manifest.ts";
 import { formatImageRef, normalizeRegistryName, parseImageRef } from "../../src/image/ref.ts";
-
-/** mulberry32: tiny seeded PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../helpers/prng.ts";
 
 const ALPHABET = "abcAZ09._-/:@ \"=,\\sha256[]:\u00e9\u0000";
 function randomString(r: () => number, max: number, alphabet = ALPHABET): string {
@@ -52,7 +41,7 @@ const onlyOurErrors = (fn: () => unknown, input: string) => {
 };
 
 test("image-fuzz: references parse or fail cleanly, and canonical forms round-trip", () => {
-  const r = rng(0xc0ffee);
+  const r = prng(0xc0ffee);
   const seeds = ["alpine", "ghcr.io/o/a:1", `a@sha256:${"b".repeat(64)}`, "localhost:5000/x/y:z", "[::1]:5/q"];
   for (let i = 0; i < 5000; i++) {
     const input = i % 2 ? randomString(r, 40) : mutate(r, seeds[i % seeds.length] as string);
@@ -70,7 +59,7 @@ test("image-fuzz: references parse or fail cleanly, and canonical forms round-tr
 });
 
 test("image-fuzz: WWW-Authenticate never throws and keeps params with their challenge", () => {
-  const r = rng(42);
+  const r = prng(42);
   const seed = 'Bearer realm="https://a/t",service="s",scope="repository:x:pull"';
   for (let i = 0; i < 5000; i++) {
     const input = i % 3 === 0 ? randomString(r, 80) : mutate(r, seed);
@@ -80,7 +69,7 @@ test("image-fuzz: WWW-Authenticate never throws and keeps params with their chal
 });
 
 test("image-fuzz: manifests parse or fail with a MicroagentError", () => {
-  const r = rng(7);
+  const r = prng(7);
   const d = `sha256:${"c".repeat(64)}`;
   const seeds = [
     JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: d, size: 1 }, layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: d, size: 2 }] }),

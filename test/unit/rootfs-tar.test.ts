@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { makeTar, type TarEntry as FixtureEntry } from "../helpers/oci-image.ts";
 import { parseNumber, readTar, type TarEntry } from "../../src/rootfs/tar.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
+import { prng } from "../helpers/prng.ts";
 
 interface Parsed {
   entry: TarEntry;
@@ -174,18 +175,6 @@ test("rootfs-tar: an archive without the trailing zero blocks still ends cleanly
   const parsed = await parse(tar.subarray(0, tar.length - 1024));
   assert.equal(parsed.length, 1);
 });
-
-/** mulberry32: a small seeded PRNG so the fuzz run is deterministic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test("rootfs-tar: seeded fuzz: mutated layers either parse or fail with a typed error, never crash or hang", async () => {
   const base = makeTar(SAMPLE);

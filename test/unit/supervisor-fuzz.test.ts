@@ -12,21 +12,10 @@ import { join } from "node:path";
 import { LineDecoder, LineTooLongError, RequestSchema, ConsoleInputSchema } from "../../src/supervisor/protocol.ts";
 import { startControlServer, type ControlHandlers } from "../../src/supervisor/server.ts";
 import { SupervisorClient } from "../../src/supervisor/client.ts";
-
-/** mulberry32: a tiny seeded PRNG so every run sees the same inputs. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../helpers/prng.ts";
 
 test("supervisor: line decoder reassembles lines under any chunking (seeded)", () => {
-  const r = rng(1234);
+  const r = prng(1234);
   for (let round = 0; round < 200; round++) {
     const lines = Array.from({ length: 1 + Math.floor(r() * 20) }, () =>
       JSON.stringify({ v: 1, id: String(Math.floor(r() * 1e6)), pad: "x".repeat(Math.floor(r() * 300)) }),
@@ -44,7 +33,7 @@ test("supervisor: line decoder reassembles lines under any chunking (seeded)", (
 });
 
 test("supervisor: random bytes never crash the decoder or the schemas (seeded)", () => {
-  const r = rng(99);
+  const r = prng(99);
   for (let round = 0; round < 500; round++) {
     const len = Math.floor(r() * 2048);
     const buf = Buffer.alloc(len);
@@ -86,7 +75,7 @@ test("supervisor: the control server survives garbage and keeps serving (seeded)
     quarantine: never,
   };
   const server = await startControlServer(sock, handlers);
-  const r = rng(7);
+  const r = prng(7);
   try {
     const samples = [
       "\n",

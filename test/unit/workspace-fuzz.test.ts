@@ -11,18 +11,7 @@ import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { parseEvents } from "../../src/workspace/events.ts";
 import { loadSpec } from "../../src/workspace/spec.ts";
-
-/** mulberry32: small, seeded, good enough to spread mutations. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../helpers/prng.ts";
 
 function mutate(input: string, r: () => number): string {
   const chars = [...input];
@@ -48,7 +37,7 @@ const EVENTS = [
   .concat("\n");
 
 test("workspace: fuzzed events logs parse or fail with WORKSPACE_CORRUPT", () => {
-  const r = rng(0x5eed);
+  const r = prng(0x5eed);
   for (let i = 0; i < 3000; i++) {
     const input = mutate(EVENTS, r);
     try {
@@ -78,7 +67,7 @@ test("workspace: fuzzed spec files load or fail with a spec error", async () => 
   try {
     await writeFile(join(dir, "a.txt"), "a");
     const path = join(dir, "microagent.yaml");
-    const r = rng(0xc0ffee);
+    const r = prng(0xc0ffee);
     const codes = new Set<string>();
     for (let i = 0; i < 400; i++) {
       const input = mutate(SPEC, r);
