@@ -10,8 +10,6 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.ts";
 import { doctor, hostReport } from "../../src/host/doctor.ts";
 import { decideKvm, gatherKvmFacts, probeKvm, selectAccel } from "../../src/host/kvm.ts";
 import { runTool } from "../../src/host/exec.ts";
@@ -19,6 +17,7 @@ import { kernelDir, writeManifest } from "../../src/kernel/manifest.ts";
 import { packageRoot } from "../../src/util/exec-path.ts";
 import type { HostCheck } from "../../src/host/checks.ts";
 import { scratchDir } from "../helpers/scratch.ts";
+import { runCli } from "../helpers/cli.ts";
 
 const root = packageRoot();
 let dir: string;
@@ -40,29 +39,6 @@ before(() => {
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-async function runCli(args: string[], env: Record<string, string> = {}) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const saved = { ...process.env };
-  Object.assign(process.env, env);
-  const savedExit = process.exitCode;
-  process.exitCode = undefined;
-  try {
-    const code = await main(args, { stdout, stderr });
-    return { code, out, err };
-  } finally {
-    process.exitCode = savedExit;
-    for (const k of Object.keys(env)) {
-      if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
-    }
-  }
-}
 
 const byName = (checks: HostCheck[]) => new Map(checks.map((c) => [c.name, c]));
 

@@ -15,7 +15,6 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.ts";
 import { ensureKernel, installKernel } from "../../src/kernel/install.ts";
 import { kernelStatus } from "../../src/kernel/status.ts";
 import { readManifest, kernelDir } from "../../src/kernel/manifest.ts";
@@ -24,19 +23,13 @@ import { sha256File } from "../../src/util/hash.ts";
 import { launchQemu, QmpClient, tscKhz, waitForSerial } from "../../src/vmm/qemu/index.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { scratchDir } from "../helpers/scratch.ts";
+import { runCli, type CliResult } from "../helpers/cli.ts";
 
 const cacheDir = process.env.MICROAGENT_KERNEL_CACHE || join(tmpdir(), "microagent-kernel-cache");
 process.env.MICROAGENT_KERNEL_CACHE = cacheDir;
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const streams = {
-    stdout: { write: (s: string) => ((out += s), true), isTTY: false },
-    stderr: { write: (s: string) => ((err += s), true), isTTY: false },
-  } as unknown as Parameters<typeof main>[1];
-  const code = await main(argv, streams);
-  return { code, out, err };
+function cli(...argv: string[]): Promise<CliResult> {
+  return runCli(argv);
 }
 
 /** Extract one member of a cpio archive with the cpio tool. */

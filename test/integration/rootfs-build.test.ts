@@ -12,22 +12,15 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { main } from "../../src/cli/main.ts";
 import { buildBusyboxImage, pushImage, type OciImage, type PushedImage } from "../helpers/oci-image.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { scratchDir } from "../helpers/scratch.ts";
+import { runCli, type CliResult } from "../helpers/cli.ts";
 
 const execFileP = promisify(execFile);
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const streams = {
-    stdout: { write: (s: string) => ((out += s), true), isTTY: false },
-    stderr: { write: (s: string) => ((err += s), true), isTTY: false },
-  } as unknown as Parameters<typeof main>[1];
-  const code = await main(argv, streams);
-  return { code, out, err };
+function cli(...argv: string[]): Promise<CliResult> {
+  return runCli(argv);
 }
 
 const sha256 = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");

@@ -6,13 +6,11 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Writable } from "node:stream";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
-import { main } from "../../src/cli/main.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
@@ -22,28 +20,15 @@ import { processAlive } from "../../src/util/process.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
+import { runCli } from "../helpers/cli.ts";
 
 let fx: WorkspaceFixture;
 let imageRef: string;
 
-function sink() {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
-}
-
 /** Run the CLI in-process; returns its exit code and output. */
 async function cli(...args: string[]) {
-  const out = sink();
-  const err = sink();
-  const code = await main(["--state-dir", fx.stateDir, ...args], { stdout: out.stream, stderr: err.stream });
-  process.exitCode = undefined;
-  return { code, stdout: out.text(), stderr: err.text() };
+  const r = await runCli(["--state-dir", fx.stateDir, ...args]);
+  return { code: r.code, stdout: r.out, stderr: r.err };
 }
 
 function liveProcesses() {

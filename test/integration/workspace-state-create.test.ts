@@ -9,14 +9,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { Writable } from "node:stream";
 import { existsSync, statSync } from "node:fs";
 import { mkdir, readFile, stat, truncate, appendFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { buildBusyboxImage, pushImage } from "../helpers/oci-image.ts";
-import { main } from "../../src/cli/main.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { workspacePaths, workspacesRoot } from "../../src/workspace/paths.ts";
 import { overlayInfo } from "../../src/workspace/overlay.ts";
@@ -25,6 +23,7 @@ import { transition } from "../../src/workspace/state.ts";
 import { writeRuntime } from "../../src/workspace/runtime.ts";
 import { processStartTime, processAlive } from "../../src/util/process.ts";
 import { ensurePrivateDir } from "../../src/util/fs.ts";
+import { runCli } from "../helpers/cli.ts";
 
 // Reuse downloaded kernel packages across runs (the kernel area honours this variable).
 process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");
@@ -35,23 +34,9 @@ let digest: string;
 let specPath: string;
 const cleanups: Array<() => Promise<void>> = [];
 
-function sink() {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      chunks.push(Buffer.from(chunk));
-      cb();
-    },
-  });
-  return { stream, text: () => Buffer.concat(chunks).toString("utf8") };
-}
-
 async function cli(...args: string[]) {
-  const out = sink();
-  const err = sink();
-  const code = await main(["--state-dir", fx.stateDir, ...args], { stdout: out.stream, stderr: err.stream });
-  process.exitCode = undefined;
-  return { code, stdout: out.text(), stderr: err.text(), json: () => JSON.parse(out.text()) };
+  const r = await runCli(["--state-dir", fx.stateDir, ...args]);
+  return { code: r.code, stdout: r.out, stderr: r.err, json: () => JSON.parse(r.out) };
 }
 
 before(async () => {

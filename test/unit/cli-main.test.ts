@@ -1,30 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.ts";
-
-async function runCli(args: string[], env: Record<string, string> = {}) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const saved = { ...process.env };
-  Object.assign(process.env, env);
-  const savedExit = process.exitCode;
-  process.exitCode = undefined;
-  try {
-    const code = await main(args, { stdout, stderr });
-    return { code, out, err };
-  } finally {
-    process.exitCode = savedExit;
-    for (const k of Object.keys(env)) {
-      if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
-    }
-  }
-}
+import { runCli } from "../helpers/cli.ts";
 
 test("cli-main: version in text, JSON and AX mode", async () => {
   const text = await runCli(["version"]);

@@ -3,27 +3,9 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
-import { main } from "../../src/cli/main.ts";
 import { formatImageTable, humanBytes } from "../../src/cli/commands/image.ts";
 import { buildBusyboxImage } from "../helpers/oci-image.ts";
-
-async function runCli(args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const savedExit = process.exitCode;
-  process.exitCode = undefined;
-  try {
-    const code = await main(args, { stdout, stderr });
-    return { code: code ?? process.exitCode ?? 0, out, err };
-  } finally {
-    process.exitCode = savedExit;
-  }
-}
+import { runCli } from "../helpers/cli.ts";
 
 test("image-cli: load, list, tag, rm and prune through the CLI in JSON", async () => {
   const stateDir = await mkdtemp(join(tmpdir(), "microagent-image-cli-"));

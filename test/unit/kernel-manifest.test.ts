@@ -7,7 +7,7 @@ import { KernelManifestSchema, readManifest, writeManifest, kernelDir, type Kern
 import { kernelStatus, listKernels, verifyKernel, kernelMismatchError } from "../../src/kernel/status.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { sha256Bytes } from "../../src/util/hash.ts";
-import { main } from "../../src/cli/main.ts";
+import { runCli } from "../helpers/cli.ts";
 
 const H = (c: string) => c.repeat(64);
 
@@ -110,16 +110,8 @@ test("kernel verify: sha256 printed; mismatch against --sha256 or the install re
 test("kernel verify CLI: exit 1 and the mismatch message; JSON carries the code", async (t) => {
   const stateDir = stateWithKernel(t);
   await writeManifest(kernelDir(stateDir, "linux-qemu", "amd64"), manifest());
-  const run = async (...argv: string[]) => {
-    let out = "";
-    let err = "";
-    const streams = {
-      stdout: { write: (s: string) => ((out += s), true), isTTY: false },
-      stderr: { write: (s: string) => ((err += s), true), isTTY: false },
-    } as unknown as Parameters<typeof main>[1];
-    const code = await main(["--state-dir", stateDir, ...argv], streams);
-    return { code, out, err };
-  };
+  const run = (...argv: string[]) => runCli(["--state-dir", stateDir, ...argv]);
+
   const ok = await run("kernel", "verify", "--sha256", sha256Bytes("KERNEL"));
   assert.equal(ok.code, 0);
   assert.match(ok.out, new RegExp(`^${sha256Bytes("KERNEL")}  .*vmlinuz  \\(matches --sha256\\)`));
