@@ -22,7 +22,7 @@ import type { ImageRecord, ImageStore } from "./store.ts";
 import { IndexSchema, MEDIA, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
 import { hostArch } from "../contract/backend.ts";
-import { isErrno } from "../util/fs.ts";
+import { isErrno, pathExists } from "../util/fs.ts";
 
 export interface LoadImageOptions extends ImageStoreOptions {
   /**
@@ -60,20 +60,11 @@ export async function loadImage(path: string, options: LoadImageOptions = {}): P
     } catch (e) {
       throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} is not a readable tar archive: ${(e as Error).message}`, cause: e, details: { path: abs } });
     }
-    if (await exists(join(dir, "manifest.json"))) return await loadDockerArchive(store, dir, abs, options);
-    if (await exists(join(dir, "index.json"))) return await loadLayout(store, dir, abs, "oci-layout", options);
+    if (await pathExists(join(dir, "manifest.json"))) return await loadDockerArchive(store, dir, abs, options);
+    if (await pathExists(join(dir, "index.json"))) return await loadLayout(store, dir, abs, "oci-layout", options);
     throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} has neither manifest.json (docker save) nor index.json (OCI layout)`, details: { path: abs } });
   } finally {
     await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
   }
 }
 

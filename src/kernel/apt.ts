@@ -4,11 +4,11 @@
  * hard-coded: apt uses the host's configured mirrors, and it checks the package against the signed
  * index). Downloads are cached by file name and re-verified against the index's SHA256 on reuse.
  */
-import { rename, readdir, rm, mkdtemp, stat } from "node:fs/promises";
+import { rename, readdir, rm, mkdtemp } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Arch } from "../contract/backend.ts";
 import { KernelErrors } from "./errors.ts";
-import { ensureDir } from "../util/fs.ts";
+import { ensureDir, pathExists } from "../util/fs.ts";
 import { sha256File } from "../util/hash.ts";
 import { runTool } from "./tools.ts";
 
@@ -114,7 +114,7 @@ export async function resolveAptKernel(arch: Arch): Promise<AptKernelPlan> {
 export async function fetchDeb(pkg: AptPackage, cacheDir: string): Promise<string> {
   await ensureDir(cacheDir);
   const target = join(cacheDir, pkg.fileName);
-  if (await exists(target)) {
+  if (await pathExists(target)) {
     if ((await sha256File(target)) === pkg.sha256) return target;
     await rm(target, { force: true });
   }
@@ -141,14 +141,5 @@ export async function fetchDeb(pkg: AptPackage, cacheDir: string): Promise<strin
     return target;
   } finally {
     await rm(tmp, { recursive: true, force: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -12,7 +12,7 @@ import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
 import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
 import { fetchDeb, resolveAptKernel, type AptKernelPlan } from "./apt.ts";
 import { KernelErrors } from "./errors.ts";
-import { ensureDir, writeFileAtomic } from "../util/fs.ts";
+import { ensureDir, pathExists, writeFileAtomic } from "../util/fs.ts";
 import { normalizeSha256, sha256Bytes, sha256File } from "../util/hash.ts";
 import { resolveGuestInit } from "./guest-init.ts";
 import { buildInitramfs, type InitramfsModule } from "./initramfs.ts";
@@ -281,7 +281,7 @@ export async function ensureKernel(opts: EnsureKernelOptions): Promise<InstallKe
   const env = opts.env ?? process.env;
   const initPath = resolveGuestInit(opts.initPath, env);
   const existing = await readManifest(dir).catch(() => undefined);
-  if (existing && (await exists(join(dir, existing.kernel.file))) && (await exists(join(dir, existing.initramfs.file)))) {
+  if (existing && (await pathExists(join(dir, existing.kernel.file))) && (await pathExists(join(dir, existing.initramfs.file)))) {
     const initSha = await sha256File(initPath);
     if (initSha === existing.init.sha256) return result("already-installed", dir, existing);
     const release = await acquireLock(join(kernelsRoot(opts.stateDir), `.lock-${backend}-${arch}`));
@@ -424,7 +424,7 @@ const MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024;
 async function downloadUrl(url: string, sha256: string, cacheDir: string): Promise<string> {
   await ensureDir(cacheDir);
   const target = join(cacheDir, `url-${sha256}`);
-  if ((await exists(target)) && (await sha256File(target)) === sha256) return target;
+  if ((await pathExists(target)) && (await sha256File(target)) === sha256) return target;
   const tmp = join(cacheDir, `.dl-${process.pid}-${Date.now()}`);
   try {
     let actual: string;
@@ -477,7 +477,7 @@ function shaMismatch(what: string, expected: string, actual: string) {
 /** Replace `dir` with `staging` (two renames; the old tree is removed afterwards). */
 async function swapInto(staging: string, dir: string): Promise<void> {
   let old: string | undefined;
-  if (await exists(dir)) {
+  if (await pathExists(dir)) {
     old = `${dir}.old-${process.pid}-${Date.now()}`;
     await rename(dir, old);
   }
@@ -488,13 +488,4 @@ async function swapInto(staging: string, dir: string): Promise<void> {
     throw e;
   }
   if (old) await rm(old, { recursive: true, force: true });
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

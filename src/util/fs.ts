@@ -4,7 +4,7 @@
  * sees the old content or the new one, never half of either.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, lstat, mkdir, open, rename, rm } from "node:fs/promises";
+import { chmod, lstat, mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { CommonErrors } from "../contract/errors.ts";
 import { basename, dirname, join } from "node:path";
 
@@ -74,4 +74,24 @@ export async function writeJsonAtomic(path: string, value: unknown): Promise<voi
 
 export function isErrno(e: unknown, code: string): boolean {
   return typeof e === "object" && e !== null && (e as NodeJS.ErrnoException).code === code;
+}
+
+/** True when something exists at `path` (any error, not only ENOENT, counts as absent). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The file's text, or undefined when it does not exist (other errors are thrown). */
+export async function readTextIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (e) {
+    if (isErrno(e, "ENOENT")) return undefined;
+    throw e;
+  }
 }

@@ -21,11 +21,11 @@
 A lock file holding only a pid (older kernel install locks) is read as that pid's record.
  */
 import { randomBytes } from "node:crypto";
-import { link, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { link, open, rm, stat, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { FILE_MODE, isErrno, tempPathFor } from "./fs.ts";
+import { FILE_MODE, isErrno, readTextIfExists, tempPathFor } from "./fs.ts";
 import { processAlive, selfIdentity } from "./process.ts";
 
 export const LockRecordSchema = z.object({
@@ -75,13 +75,8 @@ export interface LockHandle {
 const TAKEOVER_STALE_MS = 5000;
 
 export async function readLockRecord(path: string): Promise<LockRecord | undefined> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) return undefined;
-    throw e;
-  }
+  const text = await readTextIfExists(path);
+  if (text === undefined) return undefined;
   const legacyPid = /^\s*([1-9][0-9]*)\s*$/.exec(text)?.[1];
   if (legacyPid !== undefined) return { pid: Number(legacyPid), purpose: "unknown (pid-only lock file)", acquiredAt: "" };
   try {

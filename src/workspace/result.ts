@@ -3,10 +3,9 @@
  * Read by `status` (the `result` field) and by reconcile (a dead supervisor after a clean exit is
  * `stopped`, not `failed`).
  */
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno, writeJsonAtomic } from "../util/fs.ts";
+import { readTextIfExists, writeJsonAtomic } from "../util/fs.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
 export const WorkloadResultSchema = z
@@ -25,13 +24,8 @@ export const WorkloadResultSchema = z
 export type WorkloadResult = z.infer<typeof WorkloadResultSchema>;
 
 export async function readResult(paths: Pick<WorkspacePaths, "result">): Promise<WorkloadResult | undefined> {
-  let text: string;
-  try {
-    text = await readFile(paths.result, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) return undefined;
-    throw e;
-  }
+  const text = await readTextIfExists(paths.result);
+  if (text === undefined) return undefined;
   try {
     return WorkloadResultSchema.parse(JSON.parse(text));
   } catch (e) {

@@ -3,10 +3,10 @@
  * other command to reach it and by reconcile to tell whether it is still alive. Pids come with
  * their start times so a reused pid is never mistaken for our process.
  */
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno, writeJsonAtomic } from "../util/fs.ts";
+import { readTextIfExists, writeJsonAtomic } from "../util/fs.ts";
 import { processAlive } from "../util/process.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
@@ -36,13 +36,8 @@ export const RuntimeRecordSchema = z.object({
 export type RuntimeRecord = z.infer<typeof RuntimeRecordSchema>;
 
 export async function readRuntime(paths: Pick<WorkspacePaths, "runtime">): Promise<RuntimeRecord | undefined> {
-  let text: string;
-  try {
-    text = await readFile(paths.runtime, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) return undefined;
-    throw e;
-  }
+  const text = await readTextIfExists(paths.runtime);
+  if (text === undefined) return undefined;
   let json: unknown;
   try {
     json = JSON.parse(text);
