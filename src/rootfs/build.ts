@@ -5,11 +5,11 @@
  * Cache layout: `<state-dir>/build/base/<hex>.ext4` plus `<hex>.json` (the record). The image is
  * published first and the record last, both by atomic rename, so a record always names a complete
  * image; a hit needs both and a matching size. Builders of the same digest serialize on a lock file
- * (`<hex>.lock`, holding the pid; a dead holder's lock is taken over); the loser of the race finds
+ * (`<hex>.lock`, the shared lock of src/util/lock.ts: a dead holder's lock is taken over); the loser of the race finds
  * the winner's record and returns it as a hit.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, constants as fsConstants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync, writeSync } from "node:fs";
+import { chmodSync, copyFileSync, constants as fsConstants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -23,6 +23,8 @@ import { makeExt4 } from "./mkfs.ts";
 import { Stager } from "./stage.ts";
 import { resolveE2fsTools, type E2fsTools } from "./tools.ts";
 import { sha256File } from "../util/hash.ts";
+import { acquireLockUnlessDone, type LockErrors } from "../util/lock.ts";
+import { pidExists } from "../util/process.ts";
 
 /**
  * Bumped whenever the builder's output for the same input changes: older cache entries are rebuilt.
@@ -293,7 +295,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
   for (const dir of [join(opts.stateDir), join(opts.stateDir, "build"), paths.dir, join(opts.stateDir, "build", "tmp")]) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
-  const release = await acquireLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image, image.manifestDigest) !== undefined, opts.signal);
+  const release = await acquireBuildLock(paths.lock, opts.lockTimeoutMs, () => readRecord(paths.record, paths.image, image.manifestDigest) !== undefined, opts.signal);
   try {
     const again = readRecord(paths.record, paths.image, image.manifestDigest);
     if (again) return toBase(paths.image, again, true);
@@ -334,7 +336,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
       rmSync(tmpImage, { force: true });
     }
   } finally {
-    release();
+    await release();
   }
 }
 
@@ -388,62 +390,40 @@ function sweepStale(imageDir: string, tmpDir: string): void {
     }
     for (const name of names) {
       const pid = Number(pattern.exec(name)?.[1]);
-      if (Number.isInteger(pid) && pid > 0 && !pidAlive(pid)) rmSync(join(dir, name), { recursive: true, force: true });
+      if (Number.isInteger(pid) && pid > 0 && !pidExists(pid)) rmSync(join(dir, name), { recursive: true, force: true });
     }
   };
   sweep(imageDir, /^\..*\.ext4\.tmp-(\d+)-[0-9a-f]{8}$/);
   sweep(tmpDir, /^[0-9a-f]{64}(?:-\d+m)?-(\d+)-[0-9a-f]{8}$/);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
+const cacheLockErrors: LockErrors = {
+  busy: ({ path, holder, timeoutMs }) => cacheBusy(path, holder.pid, timeoutMs),
+  busyHere: ({ path, timeoutMs }) => cacheBusy(path, process.pid, timeoutMs),
+  heldBySelf: ({ path, timeoutMs }) => cacheBusy(path, process.pid, timeoutMs),
+};
+
+function cacheBusy(lockPath: string, pid: number, timeoutMs: number) {
+  return RootfsErrors.ROOTFS_CACHE_BUSY({
+    message: `another process (pid ${pid}) has been building ${lockPath.replace(/\.lock$/, ".ext4")} for longer than ${Math.round(timeoutMs / 1000)} s`,
+    details: { lock: lockPath, pid },
+  });
 }
 
 /**
- * Take `lockPath` (create-exclusive, pid inside). While another live process holds it, poll until it
- * is released, `done()` says the work is there, or the timeout passes. Returns the release function
- * (a no-op when `done()` made the lock unnecessary).
+ * Take the build lock of one cache entry (the shared lock of src/util/lock.ts: a dead holder's lock
+ * is taken over). While another live process holds it, wait until it is released, `done()` says the
+ * work is there, or the timeout passes. Returns the release function (a no-op when `done()` made the
+ * lock unnecessary).
  */
-async function acquireLock(lockPath: string, timeoutMs: number, done: () => boolean, signal?: AbortSignal): Promise<() => void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+async function acquireBuildLock(lockPath: string, timeoutMs: number, done: () => boolean, signal?: AbortSignal): Promise<() => Promise<void>> {
+  checkAborted(signal);
+  let handle;
+  try {
+    handle = await acquireLockUnlessDone(lockPath, done, { purpose: "rootfs build", timeoutMs, pollMs: 150, ...(signal ? { signal } : {}) }, cacheLockErrors);
+  } catch (e) {
     checkAborted(signal);
-    try {
-      const fd = openSync(lockPath, "wx", 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => rmSync(lockPath, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
-    if (done()) return () => {};
-    let holder = NaN;
-    try {
-      holder = parseInt(readFileSync(lockPath, "utf8"), 10);
-    } catch {
-      continue; // released between our open and read
-    }
-    if (Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) {
-      // The holder died mid-build: take over (rename away first so two waiters can't both remove a new lock).
-      const stale = `${lockPath}.stale-${process.pid}`;
-      try {
-        renameSync(lockPath, stale);
-        rmSync(stale, { force: true });
-      } catch {
-        /* someone else took it over first */
-      }
-      continue;
-    }
-    if (Date.now() > deadline)
-      throw RootfsErrors.ROOTFS_CACHE_BUSY({
-        message: `another process (pid ${holder}) has been building ${lockPath.replace(/\.lock$/, ".ext4")} for longer than ${Math.round(timeoutMs / 1000)} s`,
-        details: { lock: lockPath, pid: holder },
-      });
-    await new Promise((r) => setTimeout(r, 150));
+    throw e;
   }
+  return handle ? () => handle.release() : async () => {};
 }

@@ -57,7 +57,7 @@ export interface LockErrors {
   /** Another caller in this same process kept the lock until the timeout. */
   busyHere(info: { path: string; purpose: string; timeoutMs: number }): Error;
   /** The lock file names this very process, but not through a handle we hold (a nested acquire). */
-  heldBySelf(info: { path: string; holder: LockRecord }): Error;
+  heldBySelf(info: { path: string; holder: LockRecord; timeoutMs: number }): Error;
 }
 
 /** Used when the caller gives no purpose. */
@@ -142,6 +142,18 @@ function localRelease(path: string): void {
 
 /** Take the lock at `lockPath` (its directory must exist), waiting up to `options.timeoutMs`. */
 export async function acquireLock(lockPath: string, options: LockOptions, errors: LockErrors): Promise<LockHandle> {
+  return (await acquire(lockPath, options, errors, undefined)) as LockHandle;
+}
+
+/**
+ * Like `acquireLock`, but while another process holds the lock, stop waiting as soon as `done()`
+ * says that holder already produced what the lock guards: resolves undefined then (nothing held).
+ */
+export async function acquireLockUnlessDone(lockPath: string, done: () => boolean, options: LockOptions, errors: LockErrors): Promise<LockHandle | undefined> {
+  return acquire(lockPath, options, errors, done);
+}
+
+async function acquire(lockPath: string, options: LockOptions, errors: LockErrors, done: (() => boolean) | undefined): Promise<LockHandle | undefined> {
   const path = resolve(lockPath);
   const timeoutMs = options.timeoutMs ?? 15000;
   const start = Date.now();
@@ -157,14 +169,23 @@ export async function acquireLock(lockPath: string, options: LockOptions, errors
   };
   await localAcquire(path, options.purpose ?? DEFAULT_PURPOSE, start + timeoutMs, timeoutMs, errors, once);
   try {
-    return await acquireFileLock(path, once, start + timeoutMs, timeoutMs, errors);
+    const handle = await acquireFileLock(path, once, start + timeoutMs, timeoutMs, errors, done);
+    if (handle === undefined) localRelease(path);
+    return handle;
   } catch (e) {
     localRelease(path);
     throw e;
   }
 }
 
-async function acquireFileLock(path: string, options: LockOptions, deadline: number, timeoutMs: number, errors: LockErrors): Promise<LockHandle> {
+async function acquireFileLock(
+  path: string,
+  options: LockOptions,
+  deadline: number,
+  timeoutMs: number,
+  errors: LockErrors,
+  done: (() => boolean) | undefined,
+): Promise<LockHandle | undefined> {
   const pollMs = options.pollMs ?? 25;
   const self = selfIdentity();
   const record: LockRecord = {
@@ -185,11 +206,12 @@ async function acquireFileLock(path: string, options: LockOptions, deadline: num
       } catch (e) {
         if (!isErrno(e, "EEXIST")) throw e;
       }
+      if (done?.()) return undefined;
       const holder = await readLockRecord(path);
       if (holder === undefined) continue; // released between our link and read: retry at once
       if (holder.pid === self.pid && holder.startTime === self.startTime) {
         // Same process: waiting would deadlock (a nested acquire without passing the handle).
-        throw errors.heldBySelf({ path, holder });
+        throw errors.heldBySelf({ path, holder, timeoutMs });
       }
       if (lockIsStale(holder)) {
         await takeOverStale(path, holder);
