@@ -1,5 +1,5 @@
 /**
- * An exclusive lock file shared by every area (workspaces, the image index, kernel installs). Every
+ * An exclusive lock file shared by every area (workspaces, the image index, kernel installs, the rootfs cache). Every
  * read-modify-write of shared state happens under one, so concurrent CLI calls and the supervisor
  * serialize cleanly. Each area names its own errors through `LockErrors` (WORKSPACE_LOCKED,
  * KERNEL_INSTALL_LOCKED, ...), so callers keep seeing their area's codes.
