@@ -35,19 +35,51 @@ function collectUntil(con: ConsoleConnection, timeoutMs: number, done: (text: st
   });
 }
 
-/** Wait until the shell shows a prompt (pokes it with a newline once). Returns what was printed. */
+/** How long a new shell gets to print its first prompt before it is poked with a newline. */
+const PROMPT_POKE_AFTER_MS = 1500;
+/** Output must pause this long after a prompt before the console counts as settled. */
+const SETTLE_QUIET_MS = 300;
+
+/**
+ * Wait until the shell shows a prompt and has stopped printing. A fresh console shell prints its prompt
+ * unasked; only a shell that stays silent is poked with a newline. A poke makes the shell print a second
+ * prompt, which must arrive *before* anything is sent: otherwise it would land after the echo of the next
+ * line and look like that line's (empty) output. So after a poke this also waits for the output to settle.
+ * Returns what was printed.
+ */
 export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): Promise<string> {
-  const pending = collectUntil(con, timeoutMs, (t) => PROMPT_PATTERN.test(t.trimEnd()));
-  con.write("\n");
-  const { text, timedOut } = await pending;
-  if (timedOut) {
-    throw SupervisorErrors.WAIT_TIMEOUT({
-      message: `no shell prompt on the console within ${timeoutMs} ms${text ? `; it printed: ${JSON.stringify(stripAnsi(text).slice(-200))}` : ""}`,
-      remediation: "Read `microagent logs <name>` to see what the guest is doing, or pass --ready-timeout 0 to skip the wait.",
-      details: { partialOutput: stripAnsi(text) },
-    });
+  const deadline = Date.now() + timeoutMs;
+  let text = "";
+  let lastDataAt = Date.now();
+  let settled = false; // listeners cannot be removed: stop collecting once this call returns
+  con.onData((d) => {
+    if (settled) return;
+    text += d.toString("utf8");
+    lastDataAt = Date.now();
+  });
+  const atPrompt = () => PROMPT_PATTERN.test(stripAnsi(text).trimEnd());
+  let poked = false;
+  let closed = false;
+  void con.done.then(() => (closed = true), () => (closed = true));
+  for (;;) {
+    const now = Date.now();
+    if (closed || now >= deadline) break;
+    if (atPrompt() && (!poked || now - lastDataAt >= SETTLE_QUIET_MS)) {
+      settled = true;
+      return text;
+    }
+    if (!poked && !atPrompt() && now - lastDataAt >= PROMPT_POKE_AFTER_MS) {
+      con.write("\n");
+      poked = true;
+    }
+    await new Promise((r) => setTimeout(r, 25));
   }
-  return text;
+  settled = true;
+  throw SupervisorErrors.WAIT_TIMEOUT({
+    message: `no shell prompt on the console within ${timeoutMs} ms${text ? `; it printed: ${JSON.stringify(stripAnsi(text).slice(-200))}` : ""}`,
+    remediation: "Read `microagent logs <name>` to see what the guest is doing, or pass --ready-timeout 0 to skip the wait.",
+    details: { partialOutput: stripAnsi(text) },
+  });
 }
 
 /** Send one line and return its output (without the echoed line and the next prompt). */

@@ -95,6 +95,8 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     ...access,
     ...(opts.exec !== undefined ? { entrypoint: opts.exec } : {}),
     ...(opts.cmd && opts.cmd.length > 0 ? { cmd: opts.cmd } : {}),
+    // `run IMAGE` with no command runs what the image says (Entrypoint/Cmd).
+    imageCommand: true,
     ...(opts.env ? { env: opts.env } : {}),
     ...(opts.setup ? { setup: opts.setup } : {}),
     ...(opts.specFile ? { specFile: opts.specFile } : {}),

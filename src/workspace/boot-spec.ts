@@ -25,6 +25,12 @@ export interface BootOverrides {
   entrypoint?: string | string[];
   /** Replaces the image's Cmd (arguments to the entrypoint), like `docker run IMAGE CMD...`. */
   cmd?: string[];
+  /**
+   * Run the image's own Entrypoint/Cmd when neither `entrypoint` nor `cmd` is given (what `run IMAGE`
+   * does). Without it such a workspace boots idle: the init serves exec and the console until halted,
+   * which is what a persistent agent workspace wants from an image whose Cmd is, say, a shell.
+   */
+  imageCommand?: boolean;
   env?: Record<string, string>;
   setup?: string[];
   files?: BootFile[];
@@ -50,9 +56,12 @@ export function mergeBootSpec(name: string, image: ImageRuntimeConfig, o: BootOv
   if (o.entrypoint !== undefined) {
     entrypoint = typeof o.entrypoint === "string" ? [DEFAULT_SHELL, "-c", o.entrypoint] : [...o.entrypoint];
     cmd = o.cmd ? [...o.cmd] : [];
-  } else {
+  } else if (o.cmd !== undefined || o.imageCommand) {
     entrypoint = [...(image.Entrypoint ?? [])];
     cmd = o.cmd ? [...o.cmd] : [...(image.Cmd ?? [])];
+  } else {
+    entrypoint = [];
+    cmd = [];
   }
   const env: Record<string, string> = {};
   for (const kv of image.Env ?? []) {

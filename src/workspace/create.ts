@@ -45,6 +45,8 @@ export interface CreateWorkspaceOptions {
   entrypoint?: string | string[];
   /** Replaces the image's Cmd (run IMAGE CMD...). */
   cmd?: string[];
+  /** Run the image's Entrypoint/Cmd when no entrypoint or cmd is given; otherwise the workspace boots idle. */
+  imageCommand?: boolean;
   /** Merged over the spec's env, key by key. */
   env?: Record<string, string>;
   network?: NetworkMode;
@@ -111,6 +113,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
     const boot = mergeBootSpec(name, image.config, {
       ...(resolved.entrypoint !== undefined ? { entrypoint: resolved.entrypoint } : {}),
       ...(options.cmd !== undefined ? { cmd: options.cmd } : {}),
+      ...(options.imageCommand ? { imageCommand: true } : {}),
       env: resolved.env,
       setup: resolved.setup,
       files: spec?.files ?? [],

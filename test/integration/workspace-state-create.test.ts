@@ -70,7 +70,7 @@ after(async () => {
 });
 
 test("workspace-state: create from a registry image -> prepared, digest recorded, qcow2 overlay over the base (no copy)", async () => {
-  const r = await cli("--json", "create", "s1", "--image", ref, "--file", specPath, "--profile", "tiny", "-e", "X=flag", "--cpus", "2");
+  const r = await cli("--json", "create", "s1", "--image", ref, "--file", specPath, "--profile", "tiny", "-e", "X=flag", "--cpus", "2", "--image-command");
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const out = r.json();
   assert.equal(out.state, "prepared");
@@ -85,7 +85,7 @@ test("workspace-state: create from a registry image -> prepared, digest recorded
   for (const f of [paths.manifest, paths.state, paths.events, paths.bootConfig]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
 
   const manifest = await readManifest(paths);
-  // Boot spec: image config merged with the spec, flags over the spec.
+  // Boot spec: image config merged with the spec, flags over the spec; --image-command runs the image's Cmd.
   assert.deepEqual(manifest.boot.argv, ["/bin/sh", "-c", "echo from-image"]);
   assert.equal(manifest.boot.env.X, "flag");
   assert.equal(manifest.boot.env.FROM_SPEC, "1");

@@ -46,7 +46,10 @@ test("workspace: create writes manifest, boot config, overlay and the first even
     const r = await createWorkspace({ name: "one", image: "reg/img:1", stateDir: join(dir, "state"), providers, profile: "tiny" });
     assert.equal(r.state.state, "prepared");
     assert.equal(r.manifest.image.digest, `sha256:${"b".repeat(64)}`);
-    assert.deepEqual(r.manifest.boot.argv, ["/bin/true"]);
+    assert.deepEqual(r.manifest.boot.argv, [], "a persistent workspace boots idle unless asked for the image's command");
+    const withCmd = await createWorkspace({ name: "two", image: "reg/img:1", stateDir: join(dir, "state"), providers, profile: "tiny", imageCommand: true });
+    assert.deepEqual(withCmd.manifest.boot.argv, ["/bin/true"]);
+    await deleteWorkspace("two", { stateDir: join(dir, "state") });
     const info = await overlayInfo(r.paths.disk);
     assert.equal(info.format, "qcow2");
     assert.equal(info["backing-filename"], join(dir, "base.ext4"));

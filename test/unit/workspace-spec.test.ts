@@ -137,8 +137,9 @@ test("workspace: network user is unsupported for now; no image is an error", () 
 
 test("workspace: boot spec merges image config with overrides like an OCI runtime", () => {
   const image = { Entrypoint: ["/entry"], Cmd: ["--flag"], Env: ["PATH=/bin", "A=1"], WorkingDir: "/app", User: "1000", StopSignal: "15" };
-  const plain = mergeBootSpec("my_box", image, {});
+  const plain = mergeBootSpec("my_box", image, { imageCommand: true });
   assert.deepEqual(plain.argv, ["/entry", "--flag"]);
+  assert.deepEqual(mergeBootSpec("my_box", image, {}).argv, [], "without a command or imageCommand the workspace boots idle");
   assert.deepEqual(plain.env, { PATH: "/bin", A: "1" });
   assert.equal(plain.cwd, "/app");
   assert.equal(plain.user, "1000");

@@ -13,6 +13,7 @@ interface CreateFlags {
   sizeMib?: number;
   setup?: string[];
   entrypoint?: string;
+  imageCommand?: boolean;
   env?: Record<string, string>;
   network?: "isolated" | "user";
   hostname?: string;
@@ -29,7 +30,8 @@ export function createCommand(): Command {
     .option("--cpus <n>", "vCPUs (overrides the profile)", parseCpus)
     .option("--size-mib <mib>", "disk size in MiB (overrides the profile)", parseSizeMib)
     .option("--setup <cmd>", "shell command run before the entrypoint at every boot (repeatable, in order)", collectList)
-    .option("--entrypoint <cmd>", "shell command replacing the image's Entrypoint and Cmd")
+    .option("--entrypoint <cmd>", "shell command run as the workload (replaces the image's Entrypoint and Cmd)")
+    .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
     .option("-e, --env <KEY=VALUE>", "environment variable for the workload (repeatable)", collectEnv)
     .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
@@ -46,6 +48,7 @@ export function createCommand(): Command {
           ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
           ...(o.setup !== undefined ? { setup: o.setup } : {}),
           ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
+          ...(o.imageCommand ? { imageCommand: true } : {}),
           ...(o.env !== undefined ? { env: o.env } : {}),
           ...(o.network !== undefined ? { network: o.network } : {}),
           ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
