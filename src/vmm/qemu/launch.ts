@@ -232,12 +232,13 @@ export async function launchQemu(spec: QemuSpec, opts: LaunchQemuOptions = {}): 
       // QEMU creates its sockets before it loads the kernel and builds the machine, so a bad kernel path
       // or disk would still fail after this point. QMP greets only once the machine is built: with a QMP
       // socket, wait for the greeting too.
-      if (!spec.qmpSocketPath || (await qmpGreets(spec.qmpSocketPath, Math.max(1, timeoutMs - elapsed), exited))) return handle;
+      const lastError: { message?: string } = {};
+      if (!spec.qmpSocketPath || (await qmpGreets(spec.qmpSocketPath, Math.max(1, timeoutMs - elapsed), exited, lastError))) return handle;
       if (!exitInfo) {
         const stderr = tail.text();
         await kill(500);
         throw VmmErrors.QEMU_START_FAILED({
-          message: `QEMU's control socket did not answer within ${timeoutMs} ms${stderr ? `; its error output:\n${stderr.trimEnd()}` : ""}`,
+          message: `QEMU's control socket did not answer within ${timeoutMs} ms${lastError.message ? ` (last: ${lastError.message})` : ""}${stderr ? `; its error output:\n${stderr.trimEnd()}` : ""}`,
           details: { argv, timeoutMs, stderrTail: stderr },
         });
       }
@@ -270,19 +271,34 @@ export async function launchQemu(spec: QemuSpec, opts: LaunchQemuOptions = {}): 
 }
 
 /** True once QMP greets us; false when QEMU exits or the time runs out first. */
-async function qmpGreets(path: string, timeoutMs: number, exited: Promise<QemuExit>): Promise<boolean> {
-  const abort = new AbortController();
-  const connecting = QmpClient.connect(path, { timeoutMs, signal: abort.signal }).then(
-    (client) => {
-      client.close();
-      return true;
-    },
-    () => false,
-  );
-  const ok = await Promise.race([connecting, exited.then(() => false)]);
-  abort.abort();
-  await connecting;
-  return ok;
+/**
+ * True once QEMU's QMP socket greets us. A connection QEMU closes or resets before greeting (seen rarely
+ * while it is still building the machine) is retried until the deadline or QEMU's exit, not taken as an
+ * answer; `lastError` records the final reason for the caller's message.
+ */
+async function qmpGreets(path: string, timeoutMs: number, exited: Promise<QemuExit>, lastError: { message?: string }): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let gone = false;
+  void exited.then(() => (gone = true));
+  while (!gone && Date.now() < deadline) {
+    const abort = new AbortController();
+    const connecting = QmpClient.connect(path, { timeoutMs: Math.max(1, deadline - Date.now()), signal: abort.signal }).then(
+      (client) => {
+        client.close();
+        return true;
+      },
+      (e: Error) => {
+        lastError.message = e.message;
+        return false;
+      },
+    );
+    const ok = await Promise.race([connecting, exited.then(() => false)]);
+    abort.abort();
+    await connecting;
+    if (ok) return true;
+    await delay(50);
+  }
+  return false;
 }
 
 export function describeExit(exit: QemuExit): string {
