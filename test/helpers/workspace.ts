@@ -7,49 +7,18 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { ensureKernel } from "../../src/kernel/install.ts";
-import { resolveImage } from "../../src/image/pull.ts";
-import type { LocalImage } from "../../src/image/types.ts";
-import { ensureBaseRootfs } from "../../src/rootfs/build.ts";
 import type { CreateProviders } from "../../src/workspace/create.ts";
+import { defaultCreateProviders } from "../../src/workspace/providers.ts";
 import { startRegistry, type TestRegistry } from "./registry.ts";
 import { buildBusyboxImage, pushImage, type BuildImageOptions } from "./oci-image.ts";
 import { scratchDir } from "./scratch.ts";
 
-/** The real image/kernel/rootfs steps, for tests (and until create wires its defaults). */
+/**
+ * The real image/kernel/rootfs steps: the library's own defaults, with the kernel download cache shared
+ * across test runs (loopback registries need no insecure-registry setting).
+ */
 export function realProviders(env: NodeJS.ProcessEnv = process.env): CreateProviders {
-  const kernelCache = env.MICROAGENT_KERNEL_CACHE ?? join(tmpdir(), "microagent-test-kernel-cache");
-  return {
-    async resolveImage(ref, ctx) {
-      const image = await resolveImage(ref, { stateDir: ctx.stateDir, arch: ctx.arch, insecureRegistries: insecureFrom(ref) });
-      return {
-        image,
-        info: {
-          ref: image.ref,
-          resolvedRef: image.resolvedRef,
-          manifestDigest: image.manifestDigest,
-          configDigest: image.configDigest,
-          config: image.config,
-        },
-      };
-    },
-    async ensureKernel(ctx) {
-      const k = await ensureKernel({ stateDir: ctx.stateDir, backend: ctx.backend, arch: ctx.arch, cacheDir: kernelCache });
-      return {
-        kernel: { path: k.kernelPath, sha256: k.manifest.kernel.sha256 },
-        initramfs: { path: k.initramfsPath, sha256: k.manifest.initramfs.sha256 },
-      };
-    },
-    async ensureBaseRootfs(image, ctx) {
-      const b = await ensureBaseRootfs(image as LocalImage, { stateDir: ctx.stateDir });
-      return { path: b.path, sha256: b.sha256, sizeMib: b.sizeMib, cacheHit: b.cacheHit };
-    },
-  };
-}
-
-function insecureFrom(ref: string): string[] {
-  const host = ref.split("/")[0] ?? "";
-  return host.startsWith("127.0.0.1:") || host.startsWith("localhost:") ? [host] : [];
+  return defaultCreateProviders({ kernelCacheDir: env.MICROAGENT_KERNEL_CACHE ?? join(tmpdir(), "microagent-test-kernel-cache") });
 }
 
 export interface WorkspaceFixture {
