@@ -22,7 +22,7 @@ test("backend: the linux-qemu command line is a pure function of the launch spec
   const argv = buildQemuArgs(qemuSpecFor(spec, 2_400_000));
   const joined = argv.join(" ");
   assert.match(joined, /-M microvm,acpi=on/);
-  assert.match(joined, /-accel tcg/);
+  assert.match(joined, /-accel tcg,tb-size=64 /, "the TCG translation cache is capped per VM");
   assert.match(joined, /-m 256M -smp 1/);
   assert.match(joined, /file=\/ws\/disk\.qcow2,format=qcow2/);
   assert.match(joined, /virtserialport,bus=vser0\.0,chardev=channel0,name=microagent/);

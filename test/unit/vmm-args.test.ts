@@ -70,6 +70,9 @@ test("vmm args: KVM uses -cpu host and no tsc_early_khz; TCG without a TSC value
   assert.ok(!values(kvm, "-append")[0]?.includes("tsc_early_khz"));
   assert.ok(!kernelCmdline({ accel: "tcg" }).includes("tsc_early_khz"));
   assert.deepEqual(values(buildQemuArgs({ ...base, cpu: "qemu64" }), "-cpu"), ["qemu64"]);
+  // The TCG translation cache cap applies to TCG only.
+  assert.deepEqual(values(buildQemuArgs({ ...base, tcgCacheMib: 64 }), "-accel"), ["tcg,tb-size=64"]);
+  assert.deepEqual(values(buildQemuArgs({ ...base, accel: "kvm", tcgCacheMib: 64 }), "-accel"), ["kvm"]);
 });
 
 test("vmm args: commas in paths are doubled; serial variants", () => {

@@ -49,6 +49,11 @@ export interface QemuNetwork {
 
 export interface QemuSpec {
   accel: Accel;
+  /**
+   * TCG only: the translation cache size in MiB (`-accel tcg,tb-size=N`). QEMU's default lets it grow to
+   * 1 GiB per VM as the guest runs more code; a cap bounds host memory per workspace.
+   */
+  tcgCacheMib?: number;
   /** `-cpu` model; default `host` under KVM and `max` under TCG. */
   cpu?: string;
   memoryMib: number;
@@ -88,7 +93,7 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
   // microvm: no PCI, no firmware tables beyond ACPI; auto-kernel-cmdline off because ACPI already
   // describes the virtio-mmio devices and the kernel could not parse the cmdline form anyway.
   args.push("-M", "microvm,acpi=on,isa-serial=on,auto-kernel-cmdline=off");
-  args.push("-accel", spec.accel);
+  args.push("-accel", spec.accel === "tcg" && spec.tcgCacheMib !== undefined ? `tcg,tb-size=${spec.tcgCacheMib}` : spec.accel);
   args.push("-cpu", spec.cpu ?? (spec.accel === "kvm" ? "host" : "max"));
   args.push("-m", `${spec.memoryMib}M`);
   args.push("-smp", String(spec.cpus));
