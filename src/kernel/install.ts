@@ -31,6 +31,7 @@ import {
   type KernelManifest,
   type KernelSource,
 } from "./manifest.ts";
+import { GUEST_MODULES, moduleName } from "./modules.ts";
 import { bzImageVersion, extractDebs, extractVmlinux, readModule, sniffKernelFile, type ExtractedKernel } from "./source.ts";
 
 /** The backend kernels are installed for when none is named (the one that runs everywhere on Linux). */
@@ -175,7 +176,7 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
     source = { kind: "url", url: r.source.url, sha256: r.source.sha256 };
   }
 
-  if (existing && !r.force && sameSource(existing.source, source) && (await kernelIntact(dir, existing))) {
+  if (existing && !r.force && sameSource(existing.source, source) && (existing.source.kind !== "apt" || coversGuestModules(existing)) && (await kernelIntact(dir, existing))) {
     if (existing.init.sha256 === initSha && existing.initramfs.compression === r.compression) {
       return result("already-installed", dir, existing);
     }
@@ -281,7 +282,10 @@ export async function ensureKernel(opts: EnsureKernelOptions): Promise<InstallKe
   const env = opts.env ?? process.env;
   const initPath = resolveGuestInit(opts.initPath, env);
   const existing = await readManifest(dir).catch(() => undefined);
-  if (existing && (await pathExists(join(dir, existing.kernel.file))) && (await pathExists(join(dir, existing.initramfs.file)))) {
+  // A default (apt) install made before microagent asked for more guest modules is redone: same kernel
+  // package, a fuller initramfs. A custom kernel (--from/--url) is the user's choice and is kept as it is.
+  const stale = existing !== undefined && existing.source.kind === "apt" && !coversGuestModules(existing);
+  if (existing && !stale && (await pathExists(join(dir, existing.kernel.file))) && (await pathExists(join(dir, existing.initramfs.file)))) {
     const initSha = await sha256File(initPath);
     if (initSha === existing.init.sha256) return result("already-installed", dir, existing);
     const release = await acquireLock(join(kernelsRoot(opts.stateDir), `.lock-${backend}-${arch}`));
@@ -298,7 +302,7 @@ export async function ensureKernel(opts: EnsureKernelOptions): Promise<InstallKe
       await release();
     }
   }
-  opts.onProgress?.("no kernel installed: installing the default kernel");
+  opts.onProgress?.(stale ? "the guest needs more kernel modules than were installed: reinstalling the default kernel" : "no kernel installed: installing the default kernel");
   return installKernel({
     stateDir: opts.stateDir,
     backend,
@@ -312,6 +316,12 @@ export async function ensureKernel(opts: EnsureKernelOptions): Promise<InstallKe
 
 function result(action: InstallAction, dir: string, manifest: KernelManifest): InstallKernelResult {
   return { action, dir, kernelPath: join(dir, manifest.kernel.file), initramfsPath: join(dir, manifest.initramfs.file), manifest };
+}
+
+/** Every module the guest asks for is accounted for in the manifest: loaded, built in, or known absent. */
+export function coversGuestModules(m: KernelManifest): boolean {
+  const known = new Set([...m.modules.map((x) => moduleName(x.path)), ...m.builtinModules, ...m.unavailableModules]);
+  return GUEST_MODULES.every((req) => known.has(req.name));
 }
 
 function sameSource(a: KernelSource, b: KernelSource): boolean {

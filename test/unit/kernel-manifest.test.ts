@@ -128,3 +128,20 @@ test("kernel verify CLI: exit 1 and the mismatch message; JSON carries the code"
   assert.equal(list.code, 0);
   assert.equal((JSON.parse(list.out) as { kernels: unknown[] }).kernels.length, 1);
 });
+
+test("kernel manifest: an install covers the guest's modules only when each is loaded, built in, or known absent", async () => {
+  const { coversGuestModules } = await import("../../src/kernel/install.ts");
+  const { GUEST_MODULES } = await import("../../src/kernel/modules.ts");
+  const all = manifest({
+    modules: [
+      { path: "kernel/drivers/virtio/virtio_mmio.ko", sha256: "c".repeat(64) },
+      { path: "kernel/drivers/char/hw_random/virtio-rng.ko", sha256: "c".repeat(64) },
+    ],
+    builtinModules: ["ext4"],
+    unavailableModules: GUEST_MODULES.map((m) => m.name).filter((n) => !["virtio_mmio", "virtio_rng", "ext4"].includes(n)),
+  });
+  assert.equal(coversGuestModules(all), true);
+  // An install from before a module was added to the guest's list does not cover it.
+  const older = { ...all, unavailableModules: all.unavailableModules.filter((n) => n !== "button") };
+  assert.equal(coversGuestModules(older), false);
+});
