@@ -4,7 +4,15 @@
  * drop credentials across origins, and the plain-HTTP policy (loopback or explicitly listed only).
  */
 import type { Readable } from "node:stream";
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher, request as undiciRequestFn } from "undici";
+
+// undici costs ~60 ms to load: load it on the first registry request, not on every CLI start.
+type UndiciRequest = typeof undiciRequestFn;
+let undiciRequest: UndiciRequest | undefined;
+const request = (async (...args: Parameters<UndiciRequest>) => {
+  undiciRequest ??= (await import("undici")).request;
+  return undiciRequest(...args);
+}) as UndiciRequest;
 import { packageVersion } from "../version.ts";
 import { parseWwwAuthenticate, type AuthChallenge } from "./challenge.ts";
 import type { Credentials } from "./credentials.ts";

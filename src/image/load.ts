@@ -10,7 +10,6 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { basename, join, resolve, sep } from "node:path";
 import { createGunzip, createZstdDecompress } from "node:zlib";
-import { x as extractTar } from "tar";
 import { z } from "zod";
 import { ImageErrors } from "./errors.ts";
 import { saveRecord, storeFor, targetArch, toLocalImage, type ImageStoreOptions } from "./images.ts";
@@ -56,6 +55,8 @@ export async function loadImage(path: string, options: LoadImageOptions = {}): P
   try {
     try {
       // node-tar strips `..` and absolute paths by default; symlinks are resolved and checked below.
+      // Loaded on use: `tar` is only needed for archived layouts, not on every CLI start.
+      const { x: extractTar } = await import("tar");
       await extractTar({ file: abs, cwd: dir, strict: true });
     } catch (e) {
       throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} is not a readable tar archive: ${(e as Error).message}`, cause: e, details: { path: abs } });

@@ -8,7 +8,6 @@
  */
 import { readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { parseDocument } from "yaml";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
@@ -134,6 +133,8 @@ export async function loadSpec(specPath: string): Promise<LoadedSpec> {
     if (isErrno(e, "ENOENT")) throw WorkspaceErrors.SPEC_NOT_FOUND({ message: `spec file ${specPath} does not exist`, details: { spec: specPath } });
     throw e;
   }
+  // yaml is loaded on use: only commands given a spec file pay for it.
+  const { parseDocument } = await import("yaml");
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (doc.errors.length > 0) {
     const err = doc.errors[0];
