@@ -43,6 +43,9 @@ export interface RunOptions {
   network?: NetworkMode;
   backend?: BackendName;
   arch?: Arch;
+  /** mke2fs / debugfs for building the base rootfs on a cache miss. */
+  mke2fs?: string;
+  debugfs?: string;
   supervisorPath?: string;
   /** Workload output as it arrives. */
   onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
@@ -104,6 +107,8 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     ...(opts.memoryMib ? { memoryMib: opts.memoryMib } : {}),
     ...(opts.cpus ? { cpus: opts.cpus } : {}),
     ...(opts.sizeMib ? { sizeMib: opts.sizeMib } : {}),
+    ...(opts.mke2fs ? { mke2fs: opts.mke2fs } : {}),
+    ...(opts.debugfs ? { debugfs: opts.debugfs } : {}),
     ...(opts.network ? { network: opts.network } : {}),
     ...(opts.backend ? { backend: opts.backend } : {}),
     ...(opts.arch ? { arch: opts.arch } : {}),

@@ -54,6 +54,9 @@ export interface CreateWorkspaceOptions {
   backend?: BackendName;
   arch?: Arch;
   providers?: CreateProviders;
+  /** mke2fs / debugfs for building the base rootfs on a cache miss (seed: `--mke2fs PATH`). */
+  mke2fs?: string;
+  debugfs?: string;
   signal?: AbortSignal;
   onProgress?: (message: string) => void;
 }
@@ -81,7 +84,9 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
-  const providers = options.providers ?? defaultCreateProviders();
+  const providers =
+    options.providers ??
+    defaultCreateProviders({ ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}), ...(options.debugfs ? { debugfs: options.debugfs } : {}) });
   const ctx: ProviderContext = {
     stateDir,
     backend: resolved.backend,

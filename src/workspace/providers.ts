@@ -51,6 +51,9 @@ export interface CreateProviders {
 export interface DefaultProviderOptions {
   /** Where downloaded kernel packages are cached (default: the kernel area's own default). */
   kernelCacheDir?: string;
+  /** mke2fs / debugfs to build the base rootfs with (default: found on PATH and in the sbin dirs). */
+  mke2fs?: string;
+  debugfs?: string;
 }
 
 export function defaultCreateProviders(options: DefaultProviderOptions = {}): CreateProviders {
@@ -90,6 +93,8 @@ export function defaultCreateProviders(options: DefaultProviderOptions = {}): Cr
     async ensureBaseRootfs(image, ctx) {
       const b = await ensureBaseRootfs(image as LocalImage, {
         stateDir: ctx.stateDir,
+        ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}),
+        ...(options.debugfs ? { debugfs: options.debugfs } : {}),
         ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
       });
       return { path: b.path, sha256: b.sha256, sizeMib: b.sizeMib, cacheHit: b.cacheHit };

@@ -24,6 +24,7 @@ import { writeRuntime } from "../../src/workspace/runtime.ts";
 import { processStartTime, processAlive } from "../../src/util/process.ts";
 import { ensurePrivateDir } from "../../src/util/fs.ts";
 import { runCli } from "../helpers/cli.ts";
+import { resolveE2fsTools } from "../../src/rootfs/tools.ts";
 
 // Reuse downloaded kernel packages across runs (the kernel area honours this variable).
 process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");
@@ -269,4 +270,18 @@ test("workspace-state: delete removes the workspace but not the shared base; del
   const status = await cli("--json", "status", "s1");
   assert.equal(status.code, 1);
   assert.equal(status.json().error.code, "WORKSPACE_NOT_FOUND");
+});
+
+test("workspace-state: create --mke2fs picks the tool for a base build; a missing one fails with the seed's fix and leaves nothing", async () => {
+  // A fresh digest, so the base rootfs is not cached and create must build it.
+  const fresh = await fx.image("state/mke2fs:1", { files: { "/etc/mke2fs-marker": "fresh digest\n" } });
+  const bad = await cli("create", "mk1", "--image", fresh, "--mke2fs", "/nonexistent/mke2fs");
+  assert.equal(bad.code, 1, bad.stdout);
+  assert.match(bad.stderr, /mke2fs not found at \/nonexistent\/mke2fs/);
+  assert.match(bad.stderr, /fix: .*--mke2fs PATH/);
+  assert.equal(existsSync(workspacePaths(fx.stateDir, "mk1").dir), false, "a failed create leaves no workspace dir");
+  const { mke2fs } = resolveE2fsTools({});
+  const good = await cli("create", "mk1", "--image", fresh, "--mke2fs", mke2fs);
+  assert.equal(good.code, 0, good.stderr);
+  assert.equal((await cli("delete", "mk1")).code, 0);
 });

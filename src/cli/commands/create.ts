@@ -11,6 +11,8 @@ interface CreateFlags {
   memory?: number;
   cpus?: number;
   sizeMib?: number;
+  mke2fs?: string;
+  debugfs?: string;
   setup?: string[];
   entrypoint?: string;
   imageCommand?: boolean;
@@ -29,6 +31,8 @@ export function createCommand(): Command {
     .option("--memory <mib>", "guest memory in MiB (overrides the profile)", parseMemoryMib)
     .option("--cpus <n>", "vCPUs (overrides the profile)", parseCpus)
     .option("--size-mib <mib>", "disk size in MiB (overrides the profile)", parseSizeMib)
+    .option("--mke2fs <path>", "mke2fs to build the image's root filesystem with (when it is not cached yet)")
+    .option("--debugfs <path>", "debugfs for the same build")
     .option("--setup <cmd>", "shell command run before the entrypoint at every boot (repeatable, in order)", collectList)
     .option("--entrypoint <cmd>", "shell command run as the workload (replaces the image's Entrypoint and Cmd)")
     .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
@@ -46,6 +50,8 @@ export function createCommand(): Command {
           ...(o.memory !== undefined ? { memoryMib: o.memory } : {}),
           ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
           ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
+            ...(o.mke2fs ? { mke2fs: o.mke2fs } : {}),
+            ...(o.debugfs ? { debugfs: o.debugfs } : {}),
           ...(o.setup !== undefined ? { setup: o.setup } : {}),
           ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
           ...(o.imageCommand ? { imageCommand: true } : {}),

@@ -35,6 +35,8 @@ interface RunFlags {
   memory?: number;
   cpus?: number;
   sizeMib?: number;
+  mke2fs?: string;
+  debugfs?: string;
   network?: NetworkMode;
 }
 
@@ -58,6 +60,8 @@ export function runCommand(): Command {
     .option("--memory <MiB>", "guest memory in MiB", positiveInt("--memory"))
     .option("--cpus <n>", "virtual CPUs", positiveInt("--cpus"))
     .option("--size-mib <MiB>", "root disk size in MiB", positiveInt("--size-mib"))
+    .option("--mke2fs <path>", "mke2fs to build the image's root filesystem with (when it is not cached yet)")
+    .option("--debugfs <path>", "debugfs for the same build")
     .addOption(new Option("--network <mode>", "network mode (only isolated is available yet)").choices(["isolated", "user"]))
     .action(
       action(async (ctx, imageArg: string | undefined, cmd: string[], o: RunFlags) => {
@@ -98,6 +102,8 @@ export function runCommand(): Command {
             ...(o.memory ? { memoryMib: o.memory } : {}),
             ...(o.cpus ? { cpus: o.cpus } : {}),
             ...(o.sizeMib ? { sizeMib: o.sizeMib } : {}),
+            ...(o.mke2fs ? { mke2fs: o.mke2fs } : {}),
+            ...(o.debugfs ? { debugfs: o.debugfs } : {}),
             ...(o.network ? { network: o.network } : {}),
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
             ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
