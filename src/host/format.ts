@@ -57,7 +57,8 @@ function networkingLine(r: HostResponse): string {
   const user = h.userNetworkReady
     ? `user ready (pasta ${h.userNetworkingBinary ?? ""}, user namespaces work, /dev/net/tun present)`.replace("pasta  ", "pasta ")
     : `user not ready (${missing.length ? `missing: ${missing.join(", ")}` : "the backend is not usable"})`;
-  return `isolated ${h.isolatedNetworkReady ? "ready" : "not ready"}; ${user}`;
+  // The host side of user mode can be ready before microagent's user-mode datapath ships: say both.
+  return `isolated ${h.isolatedNetworkReady ? "ready" : "not ready"}; ${user}; workspaces use isolated (user mode is not available in this release)`;
 }
 
 function statusLine(r: HostResponse): string {
