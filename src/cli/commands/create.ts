@@ -1,18 +1,11 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
-import type { ProfileName } from "../../workspace/profiles.ts";
-import { collectEnv, collectList, parseCpus, parseMemoryMib, parseNetworkMode, parseProfile, parseSizeMib } from "./workspace-flags.ts";
+import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
-interface CreateFlags {
+interface CreateFlags extends ResourceFlags {
   image?: string;
   file?: string;
-  profile?: ProfileName;
-  memory?: number;
-  cpus?: number;
-  sizeMib?: number;
-  mke2fs?: string;
-  debugfs?: string;
   setup?: string[];
   entrypoint?: string;
   imageCommand?: boolean;
@@ -22,17 +15,11 @@ interface CreateFlags {
 }
 
 export function createCommand(): Command {
-  return new Command("create")
+  return addResourceOptions(new Command("create"))
     .description("create a persistent workspace from an image (state prepared; boot it with `start`)")
     .argument("<name>", "workspace name: [a-z0-9][a-z0-9_.-]{0,62}")
     .option("--image <ref>", "image reference (tags are accepted; the resolved digest is recorded)")
     .option("--file <path>", "spec file (microagent.yaml); flags override its fields")
-    .option("--profile <name>", "resources: tiny, small (default), medium, large", parseProfile)
-    .option("--memory <mib>", "guest memory in MiB (overrides the profile)", parseMemoryMib)
-    .option("--cpus <n>", "vCPUs (overrides the profile)", parseCpus)
-    .option("--size-mib <mib>", "disk size in MiB (overrides the profile)", parseSizeMib)
-    .option("--mke2fs <path>", "mke2fs to build the image's root filesystem with (when it is not cached yet)")
-    .option("--debugfs <path>", "debugfs for the same build")
     .option("--setup <cmd>", "shell command run before the entrypoint at every boot (repeatable, in order)", collectList)
     .option("--entrypoint <cmd>", "shell command run as the workload (replaces the image's Entrypoint and Cmd)")
     .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
@@ -46,12 +33,7 @@ export function createCommand(): Command {
           stateDir: ctx.globals.stateDir,
           ...(o.image !== undefined ? { image: o.image } : {}),
           ...(o.file !== undefined ? { specFile: o.file } : {}),
-          ...(o.profile !== undefined ? { profile: o.profile } : {}),
-          ...(o.memory !== undefined ? { memoryMib: o.memory } : {}),
-          ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
-          ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
-            ...(o.mke2fs ? { mke2fs: o.mke2fs } : {}),
-            ...(o.debugfs ? { debugfs: o.debugfs } : {}),
+          ...resourceOptions(o),
           ...(o.setup !== undefined ? { setup: o.setup } : {}),
           ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
           ...(o.imageCommand ? { imageCommand: true } : {}),

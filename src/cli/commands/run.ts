@@ -1,47 +1,28 @@
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
 import { parseDurationMs } from "../../api/duration.ts";
 import { chooseAccel } from "../../supervisor/accel.ts";
 import { runtimeRoot } from "../../supervisor/spawn.ts";
 import { CommonErrors } from "../../contract/errors.ts";
-import { parseEnvPairs } from "./exec.ts";
-import type { ProfileName } from "../../workspace/profiles.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
+import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-function positiveInt(what: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw CommonErrors.INVALID_ARGUMENT({ message: `invalid ${what} '${v}': expected a positive whole number` });
-    return n;
-  };
-}
-
-interface RunFlags {
+interface RunFlags extends ResourceFlags {
   image?: string;
   exec?: string;
   keep?: boolean;
   rm?: boolean;
   name?: string;
   timeout?: string;
-  env: string[];
-  setup: string[];
+  env?: Record<string, string>;
+  setup?: string[];
   file?: string;
-  profile?: ProfileName;
-  memory?: number;
-  cpus?: number;
-  sizeMib?: number;
-  mke2fs?: string;
-  debugfs?: string;
   network?: NetworkMode;
 }
 
 export function runCommand(): Command {
-  return new Command("run")
+  return addResourceOptions(new Command("run"))
     .description("boot a scratch workspace from IMAGE, run a command in it, stream its output and exit with its code; the workspace is deleted afterwards unless --keep")
     .usage("[flags] IMAGE [CMD ARG...]  |  run --image REF --exec \"shell command\"")
     .argument("[image]", "image reference (tag or digest); pulled if needed")
@@ -53,16 +34,10 @@ export function runCommand(): Command {
     .option("--rm", "delete the workspace after the run (the default)")
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
     .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124")
-    .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collect, [])
-    .option("--setup <command>", "shell command run before the command (repeatable, in order)", collect, [])
+    .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collectEnv)
+    .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")
-    .addOption(new Option("--profile <profile>", "resource profile").choices(["tiny", "small", "medium", "large"]))
-    .option("--memory <MiB>", "guest memory in MiB", positiveInt("--memory"))
-    .option("--cpus <n>", "virtual CPUs", positiveInt("--cpus"))
-    .option("--size-mib <MiB>", "root disk size in MiB", positiveInt("--size-mib"))
-    .option("--mke2fs <path>", "mke2fs to build the image's root filesystem with (when it is not cached yet)")
-    .option("--debugfs <path>", "debugfs for the same build")
-    .addOption(new Option("--network <mode>", "network mode (only isolated is available yet)").choices(["isolated", "user"]))
+    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .action(
       action(async (ctx, imageArg: string | undefined, cmd: string[], o: RunFlags) => {
         if (o.keep && o.rm) throw CommonErrors.USAGE({ message: "--keep and --rm contradict each other: pass one" });
@@ -95,15 +70,10 @@ export function runCommand(): Command {
             stateDir: ctx.globals.stateDir,
             keep: Boolean(o.keep),
             ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
-            ...(o.env.length > 0 ? { env: parseEnvPairs(o.env) } : {}),
-            ...(o.setup.length > 0 ? { setup: o.setup } : {}),
+            ...(o.env ? { env: o.env } : {}),
+            ...(o.setup ? { setup: o.setup } : {}),
             ...(o.file ? { specFile: o.file } : {}),
-            ...(o.profile ? { profile: o.profile } : {}),
-            ...(o.memory ? { memoryMib: o.memory } : {}),
-            ...(o.cpus ? { cpus: o.cpus } : {}),
-            ...(o.sizeMib ? { sizeMib: o.sizeMib } : {}),
-            ...(o.mke2fs ? { mke2fs: o.mke2fs } : {}),
-            ...(o.debugfs ? { debugfs: o.debugfs } : {}),
+            ...resourceOptions(o),
             ...(o.network ? { network: o.network } : {}),
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
             ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),

@@ -2,8 +2,9 @@
  * Option parsers shared by the workspace commands (create, and anything else taking the same
  * flags). Each throws commander's InvalidArgumentError echoing the bad value (exit 2).
  */
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { PROFILE_NAMES, type ProfileName } from "../../workspace/profiles.ts";
+import { suggest } from "../globals.ts";
 
 export function parseWholeNumber(what: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -20,7 +21,7 @@ export const parseSizeMib = parseWholeNumber("disk size in MiB", 64, 16777216);
 
 export function parseProfile(value: string): ProfileName {
   if (!(PROFILE_NAMES as readonly string[]).includes(value)) {
-    throw new InvalidArgumentError(`'${value}' is not a profile; expected one of ${PROFILE_NAMES.join(", ")}`);
+    throw new InvalidArgumentError(`'${value}' is not a profile${suggest(value, PROFILE_NAMES)}; expected one of ${PROFILE_NAMES.join(", ")}`);
   }
   return value as ProfileName;
 }
@@ -42,4 +43,36 @@ export function collectList(value: string, previous: string[] = []): string[] {
 export function parseNetworkMode(value: string): "isolated" | "user" {
   if (value !== "isolated" && value !== "user") throw new InvalidArgumentError(`'${value}' is not a network mode; expected isolated (or user, not available yet)`);
   return value;
+}
+
+/** The resource and rootfs-build flags `create` and `run` share. */
+export interface ResourceFlags {
+  profile?: ProfileName;
+  memory?: number;
+  cpus?: number;
+  sizeMib?: number;
+  mke2fs?: string;
+  debugfs?: string;
+}
+
+export function addResourceOptions(cmd: Command): Command {
+  return cmd
+    .option("--profile <name>", "resources: tiny, small (default), medium, large", parseProfile)
+    .option("--memory <mib>", "guest memory in MiB (overrides the profile)", parseMemoryMib)
+    .option("--cpus <n>", "vCPUs (overrides the profile)", parseCpus)
+    .option("--size-mib <mib>", "disk size in MiB (overrides the profile)", parseSizeMib)
+    .option("--mke2fs <path>", "mke2fs to build the image's root filesystem with (when it is not cached yet)")
+    .option("--debugfs <path>", "debugfs for the same build");
+}
+
+/** ResourceFlags as the library's option names, omitting what was not given. */
+export function resourceOptions(o: ResourceFlags): { profile?: ProfileName; memoryMib?: number; cpus?: number; sizeMib?: number; mke2fs?: string; debugfs?: string } {
+  return {
+    ...(o.profile !== undefined ? { profile: o.profile } : {}),
+    ...(o.memory !== undefined ? { memoryMib: o.memory } : {}),
+    ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+    ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
+    ...(o.mke2fs !== undefined ? { mke2fs: o.mke2fs } : {}),
+    ...(o.debugfs !== undefined ? { debugfs: o.debugfs } : {}),
+  };
 }
