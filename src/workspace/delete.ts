@@ -71,6 +71,8 @@ export async function deleteWorkspace(name: string, options: DeleteWorkspaceOpti
     await rename(paths.dir, trash);
     await rm(trash, { recursive: true, force: true });
     await rm(paths.runtimeDir, { recursive: true, force: true });
+    // Leftovers of deletes that crashed between the rename and the rm go with the next delete.
+    await sweepTrash(options.stateDir ?? defaultStateDir());
     return { name, deleted: true, killed, ...(state ? { previousState: state.state } : {}) };
   } finally {
     await lock.release().catch(() => {});

@@ -259,10 +259,14 @@ test("workspace-state: delete is refused while a recorded VM process lives (seed
 test("workspace-state: delete removes the workspace but not the shared base; deleting again is a no-op", async () => {
   const paths = workspacePaths(fx.stateDir, "s1");
   const base = (await readManifest(paths)).artifacts.rootfsBase.path;
+  // What a delete that crashed between its rename and its rm leaves behind.
+  const leftover = join(workspacesRoot(fx.stateDir), ".trash-crashed-0000");
+  await mkdir(join(leftover, "sub"), { recursive: true });
   const r = await cli("delete", "s1");
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.trim(), "deleted s1");
   assert.equal(existsSync(paths.dir), false);
+  assert.equal(existsSync(leftover), false, "the next delete sweeps earlier leftovers");
   assert.equal(existsSync(base), true, "the cached base rootfs stays for the next create");
   const again = await cli("--json", "rm", "s1");
   assert.equal(again.code, 0);
