@@ -92,27 +92,28 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   const access = { ...(opts.stateDir ? { stateDir: opts.stateDir } : {}) };
   const progress = opts.onProgress ?? (() => {});
   progress(`creating workspace ${name} from ${opts.image}`);
+  // Options left undefined fall back to the spec file or the defaults inside createWorkspace.
   await createWorkspace({
     name,
     image: opts.image,
     ...access,
-    ...(opts.exec !== undefined ? { entrypoint: opts.exec } : {}),
-    ...(opts.cmd && opts.cmd.length > 0 ? { cmd: opts.cmd } : {}),
+    entrypoint: opts.exec,
+    cmd: opts.cmd && opts.cmd.length > 0 ? opts.cmd : undefined,
     // `run IMAGE` with no command runs what the image says (Entrypoint/Cmd).
     imageCommand: true,
-    ...(opts.env ? { env: opts.env } : {}),
-    ...(opts.setup ? { setup: opts.setup } : {}),
-    ...(opts.specFile ? { specFile: opts.specFile } : {}),
-    ...(opts.profile ? { profile: opts.profile } : {}),
-    ...(opts.memoryMib ? { memoryMib: opts.memoryMib } : {}),
-    ...(opts.cpus ? { cpus: opts.cpus } : {}),
-    ...(opts.sizeMib ? { sizeMib: opts.sizeMib } : {}),
-    ...(opts.mke2fs ? { mke2fs: opts.mke2fs } : {}),
-    ...(opts.debugfs ? { debugfs: opts.debugfs } : {}),
-    ...(opts.network ? { network: opts.network } : {}),
-    ...(opts.backend ? { backend: opts.backend } : {}),
-    ...(opts.arch ? { arch: opts.arch } : {}),
-    ...(opts.providers ? { providers: opts.providers } : {}),
+    env: opts.env,
+    setup: opts.setup,
+    specFile: opts.specFile,
+    profile: opts.profile,
+    memoryMib: opts.memoryMib,
+    cpus: opts.cpus,
+    sizeMib: opts.sizeMib,
+    mke2fs: opts.mke2fs,
+    debugfs: opts.debugfs,
+    network: opts.network,
+    backend: opts.backend,
+    arch: opts.arch,
+    providers: opts.providers,
     onProgress: progress,
   });
   const createMs = performance.now() - t0;

@@ -1,25 +1,10 @@
 import { test } from "node:test";
+import { liveGroupMembers } from "../helpers/proc.ts";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { stopProcessGroup, StopTimeoutError } from "../../src/backend/process-group.ts";
 import type { VmExit } from "../../src/backend/types.ts";
-import { readdirSync, readFileSync } from "node:fs";
 
-/** Pids of non-zombie processes in process group `pgid` (zombies await a reaper and hold nothing). */
-function liveGroupMembers(pgid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && fields[0] !== "Z") out.push(Number(d));
-    } catch {
-      /* exited meanwhile */
-    }
-  }
-  return out;
-}
 
 /** A fake child: records signals with a virtual clock; `dieOn` says which signal ends it. */
 function fakeChild(dieOn: NodeJS.Signals | "never") {

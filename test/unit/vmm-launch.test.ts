@@ -1,6 +1,7 @@
 import { test } from "node:test";
+import { liveGroupMembers } from "../helpers/proc.ts";
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -82,7 +83,7 @@ test("vmm launch: ready when its sockets exist; stale sockets removed; kill ends
   assert.equal(h.exit(), undefined);
   const exit = await h.kill(1000);
   assert.ok(exit.signal === "SIGTERM" || exit.code !== 0);
-  assert.deepEqual(await liveGroupMembers(h.pid), [], "no process of the group survives");
+  assert.deepEqual(await liveGroupMembersSettled(h.pid), [], "no process of the group survives");
   assert.match(h.stderrTail(), /started/);
 });
 
@@ -131,18 +132,7 @@ test("vmm launch: maxLifetimeMs hard-caps the VM", async (t) => {
 });
 
 /** Pids of live (non-zombie) processes in group `pgid`, after giving stragglers a moment. */
-async function liveGroupMembers(pgid: number): Promise<number[]> {
+async function liveGroupMembersSettled(pgid: number): Promise<number[]> {
   await new Promise((r) => setTimeout(r, 100));
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && fields[0] !== "Z") out.push(Number(d));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
+  return liveGroupMembers(pgid);
 }
