@@ -9,6 +9,13 @@ export const ARCHES = ["amd64", "arm64"] as const;
 export const ArchSchema = z.enum(ARCHES);
 export type Arch = z.infer<typeof ArchSchema>;
 
+/**
+ * Most vCPUs a workspace may have, on every backend: QEMU's microvm gives each vCPU an xAPIC id, and
+ * id 255 is the broadcast address, so 255 vCPUs is as far as it goes without an IOMMU for x2APIC.
+ * The CLI, the spec file and the VMM argument builder all check this one constant.
+ */
+export const MAX_VCPUS = 255;
+
 /** Accept the common aliases users type (x86_64, aarch64) and return our canonical name. */
 export function normalizeArch(input: string): Arch | undefined {
   const v = input.trim().toLowerCase();

@@ -1,5 +1,6 @@
 /** Resource profiles: named defaults for memory, vCPUs and disk size. Flags override each field. */
 import { z } from "zod";
+import { MAX_VCPUS } from "../contract/backend.ts";
 
 export const PROFILE_NAMES = ["tiny", "small", "medium", "large"] as const;
 export const ProfileNameSchema = z.enum(PROFILE_NAMES);
@@ -19,6 +20,14 @@ export const PROFILES: Readonly<Record<ProfileName, Readonly<Resources>>> = {
   medium: { memoryMib: 2048, cpus: 2, sizeMib: 8192 },
   large: { memoryMib: 4096, cpus: 4, sizeMib: 16384 },
 };
+
+/** Bounds of each resource, shared by the CLI flags and the spec file (inclusive). */
+export const RESOURCE_LIMITS = {
+  memoryMib: { min: 64, max: 1048576 },
+  cpus: { min: 1, max: MAX_VCPUS },
+  /** The disk is never smaller than the image's root filesystem, whatever is asked (see create). */
+  sizeMib: { min: 64, max: 16777216 },
+} as const;
 
 export const DEFAULT_PROFILE: ProfileName = "small";
 

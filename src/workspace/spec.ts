@@ -13,7 +13,10 @@ import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
 import { sha256Bytes, sha256FileCached } from "../util/hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
-import { ProfileNameSchema, type ProfileName } from "./profiles.ts";
+import { ProfileNameSchema, RESOURCE_LIMITS, type ProfileName } from "./profiles.ts";
+
+/** Alias expansions allowed while reading a spec file (the yaml package's default is 100). */
+const MAX_YAML_ALIAS_COUNT = 100;
 
 export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** One RFC 1123 label (what the guest's sethostname gets), at most 63 characters. */
@@ -33,9 +36,9 @@ const FileEntrySchema = z
 const ResourcesSchema = z
   .object({
     profile: ProfileNameSchema.optional(),
-    memoryMib: z.number().int().min(64).max(1048576).optional(),
-    cpus: z.number().int().min(1).max(256).optional(),
-    sizeMib: z.number().int().min(64).max(16777216).optional(),
+    memoryMib: z.number().int().min(RESOURCE_LIMITS.memoryMib.min).max(RESOURCE_LIMITS.memoryMib.max).optional(),
+    cpus: z.number().int().min(RESOURCE_LIMITS.cpus.min).max(RESOURCE_LIMITS.cpus.max).optional(),
+    sizeMib: z.number().int().min(RESOURCE_LIMITS.sizeMib.min).max(RESOURCE_LIMITS.sizeMib.max).optional(),
   })
   .strict();
 
@@ -135,15 +138,20 @@ export async function loadSpec(specPath: string): Promise<LoadedSpec> {
   }
   // yaml is loaded on use: only commands given a spec file pay for it.
   const { parseDocument } = await import("yaml");
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
-  if (doc.errors.length > 0) {
-    const err = doc.errors[0];
+  let raw: unknown;
+  try {
+    const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+    if (doc.errors.length > 0) throw doc.errors[0] ?? new Error("parse error");
+    // toJS() expands aliases; the parser refuses an alias bomb here ("Excessive alias count ..."),
+    // which is a property of the input file, not a bug of ours.
+    raw = doc.toJS({ maxAliasCount: MAX_YAML_ALIAS_COUNT });
+  } catch (e) {
     throw WorkspaceErrors.SPEC_INVALID({
-      message: `${specPath}: not valid YAML: ${err?.message.split("\n")[0] ?? "parse error"}`,
+      message: `${specPath}: not valid YAML: ${(e instanceof Error ? e.message : String(e)).split("\n")[0] || "parse error"}`,
       details: { spec: specPath },
+      cause: e,
     });
   }
-  const raw: unknown = doc.toJS();
   if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
     throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: the top level must be a mapping of keys (image, files, setup, ...)`, details: { spec: specPath } });
   }

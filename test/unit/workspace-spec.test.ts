@@ -150,3 +150,26 @@ test("workspace: boot spec merges image config with overrides like an OCI runtim
   assert.deepEqual(mergeBootSpec("w", image, { entrypoint: ["/bin/true"] }).argv, ["/bin/true"]);
   assert.equal(mergeBootSpec("w", {}, { env: { A: "2" } }).env.PATH?.includes("/usr/bin"), true, "a default PATH");
 });
+
+test("workspace: a YAML alias bomb (and any other parser error) is SPEC_INVALID, not INTERNAL", async () => {
+  // 8 levels of ten aliases each: 10^8 nodes once expanded; the parser stops it early.
+  let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (let i = 1; i <= 8; i++) {
+    const p = String.fromCharCode(96 + i);
+    const n = String.fromCharCode(97 + i);
+    bomb += `${n}: &${n} [${Array(10).fill(`*${p}`).join(", ")}]\n`;
+  }
+  for (const yaml of [`image: x\n${bomb}`, "image: x\n  bad: indent\n", "image: *undefined_alias\n"]) {
+    const { dir, path } = await specDir(yaml);
+    try {
+      await assert.rejects(loadSpec(path), (e: unknown) => {
+        assert.ok(isMicroagentError(e), String(e));
+        assert.equal(e.code, "SPEC_INVALID", `${yaml.slice(0, 40)}: ${e.message}`);
+        assert.match(e.message, /not valid YAML/);
+        return true;
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+});

@@ -1,10 +1,11 @@
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
 import { action } from "../action.ts";
 import { formatTable, type CliContext } from "../output.ts";
 import { listImages, pruneImages, removeImage, tagImage, type ImageSummary } from "../../image/images.ts";
 import { loadImage } from "../../image/load.ts";
 import { pullImage, type PullProgress } from "../../image/pull.ts";
 import type { LocalImage } from "../../image/types.ts";
+import { parseWholeNumber } from "./workspace-flags.ts";
 
 export function imageCommand(): Command {
   const image = new Command("image").description("pull, load, list, tag and remove OCI images in the local store");
@@ -95,14 +96,8 @@ export function imageCommand(): Command {
   return image;
 }
 
-function parseCount(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 32) {
-    // commander turns this into a usage error echoing the value
-    throw new InvalidArgumentError(`'${value}' is not a whole number from 1 to 32`);
-  }
-  return n;
-}
+/** `--concurrency`: digits only ("1e1", "0x10" and " 5" are refused, not read as numbers). */
+const parseCount = parseWholeNumber("layers downloaded at once", 1, 32);
 
 /** Progress lines on a TTY: one per layer start/finish, at most one progress line per layer per ~10%. */
 export function progressPrinter(ctx: Pick<CliContext, "progress">): (e: PullProgress) => void {

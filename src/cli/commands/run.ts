@@ -1,12 +1,11 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
-import { parseDurationMs } from "../../api/duration.ts";
 import { chooseAccel } from "../../supervisor/accel.ts";
 import { runtimeRoot } from "../../supervisor/spawn.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
-import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addResourceOptions, collectEnv, collectList, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
 interface RunFlags extends ResourceFlags {
   image?: string;
@@ -14,7 +13,8 @@ interface RunFlags extends ResourceFlags {
   keep?: boolean;
   rm?: boolean;
   name?: string;
-  timeout?: string;
+  /** Milliseconds (parsed by commander). */
+  timeout?: number;
   env?: Record<string, string>;
   setup?: string[];
   file?: string;
@@ -33,7 +33,7 @@ export function runCommand(): Command {
     .option("--keep", "keep the workspace after the run (its name is printed on stderr)")
     .option("--rm", "delete the workspace after the run (the default)")
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
-    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124")
+    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", parseDurationFlag("--timeout"))
     .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collectEnv)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")
@@ -69,7 +69,7 @@ export function runCommand(): Command {
             ...(o.name ? { name: o.name } : {}),
             stateDir: ctx.globals.stateDir,
             keep: Boolean(o.keep),
-            ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+            ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
             ...(o.env ? { env: o.env } : {}),
             ...(o.setup ? { setup: o.setup } : {}),
             ...(o.file ? { specFile: o.file } : {}),
@@ -90,7 +90,7 @@ export function runCommand(): Command {
         }
         if (text && r.kept) ctx.streams.stderr.write(`kept workspace ${r.workspace}\n`);
         if (text && r.interrupted) ctx.streams.stderr.write("error: interrupted; the workspace was killed\n");
-        if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${o.timeout}; the workspace was killed\n`);
+        if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${formatDurationMs(o.timeout ?? 0)}; the workspace was killed\n`);
         if (text && r.result?.startError) ctx.streams.stderr.write(`error: the command failed to start: ${r.result.startError}\n`);
         return {
           json: {

@@ -7,6 +7,7 @@
  * ACPI tables (Debian's cloud kernel has no VIRTIO_MMIO_CMDLINE_DEVICES), so no `virtio_mmio.device=`
  * parameters are needed. No NIC unless asked for: a VM is isolated by default.
  */
+import { MAX_VCPUS } from "../../contract/backend.ts";
 import { VmmErrors } from "../errors.ts";
 
 /** Linux `sockaddr_un.sun_path` is 108 bytes including the terminating NUL. */
@@ -184,7 +185,7 @@ function optValue(value: string): string {
 function validate(spec: QemuSpec): void {
   const bad = (message: string) => VmmErrors.INVALID_VM_SPEC({ message });
   if (!Number.isInteger(spec.memoryMib) || spec.memoryMib < 64) throw bad(`memory must be a whole number of MiB, at least 64 (got ${spec.memoryMib})`);
-  if (!Number.isInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > 255) throw bad(`cpus must be between 1 and 255 (got ${spec.cpus})`);
+  if (!Number.isInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > MAX_VCPUS) throw bad(`cpus must be between 1 and ${MAX_VCPUS} (got ${spec.cpus})`);
   if (spec.tscKhz !== undefined && (!Number.isInteger(spec.tscKhz) || spec.tscKhz <= 0)) throw bad(`tscKhz must be a positive integer (got ${spec.tscKhz})`);
   if (spec.kernelLogLevel !== undefined && (!Number.isInteger(spec.kernelLogLevel) || spec.kernelLogLevel < 0 || spec.kernelLogLevel > 8)) {
     throw bad(`kernelLogLevel must be 0-8 (got ${spec.kernelLogLevel})`);
