@@ -12,11 +12,20 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define NEWROOT "/newroot"
+
+/* linux/ext4.h: grow a mounted ext4 to this many blocks (a __u64). Not in musl's headers. */
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+#endif
+#ifndef BLKGETSIZE64
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t)
+#endif
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -102,6 +111,65 @@ void set_hostname(const char *name) {
   if (sethostname(name, strlen(name)) < 0) LOG("sethostname %s: %s", name, strerror(errno));
 }
 
+static uint32_t le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/*
+ * The workspace disk is a qcow2 overlay whose virtual size is the size the user asked for, over a
+ * base ext4 built just big enough for the image. Grow the mounted root filesystem to the whole
+ * device, online (the kernel's EXT4_IOC_RESIZE_FS, what resize2fs does on a mounted fs). Cheap and
+ * idempotent: the superblock's block count is compared with the device first, so a boot where they
+ * already agree costs two small reads and no ioctl. A failure is logged, never fatal: the workspace
+ * still boots, with the base's size.
+ */
+static void grow_root(const char *dev, const char *mountpoint) {
+  int64_t t0 = now_ms();
+  int bfd = open(dev, O_RDONLY | O_CLOEXEC);
+  if (bfd < 0) {
+    LOG("root resize: open %s: %s", dev, strerror(errno));
+    return;
+  }
+  uint64_t dev_bytes = 0;
+  unsigned char sb[1024];
+  bool ok = ioctl(bfd, BLKGETSIZE64, &dev_bytes) == 0;
+  if (!ok) LOG("root resize: BLKGETSIZE64 on %s: %s", dev, strerror(errno));
+  /* The primary superblock: 1024 bytes at offset 1024, little-endian (fs/ext4/ext4.h). */
+  if (ok && pread(bfd, sb, sizeof sb, 1024) != (ssize_t)sizeof sb) {
+    LOG("root resize: reading the superblock of %s: %s", dev, strerror(errno));
+    ok = false;
+  }
+  close(bfd);
+  if (!ok) return;
+  if (sb[0x38] != 0x53 || sb[0x39] != 0xEF) {
+    LOG("root resize: %s has no ext4 superblock magic; not resizing", dev);
+    return;
+  }
+  uint32_t log_block = le32(sb + 24);
+  if (log_block > 6) {
+    LOG("root resize: odd block size (log %u); not resizing", log_block);
+    return;
+  }
+  uint64_t block = 1024ULL << log_block;
+  uint64_t blocks = le32(sb + 4);
+  if (le32(sb + 0x60) & 0x80) blocks |= (uint64_t)le32(sb + 0x150) << 32; /* INCOMPAT_64BIT: s_blocks_count_hi */
+  uint64_t want = dev_bytes / block;
+  if (want <= blocks) return; /* already the device's size (every boot after the first) */
+  int fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    LOG("root resize: open %s: %s", mountpoint, strerror(errno));
+    return;
+  }
+  if (ioctl(fd, EXT4_IOC_RESIZE_FS, &want) < 0) {
+    LOG("root resize: growing the root filesystem from %llu to %llu MiB failed: %s", (unsigned long long)(blocks * block >> 20),
+        (unsigned long long)(want * block >> 20), strerror(errno));
+  } else {
+    LOG("grew the root filesystem from %llu to %llu MiB in %lld ms", (unsigned long long)(blocks * block >> 20), (unsigned long long)(want * block >> 20),
+        (long long)(now_ms() - t0));
+  }
+  close(fd);
+}
+
 bool boot_pid1(void) {
   ensure_dir("/dev", 0755);
   do_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -121,6 +189,7 @@ bool boot_pid1(void) {
     LOG("mount /dev/vda (ext4) on %s: %s", NEWROOT, strerror(errno));
     return false;
   }
+  grow_root("/dev/vda", NEWROOT);
   static const char *const moved[] = {"/dev", "/proc", "/sys"};
   for (size_t i = 0; i < 3; i++) {
     char target[64];

@@ -5,7 +5,7 @@
  * with their content inline). The boot config is written to `boot-config.json` and hashed: files'
  * contents are inside it, so verification covers them too.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { bootConfigSchema, type BootConfig } from "../channel/boot-config.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import type { BootFile, BootSpec } from "./manifest.ts";
@@ -41,8 +41,18 @@ export interface BootOverrides {
 
 export const DEFAULT_SHELL = "/bin/sh";
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/** Files travel inline in the boot config; keep it well inside one bounded channel message. */
-export const MAX_BOOT_FILES_BYTES = 4 * 1024 * 1024;
+/**
+ * The whole boot config, serialized (boot-config.json; it travels as one channel message). Well
+ * under the guest's 4 MiB frame limit, and small enough for the supervisor's 24 MiB heap to hold
+ * the few copies it makes while encoding it (a 4.8 MB config exhausted it). Every field has its own
+ * limit too; this bounds their sum.
+ */
+export const MAX_BOOT_CONFIG_BYTES = 2 * 1024 * 1024;
+/**
+ * `files:` content travels base64-encoded inside the boot config, 4 bytes per 3: at most 1.5 MiB
+ * of raw content fits (less whatever env, setup and argv take).
+ */
+export const MAX_BOOT_FILES_BYTES = (MAX_BOOT_CONFIG_BYTES / 4) * 3;
 
 /** A hostname derived from a workspace name: one RFC 1123 label ('_' and '.' become '-'). */
 export function hostnameFor(name: string): string {
@@ -102,14 +112,15 @@ export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootCon
   const files: Array<{ path: string; contentBase64: string; mode: number }> = [];
   let total = 0;
   for (const f of boot.files) {
+    // Sizes first: a huge source is refused without being read into memory.
+    total += (await stat(f.source)).size;
+    if (total > MAX_BOOT_FILES_BYTES) throw filesTooBig(total, f.source);
+  }
+  total = 0;
+  for (const f of boot.files) {
     const content = await readFile(f.source);
     total += content.length;
-    if (total > MAX_BOOT_FILES_BYTES) {
-      throw WorkspaceErrors.SPEC_INVALID({
-        message: `files: together they exceed ${MAX_BOOT_FILES_BYTES} bytes (at ${f.source}); files are delivered inline at boot`,
-        remediation: "Keep files: small (configs, scripts); put large data in the image or fetch it in setup:.",
-      });
-    }
+    if (total > MAX_BOOT_FILES_BYTES) throw filesTooBig(total, f.source); // grew since the stat
     files.push({ path: f.target, contentBase64: content.toString("base64"), mode: f.mode });
   }
   const parsed = bootConfigSchema.safeParse({
@@ -131,5 +142,41 @@ export async function buildGuestBootConfig(boot: BootSpec): Promise<GuestBootCon
       remediation: "Fix the named field (from the flags, the spec file or the image config).",
     });
   }
+  assertBootConfigSize(parsed.data);
   return parsed.data;
+}
+
+function filesTooBig(total: number, at: string) {
+  return WorkspaceErrors.SPEC_INVALID({
+    message: `files: together they are ${total} bytes or more (at ${at}), over the ${MAX_BOOT_FILES_BYTES}-byte limit: files travel base64-encoded inside the ${MAX_BOOT_CONFIG_BYTES}-byte boot config`,
+    remediation: "Keep files: small (configs, scripts); put large data in the image or fetch it in setup:.",
+    details: { filesBytes: total, limitBytes: MAX_BOOT_FILES_BYTES },
+  });
+}
+
+/** Refuse a boot config whose serialized size is over MAX_BOOT_CONFIG_BYTES, naming the big parts. */
+export function assertBootConfigSize(config: GuestBootConfig): void {
+  const bytes = Buffer.byteLength(JSON.stringify(config));
+  if (bytes <= MAX_BOOT_CONFIG_BYTES) return;
+  const sum = (xs: readonly string[]) => xs.reduce((n, x) => n + Buffer.byteLength(x), 0);
+  const parts = {
+    env: sum(config.env),
+    setup: sum(config.setup),
+    argv: sum(config.argv ?? []),
+    files: sum(config.files.map((f) => f.contentBase64)),
+  };
+  const named = Object.entries(parts)
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${n}`)
+    .join(", ");
+  throw bootConfigTooBig(bytes, named, parts);
+}
+
+export function bootConfigTooBig(bytes: number, named: string, parts: Record<string, number> = {}) {
+  return WorkspaceErrors.SPEC_INVALID({
+    message: `the boot config is ${bytes} bytes, over the limit of ${MAX_BOOT_CONFIG_BYTES} bytes${named ? ` (${named})` : ""}; it is sent to the guest in one message at every boot`,
+    remediation: "Make env:, setup: and files: smaller: put large values in the image, in a file fetched by setup:, or in the workspace's disk.",
+    details: { bytes, limitBytes: MAX_BOOT_CONFIG_BYTES, ...parts },
+  });
 }

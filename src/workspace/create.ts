@@ -19,7 +19,8 @@ import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from 
 import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
-import { createOverlay } from "./overlay.ts";
+import { createOverlay, overlaySizeMib } from "./overlay.ts";
+import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
 import { resolveResources, type ProfileName } from "./profiles.ts";
 import { HOSTNAME_PATTERN, ENV_KEY_PATTERN, loadSpec, type LoadedSpec } from "./spec.ts";
@@ -105,16 +106,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
     const ti = performance.now();
     options.onProgress?.(`resolving ${resolved.image}`);
     const { info: image, image: localImage } = await providers.resolveImage(resolved.image, ctx);
-    const tk = performance.now();
-    options.onProgress?.("checking the kernel");
-    const kernel = await providers.ensureKernel(ctx);
-    const tr = performance.now();
-    options.onProgress?.("preparing the base rootfs");
-    const base = await providers.ensureBaseRootfs(localImage, ctx);
-    const to = performance.now();
-    await createOverlay(base.path, paths.disk, { sizeMib: resolved.resources.sizeMib, baseSizeMib: base.sizeMib });
-    const tm = performance.now();
-
+    // The boot config needs only the image config: build (and size-check) it before the slow steps.
     const boot = mergeBootSpec(name, image.config, {
       ...(resolved.entrypoint !== undefined ? { entrypoint: resolved.entrypoint } : {}),
       ...(options.cmd !== undefined ? { cmd: options.cmd } : {}),
@@ -124,7 +116,21 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
       files: spec?.files ?? [],
       ...(resolved.hostname !== undefined ? { hostname: resolved.hostname } : {}),
     });
-    await writeJsonAtomic(paths.bootConfig, await buildGuestBootConfig(boot));
+    const guestConfig = await buildGuestBootConfig(boot);
+    const tk = performance.now();
+    options.onProgress?.("checking the kernel");
+    const kernel = await providers.ensureKernel(ctx);
+    const tr = performance.now();
+    options.onProgress?.("preparing the base rootfs");
+    const base = await providers.ensureBaseRootfs(localImage, ctx);
+    const to = performance.now();
+    // The guest grows its root filesystem to the disk at boot; a size below the base is raised to
+    // it, and the manifest records what the disk really is (and what was asked).
+    const disk = overlaySizeMib(resolved.resources.sizeMib, base.sizeMib);
+    await createOverlay(base.path, paths.disk, { sizeMib: disk.sizeMib });
+    const tm = performance.now();
+
+    await writeJsonAtomic(paths.bootConfig, guestConfig);
     const manifest: Manifest = {
       version: MANIFEST_VERSION,
       name,
@@ -137,7 +143,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
         digest: image.manifestDigest,
         ...(image.configDigest ? { configDigest: image.configDigest } : {}),
       },
-      resources: resolved.resources,
+      resources: { ...resolved.resources, sizeMib: disk.sizeMib, ...(disk.raised ? { requestedSizeMib: resolved.resources.sizeMib } : {}) },
       network: { mode: resolved.network },
       boot,
       artifacts: {
@@ -156,6 +162,8 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
       identity: { requestId: "create" },
     });
     done = true;
+    // Debris of deletes (and creates) that crashed after moving a directory aside: cheap to look.
+    await sweepTrash(stateDir).catch(() => {});
     return {
       name,
       paths,

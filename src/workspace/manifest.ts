@@ -78,7 +78,10 @@ export const ManifestSchema = z.object({
     profile: ProfileNameSchema,
     memoryMib: z.number().int().positive(),
     cpus: z.number().int().positive(),
+    /** The disk's real virtual size, MiB; the guest grows its root filesystem to it at boot. */
     sizeMib: z.number().int().positive(),
+    /** Set when less was asked for than the image's root filesystem needs (sizeMib was raised to that). */
+    requestedSizeMib: z.number().int().positive().optional(),
   }),
   network: z.object({ mode: NetworkModeSchema }),
   boot: BootSpecSchema,

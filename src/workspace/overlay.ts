@@ -22,10 +22,20 @@ export interface OverlayOptions {
   baseSizeMib?: number;
 }
 
-/** `qemu-img create -f qcow2 -F raw -b BASE OVERLAY SIZE`. */
-export async function createOverlay(basePath: string, overlayPath: string, options: OverlayOptions): Promise<void> {
-  const size = Math.max(options.sizeMib, Math.ceil(options.baseSizeMib ?? 0));
-  await qemuImg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", basePath, overlayPath, `${size}M`]);
+/**
+ * The disk size a workspace really gets: what was asked, but never less than the base rootfs (a
+ * qcow2 smaller than its backing file would cut the filesystem off). Pure: create reports it.
+ */
+export function overlaySizeMib(requestedMib: number, baseSizeMib = 0): { sizeMib: number; raised: boolean } {
+  const floor = Math.ceil(baseSizeMib);
+  return requestedMib >= floor ? { sizeMib: requestedMib, raised: false } : { sizeMib: floor, raised: true };
+}
+
+/** `qemu-img create -f qcow2 -F raw -b BASE OVERLAY SIZE`; returns the virtual size used, MiB. */
+export async function createOverlay(basePath: string, overlayPath: string, options: OverlayOptions): Promise<number> {
+  const { sizeMib } = overlaySizeMib(options.sizeMib, options.baseSizeMib);
+  await qemuImg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", basePath, overlayPath, `${sizeMib}M`]);
+  return sizeMib;
 }
 
 export const QemuImgInfoSchema = z
@@ -58,6 +68,13 @@ async function qemuImg(args: string[]): Promise<string> {
       throw CommonErrors.TOOL_MISSING({
         message: `qemu-img not found (${bin})`,
         remediation: "Install qemu-utils (apt install qemu-utils) or set MICROAGENT_QEMU_IMG to its path.",
+        cause: e,
+      });
+    }
+    const stderr = (err.stderr ?? err.message).trim();
+    if (/No space left on device/i.test(stderr)) {
+      throw CommonErrors.DISK_FULL({
+        message: `no space left on the host for the workspace disk (qemu-img ${args[0]}: ${stderr.split("\n").at(-1)})`,
         cause: e,
       });
     }

@@ -6,7 +6,9 @@
  */
 import type { Manifest } from "./manifest.ts";
 import type { WorkspaceState } from "./events.ts";
+import { stat } from "node:fs/promises";
 import { sha256FileCached } from "../util/hash.ts";
+import { bootConfigTooBig, MAX_BOOT_CONFIG_BYTES } from "./boot-spec.ts";
 import { isErrno } from "../util/fs.ts";
 import { WorkspaceErrors } from "./errors.ts";
 
@@ -97,6 +99,10 @@ export async function assertBootArtifactsVerified(
   state: WorkspaceState | undefined,
   options: { force?: boolean } = {},
 ): Promise<Verification> {
+  // Workspaces created before the boot config had a total limit may hold one the supervisor cannot
+  // encode: refuse here with the sizes instead of letting the boot die (not overridable by force).
+  const configBytes = await stat(manifest.artifacts.bootConfig.path).then((s) => s.size, () => 0);
+  if (configBytes > MAX_BOOT_CONFIG_BYTES) throw bootConfigTooBig(configBytes, `${manifest.artifacts.bootConfig.path}`);
   const verification = await verifyManifest(manifest, state);
   const blocking = verification.divergence.filter((d) => d.artifact !== "rootfs");
   if (blocking.length > 0 && !options.force) {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rm, truncate, utimes, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
@@ -13,16 +13,19 @@ import { overlayInfo } from "../../src/workspace/overlay.ts";
 import { workspacePaths, workspacesRoot } from "../../src/workspace/paths.ts";
 import { readEventsFile } from "../../src/workspace/events.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
+import { MAX_BOOT_CONFIG_BYTES, MAX_BOOT_FILES_BYTES } from "../../src/workspace/boot-spec.ts";
+import { assertBootArtifactsVerified } from "../../src/workspace/verify.ts";
+import { createJson, createText } from "../../src/cli/commands/create.ts";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 
 /** Small stand-ins for the image, kernel and rootfs areas: real files, real qemu-img overlay. */
-async function fakeProviders(dir: string, fail?: "image" | "rootfs"): Promise<CreateProviders> {
+async function fakeProviders(dir: string, fail?: "image" | "rootfs", baseMib = 8): Promise<CreateProviders> {
   await writeFile(join(dir, "vmlinuz"), "kernel");
   await writeFile(join(dir, "initramfs"), "initramfs");
   const base = join(dir, "base.ext4");
   await writeFile(base, "");
-  await truncate(base, 8 * 1024 * 1024);
+  await truncate(base, baseMib * 1024 * 1024);
   const digest = `sha256:${"b".repeat(64)}`;
   return {
     async resolveImage(ref) {
@@ -34,7 +37,7 @@ async function fakeProviders(dir: string, fail?: "image" | "rootfs"): Promise<Cr
     },
     async ensureBaseRootfs() {
       if (fail === "rootfs") throw new Error("mke2fs exploded");
-      return { path: base, sha256: createHash("sha256").update(Buffer.alloc(8 * 1024 * 1024)).digest("hex"), sizeMib: 8, cacheHit: true };
+      return { path: base, sha256: createHash("sha256").update(Buffer.alloc(baseMib * 1024 * 1024)).digest("hex"), sizeMib: baseMib, cacheHit: true };
     },
   };
 }
@@ -116,6 +119,127 @@ test("workspace: the debris of a crashed create (no manifest, no live lock) is m
     const del = await deleteWorkspace("again", { stateDir });
     assert.deepEqual(del, { name: "again", deleted: true, killed: false, previousState: "prepared" });
     assert.deepEqual(await deleteWorkspace("again", { stateDir }), { name: "again", deleted: false, killed: false });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: a disk size below the image's root filesystem is raised to it and reported as raised", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  try {
+    const stateDir = join(dir, "state");
+    const providers = await fakeProviders(dir, undefined, 70);
+    const r = await createWorkspace({ name: "small", image: "reg/img:1", stateDir, providers, sizeMib: 64 });
+    assert.equal(r.manifest.resources.sizeMib, 70, "the real size, not the one asked for");
+    assert.equal(r.manifest.resources.requestedSizeMib, 64);
+    assert.equal((await overlayInfo(r.paths.disk))["virtual-size"], 70 * 1024 * 1024);
+    assert.match(createText(r), /70 MiB disk \(raised from the 64 MiB asked for: the image's root filesystem needs 70 MiB\)/);
+    assert.equal(createJson(r).resources.requestedSizeMib, 64);
+    const s = await workspaceStatus("small", { stateDir });
+    assert.equal(s.workspace.resources.sizeMib, 70);
+    // Asking for more than the base: exactly that, and nothing says "raised".
+    const big = await createWorkspace({ name: "big", image: "reg/img:1", stateDir, providers, sizeMib: 2048 });
+    assert.equal(big.manifest.resources.sizeMib, 2048);
+    assert.equal(big.manifest.resources.requestedSizeMib, undefined);
+    assert.equal((await overlayInfo(big.paths.disk))["virtual-size"], 2048 * 1024 * 1024);
+    assert.doesNotMatch(createText(big), /raised/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: the boot config's total size is bounded at create: big env, setup or files are SPEC_INVALID, nothing left behind", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  try {
+    const stateDir = join(dir, "state");
+    const providers = await fakeProviders(dir);
+    // Every value is within its own limit (128 KiB); together they are 4.8 MB.
+    const env = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`K${i}`, "e".repeat(120_000)]));
+    const setup = Array.from({ length: 40 }, (_, i) => `echo ${i} ${"s".repeat(120_000)}`);
+    for (const [what, opts] of [
+      ["env", { env }],
+      ["setup", { setup }],
+    ] as const) {
+      await assert.rejects(createWorkspace({ name: "big", image: "reg/img:1", stateDir, providers, ...opts }), (e: unknown) => {
+        assert.ok(isMicroagentError(e));
+        assert.equal(e.code, "SPEC_INVALID", e.message);
+        assert.match(e.message, new RegExp(`the boot config is \\d+ bytes, over the limit of ${MAX_BOOT_CONFIG_BYTES} bytes \\(${what} \\d+`));
+        return true;
+      });
+    }
+    // files: a 4,000,000-byte file (under the old 4 MiB raw cap, 5.3 MB once base64'd) is refused at create.
+    await writeFile(join(dir, "f4m"), Buffer.alloc(4_000_000, 7));
+    await writeFile(join(dir, "spec.yaml"), "files:\n  - source: f4m\n    target: /root/f4m\n");
+    await assert.rejects(createWorkspace({ name: "big", image: "reg/img:1", stateDir, providers, specFile: join(dir, "spec.yaml") }), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "SPEC_INVALID", e.message);
+      assert.match(e.message, new RegExp(`files: together they are 4000000 bytes .* over the ${MAX_BOOT_FILES_BYTES}-byte limit`));
+      return true;
+    });
+    assert.deepEqual(readdirSync(workspacesRoot(stateDir)), []);
+    // What fits is accepted, and the written boot config is within the bound.
+    await writeFile(join(dir, "f1m"), Buffer.alloc(MAX_BOOT_FILES_BYTES - 64 * 1024, 7));
+    await writeFile(join(dir, "ok.yaml"), "files:\n  - source: f1m\n    target: /root/f1m\n");
+    const ok = await createWorkspace({ name: "fits", image: "reg/img:1", stateDir, providers, specFile: join(dir, "ok.yaml") });
+    assert.ok(statSync(ok.paths.bootConfig).size <= MAX_BOOT_CONFIG_BYTES);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: start re-checks the boot config size of an existing workspace (not overridable by --force)", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  try {
+    const stateDir = join(dir, "state");
+    const r = await createWorkspace({ name: "old", image: "reg/img:1", stateDir, providers: await fakeProviders(dir) });
+    // As an older microagent (no total limit) would have written it.
+    await writeFile(r.paths.bootConfig, JSON.stringify({ env: Array.from({ length: 40 }, (_, i) => `K${i}=${"e".repeat(120_000)}`) }));
+    for (const force of [false, true]) {
+      await assert.rejects(assertBootArtifactsVerified("old", r.manifest, "prepared", { force }), (e: unknown) => {
+        assert.ok(isMicroagentError(e));
+        assert.equal(e.code, "SPEC_INVALID");
+        assert.match(e.message, new RegExp(`the boot config is 48\\d{5} bytes, over the limit of ${MAX_BOOT_CONFIG_BYTES} bytes`));
+        return true;
+      });
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: qemu-img running out of space is DISK_FULL, not WORKSPACE_CREATE_FAILED", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  const saved = process.env.MICROAGENT_QEMU_IMG;
+  try {
+    const stateDir = join(dir, "state");
+    // What qemu-img prints when the state dir's filesystem is full (seen on a 300 MiB tmpfs).
+    const fake = join(dir, "qemu-img");
+    await writeFile(fake, `#!/bin/sh\necho "qemu-img: $9: Could not write qcow2 header: No space left on device" >&2\nexit 1\n`, { mode: 0o755 });
+    process.env.MICROAGENT_QEMU_IMG = fake;
+    await assert.rejects(createWorkspace({ name: "full", image: "reg/img:1", stateDir, providers: await fakeProviders(dir) }), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "DISK_FULL", e.message);
+      assert.equal(e.kind, "resource_exhausted");
+      assert.match(e.message, /No space left on device/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(workspacesRoot(stateDir)), []);
+  } finally {
+    if (saved === undefined) delete process.env.MICROAGENT_QEMU_IMG;
+    else process.env.MICROAGENT_QEMU_IMG = saved;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: create sweeps .trash-* debris that crashed deletes left", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  try {
+    const stateDir = join(dir, "state");
+    const trash = join(workspacesRoot(stateDir), ".trash-gone-0badf00d");
+    await mkdir(join(trash, "sub"), { recursive: true });
+    await writeFile(join(trash, "sub", "disk.qcow2"), "x");
+    await createWorkspace({ name: "fresh", image: "reg/img:1", stateDir, providers: await fakeProviders(dir) });
+    assert.deepEqual(readdirSync(workspacesRoot(stateDir)), ["fresh"]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

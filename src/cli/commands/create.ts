@@ -67,13 +67,19 @@ export function createJson(r: CreateResult) {
   };
 }
 
+/** "1024 MiB disk", or why the disk is bigger than asked. */
+export function diskText(res: { sizeMib: number; requestedSizeMib?: number | undefined }): string {
+  if (res.requestedSizeMib === undefined) return `${res.sizeMib} MiB disk`;
+  return `${res.sizeMib} MiB disk (raised from the ${res.requestedSizeMib} MiB asked for: the image's root filesystem needs ${res.sizeMib} MiB)`;
+}
+
 export function createText(r: CreateResult): string {
   const m = r.manifest;
   const res = m.resources;
   return [
     `created ${r.name} (${r.state.state})`,
     `  image:     ${m.image.ref} -> ${m.image.resolvedRef}`,
-    `  resources: ${res.profile}: ${res.memoryMib} MiB, ${res.cpus} vCPU, ${res.sizeMib} MiB disk; network ${m.network.mode}`,
+    `  resources: ${res.profile}: ${res.memoryMib} MiB, ${res.cpus} vCPU, ${diskText(res)}; network ${m.network.mode}`,
     `  command:   ${m.boot.argv.length ? m.boot.argv.join(" ") : "(none: the guest idles, serving exec and console)"}`,
     `start it with: microagent start ${r.name}`,
   ].join("\n");
