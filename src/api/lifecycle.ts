@@ -9,9 +9,9 @@ import { isMicroagentError } from "../contract/errors.ts";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
-import { processAlive } from "../util/process.ts";
+import { isRecordedProcess } from "../util/process.ts";
 import { reconcile } from "../workspace/reconcile.ts";
-import { readRuntime, runtimeLiveness, type RuntimeRecord } from "../workspace/runtime.ts";
+import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
 import { pidExists } from "../util/process.ts";
 import { readTail } from "../workspace/serial.ts";
 import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
@@ -203,7 +203,7 @@ async function killRuntimeProcesses(runtime: RuntimeRecord): Promise<void> {
     [runtime.supervisorPid, runtime.supervisorStartTime],
     [runtime.vmmPid, runtime.vmmStartTime],
   ] as const) {
-    if (pid === undefined || !processAlive(pid, start)) continue;
+    if (pid === undefined || !isRecordedProcess(pid, start, runtimeMarker(runtime))) continue;
     try {
       process.kill(pid, "SIGKILL");
     } catch {

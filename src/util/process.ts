@@ -3,6 +3,11 @@
  * lock or runtime record also keeps the process's start time (field 22 of /proc/<pid>/stat, in
  * clock ticks since boot). A recorded process is alive only when a process with that pid exists
  * AND it started at the recorded time.
+ *
+ * Before a signal the bar is higher (`isRecordedProcess`): a record without a start time (hand-edited,
+ * or written by another tool) names only a pid, which may by now belong to anyone. Where procfs
+ * exists such a pid is trusted only when its command line names the workspace; nothing is ever
+ * signalled on the strength of a bare pid.
  */
 import { readFileSync } from "node:fs";
 
@@ -57,4 +62,35 @@ export function processAlive(pid: number, startTime?: number): boolean {
 /** This process's own identity, for lock files and runtime records. */
 export function selfIdentity(): { pid: number; startTime: number | undefined } {
   return { pid: process.pid, startTime: processStartTime(process.pid) };
+}
+
+let procfs: boolean | undefined;
+
+/** True where /proc/<pid>/stat can be read (Linux): there, identities can be and are verified. */
+export function procfsAvailable(): boolean {
+  procfs ??= processStartTime(process.pid) !== undefined;
+  return procfs;
+}
+
+/** The NUL-separated argv of `pid` joined with spaces, or undefined. */
+export function processCmdline(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * May the live process `pid` be treated as the one a record names (and so be signalled)? With a
+ * recorded start time, it must match. Without one, on a host with procfs, the process's command line
+ * must contain `marker` (e.g. the workspace directory, which both its supervisor and its QEMU are
+ * started with); with no marker an unverifiable pid is not ours. Without procfs (no way to verify),
+ * pid existence is all there is.
+ */
+export function isRecordedProcess(pid: number, startTime: number | undefined, marker?: string): boolean {
+  if (!processAlive(pid, startTime)) return false;
+  if (startTime !== undefined || !procfsAvailable()) return true;
+  if (!marker) return false;
+  return processCmdline(pid)?.includes(marker) ?? false;
 }

@@ -15,9 +15,9 @@ import { lockWorkspace, workspaceExists, type WorkspaceAccessOptions } from "./a
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
-import { processAlive } from "../util/process.ts";
+import { isRecordedProcess } from "../util/process.ts";
 import { reconcile } from "./reconcile.ts";
-import { readRuntime, vmProcessAlive, type RuntimeRecord } from "./runtime.ts";
+import { readRuntime, runtimeMarker, vmProcessAlive, type RuntimeRecord } from "./runtime.ts";
 import type { WorkspaceState } from "./events.ts";
 
 export interface DeleteWorkspaceOptions extends WorkspaceAccessOptions {
@@ -90,6 +90,8 @@ function stillRunning(name: string, runtime: RuntimeRecord) {
 
 /** SIGKILL the supervisor (so it records nothing more), then the VMM and its process group. */
 async function killDirectly(runtime: RuntimeRecord): Promise<void> {
+  const marker = runtimeMarker(runtime);
+  const processAlive = (pid: number, startTime: number | undefined) => isRecordedProcess(pid, startTime, marker);
   const targets: Array<{ pid: number; startTime: number | undefined }> = [{ pid: runtime.supervisorPid, startTime: runtime.supervisorStartTime }];
   if (runtime.vmmPid !== undefined) targets.push({ pid: runtime.vmmPid, startTime: runtime.vmmStartTime });
   for (const t of targets) {

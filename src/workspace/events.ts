@@ -48,6 +48,15 @@ export async function appendEvent(eventsPath: string, event: WorkspaceEvent): Pr
   await appendFile(eventsPath, `${JSON.stringify(checked)}\n`, { mode: FILE_MODE, flag: "a" });
 }
 
+/**
+ * One damaged line of the history need not cost the workspace: the disk and the other events are
+ * intact, and state.json caches the latest state. Say how to drop the line instead of only "delete".
+ */
+function repairHint(source: string, line: number): string {
+  const quoted = `'${source.replaceAll("'", `'\\''`)}'`;
+  return `Line ${line} of the workspace's event history is damaged; the disk and the other events are intact. Look at it (\`sed -n '${line}p' ${quoted}\`), then fix or remove it (\`sed -i '${line}d' ${quoted}\`) and retry; or delete the workspace.`;
+}
+
 /** Parse the complete lines of an events file; a torn last line is left for the next read. */
 export function parseEvents(text: string, source = "events.jsonl"): WorkspaceEvent[] {
   const out: WorkspaceEvent[] = [];
@@ -61,12 +70,18 @@ export function parseEvents(text: string, source = "events.jsonl"): WorkspaceEve
     try {
       parsed = JSON.parse(line);
     } catch (e) {
-      throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${source} line ${i + 1} is not JSON`, cause: e, details: { path: source, line: i + 1 } });
+      throw WorkspaceErrors.WORKSPACE_CORRUPT({
+        message: `${source} line ${i + 1} is not JSON`,
+        remediation: repairHint(source, i + 1),
+        cause: e,
+        details: { path: source, line: i + 1 },
+      });
     }
     const result = WorkspaceEventSchema.safeParse(parsed);
     if (!result.success) {
       throw WorkspaceErrors.WORKSPACE_CORRUPT({
         message: `${source} line ${i + 1} is not a workspace event: ${result.error.issues[0]?.message ?? "invalid"}`,
+        remediation: repairHint(source, i + 1),
         details: { path: source, line: i + 1 },
       });
     }

@@ -14,9 +14,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { WorkspaceErrors } from "./errors.ts";
 import { type LockHandle, acquireLock } from "./lock.ts";
-import { processAlive } from "../util/process.ts";
+import { isRecordedProcess, pidExists } from "../util/process.ts";
 import { isCleanResult, readResult } from "./result.ts";
-import { readRuntime, runtimeLiveness, type RuntimeRecord } from "./runtime.ts";
+import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "./runtime.ts";
 import { lastLines, readTail } from "./serial.ts";
 import { readState, transition, type StateRecord } from "./state.ts";
 import type { WorkspaceState } from "./events.ts";
@@ -65,7 +65,14 @@ export async function diagnose(
   const result = await readResult(paths);
   const resultOfThisBoot = result && (result.runtimeId === undefined || result.runtimeId === runtime.runtimeId) ? result : undefined;
   const tail = lastLines(await readTail(paths.serialLog, 2048), 1)[0];
-  const vmm = runtime.vmmPid === undefined ? "" : live.vmmAlive ? `; its VMM pid ${runtime.vmmPid} was still running and was killed` : `; VMM pid ${runtime.vmmPid} is gone too`;
+  const vmm =
+    runtime.vmmPid === undefined
+      ? ""
+      : live.vmmAlive
+        ? `; its VMM pid ${runtime.vmmPid} was still running and was killed`
+        : pidExists(runtime.vmmPid)
+          ? `; VMM pid ${runtime.vmmPid} now belongs to another process (not signalled)`
+          : `; VMM pid ${runtime.vmmPid} is gone too`;
   const serial = tail ? `; last serial line: ${JSON.stringify(tail.slice(0, 160))}` : "";
   const orphan = live.vmmAlive ? { orphanVmm: runtime } : {};
   if (isCleanResult(resultOfThisBoot)) {
@@ -108,10 +115,11 @@ export async function reconcile(paths: WorkspacePaths, options: ReconcileOptions
   }
 }
 
-/** SIGKILL a VMM whose supervisor died (only if the pid is still that same process). */
+/** SIGKILL a VMM whose supervisor died (only if the pid is verifiably still that same process). */
 async function killOrphanVmm(runtime: RuntimeRecord): Promise<void> {
   const pid = runtime.vmmPid;
-  if (pid === undefined || !processAlive(pid, runtime.vmmStartTime)) return;
+  const ours = () => pid !== undefined && isRecordedProcess(pid, runtime.vmmStartTime, runtimeMarker(runtime));
+  if (pid === undefined || !ours()) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch (e) {
@@ -122,5 +130,5 @@ async function killOrphanVmm(runtime: RuntimeRecord): Promise<void> {
       });
     }
   }
-  for (let i = 0; i < 40 && processAlive(pid, runtime.vmmStartTime); i++) await sleep(25);
+  for (let i = 0; i < 40 && ours(); i++) await sleep(25);
 }

@@ -4,10 +4,11 @@
  * their start times so a reused pid is never mistaken for our process.
  */
 import { rm } from "node:fs/promises";
+import { dirname } from "node:path";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { readTextIfExists, writeJsonAtomic } from "../util/fs.ts";
-import { processAlive } from "../util/process.ts";
+import { isRecordedProcess } from "../util/process.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
 export const RuntimeRecordSchema = z.object({
@@ -35,6 +36,18 @@ export const RuntimeRecordSchema = z.object({
 });
 export type RuntimeRecord = z.infer<typeof RuntimeRecordSchema>;
 
+/**
+ * The workspace directory each record was read from. A recorded pid without a start time is
+ * trusted only when its command line names that directory (see `isRecordedProcess`); keeping it
+ * beside the record, not in it, means a hand-edited runtime.json cannot claim another directory.
+ */
+const recordDirs = new WeakMap<RuntimeRecord, string>();
+
+/** The marker a recorded process's command line must contain when its start time is missing. */
+export function runtimeMarker(record: RuntimeRecord): string | undefined {
+  return recordDirs.get(record);
+}
+
 export async function readRuntime(paths: Pick<WorkspacePaths, "runtime">): Promise<RuntimeRecord | undefined> {
   const text = await readTextIfExists(paths.runtime);
   if (text === undefined) return undefined;
@@ -48,6 +61,7 @@ export async function readRuntime(paths: Pick<WorkspacePaths, "runtime">): Promi
   if (!parsed.success) {
     throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.runtime} is not a runtime record: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}` });
   }
+  recordDirs.set(parsed.data, dirname(paths.runtime));
   return parsed.data;
 }
 
@@ -65,10 +79,15 @@ export interface Liveness {
   vmmAlive: boolean | undefined;
 }
 
+/**
+ * Which recorded processes are alive and verifiably ours: a pid without a start time counts only when
+ * its command line names the workspace directory (so a stranger that reused it is never signalled).
+ */
 export function runtimeLiveness(record: RuntimeRecord): Liveness {
+  const marker = runtimeMarker(record);
   return {
-    supervisorAlive: processAlive(record.supervisorPid, record.supervisorStartTime),
-    vmmAlive: record.vmmPid === undefined ? undefined : processAlive(record.vmmPid, record.vmmStartTime),
+    supervisorAlive: isRecordedProcess(record.supervisorPid, record.supervisorStartTime, marker),
+    vmmAlive: record.vmmPid === undefined ? undefined : isRecordedProcess(record.vmmPid, record.vmmStartTime, marker),
   };
 }
 

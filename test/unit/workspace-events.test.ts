@@ -1,9 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { appendFile, mkdtemp, rm, stat } from "node:fs/promises";
+import { execSync } from "node:child_process";
+import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
+import { workspacePaths } from "../../src/workspace/paths.ts";
+import { acquireLock } from "../../src/workspace/lock.ts";
+import { recordInitialState, transition } from "../../src/workspace/state.ts";
 import { appendEvent, followEventsFile, lastEvent, parseEvents, readEventsFile, type WorkspaceEvent } from "../../src/workspace/events.ts";
 
 const ev = (state: WorkspaceEvent["state"], i: number): WorkspaceEvent => ({
@@ -80,6 +84,38 @@ test("workspace: follow yields history then new events and ends at a new settled
     ac.abort();
     await aborted;
     assert.equal(got.length, 6);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: a damaged events line comes with a repair hint that works (the workspace need not be deleted)", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
+  try {
+    const paths = workspacePaths(dir, "hurt");
+    await mkdir(paths.dir, { recursive: true });
+    const lock = await acquireLock(paths.lock);
+    await recordInitialState(paths, { lock });
+    await lock.release();
+    await transition(paths, "starting");
+    await transition(paths, "failed", { detail: "boot failed" });
+    // One bad line in the middle, as a stray edit or a disk error leaves it.
+    const lines = (await readFile(paths.events, "utf8")).split("\n");
+    lines.splice(2, 0, "garbage {");
+    await writeFile(paths.events, lines.join("\n"));
+    let hint = "";
+    await assert.rejects(readEventsFile(paths.events), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "WORKSPACE_CORRUPT");
+      hint = e.remediation ?? "";
+      return true;
+    });
+    assert.match(hint, /Line 3 of the workspace's event history is damaged; the disk and the other events are intact/);
+    const sed = /`(sed -i '3d' '[^`]+')`/.exec(hint)?.[1];
+    assert.ok(sed, hint);
+    execSync(sed);
+    assert.deepEqual((await readEventsFile(paths.events)).map((e) => e.state), ["prepared", "starting", "failed"]);
+    assert.equal((await transition(paths, "starting")).state, "starting");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

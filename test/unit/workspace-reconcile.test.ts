@@ -11,7 +11,7 @@ import { readState, recordInitialState, transition } from "../../src/workspace/s
 import { writeRuntime, type RuntimeRecord } from "../../src/workspace/runtime.ts";
 import { writeResult } from "../../src/workspace/result.ts";
 import { reconcile } from "../../src/workspace/reconcile.ts";
-import { processAlive, processStartTime } from "../../src/util/process.ts";
+import { isRecordedProcess, processAlive, processStartTime } from "../../src/util/process.ts";
 
 /** A pid that existed and is now gone. */
 function deadPid(): number {
@@ -116,6 +116,56 @@ test("workspace: reconcile kills the orphaned VMM of a dead supervisor", async (
     assert.equal(out.state?.state, "failed");
     assert.match(out.state?.detail ?? "", new RegExp(`VMM pid ${vmmPid} was still running and was killed`));
     assert.equal(processAlive(vmmPid, processStartTime(vmmPid)), false);
+  } finally {
+    vmm.kill("SIGKILL");
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: reconcile never signals a recorded pid it cannot verify (no start time, command line not ours)", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "ws-rec-"));
+  // Strangers: live processes that merely hold the pids a hand-edited runtime.json names.
+  const strangerVmm = spawn("sleep", ["30"], { stdio: "ignore", detached: true });
+  const strangerSup = spawn("sleep", ["30"], { stdio: "ignore", detached: true });
+  try {
+    const vmmPid = strangerVmm.pid as number;
+    const supPid = strangerSup.pid as number;
+    // A dead supervisor and a "VMM" pid without its start time.
+    const a = await running(stateDir, "edited-vmm");
+    await writeRuntime(a, runtime(deadPid(), { vmmPid }));
+    const out = await reconcile(a);
+    assert.equal(out.state?.state, "failed");
+    assert.match(out.state?.detail ?? "", new RegExp(`VMM pid ${vmmPid} now belongs to another process \\(not signalled\\)`));
+    assert.equal(processAlive(vmmPid, processStartTime(vmmPid)), true, "reconcile killed an unrelated process");
+    // A "supervisor" pid without a start time is not trusted as alive either (and not signalled).
+    const b = await running(stateDir, "edited-sup");
+    await writeRuntime(b, runtime(supPid, { vmmPid }));
+    assert.equal((await reconcile(b)).state?.state, "failed");
+    assert.equal(processAlive(supPid, processStartTime(supPid)), true);
+    assert.equal(processAlive(vmmPid, processStartTime(vmmPid)), true);
+  } finally {
+    strangerVmm.kill("SIGKILL");
+    strangerSup.kill("SIGKILL");
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: a recorded pid without start time whose command line names the workspace is still ours", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "ws-rec-"));
+  const paths = await running(stateDir, "named");
+  // Like a real supervisor and QEMU, its argv carries the workspace directory.
+  const vmm = spawn("sh", ["-c", "sleep 30; true", paths.dir], { stdio: "ignore", detached: true });
+  try {
+    const vmmPid = vmm.pid as number;
+    await new Promise((r) => setTimeout(r, 50)); // let exec(2) replace the argv
+    assert.ok(isRecordedProcess(vmmPid, undefined, paths.dir));
+    assert.equal(isRecordedProcess(vmmPid, undefined, join(stateDir, "workspaces", "other")), false);
+    assert.equal(isRecordedProcess(vmmPid, undefined), false, "no marker: a bare pid is never trusted");
+    await writeRuntime(paths, runtime(deadPid(), { vmmPid }));
+    const out = await reconcile(paths);
+    assert.match(out.state?.detail ?? "", new RegExp(`VMM pid ${vmmPid} was still running and was killed`));
+    for (let i = 0; i < 40 && processAlive(vmmPid); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(processAlive(vmmPid), false);
   } finally {
     vmm.kill("SIGKILL");
     await rm(stateDir, { recursive: true, force: true });
