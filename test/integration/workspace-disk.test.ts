@@ -58,6 +58,13 @@ async function guestRootMib(name: string): Promise<{ totalMib: number; deviceMib
   return { totalMib: kb / 1024, deviceMib: (Number(sectors) * 512) / 1048576 };
 }
 
+/** Seconds since boot from the init's "modules loaded" line to its "root filesystem mounted" line. */
+function mountPhaseMs(name: string): number {
+  const log = readFileSync(workspacePaths(fx.stateDir, name).serialLog, "utf8");
+  const at = (re: RegExp) => Number(new RegExp(`\\[\\s*([0-9.]+)\\]\\s*${re.source}`).exec(log)?.[1]);
+  return Math.round((at(/root filesystem mounted/) - at(/loaded \d+ kernel modules/)) * 1000);
+}
+
 function growLines(name: string): string[] {
   return readFileSync(workspacePaths(fx.stateDir, name).serialLog, "utf8")
     .split("\n")
@@ -85,6 +92,7 @@ test("workspace: --size-mib 2048 gives the guest a ~2 GiB root filesystem, grown
     assert.ok(m, grown[0]);
     assert.equal(Number(m[2]), 2048);
     process.stderr.write(`# online grow ${m[1]} -> ${m[2]} MiB took ${m[3]} ms (TCG)\n`);
+    const firstMountMs = mountPhaseMs(name);
     const ws = await Workspace.connect(name, { stateDir: fx.stateDir });
     const envCheck = await ws.exec(["sh", "-c", 'printf %s "$BIG14" | wc -c']);
     assert.equal(envCheck.stdout.toString().trim(), "120000");
@@ -100,6 +108,7 @@ test("workspace: --size-mib 2048 gives the guest a ~2 GiB root filesystem, grown
     // serial.log holds this boot only: it reached the init's mount step, and no resize happened.
     assert.match(readFileSync(workspacePaths(fx.stateDir, name).serialLog, "utf8"), /root filesystem mounted/);
     assert.deepEqual(growLines(name), [], "the second boot resized again");
+    process.stderr.write(`# init mount phase (wait for vda, mount, grow, switch root): first boot ${firstMountMs} ms, second boot ${mountPhaseMs(name)} ms\n`);
     await stopWorkspace(name, "kill", { stateDir: fx.stateDir });
   } finally {
     await deleteWorkspace(name, { stateDir: fx.stateDir, force: true, kill: async () => void (await stopWorkspace(name, "kill", { stateDir: fx.stateDir })) });
@@ -118,6 +127,24 @@ test("workspace: the default profile's disk (1024 MiB) is what the guest sees; s
     assert.ok(seen.totalMib > 950 && seen.totalMib <= 1024, `root fs is ${seen.totalMib} MiB on the small profile's 1024 MiB disk`);
     const st = await runCli(["--json", "--state-dir", fx.stateDir, "status", name]);
     assert.equal(JSON.parse(st.out).workspace.resources.sizeMib, 1024, st.out);
+    await stopWorkspace(name, "kill", { stateDir: fx.stateDir });
+  } finally {
+    await deleteWorkspace(name, { stateDir: fx.stateDir, force: true, kill: async () => void (await stopWorkspace(name, "kill", { stateDir: fx.stateDir })) });
+  }
+});
+
+test("workspace: the large profile's 16 GiB disk is grown to in one boot step", { timeout: 600_000 }, async () => {
+  const name = "large";
+  // The large profile's disk on the tiny profile's memory (the host is shared).
+  await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny", sizeMib: 16384 });
+  try {
+    await startWorkspace(name, { stateDir: fx.stateDir });
+    const seen = await guestRootMib(name);
+    assert.equal(seen.deviceMib, 16384);
+    assert.ok(seen.totalMib > 15_500 && seen.totalMib <= 16384, `root fs is ${seen.totalMib} MiB on a 16 GiB disk`);
+    const m = /grew the root filesystem from (\d+) to (\d+) MiB in (\d+) ms/.exec(growLines(name)[0] ?? "");
+    assert.ok(m, growLines(name).join("\n"));
+    process.stderr.write(`# online grow ${m[1]} -> ${m[2]} MiB took ${m[3]} ms (TCG)\n`);
     await stopWorkspace(name, "kill", { stateDir: fx.stateDir });
   } finally {
     await deleteWorkspace(name, { stateDir: fx.stateDir, force: true, kill: async () => void (await stopWorkspace(name, "kill", { stateDir: fx.stateDir })) });
