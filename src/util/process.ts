@@ -72,10 +72,10 @@ export function procfsAvailable(): boolean {
   return procfs;
 }
 
-/** The NUL-separated argv of `pid` joined with spaces, or undefined. */
-export function processCmdline(pid: number): string | undefined {
+/** The argv of `pid` (from /proc/<pid>/cmdline), or undefined. */
+export function processArgv(pid: number): string[] | undefined {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
   } catch {
     return undefined;
   }
@@ -83,14 +83,16 @@ export function processCmdline(pid: number): string | undefined {
 
 /**
  * May the live process `pid` be treated as the one a record names (and so be signalled)? With a
- * recorded start time, it must match. Without one, on a host with procfs, the process's command line
- * must contain `marker` (e.g. the workspace directory, which both its supervisor and its QEMU are
- * started with); with no marker an unverifiable pid is not ours. Without procfs (no way to verify),
+ * recorded start time, it must match. Without one, on a host with procfs, one of the process's
+ * arguments must be the path `marker` or contain a path below it (the workspace directory: the
+ * supervisor gets it as its argument, QEMU its disk inside it; `.../workspaces/a` does not match
+ * `.../workspaces/ab`); with no marker an unverifiable pid is not ours. Without procfs (no way to verify),
  * pid existence is all there is.
  */
 export function isRecordedProcess(pid: number, startTime: number | undefined, marker?: string): boolean {
   if (!processAlive(pid, startTime)) return false;
   if (startTime !== undefined || !procfsAvailable()) return true;
   if (!marker) return false;
-  return processCmdline(pid)?.includes(marker) ?? false;
+  const below = `${marker.replace(/\/+$/, "")}/`;
+  return processArgv(pid)?.some((a) => a === marker || a.includes(below)) ?? false;
 }

@@ -88,7 +88,24 @@ test("workspace: list, status and start never kill unrelated processes named by 
     assert.equal(JSON.parse(started.out).state, "running");
     assert.ok(alive(sup) && alive(vmm), "start killed an unrelated process");
     process.stderr.write(`# start with stranger pids recorded: ${Date.now() - t0} ms\n`);
-    await stopWorkspace(name, "kill", { stateDir: fx.stateDir });
+
+    // 3. The real processes, recorded without start times: still recognised by their command lines
+    // (the supervisor's argument is the workspace dir, QEMU's disk is inside it), so the workspace
+    // stays running and kill ends exactly them.
+    const paths = workspacePaths(fx.stateDir, name);
+    const real = JSON.parse(readFileSync(paths.runtime, "utf8")) as Record<string, unknown>;
+    delete real.supervisorStartTime;
+    delete real.vmmStartTime;
+    writeFileSync(paths.runtime, JSON.stringify(real));
+    const relisted = await runCli(["--json", "--state-dir", fx.stateDir, "list"]);
+    assert.equal(JSON.parse(relisted.out).workspaces[0].state, "running", relisted.out);
+    const killed = await runCli(["--json", "--state-dir", fx.stateDir, "kill", name]);
+    assert.equal(killed.code, 0, killed.out + killed.err);
+    assert.equal(JSON.parse(killed.out).state, "stopped");
+    for (const pid of [real.supervisorPid, real.vmmPid] as number[]) {
+      for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(alive(pid), false, `pid ${pid} of the workspace survived kill`);
+    }
     assert.ok(alive(sup) && alive(vmm));
   } finally {
     await deleteWorkspace(name, { stateDir: fx.stateDir, force: true, kill: async () => void (await stopWorkspace(name, "kill", { stateDir: fx.stateDir })) });

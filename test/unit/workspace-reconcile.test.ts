@@ -160,6 +160,7 @@ test("workspace: a recorded pid without start time whose command line names the 
     await new Promise((r) => setTimeout(r, 50)); // let exec(2) replace the argv
     assert.ok(isRecordedProcess(vmmPid, undefined, paths.dir));
     assert.equal(isRecordedProcess(vmmPid, undefined, join(stateDir, "workspaces", "other")), false);
+    assert.equal(isRecordedProcess(vmmPid, undefined, join(stateDir, "workspaces", "name")), false, "a prefix of the name is another workspace");
     assert.equal(isRecordedProcess(vmmPid, undefined), false, "no marker: a bare pid is never trusted");
     await writeRuntime(paths, runtime(deadPid(), { vmmPid }));
     const out = await reconcile(paths);
