@@ -2,6 +2,9 @@
  * The microagent library. Explicit, grouped exports: everything the CLI does is reachable here.
  */
 
+// First: refuse an unsupported Node with a sentence (module evaluation follows import order).
+import "./node-version.ts";
+
 // Contract: errors, response shape, backend names.
 export { MicroagentError, CommonErrors, ERROR_KINDS, isMicroagentError, toMicroagentError, definedErrorCodes } from "./contract/errors.ts";
 export type { ErrorKind, ErrorObject, ErrorSpec } from "./contract/errors.ts";

@@ -7,7 +7,7 @@ import { buildProgram, tailStartFor } from "./program.ts";
 import { GlobalFlagError, splitGlobalFlags, type GlobalOptions } from "./globals.ts";
 import { makeContext, emitError, EXIT_USAGE, type Streams } from "./output.ts";
 import { setCliContext } from "./action.ts";
-import { CommonErrors } from "../contract/errors.ts";
+import { CommonErrors, type MicroagentError } from "../contract/errors.ts";
 
 export async function main(argv: readonly string[], streams: Streams = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const program = buildProgram();
@@ -26,16 +26,14 @@ export async function main(argv: readonly string[], streams: Streams = { stdout:
   }
   setCliContext(makeContext(globals, streams));
   program.exitOverride();
-  const quietErrors = globals.format === "json" || globals.mode === "ax";
   const configure = (cmd: typeof program) => {
     cmd.exitOverride();
     cmd.configureOutput({
       writeOut: (s) => streams.stdout.write(s),
       writeErr: (s) => streams.stderr.write(s),
-      // Usage errors are rendered by emitError below (JSON in JSON/AX mode).
-      outputError: (s, write) => {
-        if (!quietErrors) write(s);
-      },
+      // Usage errors are rendered once, by emitError below, in the same `error:`/`fix:` form as
+      // every other error (JSON in JSON/AX mode); commander's own text is not printed.
+      outputError: () => {},
     });
     for (const sub of cmd.commands) configure(sub);
   };
@@ -48,9 +46,23 @@ export async function main(argv: readonly string[], streams: Streams = { stdout:
       if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
       // A group run without a subcommand prints its help: an explanation, not a failure.
       if (e.code === "commander.executeSubCommandAsync") return 0;
-      if (quietErrors) emitError(CommonErrors.USAGE({ message: e.message.replace(/^error: /, "") }), globals, streams);
+      emitError(usageErrorFrom(e, rest), globals, streams);
       return EXIT_USAGE;
     }
     return emitError(e, globals, streams);
   }
+}
+
+/**
+ * Turns commander's usage error into ours: its sentence (and its "Did you mean" hint, folded into
+ * the message), with a remediation naming the help of the command that was being parsed.
+ */
+export function usageErrorFrom(e: CommanderError, argv: readonly string[]): MicroagentError {
+  const lines = e.message.replace(/^error: /, "").split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  const message = lines.map((l) => l.replace(/^\((.*)\)$/, "$1").replace(/^Did you mean/, "did you mean")).join("; ");
+  // The command whose help to name: the first word, unless that word is itself the unknown command.
+  const words = argv.filter((a) => !a.startsWith("-"));
+  const sub = e.code === "commander.unknownCommand" && words.length < 2 ? undefined : words[0];
+  const remediation = sub ? `Run \`microagent ${sub} --help\` for its arguments and flags.` : "Run `microagent --help` for the list of commands.";
+  return CommonErrors.USAGE({ message, remediation });
 }

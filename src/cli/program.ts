@@ -5,13 +5,40 @@ import { Command, Option } from "commander";
 import { COMMANDS } from "./commands/index.ts";
 import { packageVersion } from "../version.ts";
 
+/** `microagent --help` lists commands by purpose: the groups and the commands in this order. */
+export const HELP_GROUPS: Readonly<Record<string, string>> = {
+  run: "Lifecycle:",
+  create: "Lifecycle:",
+  start: "Lifecycle:",
+  exec: "Lifecycle:",
+  connect: "Lifecycle:",
+  wait: "Lifecycle:",
+  halt: "Lifecycle:",
+  stop: "Lifecycle:",
+  kill: "Lifecycle:",
+  quarantine: "Lifecycle:",
+  delete: "Lifecycle:",
+  status: "Inspect:",
+  list: "Inspect:",
+  ps: "Inspect:",
+  logs: "Inspect:",
+  events: "Inspect:",
+  image: "Images and kernels:",
+  registry: "Images and kernels:",
+  rootfs: "Images and kernels:",
+  kernel: "Images and kernels:",
+  doctor: "Host:",
+  host: "Host:",
+  version: "Host:",
+};
+
 export function buildProgram(): Command {
   const program = new Command("microagent")
     .description("Run AI-agent workspaces in microVMs: boot a Linux VM from an OCI image, run commands in it, keep it or throw it away.")
     .version(packageVersion(), "--version", "print the version")
     .enablePositionalOptions()
     .showSuggestionAfterError(true)
-    .configureHelp({ showGlobalOptions: true, sortSubcommands: true });
+    .configureHelp({ showGlobalOptions: true });
   // The global flags are read by globals.ts from any position; they are declared here so that
   // `--help` lists them.
   program
@@ -20,11 +47,19 @@ export function buildProgram(): Command {
     .addOption(new Option("--text", "print text (same as --output text)"))
     .addOption(new Option("--mode <mode>", "ux for people, ax for agents (one JSON envelope on stdout)").choices(["ux", "ax"]).env("MICROAGENT_MODE"))
     .addOption(new Option("--state-dir <dir>", "state directory").default("~/.microagent"))
-    .addOption(new Option("--supervisor <path>", "backend supervisor executable override"))
-    .addOption(new Option("--backend <name>", "backend: linux-kvm, linux-qemu, apple-vf, windows-hyperv"))
+    // A test and development override: not something a user needs to see in every help page.
+    .addOption(new Option("--supervisor <path>", "backend supervisor executable override").hideHelp())
+    .addOption(new Option("--backend <name>", "backend (linux-qemu; the others are reported by doctor, not implemented yet)"))
     .addOption(new Option("--arch <arch>", "guest architecture: amd64, arm64"))
     .addOption(new Option("--no-color", "no colour in text output (also NO_COLOR)"));
-  for (const make of COMMANDS) program.addCommand(make());
+  const order = Object.keys(HELP_GROUPS);
+  const rank = (c: Command) => (order.includes(c.name()) ? order.indexOf(c.name()) : order.length);
+  for (const cmd of COMMANDS.map((make) => make()).sort((a, b) => rank(a) - rank(b))) {
+    const group = HELP_GROUPS[cmd.name()];
+    if (group) cmd.helpGroup(group);
+    program.addCommand(cmd);
+  }
+  program.commandsGroup("Host:").helpCommand("help [command]", "display help for a command"); // listed under Host
   return program;
 }
 

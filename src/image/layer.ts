@@ -5,7 +5,7 @@
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { PassThrough, type Readable } from "node:stream";
-import { createGunzip, createZstdDecompress } from "node:zlib";
+import * as zlib from "node:zlib";
 import { ImageErrors } from "./errors.ts";
 import type { LayerCompression, LocalLayer } from "./types.ts";
 
@@ -74,7 +74,7 @@ export function openLayerStream(layer: Pick<LocalLayer, "path" | "compression" |
   if (layer.compression === "none") {
     file.pipe(out);
   } else {
-    const decompress = layer.compression === "gzip" ? createGunzip() : createZstdDecompress();
+    const decompress = layer.compression === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress();
     decompress.on("error", fail);
     file.pipe(decompress).pipe(out);
     out.on("close", () => decompress.destroy());

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { basename, join, resolve, sep } from "node:path";
-import { createGunzip, createZstdDecompress } from "node:zlib";
+import * as zlib from "node:zlib";
 import { z } from "zod";
 import { ImageErrors } from "./errors.ts";
 import { saveRecord, storeFor, targetArch, toLocalImage, type ImageStoreOptions } from "./images.ts";
@@ -275,7 +275,7 @@ async function hashLayer(path: string, compression: "gzip" | "zstd" | "none"): P
     const d = `sha256:${outer.digest("hex")}`;
     return { digest: d, diffId: d, size };
   }
-  const decompress = compression === "gzip" ? createGunzip() : createZstdDecompress();
+  const decompress = compression === "gzip" ? zlib.createGunzip() : zlib.createZstdDecompress();
   file.on("data", (chunk) => {
     outer.update(chunk as Buffer);
     size += (chunk as Buffer).length;

@@ -5,7 +5,7 @@
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gunzipSync, zstdDecompressSync } from "node:zlib";
+import * as zlib from "node:zlib";
 import { KernelErrors } from "./errors.ts";
 import { GUEST_MODULES, ModuleResolutionError, resolveModules, uncompressedPath, type ModuleResolution } from "./modules.ts";
 import { runTool } from "./tools.ts";
@@ -104,8 +104,8 @@ export async function readModule(modulesDir: string, relPath: string): Promise<{
   const full = join(modulesDir, relPath);
   const raw = await readFile(full);
   let data: Buffer;
-  if (relPath.endsWith(".ko.zst")) data = zstdDecompressSync(raw);
-  else if (relPath.endsWith(".ko.gz")) data = gunzipSync(raw);
+  if (relPath.endsWith(".ko.zst")) data = zlib.zstdDecompressSync(raw);
+  else if (relPath.endsWith(".ko.gz")) data = zlib.gunzipSync(raw);
   else if (relPath.endsWith(".ko.xz")) {
     const r = await runTool("xz", ["-dc", full], { timeoutMs: 60_000 });
     if (r.code !== 0) throw KernelErrors.KERNEL_SOURCE_INVALID({ message: `cannot decompress ${relPath}: ${r.stderr.trim()}` });
@@ -149,8 +149,8 @@ export async function extractVmlinux(bzImage: Buffer): Promise<Buffer> {
   const format = PAYLOAD_FORMATS.find((f) => payload.subarray(0, f.magic.length).equals(f.magic));
   if (!format) throw fail(`unknown payload compression (magic ${payload.subarray(0, 6).toString("hex")})`);
   let out: Buffer;
-  if (format.name === "gzip") out = gunzipSync(payload);
-  else if (format.name === "zstd") out = zstdDecompressSync(payload.subarray(0, payload.length - 4));
+  if (format.name === "gzip") out = zlib.gunzipSync(payload);
+  else if (format.name === "zstd") out = zlib.zstdDecompressSync(payload.subarray(0, payload.length - 4));
   else {
     const [tool, ...args] = format.tool as [string, ...string[]];
     const dir = await mkdtemp(join(tmpdir(), "microagent-vmlinux-"));

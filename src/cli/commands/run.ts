@@ -3,6 +3,7 @@ import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
 import { chooseAccel } from "../../supervisor/accel.ts";
 import { runtimeRoot } from "../../supervisor/spawn.ts";
+import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
 import { addResourceOptions, collectEnv, collectList, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
@@ -53,7 +54,7 @@ export function runCommand(): Command {
         // The supervisor makes the same (cached) choice; this is for the note and the JSON `host`.
         const accel = await chooseAccel(process.env, runtimeRoot());
         if (text) {
-          if (accel.accel === "tcg") ctx.streams.stderr.write(`note: ${/TCG/.test(accel.reason) ? accel.reason : `using TCG software emulation (${accel.reason})`}\n`);
+          if (accel.accel === "tcg") ctx.streams.stderr.write(tcgNote());
         }
         const out: Buffer[] = [];
         const err: Buffer[] = [];

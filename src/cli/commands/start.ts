@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { tcgNote } from "../notes.ts";
 import { startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
 import { parseDurationFlag } from "./workspace-flags.ts";
 import { openWorkspace } from "../../workspace/access.ts";
@@ -24,10 +25,7 @@ export function startCommand(): Command {
         });
         const runtime = await readRuntime(await openWorkspace(name, opts)).catch(() => undefined);
         const accel = started.status?.accel ?? runtime?.accel;
-        if (ctx.globals.format === "text" && accel === "tcg") {
-          const reason = runtime?.accelReason ?? "KVM not usable";
-          ctx.streams.stderr.write(`note: ${/TCG/.test(reason) ? reason : `using TCG software emulation (${reason})`}\n`);
-        }
+        if (ctx.globals.format === "text" && accel === "tcg") ctx.streams.stderr.write(tcgNote());
         const json = {
           workspace: name,
           state: started.state,
