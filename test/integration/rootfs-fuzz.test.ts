@@ -27,6 +27,7 @@ test("rootfs-fuzz: random header and PAX bytes never run a helper other than mke
   const log = join(scratch, "exec.log");
   const worker = new URL("../helpers/rootfs-fuzz-worker.ts", import.meta.url).pathname;
   const config = { seed: SEED, iterations: 1000, budgetMs: 45_000, scratch, canary, tmpPrefix };
+  await execFileP("strace", ["-V"]).catch((e: Error) => assert.fail(`this test needs strace (run scripts/setup): ${e.message}`));
   const { stdout } = await execFileP(
     "strace",
     ["-f", "-qq", "--seccomp-bpf", "-e", "trace=execve,execveat", "-o", log, process.execPath, worker, JSON.stringify(config)],
