@@ -178,7 +178,7 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     }
     const after = readKbytesWritten(opts.out);
     if (after !== before) {
-      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
+      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env: debugfsEnv(env), timeoutMs: opts.timeoutMs, signal: opts.signal });
       if (fix.code !== 0) throw RootfsErrors.ROOTFS_MKFS_FAILED({ message: `debugfs ssv failed: ${tail(fix.stderr, 4)}` });
     }
   }
