@@ -289,6 +289,14 @@ async function readBounded(res: RegistryResponse): Promise<string> {
 
 /** Read a JSON document (manifest) fully, refusing bodies bigger than `maxBytes`. */
 export async function readBodyLimited(res: RegistryResponse, maxBytes: number, what: string): Promise<Buffer> {
+  // A declared length over the cap is refused at once, without waiting for a body that may never
+  // come (a registry announcing 10 GiB and then stalling held a pull for the whole body timeout).
+  const lengthHeader = headerString(res.headers["content-length"]);
+  const declared = /^[0-9]+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
+  if (declared !== undefined && declared > maxBytes) {
+    res.body.destroy();
+    throw ImageErrors.IMAGE_MANIFEST_INVALID({ message: `${what} declares ${declared} bytes (Content-Length); refusing more than ${maxBytes}` });
+  }
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of res.body) {

@@ -50,24 +50,38 @@ export async function loadImage(path: string, options: LoadImageOptions = {}): P
   const store = storeFor(options);
   await store.init();
   if (st.isDirectory()) return loadLayout(store, abs, abs, "oci-layout", options);
-  // A tar archive: unpack into the store's tmp dir (same filesystem, cleaned up after).
-  const dir = await mkdtemp(join(store.tmpDir, "load-"));
+  // A tar archive: unpack into the store's tmp dir (same filesystem, cleaned up after). The pid in
+  // the name tells `image prune` whether its owner is still running.
+  const dir = await mkdtemp(join(store.tmpDir, `${LOAD_TEMP_PREFIX}${process.pid}-`));
   try {
+    // node-tar strips `..` and absolute paths by default; symlinks are resolved and checked below.
+    // Any warning (an absolute link, a stripped path, a truncated archive) refuses the archive, but
+    // only once extraction has finished: with `strict` node-tar rejects at the first warning while
+    // it is still writing, and the cleanup below then raced its writes (ENOTEMPTY).
+    const warnings: string[] = [];
     try {
-      // node-tar strips `..` and absolute paths by default; symlinks are resolved and checked below.
       // Loaded on use: `tar` is only needed for archived layouts, not on every CLI start.
       const { x: extractTar } = await import("tar");
-      await extractTar({ file: abs, cwd: dir, strict: true });
+      await extractTar({ file: abs, cwd: dir, strict: false, onwarn: (code: string, message: string | Error) => void warnings.push(`${code}: ${String(message instanceof Error ? message.message : message)}`) });
     } catch (e) {
       throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} is not a readable tar archive: ${(e as Error).message}`, cause: e, details: { path: abs } });
     }
+    if (warnings.length > 0)
+      throw ImageErrors.IMAGE_LOAD_INVALID({
+        message: `${abs} is not a clean tar archive: ${warnings.slice(0, 3).join("; ")}${warnings.length > 3 ? ` (and ${warnings.length - 3} more)` : ""}`,
+        details: { path: abs, warnings: warnings.slice(0, 20) },
+      });
     if (await pathExists(join(dir, "manifest.json"))) return await loadDockerArchive(store, dir, abs, options);
     if (await pathExists(join(dir, "index.json"))) return await loadLayout(store, dir, abs, "oci-layout", options);
     throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} has neither manifest.json (docker save) nor index.json (OCI layout)`, details: { path: abs } });
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    // A failed cleanup must not replace the load's own error; `image prune` sweeps what stays.
+    await rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
   }
 }
+
+/** Prefix of the temp dirs archive loads unpack into (`load-<pid>-XXXXXX` under images/tmp). */
+export const LOAD_TEMP_PREFIX = "load-";
 
 /** Resolve `rel` inside `root`, refusing anything (including symlinks) that leads outside it. */
 async function inside(root: string, rel: string, source: string): Promise<string> {

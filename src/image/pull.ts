@@ -193,6 +193,8 @@ async function fetchManifest(
   o: ResolvedPullOptions,
   descriptor?: Descriptor,
 ): Promise<FetchedManifest> {
+  if (descriptor && descriptor.size > MAX_MANIFEST_BYTES)
+    throw ImageErrors.IMAGE_MANIFEST_INVALID({ message: `${what}: the index declares ${descriptor.size} bytes; refusing more than ${MAX_MANIFEST_BYTES}` });
   return retrying(o, client.registry, async () => {
     const res = await client.fetch(repository, `manifests/${reference}`, { accept: MANIFEST_ACCEPT, what });
     const body = await readBodyLimited(res, MAX_MANIFEST_BYTES, what);

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -14,6 +14,7 @@ import { z } from "zod";
 import { CommonErrors } from "../contract/errors.ts";
 import { ensurePrivateDir, isErrno, writeFileAtomic } from "../util/fs.ts";
 import { acquireLock, type LockErrors } from "../util/lock.ts";
+import { pidExists } from "../util/process.ts";
 import { ImageErrors } from "./errors.ts";
 import { DigestSchema } from "./types.ts";
 import { DigestVerifier, type ExpectedBlob } from "./verify.ts";
@@ -184,23 +185,34 @@ export class ImageStore {
     await rm(this.blobPath(digest), { force: true });
   }
 
-  /** Remove leftovers of interrupted downloads (older than an hour: others may be in flight). */
-  async cleanTemp(maxAgeMs = 3600_000): Promise<void> {
+  /**
+   * Remove leftovers of interrupted downloads and archive loads: `<pid>-<hex>.partial` files and
+   * `load-<pid>-XXXXXX` dirs (recursively). An entry whose owner pid is still alive is never
+   * touched, so a concurrent pull or load keeps its files; one without a pid in its name (older
+   * versions) goes once it is older than `maxAgeMs`. Returns the names removed.
+   */
+  async cleanTemp(maxAgeMs = 3600_000): Promise<string[]> {
     let names: string[];
     try {
       names = await readdir(this.tmpDir);
     } catch {
-      return;
+      return [];
     }
+    const removed: string[] = [];
     for (const n of names) {
       const p = join(this.tmpDir, n);
       try {
-        const st = await stat(p);
-        if (Date.now() - st.mtimeMs > maxAgeMs) await rm(p, { force: true });
+        const pid = Number(/^(?:load-)?(\d+)-/.exec(n)?.[1]);
+        const owned = Number.isInteger(pid) && pid > 0;
+        if (owned && pidExists(pid)) continue;
+        if (!owned && Date.now() - (await lstat(p)).mtimeMs <= maxAgeMs) continue;
+        await rm(p, { recursive: true, force: true });
+        removed.push(n);
       } catch {
         // raced with its owner: fine
       }
     }
+    return removed;
   }
 
   async readIndex(): Promise<ImageIndexFile> {

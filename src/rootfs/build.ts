@@ -9,7 +9,7 @@
  * the winner's record and returns it as a hit.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, constants as fsConstants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
@@ -19,6 +19,7 @@ import type { LocalImage, LocalLayer } from "../image/types.ts";
 import { packageVersion } from "../version.ts";
 import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
+import { copySparse } from "./copy.ts";
 import { makeExt4 } from "./mkfs.ts";
 import { Stager } from "./stage.ts";
 import { resolveE2fsTools, type E2fsTools } from "./tools.ts";
@@ -46,10 +47,57 @@ export interface RootfsBuildOptions {
   toolTimeoutMs?: number;
   /** How long to wait for another process building the same base, in ms (default 30 min). */
   lockTimeoutMs?: number;
+  /**
+   * Bound on the uncompressed bytes of all layers of one image (default 16 GiB, or
+   * MICROAGENT_MAX_UNCOMPRESSED_GIB): staging writes them all to disk before mke2fs runs.
+   */
+  maxUncompressedBytes?: number;
+  /**
+   * Bound on how much one compressed layer may expand (uncompressed / compressed bytes, default 200,
+   * or MICROAGENT_MAX_EXPANSION_RATIO), enforced past a 64 MiB floor. Stops decompression bombs
+   * (a few MB of gzip holding tens of GB of zeros) long before the total bound would.
+   */
+  maxExpansionRatio?: number;
   /** Called with short progress messages ("applying layer 2/5"). */
   onProgress?: (message: string) => void;
   /** Aborts the build (CommonErrors INTERRUPTED); nothing is published. */
   signal?: AbortSignal;
+}
+
+/**
+ * 16 GiB: above the largest images in common use (CUDA/ML images are 5-15 GB uncompressed), so it
+ * never gets in the way of a real image, yet it stops a bomb before it fills a typical disk; the
+ * filesystem built from it is half as large again.
+ */
+export const DEFAULT_MAX_UNCOMPRESSED_BYTES = 16 * 1024 ** 3;
+/** Real layers expand 2-10x (text and binaries); 200x is only reached by runs of zeros. */
+export const DEFAULT_MAX_EXPANSION_RATIO = 200;
+/** Below this many uncompressed bytes a layer's ratio is not checked (a small file of zeros is fine). */
+export const EXPANSION_FLOOR_BYTES = 64 * 1024 * 1024;
+
+export interface DecompressionLimits {
+  maxUncompressedBytes: number;
+  maxExpansionRatio: number;
+}
+
+function positiveNumber(value: unknown, what: string): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const n = typeof value === "number" ? value : Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw CommonErrors.INVALID_ARGUMENT({ message: `${what} must be a positive number, got ${JSON.stringify(value)}` });
+  return n;
+}
+
+/** The decompression bounds: explicit options, else the environment, else the defaults. */
+export function resolveDecompressionLimits(opts: Pick<RootfsBuildOptions, "maxUncompressedBytes" | "maxExpansionRatio">, env: NodeJS.ProcessEnv = process.env): DecompressionLimits {
+  const envGib = positiveNumber(env.MICROAGENT_MAX_UNCOMPRESSED_GIB, "MICROAGENT_MAX_UNCOMPRESSED_GIB");
+  return {
+    maxUncompressedBytes:
+      positiveNumber(opts.maxUncompressedBytes, "maxUncompressedBytes") ?? (envGib !== undefined ? Math.floor(envGib * 1024 ** 3) : DEFAULT_MAX_UNCOMPRESSED_BYTES),
+    maxExpansionRatio:
+      positiveNumber(opts.maxExpansionRatio, "maxExpansionRatio") ??
+      positiveNumber(env.MICROAGENT_MAX_EXPANSION_RATIO, "MICROAGENT_MAX_EXPANSION_RATIO") ??
+      DEFAULT_MAX_EXPANSION_RATIO,
+  };
 }
 
 export interface ResolvedRootfsBuildOptions {
@@ -62,6 +110,7 @@ export interface ResolvedRootfsBuildOptions {
   lockTimeoutMs: number;
   onProgress: (message: string) => void;
   signal: AbortSignal | undefined;
+  limits: DecompressionLimits;
 }
 
 export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): ResolvedRootfsBuildOptions {
@@ -77,6 +126,7 @@ export function resolveRootfsBuildOptions(opts: RootfsBuildOptions = {}): Resolv
     lockTimeoutMs: opts.lockTimeoutMs ?? 30 * 60_000,
     onProgress: opts.onProgress ?? (() => {}),
     signal: opts.signal,
+    limits: resolveDecompressionLimits(opts),
   };
 }
 
@@ -112,6 +162,8 @@ export interface LayerSource {
   open: () => AsyncIterable<Uint8Array>;
   /** Expected sha256 of the uncompressed bytes (`sha256:<hex>`, the image's diff_id), checked when given. */
   diffId?: string;
+  /** Bytes of the compressed blob (for the expansion-ratio bound); absent for uncompressed layers. */
+  compressedBytes?: number;
 }
 
 export interface BuildExt4Options {
@@ -129,6 +181,8 @@ export interface BuildExt4Options {
   signal?: AbortSignal;
   /** Delete the staging tree after a successful build without waiting for it (default false). */
   removeWorkDirInBackground?: boolean;
+  /** Decompression bounds (default: resolveDecompressionLimits({})). */
+  limits?: DecompressionLimits;
 }
 
 export interface BuildExt4Result {
@@ -152,10 +206,11 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
   try {
     const t0 = performance.now();
     const stager = new Stager(stageRoot, undefined, opts.signal);
+    const budget = { limits: opts.limits ?? resolveDecompressionLimits({}), total: 0 };
     for (const [i, layer] of opts.layers.entries()) {
       checkAborted(opts.signal);
       opts.onProgress?.(`applying layer ${i + 1}/${opts.layers.length} (${layer.label})`);
-      await applyVerified(stager, layer);
+      await applyVerified(stager, layer, budget);
     }
     const tree = stager.finish();
     const t1 = performance.now();
@@ -190,15 +245,39 @@ export async function buildExt4FromLayers(opts: BuildExt4Options): Promise<Build
   return result;
 }
 
-/** Apply one layer, hashing the uncompressed bytes on the way (all of them, past the tar end). */
-async function applyVerified(stager: Stager, layer: LayerSource): Promise<void> {
+/**
+ * Apply one layer, hashing the uncompressed bytes on the way (all of them, past the tar end) and
+ * counting them against the decompression bounds, so a bomb stops at the bound, not at a full disk.
+ */
+async function applyVerified(stager: Stager, layer: LayerSource, budget: { limits: DecompressionLimits; total: number }): Promise<void> {
   const hash = layer.diffId ? createHash("sha256") : undefined;
   const iterator = layer.open()[Symbol.asyncIterator]();
+  const { maxUncompressedBytes, maxExpansionRatio } = budget.limits;
+  const layerMax =
+    layer.compressedBytes === undefined ? Infinity : Math.max(EXPANSION_FLOOR_BYTES, Math.ceil(layer.compressedBytes * maxExpansionRatio));
+  let layerBytes = 0;
+  const count = (n: number) => {
+    layerBytes += n;
+    budget.total += n;
+    if (layerBytes > layerMax)
+      throw RootfsErrors.ROOTFS_LAYER_TOO_LARGE({
+        message: `layer ${layer.label}: ${layer.compressedBytes} compressed bytes expand to more than ${layerMax} (over ${maxExpansionRatio}x): refusing it as a decompression bomb`,
+        details: { layer: layer.label, compressedBytes: layer.compressedBytes, limitBytes: layerMax, maxExpansionRatio },
+      });
+    if (budget.total > maxUncompressedBytes)
+      throw RootfsErrors.ROOTFS_LAYER_TOO_LARGE({
+        message: `the image's layers hold more than ${formatBytes(maxUncompressedBytes)} uncompressed (the limit; reached in layer ${layer.label})`,
+        details: { layer: layer.label, limitBytes: maxUncompressedBytes },
+      });
+  };
   const hashed: AsyncIterable<Uint8Array> = {
     [Symbol.asyncIterator]: () => ({
       next: async () => {
         const r = await iterator.next();
-        if (!r.done) hash?.update(r.value);
+        if (!r.done) {
+          count(r.value.length);
+          hash?.update(r.value);
+        }
         return r;
       },
     }),
@@ -206,7 +285,10 @@ async function applyVerified(stager: Stager, layer: LayerSource): Promise<void> 
   try {
     await stager.applyLayer(hashed, layer.label);
     if (hash && layer.diffId) {
-      for (let r = await iterator.next(); !r.done; r = await iterator.next()) hash.update(r.value);
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) {
+        count(r.value.length);
+        hash.update(r.value);
+      }
       const actual = `sha256:${hash.digest("hex")}`;
       if (actual !== layer.diffId)
         throw RootfsErrors.ROOTFS_LAYER_INVALID({
@@ -229,7 +311,15 @@ function layerSources(image: LocalImage): LayerSource[] {
     label: layer.digest,
     open: () => openLayerStream(layer),
     diffId: diffIds.length === image.layers.length ? diffIds[i] : undefined,
+    ...(layer.compression === "none" ? {} : { compressedBytes: layer.size }),
   }));
+}
+
+function formatBytes(n: number): string {
+  const gib = n / 1024 ** 3;
+  if (gib >= 1) return `${Number.isInteger(gib) ? gib : gib.toFixed(2)} GiB`;
+  const mib = n / 1024 ** 2;
+  return mib >= 1 ? `${Number.isInteger(mib) ? mib : mib.toFixed(2)} MiB` : `${n} bytes`;
 }
 
 function hexOf(digest: string): string {
@@ -316,6 +406,7 @@ export async function ensureBaseRootfsResolved(image: LocalImage, opts: Resolved
         onProgress: opts.onProgress,
         signal: opts.signal,
         removeWorkDirInBackground: true,
+        limits: opts.limits,
       });
       chmodSync(tmpImage, 0o600);
       const sha256 = await sha256File(tmpImage);
@@ -353,13 +444,13 @@ export interface BuildRootfsResult extends BaseRootfs {
 
 /**
  * `rootfs build`: ensure the cached base, then copy it to `out` (a reflink where the filesystem
- * supports it), through a temp file and rename.
+ * supports it, else a copy that keeps the image's holes), through a temp file and rename.
  */
 export async function buildRootfs(opts: BuildRootfsOptions): Promise<BuildRootfsResult> {
   const base = await ensureBaseRootfs(opts.image, opts);
   const tmp = `${opts.out}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
-    copyFileSync(base.path, tmp, fsConstants.COPYFILE_FICLONE);
+    await copySparse(base.path, tmp);
     chmodSync(tmp, 0o644);
     renameSync(tmp, opts.out);
   } catch (e) {

@@ -17,6 +17,12 @@ export const RootfsErrors = defineErrors({
     kind: "unsupported",
     remediation: "Rebuild the image with a standard tool (docker, buildah, umoci) that writes plain POSIX/PAX tar layers.",
   },
+  /** A layer decompresses to more than the per-image total or the per-layer expansion ratio allows (a decompression bomb, or a huge image). */
+  ROOTFS_LAYER_TOO_LARGE: {
+    kind: "resource_exhausted",
+    remediation:
+      "If the image is trusted and really this large, raise the limit: `rootfs build --max-uncompressed-gib N` / `--max-expansion-ratio N`, the MICROAGENT_MAX_UNCOMPRESSED_GIB / MICROAGENT_MAX_EXPANSION_RATIO environment variables (create, run), or the maxUncompressedBytes / maxExpansionRatio build options.",
+  },
   /** The requested (or computed) filesystem size cannot hold the content. */
   ROOTFS_TOO_SMALL: {
     kind: "resource_exhausted",

@@ -12,7 +12,7 @@ import { closeSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CommonErrors } from "../contract/errors.ts";
 import { RootfsErrors } from "./errors.ts";
-import { buildDebugfsScript } from "./script.ts";
+import { buildDebugfsScript, verifyDebugfsScript } from "./script.ts";
 import type { StagedTree } from "./stage.ts";
 import { runTool, tail, type E2fsTools } from "./tools.ts";
 
@@ -152,11 +152,21 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     const before = readKbytesWritten(opts.out);
     script.xattrValues.forEach((v, i) => writeFileSync(valueFile(i), v, { mode: 0o600 }));
     const scriptPath = join(opts.workDir, "replay.debugfs");
+    // Checked again at the point of use: what debugfs will read is exactly the commands we made.
+    verifyDebugfsScript(script.text, script.lines);
     writeFileSync(scriptPath, script.text, { mode: 0o600 });
-    const dbg = await runTool(opts.tools.debugfs, ["-w", "-f", scriptPath, opts.out], { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
+    const check = new DebugfsStdoutCheck(script.text);
+    const dbg = await runTool(opts.tools.debugfs, ["-w", "-f", scriptPath, opts.out], {
+      env: debugfsEnv(env),
+      timeoutMs: opts.timeoutMs,
+      signal: opts.signal,
+      onStdout: (d) => check.feed(d),
+    });
     // debugfs exits 0 even when a command fails; a failed command prints to stderr. The only
-    // legitimate stderr line is its version banner.
+    // legitimate stderr line is its version banner. Some failures (a usage message) go to stdout
+    // instead, which must hold nothing but the echo of each script line (and mknod's inode note).
     const errors = dbg.stderr.split("\n").filter((l) => l.trim() !== "" && !/^debugfs \d/.test(l));
+    errors.push(...check.finish());
     if (dbg.code !== 0 || errors.length > 0) {
       if (errors.some((l) => /no space left on device/i.test(l)))
         throw CommonErrors.DISK_FULL({ message: `no space left on the host while writing ${opts.out}`, details: { output: tail(errors.join("\n"), 20) } });
@@ -168,11 +178,60 @@ export async function makeExt4(opts: MakeExt4Options): Promise<MakeExt4Result> {
     }
     const after = readKbytesWritten(opts.out);
     if (after !== before) {
-      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env, timeoutMs: opts.timeoutMs, signal: opts.signal });
+      const fix = await runTool(opts.tools.debugfs, ["-w", "-R", `ssv kbytes_written ${before}`, opts.out], { env: debugfsEnv(env), timeoutMs: opts.timeoutMs, signal: opts.signal });
       if (fix.code !== 0) throw RootfsErrors.ROOTFS_MKFS_FAILED({ message: `debugfs ssv failed: ${tail(fix.stderr, 4)}` });
     }
   }
   return { sizeMib, replayCommands: script.commands };
+}
+
+/**
+ * The environment debugfs runs in. The script is verified before it runs (script.ts), so it holds no
+ * `!` shell escape; as a second fence, debugfs gets no PATH a shell command could be found on (its
+ * escapes go through system(3), i.e. /bin/sh, so a command named by absolute path would still run:
+ * the verification is what stops that), no pager, and POSIX getopt (no argument permutation).
+ */
+export function debugfsEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, PATH: "/nonexistent/microagent-no-path", SHELL: "/bin/false", PAGER: "__none__", DEBUGFS_PAGER: "__none__", POSIXLY_CORRECT: "1" };
+}
+
+/**
+ * Checks debugfs's stdout as it streams: it must hold nothing but the echo (`debugfs: <line>`) of
+ * the script's lines, in order, and the "Allocated inode: N" note mknod prints. Anything else (a
+ * usage message from a command that did not accept its arguments, such as ea_set reading a name as
+ * an option) is a failure, even though debugfs exits 0 and prints it to stdout.
+ */
+export class DebugfsStdoutCheck {
+  private readonly want: string[];
+  private next = 0;
+  private partial = "";
+  readonly unexpected: string[] = [];
+
+  constructor(script: string) {
+    this.want = script.split("\n").filter((l) => l !== "");
+  }
+
+  feed(chunk: string): void {
+    const text = this.partial + chunk;
+    const lines = text.split("\n");
+    this.partial = lines.pop() as string;
+    for (const line of lines) this.line(line);
+  }
+
+  private line(line: string): void {
+    if (line === "") return;
+    if (this.next < this.want.length && line === `debugfs: ${this.want[this.next]}`) this.next++;
+    else if (/^Allocated inode: \d+$/.test(line) && this.next > 0 && this.want[this.next - 1]?.startsWith("mknod ")) return;
+    else if (this.unexpected.length < 40) this.unexpected.push(`stdout: ${line}`);
+  }
+
+  /** The unexpected lines (empty when stdout was exactly the echo of every line). */
+  finish(): string[] {
+    if (this.partial !== "") this.line(this.partial);
+    this.partial = "";
+    if (this.unexpected.length === 0 && this.next !== this.want.length) return [`stdout: debugfs echoed ${this.next} of ${this.want.length} script lines`];
+    return this.unexpected;
+  }
 }
 
 async function runMke2fs(

@@ -28,3 +28,30 @@ export function normalizeEntryPath(name: string): NormalizeResult {
 /** The OCI whiteout prefix and the opaque-directory marker. */
 export const WHITEOUT_PREFIX = ".wh.";
 export const OPAQUE_MARKER = ".wh..wh..opq";
+
+/** xattr namespaces an image may set: what Linux defines for ext4 (POSIX ACLs live under `system.`). */
+export const XATTR_NAMESPACES = ["user.", "trusted.", "security.", "system."] as const;
+/** Linux's XATTR_NAME_MAX. */
+export const MAX_XATTR_NAME = 255;
+
+/**
+ * Why an xattr name is refused, or undefined when it is fine: a known namespace followed by
+ * dot-separated components of `[A-Za-z0-9_@:+-]`, none empty and none starting with `-`, at most
+ * 255 bytes. Every name real images carry (`security.capability`, `security.selinux`,
+ * `user.xdg.origin.url`, `trusted.overlay.opaque`, `system.posix_acl_access`) fits.
+ */
+export function xattrNameProblem(name: string): string | undefined {
+  const ns = XATTR_NAMESPACES.find((p) => name.startsWith(p));
+  if (!ns) return `is not in a known namespace (${XATTR_NAMESPACES.join(", ")})`;
+  if (Buffer.byteLength(name) > MAX_XATTR_NAME) return `is longer than ${MAX_XATTR_NAME} bytes`;
+  for (const part of name.slice(ns.length).split(".")) {
+    if (part === "") return "has an empty component";
+    if (part.startsWith("-")) return "has a component starting with '-'";
+    if (!/^[A-Za-z0-9_@:+-]+$/.test(part)) return "contains a character outside [A-Za-z0-9._@:+-] (control characters, blanks and quotes are refused)";
+  }
+  return undefined;
+}
+
+export function isValidXattrName(name: string): boolean {
+  return xattrNameProblem(name) === undefined;
+}

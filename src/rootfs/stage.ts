@@ -147,7 +147,14 @@ export class Stager {
       if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
         const parent = parts.slice(0, -1);
         if (base === OPAQUE_MARKER) this.opaque(parent);
-        else this.whiteout([...parent, base.slice(WHITEOUT_PREFIX.length)]);
+        else {
+          // `.wh.`, `.wh..` and `.wh...` name no lower path: "", "." and ".." would hide the
+          // directory itself or its parent (up to the build's work dir above the root).
+          const target = base.slice(WHITEOUT_PREFIX.length);
+          if (target === "" || target === "." || target === "..")
+            throw this.unsafe(entry.path, `a whiteout of ${JSON.stringify(target)} names no file (only .wh.NAME and ${OPAQUE_MARKER} are whiteouts)`);
+          this.whiteout([...parent, target]);
+        }
         continue;
       }
       if (parts.length === 0) {

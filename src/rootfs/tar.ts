@@ -9,6 +9,7 @@
  * silently short file. Body bytes are passed through in the chunks they arrived in (no concatenation).
  */
 import { RootfsErrors } from "./errors.ts";
+import { xattrNameProblem } from "./paths.ts";
 
 export type TarEntryType = "file" | "hardlink" | "symlink" | "char" | "block" | "dir" | "fifo";
 
@@ -211,6 +212,11 @@ interface Pax {
   gid?: number;
   mtime?: number;
   xattrs: Array<[string, Buffer]>;
+  /**
+   * The first xattr name that was refused (see script.ts xattrNameProblem), reported once the
+   * entry it belongs to is known, so the error names the entry.
+   */
+  badXattr?: { name: string; problem: string };
 }
 
 function setXattr(list: Array<[string, Buffer]>, name: string, value: Buffer, override: boolean): void {
@@ -219,9 +225,13 @@ function setXattr(list: Array<[string, Buffer]>, name: string, value: Buffer, ov
   else if (override) list[i] = [name, value];
 }
 
-/** PAX records: "<len> <key>=<value>\n", the length counting the whole record. Values stay bytes. */
-export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
+/**
+ * PAX records: "<len> <key>=<value>\n", the length counting the whole record. Values stay bytes;
+ * names (path, linkpath, xattr names) are decoded strictly as UTF-8.
+ */
+export function parsePax(data: Buffer, fail: (what: string) => Error, failNotUtf8?: (key: string, bytes: Buffer) => Error): Pax {
   const pax: Pax = { xattrs: [] };
+  const notUtf8 = failNotUtf8 ?? ((key: string) => fail(`PAX ${key} is not valid UTF-8`));
   let at = 0;
   while (at < data.length) {
     if (data[at] === 0) break; // NUL padding after the last record
@@ -234,9 +244,17 @@ export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
     if (len < space - at + 3 || end > data.length || data[end - 1] !== 0x0a) throw fail("malformed PAX record");
     const eq = data.indexOf(0x3d, space + 1);
     if (eq === -1 || eq >= end - 1) throw fail("malformed PAX record (no '=')");
-    const key = data.toString("utf8", space + 1, eq);
+    // Keys are compared as bytes (latin1 keeps them 1:1); the parts that become names are decoded strictly.
+    const key = data.toString("latin1", space + 1, eq);
     const raw = data.subarray(eq + 1, end - 1);
-    const text = () => raw.toString("utf8");
+    const text = () => raw.toString("latin1");
+    const name = (bytes: Buffer, what: string) => {
+      try {
+        return utf8.decode(bytes);
+      } catch {
+        throw notUtf8(what, Buffer.from(bytes));
+      }
+    };
     const int = (what: string) => {
       const t = text();
       if (!/^[0-9]+$/.test(t)) throw fail(`malformed PAX ${what} ${JSON.stringify(t)}`);
@@ -244,8 +262,11 @@ export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
       if (n > Number.MAX_SAFE_INTEGER) throw fail(`PAX ${what} out of range`);
       return n;
     };
-    if (key === "path") pax.path = text();
-    else if (key === "linkpath") pax.linkpath = text();
+    const refuseXattr = (xname: string, problem: string) => {
+      pax.badXattr ??= { name: xname, problem };
+    };
+    if (key === "path") pax.path = name(raw, "path");
+    else if (key === "linkpath") pax.linkpath = name(raw, "linkpath");
     else if (key === "size") pax.size = int("size");
     else if (key === "uid") pax.uid = int("uid");
     else if (key === "gid") pax.gid = int("gid");
@@ -254,16 +275,34 @@ export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
       if (!m) throw fail(`malformed PAX mtime ${JSON.stringify(text())}`);
       pax.mtime = Math.max(0, parseInt(m[1] as string, 10));
     } else if (key.startsWith("SCHILY.xattr.")) {
-      setXattr(pax.xattrs, key.slice("SCHILY.xattr.".length), Buffer.from(raw), true);
+      const keyBytes = data.subarray(space + 1 + "SCHILY.xattr.".length, eq);
+      let xname: string | undefined;
+      try {
+        xname = utf8.decode(keyBytes);
+      } catch {
+        refuseXattr(keyBytes.toString("latin1"), "is not valid UTF-8");
+      }
+      if (xname !== undefined) {
+        const problem = xattrNameProblem(xname);
+        if (problem) refuseXattr(xname, problem);
+        else setXattr(pax.xattrs, xname, Buffer.from(raw), true);
+      }
     } else if (key.startsWith("LIBARCHIVE.xattr.")) {
       // bsdtar's form: URL-encoded name, base64 value. SCHILY's raw bytes win when both are present.
-      let name: string;
+      const encoded = key.slice("LIBARCHIVE.xattr.".length);
+      let xname: string | undefined;
       try {
-        name = decodeURIComponent(key.slice("LIBARCHIVE.xattr.".length));
+        // The key is ASCII in a well-formed archive; decodeURIComponent refuses invalid UTF-8 escapes.
+        xname = /^[\x20-\x7e]*$/.test(encoded) ? decodeURIComponent(encoded) : undefined;
       } catch {
-        throw fail(`malformed PAX xattr name ${JSON.stringify(key)}`);
+        xname = undefined;
       }
-      setXattr(pax.xattrs, name, Buffer.from(text(), "base64"), false);
+      if (xname === undefined) refuseXattr(encoded, "is not a valid URL-encoded UTF-8 name");
+      else {
+        const problem = xattrNameProblem(xname);
+        if (problem) refuseXattr(xname, problem);
+        else setXattr(pax.xattrs, xname, Buffer.from(text(), "base64"), false);
+      }
     } else if (key.startsWith("GNU.sparse.")) {
       throw fail("GNU sparse files are not supported");
     }
@@ -272,6 +311,11 @@ export function parsePax(data: Buffer, fail: (what: string) => Error): Pax {
   }
   return pax;
 }
+
+/** Largest uid/gid ext4 stores (32 bits). */
+const MAX_ID = 0xffffffff;
+/** debugfs's mknod takes majors and minors up to 65535. */
+const MAX_DEV = 65535;
 
 /**
  * Iterate the entries of one layer. The caller must consume each entry's `body` fully (or call
@@ -332,8 +376,13 @@ export async function* readTar(
       const data = await readAll(reader, size, short);
       await skipPadding(reader, size, short);
       const fail = (what: string) => invalid(label, headerOffset, what, rawName);
-      if (typeflag === "x") pax = parsePax(data, fail);
-      else if (typeflag === "g") parsePax(data, fail); // validated; global defaults are not applied (docker ignores them too)
+      const notUtf8 = (key: string, bytes: Buffer) =>
+        RootfsErrors.ROOTFS_LAYER_UNSUPPORTED({
+          message: `layer ${label}: a PAX ${key} is not valid UTF-8 (at byte ${headerOffset}): ${JSON.stringify(bytes.toString("latin1"))}`,
+          details: { layer: label, offset: headerOffset },
+        });
+      if (typeflag === "x") pax = parsePax(data, fail, notUtf8);
+      else if (typeflag === "g") parsePax(data, fail, notUtf8); // validated; global defaults are not applied (docker ignores them too)
       else {
         const nul = data.indexOf(0);
         const value = decodeName(nul === -1 ? data : data.subarray(0, nul), label, headerOffset);
@@ -387,6 +436,14 @@ export async function* readTar(
       devminor: type === "char" || type === "block" ? num(337, 8, "devminor") : 0,
       xattrs: (pax?.xattrs ?? []).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
     };
+    if (pax?.badXattr)
+      throw RootfsErrors.ROOTFS_LAYER_UNSAFE({
+        message: `layer ${label}: entry ${JSON.stringify(path)}: the extended attribute name ${JSON.stringify(pax.badXattr.name)} ${pax.badXattr.problem}`,
+        details: { layer: label, entry: path, xattr: pax.badXattr.name },
+      });
+    if (entry.uid > MAX_ID || entry.gid > MAX_ID) throw invalid(label, headerOffset, `owner ${entry.uid}:${entry.gid} is beyond ext4's 32-bit ids`, path);
+    if (entry.devmajor > MAX_DEV || entry.devminor > MAX_DEV)
+      throw invalid(label, headerOffset, `device number ${entry.devmajor}:${entry.devminor} is beyond ${MAX_DEV}:${MAX_DEV}`, path);
     pax = undefined;
     longName = undefined;
     longLink = undefined;

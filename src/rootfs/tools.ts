@@ -72,7 +72,7 @@ const OUTPUT_CAP = 256 * 1024;
 export function runTool(
   path: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string; signal?: AbortSignal },
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string; signal?: AbortSignal; /** Sees all of stdout (the result keeps only its tail). */ onStdout?: (text: string) => void },
 ): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) {
@@ -85,7 +85,10 @@ export function runTool(
     let stdout = "";
     let stderr = "";
     const cap = (s: string) => (s.length > OUTPUT_CAP ? s.slice(s.length - OUTPUT_CAP) : s);
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout = cap(stdout + d)));
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      opts.onStdout?.(d);
+      stdout = cap(stdout + d);
+    });
     child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr = cap(stderr + d)));
     const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);
     child.on("error", (e: NodeJS.ErrnoException) => {

@@ -69,6 +69,9 @@ test("rootfs-build: a digest reference pulls, builds, writes --out; the second b
   assert.equal(first.sha256, sha256(out));
   assert.equal(statSync(out).size, first.sizeMib * 1024 * 1024);
   assert.ok(first.sizeMib >= 64, `default sizing leaves headroom (${first.sizeMib} MiB)`);
+  // --out keeps the image's holes (the headroom is unallocated), as the cached base does
+  const outStat = statSync(out);
+  assert.ok(outStat.blocks * 512 < outStat.size / 2, `--out allocates ${outStat.blocks * 512} of ${outStat.size} bytes`);
   await execFileP("e2fsck", ["-fn", out]);
   const { stdout: motd } = await execFileP("debugfs", ["-R", "cat /etc/motd", out]);
   assert.equal(motd, "built by the rootfs test\n");

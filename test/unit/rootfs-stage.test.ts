@@ -252,3 +252,25 @@ test("rootfs-stage: seeded fuzz: random entry sequences apply or fail with a typ
     s.cleanup();
   }
 });
+
+test("rootfs-stage: whiteouts of '', '.' and '..' are refused as unsafe and remove nothing (D13)", async () => {
+  for (const name of [".wh.", ".wh..", ".wh...", "opt/.wh...", "/.wh.", "opt/.wh."]) {
+    const s = sandbox("wh-dots");
+    try {
+      await apply(s.stager, [
+        { path: "opt/", type: "dir" },
+        { path: "opt/keep", type: "file", content: "lower\n" },
+        { path: "top", type: "file", content: "lower\n" },
+      ]);
+      const err = await refused(s.stager, [{ path: name, type: "file" }]);
+      assert.equal(err.code, "ROOTFS_LAYER_UNSAFE", `${name}: ${err.message}`);
+      assert.match(err.message, /names no file/);
+      assert.match(err.message, new RegExp(`entry ${JSON.stringify(name).replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`));
+      assert.equal(readFileSync(join(s.dir, "stage/opt/keep"), "utf8"), "lower\n", name);
+      assert.equal(readFileSync(join(s.dir, "stage/top"), "utf8"), "lower\n", name);
+      s.outsideUnchanged();
+    } finally {
+      s.cleanup();
+    }
+  }
+});

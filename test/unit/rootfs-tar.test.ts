@@ -4,6 +4,7 @@ import { makeTar, type TarEntry as FixtureEntry } from "../helpers/oci-image.ts"
 import { parseNumber, readTar, type TarEntry } from "../../src/rootfs/tar.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { prng } from "../helpers/prng.ts";
+import { rawTar, type Bytes } from "../helpers/raw-tar.ts";
 
 interface Parsed {
   entry: TarEntry;
@@ -86,7 +87,7 @@ test("rootfs-tar: bsdtar's LIBARCHIVE.xattr records (base64) are read; SCHILY's 
       path: "f",
       type: "file",
       pax: {
-        "LIBARCHIVE.xattr.user.only%20bsd": Buffer.from([0, 1, 2, 255]).toString("base64"),
+        "LIBARCHIVE.xattr.user.only%40bsd": Buffer.from([0, 1, 2, 255]).toString("base64"),
         "LIBARCHIVE.xattr.user.both": Buffer.from("bsd").toString("base64"),
         "SCHILY.xattr.user.both": "schily",
       },
@@ -97,7 +98,7 @@ test("rootfs-tar: bsdtar's LIBARCHIVE.xattr records (base64) are read; SCHILY's 
     f!.entry.xattrs.map(([k, v]) => [k, v.toString("hex")]),
     [
       ["user.both", Buffer.from("schily").toString("hex")],
-      ["user.only bsd", "000102ff"],
+      ["user.only@bsd", "000102ff"],
     ],
   );
 });
@@ -208,9 +209,81 @@ test("rootfs-tar: seeded fuzz: mutated layers either parse or fail with a typed 
       parsed++;
     } catch (e) {
       assert.ok(isMicroagentError(e), `iteration ${i}: untyped failure ${String(e)}`);
-      assert.match(e.code, /^ROOTFS_LAYER_(INVALID|UNSUPPORTED)$/);
+      assert.match(e.code, /^ROOTFS_LAYER_(INVALID|UNSUPPORTED|UNSAFE)$/);
       typed++;
     }
   }
   assert.ok(typed > 50 && parsed > 10, `both outcomes exercised (typed ${typed}, parsed ${parsed})`);
+});
+
+// --- hostile names (reliability campaign D1, D15) ----------------------------------------------------
+
+async function refusedWith(tar: Buffer): Promise<{ code: string; message: string; details: Record<string, unknown> }> {
+  try {
+    await parse(tar);
+  } catch (e) {
+    assert.ok(isMicroagentError(e), `expected a MicroagentError, got ${String(e)}`);
+    return { code: e.code, message: e.message, details: (e.details ?? {}) as Record<string, unknown> };
+  }
+  assert.fail("expected the layer to be refused");
+}
+
+test("rootfs-tar: an xattr name with a line break (the debugfs injection) is refused as unsafe, naming layer and entry", async () => {
+  for (const key of ["SCHILY.xattr.user.x\n!touch /tmp/pwned-by-image #", "LIBARCHIVE.xattr.user.x%0A!touch%20/tmp/pwned"]) {
+    const tar = rawTar([{ name: "opt/x", typeflag: "0", content: Buffer.from("x\n"), pax: [[key, key.startsWith("LIB") ? "dg==" : "v"]] }]);
+    const err = await refusedWith(tar);
+    assert.equal(err.code, "ROOTFS_LAYER_UNSAFE", err.message);
+    assert.match(err.message, /layer test-layer: entry "opt\/x": the extended attribute name "user\.x\\n!touch/);
+    assert.equal(err.details.entry, "opt/x");
+    assert.equal(err.details.layer, "test-layer");
+  }
+});
+
+test("rootfs-tar: xattr names must be a known namespace plus [A-Za-z0-9._@:+-] components", async () => {
+  const bad: Array<[Bytes, RegExp]> = [
+    ["SCHILY.xattr.user.a\rb", /outside/],
+    ["SCHILY.xattr.user.a\tb", /outside/],
+    ["SCHILY.xattr.user.a b", /outside/],
+    ['SCHILY.xattr.user.a"b', /outside/],
+    ["SCHILY.xattr.user.", /empty component/],
+    ["SCHILY.xattr.user..x", /empty component/],
+    ["SCHILY.xattr.user.-r", /starting with '-'/],
+    ["SCHILY.xattr.-r", /namespace/],
+    ["SCHILY.xattr.foo.bar", /namespace/],
+    ["SCHILY.xattr.", /namespace/],
+    [`SCHILY.xattr.user.${"a".repeat(260)}`, /longer than 255/],
+    [Buffer.concat([Buffer.from("SCHILY.xattr.user.\xff", "latin1")]), /not valid UTF-8/],
+    ["LIBARCHIVE.xattr.user.%FF", /URL-encoded UTF-8/],
+    ["LIBARCHIVE.xattr.user.%00x", /outside/],
+  ];
+  for (const [key, why] of bad) {
+    const err = await refusedWith(rawTar([{ name: "f", typeflag: "0", pax: [[key, "dg=="]] }]));
+    assert.equal(err.code, "ROOTFS_LAYER_UNSAFE", `${JSON.stringify(String(key))}: ${err.message}`);
+    assert.match(err.message, why, String(key));
+    assert.match(err.message, /entry "f"/);
+  }
+  const good = ["security.capability", "security.selinux", "system.posix_acl_access", "trusted.overlay.opaque", "user.xdg.origin.url", "user.a-b_c@d:e+f"];
+  const [f] = await parse(rawTar([{ name: "f", typeflag: "0", pax: good.map((n) => [`SCHILY.xattr.${n}`, "v"] as [string, string]) }]));
+  assert.deepEqual(f!.entry.xattrs.map(([k]) => k), [...good].sort());
+});
+
+test("rootfs-tar: non-UTF-8 PAX path and linkpath are refused (never renamed to U+FFFD)", async () => {
+  const path = await refusedWith(rawTar([{ name: "x", typeflag: "0", pax: [["path", Buffer.from("opt/\xff", "latin1")]] }]));
+  assert.equal(path.code, "ROOTFS_LAYER_UNSUPPORTED");
+  assert.match(path.message, /PAX path is not valid UTF-8/);
+  const link = await refusedWith(rawTar([{ name: "l", typeflag: "2", pax: [["linkpath", Buffer.from("t\xfe", "latin1")]] }]));
+  assert.equal(link.code, "ROOTFS_LAYER_UNSUPPORTED");
+  assert.match(link.message, /PAX linkpath is not valid UTF-8/);
+  // valid multi-byte UTF-8 is fine
+  const [ok] = await parse(rawTar([{ name: "x", typeflag: "0", pax: [["path", "opt/é-ü"]] }]));
+  assert.equal(ok!.entry.path, "opt/é-ü");
+});
+
+test("rootfs-tar: owners beyond 32 bits and device numbers beyond debugfs's range are refused", async () => {
+  const uid = await refusedWith(rawTar([{ name: "f", typeflag: "0", pax: [["uid", "4294967296"]] }]));
+  assert.equal(uid.code, "ROOTFS_LAYER_INVALID");
+  assert.match(uid.message, /32-bit/);
+  const dev = await refusedWith(rawTar([{ name: "d", typeflag: "3", devmajor: 70000, devminor: 1 }]));
+  assert.equal(dev.code, "ROOTFS_LAYER_INVALID");
+  assert.match(dev.message, /device number 70000:1/);
 });

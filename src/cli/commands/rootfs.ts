@@ -12,7 +12,17 @@ function parseSizeMib(value: string): number {
   return n;
 }
 
+function parsePositive(what: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${value}' is not a positive number of ${what}`);
+    return n;
+  };
+}
+
 interface BuildFlags {
+  maxUncompressedGib?: number;
+  maxExpansionRatio?: number;
   image: string;
   out: string;
   sizeMib?: number;
@@ -31,6 +41,8 @@ export function rootfsCommand(): Command {
     .option("--size-mib <n>", "filesystem size in MiB (default: content plus headroom)", parseSizeMib)
     .option("--mke2fs <path>", "mke2fs to use (default: found on PATH or in the sbin directories)")
     .option("--debugfs <path>", "debugfs to use (default: next to mke2fs, else PATH)")
+    .option("--max-uncompressed-gib <n>", "refuse images whose layers hold more than N GiB uncompressed (default 16, or MICROAGENT_MAX_UNCOMPRESSED_GIB)", parsePositive("GiB"))
+    .option("--max-expansion-ratio <n>", "refuse a layer that expands more than N times past 64 MiB (default 200, or MICROAGENT_MAX_EXPANSION_RATIO)", parsePositive("times"))
     .option("--allow-mutable", "accept a tag reference (development only: a tag can point to different content tomorrow)")
     .action(
       action(async (ctx, o: BuildFlags) => {
@@ -55,6 +67,8 @@ export function rootfsCommand(): Command {
           ...(o.sizeMib !== undefined ? { sizeMib: o.sizeMib } : {}),
           ...(o.mke2fs !== undefined ? { mke2fs: o.mke2fs } : {}),
           ...(o.debugfs !== undefined ? { debugfs: o.debugfs } : {}),
+          ...(o.maxUncompressedGib !== undefined ? { maxUncompressedBytes: Math.floor(o.maxUncompressedGib * 1024 ** 3) } : {}),
+          ...(o.maxExpansionRatio !== undefined ? { maxExpansionRatio: o.maxExpansionRatio } : {}),
           onProgress: (m) => ctx.progress(m),
         });
         const ms = Math.round(performance.now() - t0);
