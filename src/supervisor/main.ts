@@ -180,6 +180,10 @@ if (entry.endsWith("/supervisor/main.ts") || entry.endsWith("/supervisor/main.js
     process.stderr.write("usage: supervisor <workspace dir>\n");
     process.exit(2);
   }
+  // stdout/stderr are supervisor.log: on a full disk a log write fails, and an unhandled stream error
+  // would kill the supervisor (and its VM) exactly when it has to report DISK_FULL. Lose the line instead.
+  process.stdout.on("error", () => {});
+  process.stderr.on("error", () => {});
   runSupervisor(dir).then(
     () => process.exit(0),
     (e: unknown) => {
