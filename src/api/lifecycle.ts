@@ -147,7 +147,47 @@ export async function supervisorFor(name: string, opts: WorkspaceAccessOptions =
       details: { workspace: name, state: state?.state },
     });
   }
-  return { paths, client: new SupervisorClient(runtime.sockets.control), runtime, state };
+  return { paths, client: new WorkspaceSupervisorClient(runtime.sockets.control, paths), runtime, state };
+}
+
+/**
+ * The control client for one workspace. SUPERVISOR_UNREACHABLE is transient only while the supervisor
+ * lives (busy, restarting its socket): when it is gone, and the VM with it, a retry can only fail. So
+ * the workspace is reconciled first and the error names the state it really is in, not retryable.
+ */
+class WorkspaceSupervisorClient extends SupervisorClient {
+  readonly #paths: WorkspacePaths;
+
+  constructor(socketPath: string, paths: WorkspacePaths) {
+    super(socketPath);
+    this.#paths = paths;
+  }
+
+  override async call(...args: Parameters<SupervisorClient["call"]>): Promise<unknown> {
+    try {
+      return await super.call(...args);
+    } catch (e) {
+      throw await explainUnreachable(this.#paths, e);
+    }
+  }
+}
+
+async function explainUnreachable(paths: WorkspacePaths, e: unknown): Promise<unknown> {
+  if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) return e;
+  // A supervisor that just closed our connection may need a moment to be gone (or to be reaped).
+  let outcome = await reconcile(paths).catch(() => undefined);
+  for (let i = 0; i < 20 && outcome?.runtime && runtimeLiveness(outcome.runtime).supervisorAlive; i++) {
+    await sleep(25);
+    outcome = await reconcile(paths).catch(() => undefined);
+  }
+  if (!outcome || (outcome.runtime && runtimeLiveness(outcome.runtime).supervisorAlive)) return e;
+  const state = outcome.state;
+  return SupervisorErrors.NOT_RUNNING({
+    message: `workspace ${paths.name} is ${state?.state ?? "without state"}: its supervisor is gone, so the request could not complete${state?.detail ? ` (${state.detail})` : ""}`,
+    remediation: `Read \`microagent logs ${paths.name}\` and \`microagent status ${paths.name}\`, then start it again: \`microagent start ${paths.name}\`.`,
+    cause: e,
+    details: { workspace: paths.name, state: state?.state, unreachable: e.message },
+  });
 }
 
 export interface StopResult {
@@ -180,7 +220,9 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   if (runtime && alive?.supervisorAlive) {
     const client = new SupervisorClient(runtime.sockets.control);
     try {
-      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs)) as { state?: WorkspaceState };
+      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
+        throw await explainUnreachable(paths, e);
+      })) as { state?: WorkspaceState };
       return { workspace: name, state: value.state ?? target, previousState, changed: true };
     } catch (e) {
       if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;

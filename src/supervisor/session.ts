@@ -327,6 +327,8 @@ export class Supervisor implements ControlHandlers {
       await wait;
     } catch (e) {
       if (this.#bootError) throw this.#bootError;
+      // Killed, halted or quarantined while booting: say so (a retry cannot help); only our own timer is a timeout.
+      if (isMicroagentError(e)) throw e;
       throw SupervisorErrors.WAIT_TIMEOUT({ message: (e as Error).message });
     }
     return this.status();

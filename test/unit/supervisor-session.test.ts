@@ -290,3 +290,13 @@ test("supervisor: a VM paused on a full host disk fails requests with DISK_FULL 
   assert.ok(Date.now() - haltStarted < 2000, `halt took ${Date.now() - haltStarted} ms`);
   assert.equal(await sup.done, "failed");
 });
+
+test("supervisor: a boot ended by a kill answers wait_ready with NOT_RUNNING (not a retryable WAIT_TIMEOUT)", async () => {
+  const { sup, link } = setup();
+  link.sendBootConfig = () => new Promise(() => {});
+  void sup.boot();
+  const waiting = sup.waitReady(5000);
+  await new Promise((r) => setTimeout(r, 20));
+  await sup.kill();
+  await assert.rejects(waiting, (e: Error & { code?: string; retryable?: boolean }) => e.code === "NOT_RUNNING" && e.retryable === false && /killed while booting/.test(e.message));
+});
