@@ -64,7 +64,7 @@ after(async () => {
 /** The report's payload: window title, screen clear, OSC 52 clipboard write. */
 const HOSTILE_PRINTF = String.raw`printf '\033]0;PWNED\007\033[2J\033]52;c;cHduZWQ=\007 evil-marker\n' > /dev/ttyS0`;
 
-test("hostile guest: a console flood stays under the serial.log cap, logs show rotated + current, and escape sequences never reach the terminal", { timeout: 300_000 }, async () => {
+test("hostile guest: a console flood stays under the serial.log cap, logs show rotated + current, and escape sequences never reach the terminal", { timeout: 300_000 }, async (t) => {
   const name = "flood";
   await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny" });
   const paths = workspacePaths(fx.stateDir, name);
@@ -80,6 +80,7 @@ test("hostile guest: a console flood stays under the serial.log cap, logs show r
     const rotated = statSync(`${paths.serialLog}.1`).size;
     assert.ok(current <= cap, `serial.log is ${current} bytes, over the ${cap}-byte cap`);
     assert.ok(rotated <= cap, `serial.log.1 is ${rotated} bytes`);
+    t.diagnostic(`after ~300 KB of console output: serial.log ${current} B, serial.log.1 ${rotated} B (cap ${cap})`);
     const logs = await cli("logs", name);
     assert.equal(logs.code, 0);
     assert.ok(logs.stdout.length > cap, "logs include the rotated part");
@@ -163,7 +164,7 @@ test("hostile guest: a halt that a concurrent kill ends exits non-zero with HALT
   }
 });
 
-test("hostile guest: a host disk that fills under a running VM is DISK_FULL (fast), recovers when space is back, and halt does not wait", { timeout: 300_000 }, async () => {
+test("hostile guest: a host disk that fills under a running VM is DISK_FULL (fast), recovers when space is back, and halt does not wait", { timeout: 300_000 }, async (t) => {
   const name = "diskfull";
   await createWorkspace({ name, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny" });
   const paths = workspacePaths(fx.stateDir, name);
@@ -215,6 +216,7 @@ test("hostile guest: a host disk that fills under a running VM is DISK_FULL (fas
     assert.equal(halted.code, 1, halted.stdout);
     assert.equal(JSON.parse(halted.stdout).error.code, "DISK_FULL");
     assert.ok(haltMs < 10_000, `halt took ${haltMs} ms`);
+    t.diagnostic(`exec hit DISK_FULL after ${took} ms; halt of the paused VM took ${haltMs} ms`);
     rmSync(filler2);
     await until("the workspace is no longer live", 30_000, async () => ["failed", "stopped", "halted"].includes((await workspaceStatus(name, { stateDir: fx.stateDir, verify: false })).event.state));
     assert.equal(liveProcesses(paths.dir).length, 0);

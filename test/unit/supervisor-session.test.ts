@@ -300,3 +300,17 @@ test("supervisor: a boot ended by a kill answers wait_ready with NOT_RUNNING (no
   await sup.kill();
   await assert.rejects(waiting, (e: Error & { code?: string; retryable?: boolean }) => e.code === "NOT_RUNNING" && e.retryable === false && /killed while booting/.test(e.message));
 });
+
+test("supervisor: a VM paused on a full disk while booting fails the start at once with DISK_FULL, recorded failed", async () => {
+  const { sup, vm, link, states } = setup();
+  const listeners = new Set<(e: VmEvent) => void>();
+  Object.assign(vm, { onEvent: (l: (e: VmEvent) => void) => (listeners.add(l), () => listeners.delete(l)) });
+  link.sendBootConfig = () => new Promise(() => {});
+  const booting = sup.boot();
+  await new Promise((r) => setTimeout(r, 20));
+  for (const l of listeners) l({ type: "io-error", device: "disk0", operation: "write", nospace: true, reason: "No space left on device" });
+  await booting;
+  await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "DISK_FULL");
+  assert.equal(await sup.done, "failed");
+  assert.match(states.at(-1) as string, /^failed: workspace ws is paused: the host disk is full/);
+});
