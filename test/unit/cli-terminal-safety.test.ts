@@ -9,6 +9,13 @@ import { sanitizeTerminalText, isTerminalSafe } from "../../src/util/terminal.ts
 import { emitError, formatErrorText } from "../../src/cli/output.ts";
 import { SupervisorErrors } from "../../src/supervisor/errors.ts";
 import { lastLines } from "../../src/workspace/serial.ts";
+import { mkdtemp, mkdir, writeFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { workspacePaths } from "../../src/workspace/paths.ts";
+import { acquireLock } from "../../src/workspace/lock.ts";
+import { recordInitialState } from "../../src/workspace/state.ts";
+import { runCli } from "../helpers/cli.ts";
 
 /** The report's payload: a title change, a screen clear and an OSC 52 clipboard write. */
 const HOSTILE = "\u001b]0;PWNED\u0007\u001b[2J\u001b]52;c;cHduZWQ=\u0007 evil\r\n";
@@ -53,4 +60,27 @@ test("terminal: a VM_DIED quoting the serial tail prints no ESC in text mode, an
 test("terminal: the one-line 'last serial line' detail carries no control characters", () => {
   const [line] = lastLines(`boot ok\n${HOSTILE}`, 1);
   assert.equal(line, " evil");
+});
+
+test("terminal: `logs` shows rotated + current, sanitized in text, exact with --raw and in JSON", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "logs-cli-"));
+  try {
+    const paths = workspacePaths(stateDir, "w");
+    await mkdir(paths.dir, { recursive: true });
+    await writeFile(paths.manifest, "{}");
+    const lock = await acquireLock(paths.lock);
+    await recordInitialState(paths, { lock });
+    await lock.release();
+    await writeFile(`${paths.serialLog}.1`, "older part\r\n");
+    await writeFile(paths.serialLog, HOSTILE);
+    const text = await runCli(["--state-dir", stateDir, "logs", "w"]);
+    assert.equal(text.code, 0, text.err);
+    assert.equal(text.out, "older part\n evil\n");
+    const raw = await runCli(["--state-dir", stateDir, "logs", "w", "--raw"]);
+    assert.equal(raw.out, `older part\r\n${HOSTILE}`);
+    const js = await runCli(["--state-dir", stateDir, "--json", "logs", "w"]);
+    assert.equal(JSON.parse(js.out).logs, `older part\r\n${HOSTILE}`);
+  } finally {
+    await rm(stateDir, { recursive: true, force: true });
+  }
 });
