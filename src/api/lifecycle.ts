@@ -32,7 +32,10 @@ export interface LifecycleOptions extends WorkspaceAccessOptions {
 export interface StartOptions extends LifecycleOptions {
   /** Boot even when the kernel or init diverged from the manifest. */
   force?: boolean;
-  /** Bound on the whole boot (launch to guest ready). Default 120 s. */
+  /**
+   * Bound on the whole boot (launch to guest ready), enforced by the supervisor: a boot that overruns
+   * it is killed and recorded `failed`. Default: the supervisor's 90 s (MICROAGENT_BOOT_TIMEOUT_MS).
+   */
   timeoutMs?: number;
   /** Return as soon as the supervisor is spawned (do not wait for the guest). */
   detach?: boolean;
@@ -49,6 +52,11 @@ export interface StartResult {
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 120_000;
+/**
+ * How much longer than the boot bound `start` waits for the supervisor's verdict: the supervisor owns
+ * the deadline (it kills the VM and records `failed`), and its answer must win over our own timer.
+ */
+const START_VERDICT_GRACE_MS = 15_000;
 
 /** Boot a prepared/halted/stopped/failed workspace. Resolves once it is running. */
 export async function startWorkspace(name: string, opts: StartOptions = {}): Promise<StartResult> {
@@ -69,6 +77,8 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     try {
       ({ pid } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
+        // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
+        ...(opts.timeoutMs !== undefined ? { env: { ...process.env, MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } } : {}),
         runtimeId,
         requestId,
       }));
@@ -81,7 +91,7 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   }
   if (opts.detach) return { workspace: name, state: "starting", runtimeId, supervisorPid: pid };
   try {
-    const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+    const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs !== undefined ? opts.timeoutMs + START_VERDICT_GRACE_MS : DEFAULT_START_TIMEOUT_MS);
     return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started };
   } catch (e) {
     // Whatever happened, the record must not claim a live VM that is not there. A supervisor that
@@ -137,7 +147,47 @@ export async function supervisorFor(name: string, opts: WorkspaceAccessOptions =
       details: { workspace: name, state: state?.state },
     });
   }
-  return { paths, client: new SupervisorClient(runtime.sockets.control), runtime, state };
+  return { paths, client: new WorkspaceSupervisorClient(runtime.sockets.control, paths), runtime, state };
+}
+
+/**
+ * The control client for one workspace. SUPERVISOR_UNREACHABLE is transient only while the supervisor
+ * lives (busy, restarting its socket): when it is gone, and the VM with it, a retry can only fail. So
+ * the workspace is reconciled first and the error names the state it really is in, not retryable.
+ */
+class WorkspaceSupervisorClient extends SupervisorClient {
+  readonly #paths: WorkspacePaths;
+
+  constructor(socketPath: string, paths: WorkspacePaths) {
+    super(socketPath);
+    this.#paths = paths;
+  }
+
+  override async call(...args: Parameters<SupervisorClient["call"]>): Promise<unknown> {
+    try {
+      return await super.call(...args);
+    } catch (e) {
+      throw await explainUnreachable(this.#paths, e);
+    }
+  }
+}
+
+async function explainUnreachable(paths: WorkspacePaths, e: unknown): Promise<unknown> {
+  if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) return e;
+  // A supervisor that just closed our connection may need a moment to be gone (or to be reaped).
+  let outcome = await reconcile(paths).catch(() => undefined);
+  for (let i = 0; i < 20 && outcome?.runtime && runtimeLiveness(outcome.runtime).supervisorAlive; i++) {
+    await sleep(25);
+    outcome = await reconcile(paths).catch(() => undefined);
+  }
+  if (!outcome || (outcome.runtime && runtimeLiveness(outcome.runtime).supervisorAlive)) return e;
+  const state = outcome.state;
+  return SupervisorErrors.NOT_RUNNING({
+    message: `workspace ${paths.name} is ${state?.state ?? "without state"}: its supervisor is gone, so the request could not complete${state?.detail ? ` (${state.detail})` : ""}`,
+    remediation: `Read \`microagent logs ${paths.name}\` and \`microagent status ${paths.name}\`, then start it again: \`microagent start ${paths.name}\`.`,
+    cause: e,
+    details: { workspace: paths.name, state: state?.state, unreachable: e.message },
+  });
 }
 
 export interface StopResult {
@@ -170,7 +220,9 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   if (runtime && alive?.supervisorAlive) {
     const client = new SupervisorClient(runtime.sockets.control);
     try {
-      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs)) as { state?: WorkspaceState };
+      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
+        throw await explainUnreachable(paths, e);
+      })) as { state?: WorkspaceState };
       return { workspace: name, state: value.state ?? target, previousState, changed: true };
     } catch (e) {
       if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;
@@ -261,5 +313,8 @@ export async function probeReadiness(name: string, opts: WorkspaceAccessOptions 
 /** WS-STATE's `status` seam: readiness for a live runtime record. */
 export async function readinessForRuntime(_paths: WorkspacePaths, runtime: RuntimeRecord): Promise<Record<string, unknown>> {
   const r = await new SupervisorClient(runtime.sockets.control).readiness(5000);
-  return { ...r, ready: r.guestReady.ready && r.execReady.ready };
+  const ready = r.guestReady.ready && r.execReady.ready;
+  // The first failing probe's error is the reason (e.g. DISK_FULL for a VM paused on a full host disk).
+  const reason = ready ? undefined : (r.guestReady.error ?? r.execReady.error ?? r.shellReady.error);
+  return { ...r, ready, ...(reason ? { reason } : {}) };
 }

@@ -1,20 +1,22 @@
 /**
  * The linux-qemu backend: QEMU's microvm machine (virtio-mmio via ACPI), KVM when the host probe
  * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay, guest channel =
- * virtio-serial port over a unix socket, serial console = a file, no NIC (isolated).
+ * virtio-serial port over a unix socket, serial console = QEMU's stdout (a pipe the supervisor drains
+ * into a size-capped serial.log), QMP kept connected for events (a full host disk pauses the VM), no
+ * NIC (isolated).
  */
 import { connect as netConnect } from "node:net";
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
 import { findQemu, tscKhz } from "../vmm/qemu/host.ts";
 import { existsSync } from "node:fs";
 import { writeFileAtomic } from "../util/fs.ts";
 import { dirname, join } from "node:path";
 import type { QemuSpec } from "../vmm/qemu/args.ts";
-import { QmpClient } from "../vmm/qemu/qmp.ts";
+import { QmpClient, type QmpEvent } from "../vmm/qemu/qmp.ts";
 import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
 import { BackendErrors } from "./errors.ts";
-import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "./types.ts";
+import type { Backend, RunningVm, VmEvent, VmExit, VmLaunchSpec } from "./types.ts";
 
 /**
  * TCG translation cache per VM, in MiB. An idle busybox guest uses ~46 MiB of it; 64 leaves room for
@@ -35,7 +37,9 @@ export function qemuSpecFor(spec: VmLaunchSpec, hostTscKhz: number | undefined):
     ...(hostTscKhz !== undefined ? { tscKhz: hostTscKhz } : {}),
     rootDisk: { path: spec.disk.path, format: spec.disk.format },
     channel: { socketPath: spec.channelSocketPath },
-    serial: { kind: "file", path: spec.serialLogPath },
+    // The console goes to QEMU's stdout, not a `file` chardev: a file chardev grows without bound
+    // (a guest can fill the host disk through its console); the supervisor writes serial.log capped.
+    serial: { kind: "stdio" },
     qmpSocketPath: spec.controlSocketPath,
   };
 }
@@ -43,10 +47,28 @@ export function qemuSpecFor(spec: VmLaunchSpec, hostTscKhz: number | undefined):
 class QemuVm implements RunningVm {
   readonly #handle: QemuHandle;
   readonly exited: Promise<VmExit>;
+  readonly serialOutput: Readable | undefined;
+  readonly qmpSocket: string;
+  /**
+   * One QMP connection for the VM's life: QEMU's monitor socket serves one client at a time, and
+   * events (BLOCK_IO_ERROR, RESUME) reach only a connected client. Reconnected when it drops.
+   */
+  #client: Promise<QmpClient> | undefined;
+  readonly #listeners = new Set<(e: VmEvent) => void>();
 
-  constructor(handle: QemuHandle) {
+  constructor(handle: QemuHandle, qmpSocket: string) {
     this.#handle = handle;
     this.exited = handle.exited;
+    this.serialOutput = handle.stdout ?? undefined;
+    this.qmpSocket = qmpSocket;
+    void this.exited.then(() => {
+      void this.#client?.then((c) => c.close(), () => {});
+    });
+  }
+
+  /** Connect the long-lived QMP client now, so events from the first moments are seen. */
+  watch(): Promise<void> {
+    return this.#qmpClient().then(() => undefined);
   }
 
   get pid(): number {
@@ -61,13 +83,60 @@ class QemuVm implements RunningVm {
     return this.#handle.stderrTail();
   }
 
+  #qmpClient(): Promise<QmpClient> {
+    const cached = this.#client;
+    if (cached) return cached;
+    const connecting = QmpClient.connect(this.qmpSocket, { timeoutMs: 5000 }).then((c) => {
+      c.onEvent((e) => this.#onQmpEvent(e));
+      return c;
+    });
+    this.#client = connecting;
+    connecting.catch(() => {
+      if (this.#client === connecting) this.#client = undefined;
+    });
+    return connecting;
+  }
+
   async #qmp<T>(fn: (c: QmpClient) => Promise<T>): Promise<T> {
-    const client = await QmpClient.connect(this.qmpSocket, { timeoutMs: 5000 });
-    try {
-      return await fn(client);
-    } finally {
-      client.close();
+    let client = await this.#qmpClient();
+    if (client.closed) {
+      this.#client = undefined;
+      client = await this.#qmpClient();
     }
+    return fn(client);
+  }
+
+  #onQmpEvent(e: QmpEvent): void {
+    let event: VmEvent | undefined;
+    if (e.event === "BLOCK_IO_ERROR") {
+      // data: {device, node-name, operation: "read"|"write", action: "stop"|"report"|"ignore", nospace?, reason}
+      const d = (e.data ?? {}) as Record<string, unknown>;
+      if (d.action !== "stop") return; // reported to the guest (or ignored): the VM keeps running
+      event = {
+        type: "io-error",
+        device: typeof d["node-name"] === "string" && d["node-name"] ? String(d["node-name"]) : String(d.device ?? ""),
+        operation: String(d.operation ?? ""),
+        nospace: d.nospace === true,
+        reason: String(d.reason ?? ""),
+      };
+    } else if (e.event === "RESUME") {
+      event = { type: "resumed" };
+    }
+    if (!event) return;
+    for (const l of this.#listeners) l(event);
+  }
+
+  onEvent(listener: (e: VmEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  runState(): Promise<{ status: string; running: boolean }> {
+    return this.#qmp((c) => c.queryStatus());
+  }
+
+  resume(): Promise<void> {
+    return this.#qmp((c) => c.cont());
   }
 
   /** ACPI power button (the fallback when the guest channel cannot deliver a shutdown). */
@@ -79,8 +148,6 @@ class QemuVm implements RunningVm {
   freeze(): Promise<void> {
     return this.#qmp((c) => c.stop());
   }
-
-  qmpSocket = "";
 
   terminate(opts: { graceMs?: number } = {}): Promise<VmExit> {
     const exit = this.#handle.exit();
@@ -125,10 +192,13 @@ export const linuxQemuBackend: Backend = {
         timeoutMs: 15_000,
         // The supervisor outlives nothing it launched: if it exits, the VM goes with it...
         killOnExit: true,
+        stdout: "pipe",
         ...(qemuPath ? { qemuPath } : {}),
       });
-      const vm = new QemuVm(handle);
-      vm.qmpSocket = spec.controlSocketPath;
+      const vm = new QemuVm(handle, spec.controlSocketPath);
+      // Without events a full host disk would pause the VM silently; failing to watch is not fatal
+      // (every later QMP call reconnects), but it is worth a second try before giving up.
+      await vm.watch().catch(() => vm.watch().catch(() => {}));
       return vm;
     },
   },

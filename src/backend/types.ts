@@ -4,7 +4,7 @@
  * exec and the console) and pause/snapshot are separate capabilities, absent when unsupported, so
  * `host` and the CLI can say "unsupported" instead of failing half-way.
  */
-import type { Duplex } from "node:stream";
+import type { Duplex, Readable } from "node:stream";
 import type { BackendName } from "../contract/backend.ts";
 
 export type Accel = "kvm" | "tcg";
@@ -19,7 +19,10 @@ export interface VmLaunchSpec {
   memoryMib: number;
   cpus: number;
   accel: Accel;
-  /** The guest's serial console is written here (what `microagent logs` shows). */
+  /**
+   * Where the guest's serial console ends up (what `microagent logs` shows). The VMM does not write it:
+   * it hands the bytes to `RunningVm.serialOutput`, and the supervisor writes this file, size-capped.
+   */
   serialLogPath: string;
   /** Unix socket the VMM listens on for the guest channel (virtio-serial port `microagent`). */
   channelSocketPath: string;
@@ -35,6 +38,13 @@ export interface VmExit {
   signal: NodeJS.Signals | null;
 }
 
+/** Something the VMM reported about the VM while it runs. */
+export type VmEvent =
+  /** A disk write or read failed and the VMM paused the VM (QEMU's `werror=enospc` default on ENOSPC). */
+  | { type: "io-error"; device: string; operation: string; nospace: boolean; reason: string }
+  /** The vCPUs run again (after `resume`, or a `cont` from elsewhere). */
+  | { type: "resumed" };
+
 /** A launched VM. */
 export interface RunningVm {
   readonly pid: number;
@@ -48,6 +58,17 @@ export interface RunningVm {
   requestPowerdown(): Promise<void>;
   /** Stop the guest's vCPUs (memory and disk stay); optional. */
   freeze?(): Promise<void>;
+  /**
+   * The guest's serial console bytes. The caller must keep reading it: a VMM whose console pipe is
+   * full stalls the guest.
+   */
+  readonly serialOutput?: Readable;
+  /** Subscribe to VMM events (I/O errors that paused the VM, resumes); returns an unsubscribe function. */
+  onEvent?(listener: (e: VmEvent) => void): () => void;
+  /** The VMM's view of the run state: `{status: "running" | "paused" | "io-error" | ..., running}`. */
+  runState?(): Promise<{ status: string; running: boolean }>;
+  /** Resume vCPUs paused by an I/O error or `freeze` (QMP `cont`). */
+  resume?(): Promise<void>;
   /** SIGTERM the VMM's process group, then SIGKILL after `graceMs`; resolves with the exit. */
   terminate(opts?: { graceMs?: number }): Promise<VmExit>;
   /** SIGKILL the VMM's process group at once. */

@@ -5,6 +5,7 @@
  * need no TTY.
  */
 import { CommonErrors, isMicroagentError, toMicroagentError, type ErrorObject, type MicroagentError } from "../contract/errors.ts";
+import { sanitizeTerminalText } from "../util/terminal.ts";
 import type { GlobalOptions } from "./globals.ts";
 
 export const EXIT_OK = 0;
@@ -89,10 +90,15 @@ export function emitError(thrown: unknown, globals: Pick<GlobalOptions, "format"
   return exitCodeFor(error);
 }
 
+/**
+ * An error for a terminal. Messages quote guest output (the serial tail of VM_DIED, BOOT_FAILED,
+ * SHUTDOWN_TIMEOUT), so message and remediation are sanitized: a guest's escape sequences must not
+ * reach the host user's terminal. JSON errors stay exact.
+ */
 export function formatErrorText(error: ErrorObject, color: boolean): string {
   const red = (s: string) => (color ? `\u001b[31m${s}\u001b[0m` : s);
-  const lines = [`${red("error:")} ${error.message}`];
-  if (error.remediation) lines.push(`  fix: ${error.remediation}`);
+  const lines = [`${red("error:")} ${sanitizeTerminalText(error.message)}`];
+  if (error.remediation) lines.push(`  fix: ${sanitizeTerminalText(error.remediation)}`);
   if (error.kind === "permanent" && error.code === "INTERNAL") lines.push(`  correlation id: ${error.correlation_id}`);
   return `${lines.join("\n")}\n`;
 }

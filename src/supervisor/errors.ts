@@ -43,6 +43,10 @@ export const SupervisorErrors = defineErrors({
     retryable: true,
     remediation: "The guest did not power off in time; run `microagent kill <name>` to terminate it.",
   },
+  HALT_NOT_CLEAN: {
+    kind: "conflict",
+    remediation: "The VM ended (for example a concurrent `microagent kill`) before the guest flushed its disks and powered off: check the workspace's files before relying on its disk, then `microagent start <name>` and halt it again.",
+  },
   WAIT_TIMEOUT: {
     kind: "transient",
     retryable: true,

@@ -16,13 +16,13 @@ import { pathsForDir, type WorkspacePaths } from "../workspace/paths.ts";
 import { processStartTime } from "../util/process.ts";
 import { clearRuntime, writeRuntime, type RuntimeRecord } from "../workspace/runtime.ts";
 import { writeResult } from "../workspace/result.ts";
-import { readTail } from "../workspace/serial.ts";
 import { readState, transition, STARTABLE_STATES } from "../workspace/state.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 import { chooseAccel } from "./accel.ts";
 import { connectChannelLink } from "./channel-link.ts";
 import type { WorkloadResult } from "./protocol.ts";
 import { startControlServer } from "./server.ts";
+import { SerialLog, DEFAULT_SERIAL_LOG_MAX_BYTES } from "./serial-log.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -76,6 +76,11 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
     lingerMs: 3_000,
     shell: manifest.boot.shell[0] ?? "/bin/sh",
+    // A VM paused on a full host disk is resumed once this much is free (tests use small values).
+    ioPause: {
+      ...(Number(env.MICROAGENT_DISK_RESUME_FREE_BYTES) > 0 ? { resumeFreeBytes: Number(env.MICROAGENT_DISK_RESUME_FREE_BYTES) } : {}),
+      ...(Number(env.MICROAGENT_DISK_FULL_POLL_MS) > 0 ? { pollMs: Number(env.MICROAGENT_DISK_FULL_POLL_MS) } : {}),
+    },
   };
 
   const runtime: RuntimeRecord = {
@@ -89,6 +94,20 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     startedAt: new Date().toISOString(),
   };
 
+  // serial.log for this boot: capped (MICROAGENT_SERIAL_LOG_MAX_BYTES, default 8 MiB) with one rotated
+  // predecessor, written from the VMM's console pipe; its in-memory tail feeds every death message.
+  const serialLog = await SerialLog.create(paths.serialLog, {
+    maxBytes: Number(env.MICROAGENT_SERIAL_LOG_MAX_BYTES) || DEFAULT_SERIAL_LOG_MAX_BYTES,
+    onError: (e) => log(`writing serial.log failed (console output is dropped until it works again): ${e.message}`),
+  });
+
+  // Settles once the console pipe has delivered its last byte (QEMU's exit can be seen a moment earlier).
+  let serialDrained: Promise<void> | undefined;
+  const serialTail = async (): Promise<string> => {
+    if (serialDrained && supervisor.vm?.exitStatus()) await Promise.race([serialDrained, new Promise((r) => setTimeout(r, 250))]);
+    return cutToLine(serialLog.tail().slice(-2048)).split("\n").slice(-20).join("\n");
+  };
+
   const supervisor = new Supervisor(config, {
     backend: backend === linuxQemuBackend ? linuxQemuBackend : backend,
     connectLink: (stream, timeoutMs) => connectChannelLink(stream, { timeoutMs }),
@@ -96,11 +115,16 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
       await transition(paths, to, { detail, identity });
     },
     vmLaunched: async (vm) => {
+      const out = vm.serialOutput;
+      if (out) {
+        out.on("data", (chunk: Buffer) => serialLog.write(chunk));
+        serialDrained = new Promise((r) => out.once("close", () => r()));
+      }
       const start = processStartTime(vm.pid);
       await writeRuntime(paths, { ...runtime, vmmPid: vm.pid, ...(start !== undefined ? { vmmStartTime: start } : {}), bootId: supervisor.bootId });
     },
     writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
-    serialTail: async () => (await readTail(paths.serialLog, 2048)).split("\n").slice(-20).join("\n"),
+    serialTail,
     freeze: async (vm) => {
       if (!vm.freeze) throw new Error("this backend cannot freeze a VM");
       await vm.freeze();
@@ -128,6 +152,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   await supervisor.boot();
   const final = await supervisor.done;
   log(`final state ${final}`);
+  await serialLog.close();
   // No VM any more: drop the runtime record at once (delete and start look at it); a late `attach`
   // finds the control socket by its fixed path.
   await clearRuntime(paths);
@@ -142,6 +167,12 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   return final;
 }
 
+/** Drop a partial first line (the cut of a tail). */
+function cutToLine(text: string): string {
+  const nl = text.indexOf("\n");
+  return nl >= 0 && nl < text.length - 1 ? text.slice(nl + 1) : text;
+}
+
 const entry = process.argv[1] ?? "";
 if (entry.endsWith("/supervisor/main.ts") || entry.endsWith("/supervisor/main.js")) {
   const dir = process.argv[2];
@@ -149,6 +180,10 @@ if (entry.endsWith("/supervisor/main.ts") || entry.endsWith("/supervisor/main.js
     process.stderr.write("usage: supervisor <workspace dir>\n");
     process.exit(2);
   }
+  // stdout/stderr are supervisor.log: on a full disk a log write fails, and an unhandled stream error
+  // would kill the supervisor (and its VM) exactly when it has to report DISK_FULL. Lose the line instead.
+  process.stdout.on("error", () => {});
+  process.stderr.on("error", () => {});
   runSupervisor(dir).then(
     () => process.exit(0),
     (e: unknown) => {

@@ -11,11 +11,12 @@
  */
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
-import { isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
+import { CommonErrors, isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
+import { IoPauseWatch } from "./io-pause.ts";
 import type { ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
 import type { ConsoleSession, ControlHandlers, OutputStream } from "./server.ts";
 
@@ -33,6 +34,8 @@ export interface ResolvedSupervisorConfig {
   lingerMs: number;
   /** Guest shell, used by the shellReady probe. */
   shell: string;
+  /** A VM paused on a full host disk resumes once this many bytes are free (checked every `pollMs`). */
+  ioPause?: { resumeFreeBytes?: number; pollMs?: number; freeBytes?: (path: string) => Promise<number> };
 }
 
 export interface SupervisorDeps {
@@ -67,6 +70,8 @@ export class Supervisor implements ControlHandlers {
   workload: WorkloadResult | undefined;
   #intent: StopIntent | undefined;
   #finalState: WorkspaceState | undefined;
+  #finalDetail = "";
+  #ioPause: IoPauseWatch | undefined;
   #bootError: MicroagentError | undefined;
   #ready: Promise<void>;
   #readyResolve!: () => void;
@@ -114,6 +119,7 @@ export class Supervisor implements ControlHandlers {
     try {
       const vm = await this.deps.backend.lifecycle.launch(this.config.launch);
       this.vm = vm;
+      this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: this.config.launch.disk.path, ...this.config.ioPause, log: this.deps.log });
       void vm.exited.then((exit) => this.#onVmExit(exit));
       await this.deps.vmLaunched(vm);
       const channel = this.deps.backend.channel;
@@ -122,11 +128,11 @@ export class Supervisor implements ControlHandlers {
       const remaining = () => Math.max(1, deadline - Date.now());
       // The boot bound is this #bounded; the link's own hello timeout is only a backstop, set past it so
       // that one message ("timed out after N ms waiting for ...") reports an overrun boot.
-      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello"));
+      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello", this.config.bootTimeoutMs));
       this.link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
-      await this.#guard(this.#bounded(link.sendBootConfig(this.config.bootConfig), remaining(), "the guest to accept its boot config"));
+      await this.#guard(this.#bounded(link.sendBootConfig(this.config.bootConfig), remaining(), "the guest to accept its boot config", this.config.bootTimeoutMs));
       this.bootMs = Date.now() - started;
       if (this.#intent) return; // stopped or killed while booting
       this.phase = "running";
@@ -149,7 +155,7 @@ export class Supervisor implements ControlHandlers {
     const tail = await this.deps.serialTail().catch(() => "");
     const cause = isMicroagentError(e) ? e : toMicroagentError(e);
     const err =
-      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED"
+      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL"
         ? cause
         : SupervisorErrors.BOOT_FAILED({
             message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
@@ -179,16 +185,16 @@ export class Supervisor implements ControlHandlers {
       }
       throw e;
     });
-    return Promise.race([translated, this.#vmDeath]);
+    const guarded = Promise.race([translated, this.#vmDeath]);
+    // A VM paused on a full host disk answers nothing: fail at once with DISK_FULL instead.
+    return this.#ioPause ? this.#ioPause.race(guarded) : guarded;
   }
 
-  #bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  /** `p`, or a timeout after `ms`; the message names `boundMs` (the whole bound a boot step is part of). */
+  #bounded<T>(p: Promise<T>, ms: number, what: string, boundMs = ms): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_r, rej) => {
-      timer = setTimeout(
-        () => rej(new Error(`timed out after ${this.config.bootTimeoutMs} ms waiting for ${what}`)),
-        ms,
-      );
+      timer = setTimeout(() => rej(new Error(`timed out after ${boundMs} ms waiting for ${what}`)), ms);
     });
     return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
@@ -197,11 +203,18 @@ export class Supervisor implements ControlHandlers {
     const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
     const tail = await this.deps.serialTail().catch(() => "");
     const stderr = this.vm?.stderrTail() ?? "";
+    const requested = this.#intent === "halt" || this.#intent === "halt-timeout" || this.#intent === "stop" || this.#intent === "kill";
     this.#vmDeathReject(
-      SupervisorErrors.VM_DIED({
-        message: `the VM of workspace ${this.config.workspace} exited (${how})${tail ? `; serial log tail:\n${tail.trimEnd()}` : ""}${stderr ? `\nQEMU error output:\n${stderr.trimEnd()}` : ""}`,
-        details: { exit, serialTail: tail, stderrTail: stderr },
-      }),
+      requested
+        ? // Requests in flight when someone halted/stopped/killed the workspace: not a crash.
+          SupervisorErrors.NOT_RUNNING({
+            message: `workspace ${this.config.workspace} was ${this.#intent === "kill" ? "killed" : this.#intent === "stop" ? "stopped" : "halted"} on request while this request was in flight`,
+            details: { exit, intent: this.#intent },
+          })
+        : SupervisorErrors.VM_DIED({
+            message: `the VM of workspace ${this.config.workspace} exited (${how})${tail ? `; serial log tail:\n${tail.trimEnd()}` : ""}${stderr ? `\nQEMU error output:\n${stderr.trimEnd()}` : ""}`,
+            details: { exit, serialTail: tail, stderrTail: stderr },
+          }),
     );
     this.link?.close();
     for (const c of this.#consoles) c.close();
@@ -237,6 +250,7 @@ export class Supervisor implements ControlHandlers {
   async #finish(state: WorkspaceState, detail: string): Promise<void> {
     if (this.#finalState) return;
     this.#finalState = state;
+    this.#finalDetail = detail;
     this.phase = "exited";
     for (const c of this.#consoles) c.close();
     await this.deps.record(state, detail).catch((e) => this.deps.log(`recording ${state} failed: ${(e as Error).message}`));
@@ -313,6 +327,8 @@ export class Supervisor implements ControlHandlers {
       await wait;
     } catch (e) {
       if (this.#bootError) throw this.#bootError;
+      // Killed, halted or quarantined while booting: say so (a retry cannot help); only our own timer is a timeout.
+      if (isMicroagentError(e)) throw e;
       throw SupervisorErrors.WAIT_TIMEOUT({ message: (e as Error).message });
     }
     return this.status();
@@ -384,6 +400,13 @@ export class Supervisor implements ControlHandlers {
       ...(detail ? { detail } : {}),
       ...(error ? { error } : {}),
     });
+    const resultReady = this.workload ? probe(true, describeResult(this.workload)) : probe(false, "no workload result yet");
+    if (this.#ioPause?.paused) {
+      // Paused by the VMM on a failed disk write: nothing in the guest can answer; say why.
+      const why = this.#ioPause.error();
+      const paused = probe(false, undefined, `${why.code}: ${why.message}. ${why.remediation}`);
+      return { guestReady: paused, execReady: paused, shellReady: paused, resultReady };
+    }
     const guestReady = this.link && this.phase === "running" ? probe(true, `handshake at ${this.#guestReadyAt}`) : probe(false, `phase ${this.phase}`);
     let execReady = probe(false, "guest not running");
     let shellReady = probe(false, "guest not running");
@@ -404,19 +427,35 @@ export class Supervisor implements ControlHandlers {
         shellReady = probe(false, undefined, (e as Error).message);
       }
     }
-    const resultReady = this.workload ? probe(true, describeResult(this.workload)) : probe(false, "no workload result yet");
     return { guestReady, execReady, shellReady, resultReady };
   }
 
   async shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown> {
     const limit = timeoutMs ?? this.config.shutdownTimeoutMs;
-    if (this.#finalState) return { state: this.#finalState };
+    if (this.#finalState) {
+      // Ended just before this request (a kill or crash racing the halt): not a clean halt either.
+      if (mode === "halt" && this.#finalState !== "halted" && this.#intent !== "workload") throw this.#haltNotClean(this.#finalState);
+      return { state: this.#finalState };
+    }
     if (this.#intent === "workload") return { state: await this.#done };
     this.#intent = mode;
     const wasQuarantined = this.phase === "quarantined";
     this.phase = "stopping";
-    await this.deps.record("stopping", `${mode} requested`);
+    await this.deps.record("stopping", `${mode} requested`).catch((e) => this.deps.log(`recording stopping failed: ${(e as Error).message}`));
     this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
+    // A VM paused on a full disk cannot shut down: resume it if there is room again, else end it now
+    // (asking a frozen guest would only wait out the timeout).
+    if (this.#ioPause?.paused && !(await this.#ioPause.resumeIfSpace())) {
+      const why = this.#ioPause.error();
+      if (mode === "halt") this.#intent = "halt-timeout";
+      await this.vm?.terminate({ graceMs: 2000 }).catch(() => {});
+      if (mode === "stop") return { state: await this.#done };
+      await this.#finish("failed", `halt: the VM was paused on a full host disk and was terminated without a clean shutdown`);
+      throw CommonErrors.DISK_FULL({
+        message: `workspace ${this.config.workspace} could not be halted cleanly: ${why.message}; it was terminated and recorded failed (writes the guest had not flushed are lost)`,
+        remediation: why.remediation.replace(/: the VM resumes by itself.*$/, ", then `microagent start " + this.config.workspace + "`."),
+      });
+    }
     if (!this.vm || wasQuarantined || !this.link) {
       // No guest to ask (still booting, or severed): end the VMM. The disk is kept either way.
       await this.vm?.terminate({ graceMs: 2000 });
@@ -432,7 +471,18 @@ export class Supervisor implements ControlHandlers {
         });
       }
     }
-    return { state: await this.#done };
+    const state = await this.#done;
+    // Something else ended the VM before the guest flushed and powered off (a concurrent kill):
+    // that is not a clean halt, whatever state it left.
+    if (mode === "halt" && state !== "halted") throw this.#haltNotClean(state);
+    return { state };
+  }
+
+  #haltNotClean(state: WorkspaceState): MicroagentError {
+    return SupervisorErrors.HALT_NOT_CLEAN({
+      message: `workspace ${this.config.workspace} was not halted cleanly: it ended ${state} (${this.#finalDetail || "no detail"}) before the guest powered off; writes it had not flushed may be lost`,
+      details: { state, detail: this.#finalDetail },
+    });
   }
 
   async kill(): Promise<unknown> {

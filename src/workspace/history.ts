@@ -2,9 +2,8 @@
 import { readFile } from "node:fs/promises";
 import { openWorkspace, type WorkspaceAccessOptions } from "./access.ts";
 import { followEventsFile, readEventsFile, type WorkspaceEvent } from "./events.ts";
-import { isErrno } from "../util/fs.ts";
 import { reconcile } from "./reconcile.ts";
-import { followBytes } from "./serial.ts";
+import { followBytes, readRotatedLog, rotatedLogPath } from "./serial.ts";
 import type { WorkspaceState } from "./events.ts";
 
 export interface FollowWorkspaceOptions extends WorkspaceAccessOptions {
@@ -42,16 +41,16 @@ export async function* followEvents(name: string, options: FollowWorkspaceOption
   }
 }
 
-/** The serial console log so far ("" when the workspace never booted). */
+/** The serial console log so far ("" when the workspace never booted), rotated part included. */
 export async function readLogs(name: string, options: WorkspaceAccessOptions = {}): Promise<string> {
+  return (await readLogBytes(name, options)).toString("utf8");
+}
+
+/** The serial console log so far as the guest wrote it (serial.log.1, then serial.log). */
+export async function readLogBytes(name: string, options: WorkspaceAccessOptions = {}): Promise<Buffer> {
   const paths = await openWorkspace(name, options);
   await reconcile(paths);
-  try {
-    return await readFile(paths.serialLog, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) return "";
-    throw e;
-  }
+  return readRotatedLog(paths.serialLog);
 }
 
 /** States in which the serial log may still grow. */
@@ -63,7 +62,11 @@ const GROWING: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "st
  */
 export async function* followLogs(name: string, options: FollowWorkspaceOptions = {}): AsyncGenerator<Buffer> {
   const paths = await openWorkspace(name, options);
+  // What was rotated away before we started, then the current file as it grows (and rotates).
+  const earlier = await readFile(rotatedLogPath(paths.serialLog)).catch(() => Buffer.alloc(0));
+  if (earlier.length > 0) yield earlier;
   yield* followBytes(paths.serialLog, {
+    rotatedPath: rotatedLogPath(paths.serialLog),
     ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     shouldStop: async () => {

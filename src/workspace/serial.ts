@@ -1,7 +1,26 @@
 /** Reading the serial console log: whole, a bounded tail, or followed as it grows. */
-import { open, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isErrno } from "../util/fs.ts";
+import { sanitizeTerminalText } from "../util/terminal.ts";
+
+/** Where the supervisor moves a full serial.log (one predecessor is kept; see src/supervisor/serial-log.ts). */
+export function rotatedLogPath(path: string): string {
+  return `${path}.1`;
+}
+
+/** The whole available log: the rotated part, then the current file (empty when neither exists). */
+export async function readRotatedLog(path: string): Promise<Buffer> {
+  const read = (p: string) =>
+    readFile(p).catch((e: unknown) => {
+      if (isErrno(e, "ENOENT")) return Buffer.alloc(0);
+      throw e;
+    });
+  // Current first: a rotation between the two reads then loses nothing (at worst repeats a part).
+  const current = await read(path);
+  const rotated = await read(rotatedLogPath(path));
+  return Buffer.concat([rotated, current]);
+}
 
 /** The last `maxBytes` of a file as text ("" when missing), cut at a line start when possible. */
 export async function readTail(path: string, maxBytes = 4096): Promise<string> {
@@ -28,10 +47,12 @@ export async function readTail(path: string, maxBytes = 4096): Promise<string> {
   }
 }
 
-/** The last non-empty lines of a text, control characters (ANSI, CR) stripped, for one-line details. */
+/**
+ * The last non-empty lines of a text, for one-line details: escape sequences removed and other control
+ * characters replaced (the text is the guest's, and details are printed on terminals).
+ */
 export function lastLines(text: string, count: number): string[] {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
+  const clean = sanitizeTerminalText(text.replace(/\r/g, ""));
   return clean
     .split("\n")
     .map((l) => l.trimEnd())
@@ -46,20 +67,35 @@ export interface FollowBytesOptions {
   /** Checked after each poll that found nothing new: return true to stop. */
   shouldStop?: () => Promise<boolean>;
   signal?: AbortSignal;
+  /**
+   * Where the writer moves the file when it rotates it. When the followed file is replaced and this
+   * path now holds it (same inode), its unread end is yielded before the new file.
+   */
+  rotatedPath?: string;
 }
 
 /** Yield the file's content then every appended chunk, until `shouldStop` says so or `signal` aborts. */
 export async function* followBytes(path: string, options: FollowBytesOptions = {}): AsyncGenerator<Buffer> {
   const pollMs = options.pollMs ?? 100;
   let offset = options.fromOffset ?? 0;
+  let ino: number | undefined;
   for (;;) {
     if (options.signal?.aborted) return;
     let size = 0;
+    let nowIno: number | undefined;
     try {
-      size = (await stat(path)).size;
+      const st = await stat(path);
+      size = st.size;
+      nowIno = st.ino;
     } catch (e) {
       if (!isErrno(e, "ENOENT")) throw e;
     }
+    if (ino !== undefined && nowIno !== undefined && nowIno !== ino) {
+      // Replaced: rotated (finish the old file from its new name) or rewritten by a new boot.
+      if (options.rotatedPath) yield* readRest(options.rotatedPath, ino, offset);
+      offset = 0;
+    }
+    if (nowIno !== undefined) ino = nowIno;
     if (size < offset) offset = 0; // truncated: a new boot rewrote the log
     if (size > offset) {
       const fh = await open(path, "r");
@@ -84,5 +120,24 @@ export async function* followBytes(path: string, options: FollowBytesOptions = {
     } catch {
       return;
     }
+  }
+}
+
+/** The bytes of `path` from `offset` on, if `path` is still the file with inode `ino`. */
+async function* readRest(path: string, ino: number, offset: number): AsyncGenerator<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, "r");
+  } catch {
+    return;
+  }
+  try {
+    const st = await fh.stat();
+    if (st.ino !== ino || st.size <= offset) return;
+    const buf = Buffer.alloc(st.size - offset);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+    if (bytesRead > 0) yield buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
   }
 }

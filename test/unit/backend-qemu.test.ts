@@ -27,7 +27,9 @@ test("backend: the linux-qemu command line is a pure function of the launch spec
   assert.match(joined, /file=\/ws\/disk\.qcow2,format=qcow2/);
   assert.match(joined, /virtserialport,bus=vser0\.0,chardev=channel0,name=microagent/);
   assert.match(joined, /socket,id=channel0,path=\/run\/x\/channel\.sock,server=on,wait=off/);
-  assert.match(joined, /file,id=serial0,path=\/ws\/serial\.log/);
+  // The console is QEMU's stdout (the supervisor writes serial.log, capped), never a file chardev.
+  assert.match(joined, /-serial stdio/);
+  assert.doesNotMatch(joined, /file,id=serial0|serial\.log/);
   assert.match(joined, /-mon chardev=qmp0,mode=control/);
   assert.match(joined, /tsc_early_khz=2400000/);
   // Isolated: no NIC of any kind.

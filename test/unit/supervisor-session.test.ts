@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { Supervisor, type ResolvedSupervisorConfig, type SupervisorDeps } from "../../src/supervisor/session.ts";
 import type { GuestLink } from "../../src/supervisor/guest-link.ts";
-import type { Backend, RunningVm, VmExit } from "../../src/backend/types.ts";
+import type { Backend, RunningVm, VmEvent, VmExit } from "../../src/backend/types.ts";
 import type { WorkloadResult } from "../../src/supervisor/protocol.ts";
 
 /** A fake VM: exits when powered off, killed or crashed. */
@@ -202,4 +202,115 @@ test("supervisor: readiness probes come from real round trips", async () => {
   assert.equal(r.execReady.ready, true);
   assert.equal(r.shellReady.ready, true);
   assert.equal(r.resultReady.ready, false);
+});
+
+test("supervisor: a halt that a concurrent kill ends is not reported clean (HALT_NOT_CLEAN), in either order", async () => {
+  {
+    // kill lands after the halt was accepted (the guest has not powered off yet)
+    const { sup, states } = setup({ ignoreShutdown: true });
+    await sup.boot();
+    const halting = sup.shutdown("halt", 5000);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(await sup.kill(), { state: "stopped" });
+    await assert.rejects(halting, (e: Error & { code?: string }) => {
+      assert.equal(e.code, "HALT_NOT_CLEAN");
+      assert.match(e.message, /ended stopped \(killed \(VM killed by SIGKILL\)\)/);
+      return true;
+    });
+    assert.equal(states.at(-1), "stopped: killed (VM killed by SIGKILL)");
+  }
+  {
+    // kill first, halt a moment later (the supervisor still answers)
+    const { sup } = setup();
+    await sup.boot();
+    await sup.kill();
+    await assert.rejects(sup.shutdown("halt", 5000), (e: Error & { code?: string }) => e.code === "HALT_NOT_CLEAN");
+  }
+});
+
+test("supervisor: an exec in flight when the workspace is halted on request fails with NOT_RUNNING, not VM_DIED", async () => {
+  const { sup } = setup();
+  await sup.boot();
+  const inflight = sup.exec({ argv: ["hang"] }, undefined, signal);
+  assert.deepEqual(await sup.shutdown("halt", 1000), { state: "halted" });
+  await assert.rejects(inflight, (e: Error & { code?: string }) => e.code === "NOT_RUNNING" && /halted on request/.test(e.message));
+});
+
+test("supervisor: a boot bound names the real bound in its message", async () => {
+  const { sup, link } = setup();
+  (sup.config as { bootTimeoutMs: number }).bootTimeoutMs = 150;
+  link.sendBootConfig = () => new Promise(() => {});
+  await sup.boot();
+  await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "BOOT_FAILED" && /timed out after 150 ms waiting for the guest to accept its boot config/.test(e.message));
+  assert.equal(await sup.done, "failed");
+  // and a wait_ready bound names its own
+  const other = setup();
+  other.link.sendBootConfig = () => new Promise(() => {});
+  void other.sup.boot();
+  await assert.rejects(other.sup.waitReady(120), (e: Error & { code?: string }) => e.code === "WAIT_TIMEOUT" && /timed out after 120 ms/.test(e.message));
+  await other.sup.kill();
+});
+
+test("supervisor: a VM paused on a full host disk fails requests with DISK_FULL at once, resumes when space is back, and halts without waiting", async () => {
+  const { sup, vm } = setup({ ignoreShutdown: true });
+  let free = 0;
+  const listeners = new Set<(e: VmEvent) => void>();
+  let resumed = 0;
+  Object.assign(vm, {
+    onEvent: (l: (e: VmEvent) => void) => (listeners.add(l), () => listeners.delete(l)),
+    resume: async () => {
+      resumed++;
+      for (const l of listeners) l({ type: "resumed" });
+    },
+  });
+  (sup.config as { ioPause?: unknown }).ioPause = { resumeFreeBytes: 1000, pollMs: 20, freeBytes: async () => free };
+  await sup.boot();
+  const pause = () => {
+    for (const l of listeners) l({ type: "io-error", device: "disk0", operation: "write", nospace: true, reason: "No space left on device" });
+  };
+  const inflight = sup.exec({ argv: ["hang"] }, undefined, signal);
+  pause();
+  await assert.rejects(inflight, (e: Error & { code?: string }) => e.code === "DISK_FULL" && /host disk is full/.test(e.message));
+  const started = Date.now();
+  await assert.rejects(sup.exec({ argv: ["true"] }, undefined, signal), (e: Error & { code?: string; remediation?: string }) => e.code === "DISK_FULL" && /Free disk space/.test(e.remediation ?? ""));
+  assert.ok(Date.now() - started < 100, "failed fast");
+  const r = await sup.readiness(100);
+  assert.equal(r.execReady.ready, false);
+  assert.match(r.execReady.error ?? "", /^DISK_FULL: .*free/i);
+  // space comes back: the periodic check resumes the VM and exec works again
+  free = 5000;
+  for (let i = 0; i < 50 && resumed === 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(resumed, 1);
+  assert.equal((await sup.exec({ argv: ["true"] }, undefined, signal)).status, "exited");
+  // paused again with no space: halt ends it at once instead of waiting out its timeout
+  free = 0;
+  pause();
+  const haltStarted = Date.now();
+  await assert.rejects(sup.shutdown("halt", 10_000), (e: Error & { code?: string }) => e.code === "DISK_FULL" && /could not be halted cleanly/.test(e.message));
+  assert.ok(Date.now() - haltStarted < 2000, `halt took ${Date.now() - haltStarted} ms`);
+  assert.equal(await sup.done, "failed");
+});
+
+test("supervisor: a boot ended by a kill answers wait_ready with NOT_RUNNING (not a retryable WAIT_TIMEOUT)", async () => {
+  const { sup, link } = setup();
+  link.sendBootConfig = () => new Promise(() => {});
+  void sup.boot();
+  const waiting = sup.waitReady(5000);
+  await new Promise((r) => setTimeout(r, 20));
+  await sup.kill();
+  await assert.rejects(waiting, (e: Error & { code?: string; retryable?: boolean }) => e.code === "NOT_RUNNING" && e.retryable === false && /killed while booting/.test(e.message));
+});
+
+test("supervisor: a VM paused on a full disk while booting fails the start at once with DISK_FULL, recorded failed", async () => {
+  const { sup, vm, link, states } = setup();
+  const listeners = new Set<(e: VmEvent) => void>();
+  Object.assign(vm, { onEvent: (l: (e: VmEvent) => void) => (listeners.add(l), () => listeners.delete(l)) });
+  link.sendBootConfig = () => new Promise(() => {});
+  const booting = sup.boot();
+  await new Promise((r) => setTimeout(r, 20));
+  for (const l of listeners) l({ type: "io-error", device: "disk0", operation: "write", nospace: true, reason: "No space left on device" });
+  await booting;
+  await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "DISK_FULL");
+  assert.equal(await sup.done, "failed");
+  assert.match(states.at(-1) as string, /^failed: workspace ws is paused: the host disk is full/);
 });

@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { action } from "../action.ts";
 import { readinessForRuntime } from "../../api/lifecycle.ts";
 import { workspaceStatus, type WorkspaceStatus } from "../../workspace/status.ts";
+import { sanitizeTerminalText } from "../../util/terminal.ts";
 
 export function statusCommand(): Command {
   return new Command("status")
@@ -16,6 +17,7 @@ export function statusCommand(): Command {
     );
 }
 
+/** The text rendering; sanitized as a whole, since details and probe errors may quote guest output. */
 export function statusText(s: WorkspaceStatus): string {
   const w = s.workspace;
   const lines = [
@@ -38,5 +40,5 @@ export function statusText(s: WorkspaceStatus): string {
     const r = s.result;
     lines.push(`  result:       ${r.status}${r.exitCode !== null ? ` code ${r.exitCode}` : ""}${r.signal ? ` signal ${r.signal}` : ""}${r.error ? ` (${r.error})` : ""} at ${r.completedAt}`);
   }
-  return lines.join("\n");
+  return sanitizeTerminalText(lines.join("\n"));
 }

@@ -225,6 +225,11 @@ export class QmpClient {
     this.#socket.destroy();
   }
 
+  /** True once the connection is gone (every later `execute` fails with QMP_CLOSED). */
+  get closed(): boolean {
+    return this.#closedError !== undefined;
+  }
+
   #onData(chunk: Buffer): void {
     let start = 0;
     for (;;) {
