@@ -30,6 +30,8 @@ const CASES: ReadonlyArray<readonly [string[], string]> = [
   [["start", "w", "--timeout", "-1s"], "-1s"],
   [["start", "w", "--timeout", "soon"], "soon"],
   [["start", "w", "--wait-timeout", "2x"], "2x"],
+  [["halt", "w", "--timeout", "5x"], "5x"],
+  [["stop", "w", "--timeout", "-2s"], "-2s"],
   [["wait", "w", "--timeout", "forever"], "forever"],
   [["wait", "w", "--timeout", "1e3"], "1e3"],
   [["image", "pull", "x", "--concurrency", "1e1"], "1e1"],
