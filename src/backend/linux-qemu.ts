@@ -1,8 +1,10 @@
 /**
  * The linux-qemu backend: QEMU's microvm machine (virtio-mmio via ACPI), KVM when the host probe
- * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay, guest channel =
- * virtio-serial port over a unix socket, serial console = a file, no NIC (isolated).
+ * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay (qemu-img.ts), guest
+ * channel = virtio-serial port over a unix socket, serial console = a file, NIC only when the launch
+ * spec attaches one (`-netdev stream` to the supervisor's socket), pause = QMP stop/cont.
  */
+import { createHash } from "node:crypto";
 import { connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
 import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
@@ -14,6 +16,7 @@ import type { QemuSpec } from "../vmm/qemu/args.ts";
 import { QmpClient } from "../vmm/qemu/qmp.ts";
 import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
 import { BackendErrors } from "./errors.ts";
+import { createQcow2Overlay } from "./qemu-img.ts";
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "./types.ts";
 
 /**
@@ -37,7 +40,27 @@ export function qemuSpecFor(spec: VmLaunchSpec, hostTscKhz: number | undefined):
     channel: { socketPath: spec.channelSocketPath },
     serial: { kind: "file", path: spec.serialLogPath },
     qmpSocketPath: spec.controlSocketPath,
+    ...(spec.network ? { network: { kind: "stream", socketPath: spec.network.socketPath, mac: spec.network.mac ?? macFor(spec.workspace) } } : {}),
   };
+}
+
+/**
+ * A stable MAC per workspace: QEMU's 52:54:00 prefix (locally administered, unicast) plus three bytes
+ * of the name's sha256, so a guest keeps its address (and DHCP lease) across boots.
+ */
+export function macFor(workspace: string): string {
+  const h = createHash("sha256").update(workspace).digest();
+  return ["52", "54", "00", ...[...h.subarray(0, 3)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+/** QMP on the VM's control socket, one connection per request. */
+async function withQmp<T>(spec: VmLaunchSpec, fn: (c: QmpClient) => Promise<T>): Promise<T> {
+  const client = await QmpClient.connect(spec.controlSocketPath, { timeoutMs: 5000 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
 }
 
 class QemuVm implements RunningVm {
@@ -73,11 +96,6 @@ class QemuVm implements RunningVm {
   /** ACPI power button (the fallback when the guest channel cannot deliver a shutdown). */
   requestPowerdown(): Promise<void> {
     return this.#qmp((c) => c.systemPowerdown());
-  }
-
-  /** Stop the vCPUs (quarantine keeps the VM frozen as evidence). */
-  freeze(): Promise<void> {
-    return this.#qmp((c) => c.stop());
   }
 
   qmpSocket = "";
@@ -117,7 +135,6 @@ function shellQuote(s: string): string {
 
 export const linuxQemuBackend: Backend = {
   name: "linux-qemu",
-  capabilities: { lifecycle: true, channel: true, console: true, exec: true, pause: false, snapshot: false },
   lifecycle: {
     async launch(spec: VmLaunchSpec): Promise<RunningVm> {
       const qemuPath = await deathBoundQemu(spec);
@@ -133,6 +150,7 @@ export const linuxQemuBackend: Backend = {
     },
   },
   channel: {
+    transport: "virtio-serial",
     openChannel(_vm: RunningVm, spec: VmLaunchSpec): Promise<Duplex> {
       return new Promise((resolve, reject) => {
         const s = netConnect(spec.channelSocketPath);
@@ -145,5 +163,19 @@ export const linuxQemuBackend: Backend = {
         );
       });
     },
+  },
+  disk: {
+    // A qcow2 overlay over the shared base: a few hundred KiB per workspace instead of a copy.
+    formats: ["qcow2"],
+    async createDisk(req) {
+      await createQcow2Overlay(req.base, req.baseFormat, req.path, req.sizeMib);
+      return { path: req.path, format: "qcow2" };
+    },
+  },
+  network: { attachments: ["stream"] },
+  pause: {
+    // Quarantine pauses the VM as evidence; memory, devices and disk stay as they are.
+    pause: (_vm, spec) => withQmp(spec, (c) => c.stop()),
+    resume: (_vm, spec) => withQmp(spec, (c) => c.cont()),
   },
 };

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { qemuSpecFor, linuxQemuBackend } from "../../src/backend/linux-qemu.ts";
-import { getBackend } from "../../src/backend/index.ts";
+import { getBackend, capabilitiesOf } from "../../src/backend/index.ts";
 import { buildQemuArgs } from "../../src/vmm/qemu/args.ts";
 import type { VmLaunchSpec } from "../../src/backend/types.ts";
 
@@ -39,9 +39,10 @@ test("backend: KVM gets no TSC override; capabilities say what is unsupported", 
   const argv = buildQemuArgs(qemuSpecFor({ ...spec, accel: "kvm" }, undefined)).join(" ");
   assert.match(argv, /-accel kvm -cpu host/);
   assert.doesNotMatch(argv, /tsc_early_khz/);
-  assert.equal(linuxQemuBackend.capabilities.pause, false);
-  assert.equal(linuxQemuBackend.capabilities.snapshot, false);
-  assert.equal(linuxQemuBackend.capabilities.exec, true);
+  const caps = capabilitiesOf(linuxQemuBackend);
+  assert.equal(caps.pause, true, "QMP stop/cont");
+  assert.equal(caps.snapshot, false);
+  assert.equal(caps.exec, true);
   assert.equal(getBackend(undefined), linuxQemuBackend);
   assert.throws(() => getBackend("linux-kvm"), (e: Error & { code?: string }) => e.code === "BACKEND_UNSUPPORTED");
 });

@@ -9,7 +9,7 @@ import { isMicroagentError } from "../../src/contract/errors.ts";
 import { createWorkspace, type CreateProviders } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { listWorkspaces, psWorkspaces } from "../../src/workspace/list.ts";
-import { overlayInfo } from "../../src/workspace/overlay.ts";
+import { qemuImgInfo as overlayInfo } from "../../src/backend/qemu-img.ts";
 import { workspacePaths, workspacesRoot } from "../../src/workspace/paths.ts";
 import { readEventsFile } from "../../src/workspace/events.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
