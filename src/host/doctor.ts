@@ -255,7 +255,7 @@ interface Probed {
 
 /** A ready capability whose detail says more than "ready". */
 function note(c: CapabilityReport, more: string): CapabilityReport {
-  return c.ready ? { ...c, detail: `ready; ${more}` } : c;
+  return c.ready ? { ...c, detail: more } : c;
 }
 
 async function probe(o: ResolvedDoctorOptions): Promise<Probed> {
