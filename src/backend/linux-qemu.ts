@@ -165,8 +165,9 @@ export const linuxQemuBackend: Backend = {
     },
   },
   disk: {
-    // A qcow2 overlay over the shared base: a few hundred KiB per workspace instead of a copy.
-    formats: ["qcow2"],
+    // QEMU boots either; it makes a qcow2 overlay over the shared base (a few hundred KiB per
+    // workspace instead of a copy).
+    formats: ["qcow2", "raw"],
     async createDisk(req) {
       await createQcow2Overlay(req.base, req.baseFormat, req.path, req.sizeMib);
       return { path: req.path, format: "qcow2" };

@@ -114,7 +114,7 @@ export interface CreatedDisk {
 
 /** Workspace disks in the formats this backend boots from. */
 export interface DiskCapability {
-  /** Formats the backend can boot from, the one `createDisk` makes first. */
+  /** Formats the backend can boot from; `createDisk` returns one of them. */
   readonly formats: readonly DiskFormat[];
   createDisk(request: DiskRequest): Promise<CreatedDisk>;
 }

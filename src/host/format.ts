@@ -100,7 +100,7 @@ function capLine(name: string, c: CapabilityReport): string {
   return `  ${name.padEnd(12)} ${state}${c.detail && c.detail !== "ready" ? ` (${c.detail})` : ""}`;
 }
 
-/** One backend's row, read off its capability objects: `linux-qemu  channel virtio-serial, disk qcow2, ...`. */
+/** One backend's row, read off its capability objects: `linux-qemu  channel virtio-serial, disk qcow2/raw, ...`. */
 function backendLine(b: BackendCapabilityRow): string {
   if (!b.implemented) return `  ${b.backend.padEnd(15)} not implemented in this build`;
   const parts = [

@@ -89,7 +89,7 @@ test("backend capabilities: linux-qemu reports what its objects implement", () =
     channel: "virtio-serial",
     exec: true,
     console: true,
-    diskFormats: ["qcow2"],
+    diskFormats: ["qcow2", "raw"],
     networkAttachments: ["stream"],
     isolated: true,
     pause: true,

@@ -38,7 +38,7 @@ test("host capabilities: hostReport and doctor report the injected backends, not
     assert.match(r.host.capabilities.pauseResume.detail, /linux-qemu does not support pause\/resume yet/);
     assert.deepEqual(r.backends.map((b) => [b.backend, b.implemented]), [["linux-kvm", false], ["linux-qemu", true], ["apple-vf", false], ["windows-hyperv", false]]);
     const text = formatHostText(r);
-    assert.match(text, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2; network isolated, stream socket; pause no; snapshot yes\n/);
+    assert.match(text, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2\/raw; network isolated, stream socket; pause no; snapshot yes\n/);
 
     // The real registry: linux-qemu pauses (QMP stop/cont), nothing snapshots; asking about an
     // unimplemented backend reports every capability as not implemented.
