@@ -9,6 +9,14 @@ export const BackendErrors = defineErrors({
     kind: "unsupported",
     remediation: "Use `--backend linux-qemu` (the backend this build implements), or run `microagent doctor` to see what this host supports.",
   },
+  BACKEND_ALREADY_REGISTERED: {
+    kind: "conflict",
+    remediation: "Register each backend once: a backend name maps to one implementation (see src/backend/registry.ts).",
+  },
+  DISK_CREATE_FAILED: {
+    kind: "permanent",
+    remediation: "Read the disk tool's error above (qemu-img for linux-qemu); check that the base rootfs exists and the state dir is writable, then create the workspace again.",
+  },
   CAPABILITY_UNSUPPORTED: {
     kind: "unsupported",
     remediation: "This backend does not implement that operation yet; see docs/backends.md for what each backend supports.",

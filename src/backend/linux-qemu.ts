@@ -1,10 +1,12 @@
 /**
  * The linux-qemu backend: QEMU's microvm machine (virtio-mmio via ACPI), KVM when the host probe
- * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay, guest channel =
- * virtio-serial port over a unix socket, serial console = QEMU's stdout (a pipe the supervisor drains
- * into a size-capped serial.log), QMP kept connected for events (a full host disk pauses the VM), no
- * NIC (isolated).
+ * says a guest can run there, else TCG. Disk = the workspace's qcow2 overlay (qemu-img.ts), guest
+ * channel = virtio-serial port over a unix socket, serial console = QEMU's stdout (a pipe the
+ * supervisor drains into a size-capped serial.log), QMP kept connected for events (a full host disk
+ * pauses the VM) and for pause = stop/cont, a NIC only when the launch spec attaches one
+ * (`-netdev stream` to the supervisor's socket).
  */
+import { createHash } from "node:crypto";
 import { connect as netConnect } from "node:net";
 import type { Duplex, Readable } from "node:stream";
 import { launchQemu, type QemuHandle } from "../vmm/qemu/launch.ts";
@@ -16,6 +18,7 @@ import type { QemuSpec } from "../vmm/qemu/args.ts";
 import { QmpClient, type QmpEvent } from "../vmm/qemu/qmp.ts";
 import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
 import { BackendErrors } from "./errors.ts";
+import { createQcow2Overlay } from "./qemu-img.ts";
 import type { Backend, RunningVm, VmEvent, VmExit, VmLaunchSpec } from "./types.ts";
 
 /**
@@ -41,7 +44,17 @@ export function qemuSpecFor(spec: VmLaunchSpec, hostTscKhz: number | undefined):
     // (a guest can fill the host disk through its console); the supervisor writes serial.log capped.
     serial: { kind: "stdio" },
     qmpSocketPath: spec.controlSocketPath,
+    ...(spec.network ? { network: { kind: "stream", socketPath: spec.network.socketPath, mac: spec.network.mac ?? macFor(spec.workspace) } } : {}),
   };
+}
+
+/**
+ * A stable MAC per workspace: QEMU's 52:54:00 prefix (locally administered, unicast) plus three bytes
+ * of the name's sha256, so a guest keeps its address (and DHCP lease) across boots.
+ */
+export function macFor(workspace: string): string {
+  const h = createHash("sha256").update(workspace).digest();
+  return ["52", "54", "00", ...[...h.subarray(0, 3)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
 }
 
 class QemuVm implements RunningVm {
@@ -144,8 +157,8 @@ class QemuVm implements RunningVm {
     return this.#qmp((c) => c.systemPowerdown());
   }
 
-  /** Stop the vCPUs (quarantine keeps the VM frozen as evidence). */
-  freeze(): Promise<void> {
+  /** Stop the vCPUs (memory, devices and disk stay), over the VM's one QMP connection. */
+  pause(): Promise<void> {
     return this.#qmp((c) => c.stop());
   }
 
@@ -182,9 +195,13 @@ function shellQuote(s: string): string {
   return `'${s.replaceAll("'", "'\\''")}'`;
 }
 
+function qemuVm(vm: RunningVm): QemuVm {
+  if (!(vm instanceof QemuVm)) throw new Error("internal: a linux-qemu capability was given a VM this backend did not launch");
+  return vm;
+}
+
 export const linuxQemuBackend: Backend = {
   name: "linux-qemu",
-  capabilities: { lifecycle: true, channel: true, console: true, exec: true, pause: false, snapshot: false },
   lifecycle: {
     async launch(spec: VmLaunchSpec): Promise<RunningVm> {
       const qemuPath = await deathBoundQemu(spec);
@@ -203,6 +220,7 @@ export const linuxQemuBackend: Backend = {
     },
   },
   channel: {
+    transport: "virtio-serial",
     openChannel(_vm: RunningVm, spec: VmLaunchSpec): Promise<Duplex> {
       return new Promise((resolve, reject) => {
         const s = netConnect(spec.channelSocketPath);
@@ -215,5 +233,22 @@ export const linuxQemuBackend: Backend = {
         );
       });
     },
+  },
+  disk: {
+    // QEMU boots either; it makes a qcow2 overlay over the shared base (a few hundred KiB per
+    // workspace instead of a copy).
+    formats: ["qcow2", "raw"],
+    async createDisk(req) {
+      await createQcow2Overlay(req.base, req.baseFormat, req.path, req.sizeMib);
+      return { path: req.path, format: "qcow2" };
+    },
+  },
+  network: { attachments: ["stream"] },
+  pause: {
+    // Quarantine pauses the VM as evidence; memory, devices and disk stay as they are.
+    // Through the VM's own long-lived QMP client: QEMU serves one monitor client at a time, so a
+    // second connection would wait behind it.
+    pause: (vm) => qemuVm(vm).pause(),
+    resume: (vm) => qemuVm(vm).resume(),
   },
 };

@@ -1,13 +1,34 @@
 /**
- * The Backend interface, split into capabilities. A backend always implements `lifecycle`
- * (launch a VM from a kernel + initramfs + disk, stop it, kill it); the guest channel (which carries
- * exec and the console) and pause/snapshot are separate capabilities, absent when unsupported, so
- * `host` and the CLI can say "unsupported" instead of failing half-way.
+ * The Backend interface, split into capability interfaces. Every backend implements `lifecycle`
+ * (launch a VM from a kernel + initramfs + disk; the RunningVm it returns terminates, kills and
+ * reports its exit). Everything else is an optional object on the backend: present when the backend
+ * implements it, absent when not. Nothing keeps a flag table next to them: `capabilitiesOf()`
+ * (capabilities.ts) derives the summary that `host`, `doctor` and the CLI report from presence alone.
+ *
+ * Operations on a launched VM take its `RunningVm` (and, where the VMM needs them, the launch spec's
+ * socket paths) as arguments, the way `channel.openChannel(vm, spec)` always did.
  */
 import type { Duplex, Readable } from "node:stream";
-import type { BackendName } from "../contract/backend.ts";
+import type { BackendName, DiskFormat } from "../contract/backend.ts";
+
+export type { DiskFormat } from "../contract/backend.ts";
 
 export type Accel = "kvm" | "tcg";
+
+/**
+ * How the guest's NIC reaches the host, when it has one. `stream`: virtio-net frames over a unix
+ * stream socket the supervisor listens on first (QEMU's `-netdev stream`, 4-byte length per frame).
+ */
+export type NetworkAttachmentKind = "stream";
+
+/** A NIC attachment in a launch spec; absent = no NIC at all (isolated). */
+export interface NetworkAttachment {
+  kind: NetworkAttachmentKind;
+  /** Unix socket the host network stack listens on; the VMM connects to it. Under 108 bytes. */
+  socketPath: string;
+  /** Guest MAC address; default: a stable locally administered one derived from the workspace name. */
+  mac?: string;
+}
 
 /** Everything needed to boot one VM. Paths are absolute; socket paths must stay under 108 bytes. */
 export interface VmLaunchSpec {
@@ -15,7 +36,8 @@ export interface VmLaunchSpec {
   workspace: string;
   kernelPath: string;
   initramfsPath: string;
-  disk: { path: string; format: "qcow2" | "raw" };
+  /** The disk as the backend's `disk.createDisk` made it (path and format from the manifest). */
+  disk: { path: string; format: DiskFormat };
   memoryMib: number;
   cpus: number;
   accel: Accel;
@@ -24,12 +46,14 @@ export interface VmLaunchSpec {
    * it hands the bytes to `RunningVm.serialOutput`, and the supervisor writes this file, size-capped.
    */
   serialLogPath: string;
-  /** Unix socket the VMM listens on for the guest channel (virtio-serial port `microagent`). */
+  /** Unix socket the VMM listens on for the guest channel (its transport is the backend's `channel.transport`). */
   channelSocketPath: string;
   /** Unix socket of the VMM's control interface (QMP under QEMU). */
   controlSocketPath: string;
   /** Extra kernel command-line words (after the backend's own). */
   kernelArgs?: readonly string[];
+  /** The guest's NIC; absent = isolated (no NIC). Only kinds in the backend's `network.attachments`. */
+  network?: NetworkAttachment;
 }
 
 /** How the VMM process ended. */
@@ -45,7 +69,7 @@ export type VmEvent =
   /** The vCPUs run again (after `resume`, or a `cont` from elsewhere). */
   | { type: "resumed" };
 
-/** A launched VM. */
+/** A launched VM: the handle `lifecycle.launch` returns, and the argument of every per-VM capability. */
 export interface RunningVm {
   readonly pid: number;
   /** Resolves once when the VMM process has exited (never rejects). */
@@ -56,8 +80,6 @@ export interface RunningVm {
   stderrTail(): string;
   /** Ask the guest to power off (ACPI power button); resolves when the request is delivered. */
   requestPowerdown(): Promise<void>;
-  /** Stop the guest's vCPUs (memory and disk stay); optional. */
-  freeze?(): Promise<void>;
   /**
    * The guest's serial console bytes. The caller must keep reading it: a VMM whose console pipe is
    * full stalls the guest.
@@ -75,28 +97,77 @@ export interface RunningVm {
   kill(): Promise<VmExit>;
 }
 
+/** Launch; the returned RunningVm carries terminate, kill and the exit. Every backend has it. */
 export interface LifecycleCapability {
   launch(spec: VmLaunchSpec): Promise<RunningVm>;
 }
 
+/**
+ * The byte stream from the host to the guest's channel: `virtio-serial` (a virtio-serial port
+ * bridged to a unix socket; QEMU) or `vsock` (AF_VSOCK, bridged to a unix socket with a
+ * `CONNECT <port>` handshake; Firecracker). The guest init must open the matching device.
+ */
+export type ChannelTransport = "virtio-serial" | "vsock";
+
 /** The guest channel: one byte stream to microagent-init that carries exec, console and result. */
 export interface ChannelCapability {
+  readonly transport: ChannelTransport;
   /** Connect to the guest channel of a launched VM (the guest may not have opened its end yet). */
   openChannel(vm: RunningVm, spec: VmLaunchSpec): Promise<Duplex>;
 }
 
-export interface BackendCapabilities {
-  lifecycle: true;
-  channel: boolean;
-  console: boolean;
-  exec: boolean;
-  pause: boolean;
-  snapshot: boolean;
+/** What a workspace disk is made from: the shared base rootfs, and where the disk goes. */
+export interface DiskRequest {
+  /** The base root filesystem (read-only, shared between workspaces). */
+  base: string;
+  baseFormat: DiskFormat;
+  /** Where the workspace's own disk is written (the backend may not move it elsewhere). */
+  path: string;
+  /** Virtual size in MiB (the caller already raised it to the base's size). */
+  sizeMib: number;
+}
+
+/** The disk the backend made; the manifest records `format` as the backend chose it. */
+export interface CreatedDisk {
+  path: string;
+  format: DiskFormat;
+}
+
+/** Workspace disks in the formats this backend boots from. */
+export interface DiskCapability {
+  /** Formats the backend can boot from; `createDisk` returns one of them. */
+  readonly formats: readonly DiskFormat[];
+  createDisk(request: DiskRequest): Promise<CreatedDisk>;
+}
+
+/** A NIC for the guest, attached as one of `attachments` (launch spec `network`). */
+export interface NetworkCapability {
+  readonly attachments: readonly NetworkAttachmentKind[];
+}
+
+/** Stop and restart a running VM's vCPUs; memory, devices and disk stay as they are. */
+export interface PauseCapability {
+  pause(vm: RunningVm, spec: VmLaunchSpec): Promise<void>;
+  resume(vm: RunningVm, spec: VmLaunchSpec): Promise<void>;
+}
+
+/**
+ * Memory + device state to a directory and back. Interface only: no backend implements it yet
+ * (snapshots need a paused VM, a frozen disk layer and the kernel/initramfs hashes; DESIGN.md).
+ */
+export interface SnapshotCapability {
+  /** Write the paused VM's memory and device state into `dir`. */
+  save(vm: RunningVm, spec: VmLaunchSpec, dir: string): Promise<void>;
+  /** Launch a VM from the snapshot in `dir` instead of a cold boot. */
+  restore(spec: VmLaunchSpec, dir: string): Promise<RunningVm>;
 }
 
 export interface Backend {
   readonly name: BackendName;
-  readonly capabilities: BackendCapabilities;
   readonly lifecycle: LifecycleCapability;
   readonly channel?: ChannelCapability;
+  readonly disk?: DiskCapability;
+  readonly network?: NetworkCapability;
+  readonly pause?: PauseCapability;
+  readonly snapshot?: SnapshotCapability;
 }

@@ -5,6 +5,15 @@ export const BACKENDS = ["linux-kvm", "linux-qemu", "apple-vf", "windows-hyperv"
 export const BackendNameSchema = z.enum(BACKENDS);
 export type BackendName = z.infer<typeof BackendNameSchema>;
 
+/**
+ * Disk image formats a backend may choose for a workspace disk (recorded in the manifest): `qcow2` is
+ * a copy-on-write overlay over the shared base (linux-qemu); `raw` is a plain file (what Firecracker
+ * takes). Every layer that names a format uses this one list.
+ */
+export const DISK_FORMATS = ["qcow2", "raw"] as const;
+export const DiskFormatSchema = z.enum(DISK_FORMATS);
+export type DiskFormat = z.infer<typeof DiskFormatSchema>;
+
 export const ARCHES = ["amd64", "arm64"] as const;
 export const ArchSchema = z.enum(ARCHES);
 export type Arch = z.infer<typeof ArchSchema>;

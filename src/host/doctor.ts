@@ -1,7 +1,12 @@
 /**
  * doctor(options) and hostReport(options): the library functions behind `microagent doctor` and
  * `microagent host`. Both run the same live probes (facts.ts), decide per backend (checks.ts) and
- * return the contract's Response with `host` and `kernel` filled in.
+ * return the contract's Response with `host` and `kernel` filled in. What each backend can do comes
+ * from the backends themselves (the registry, `capabilitiesOf`), never from a table kept here; a
+ * backend the contract names but this build does not implement is reported as not implemented.
+ *
+ * Layer order: host sits above backend (it reports on backends); nothing in src/backend imports
+ * src/host, so this import adds no cycle (`npm run lint` checks both).
  */
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +18,9 @@ import { gatherHostFacts, type HostFacts } from "./facts.ts";
 import { kernelStatus, type KernelStatus } from "../kernel/status.ts";
 import type { Accel } from "./kvm.ts";
 import { isMicroagentError, type MicroagentError } from "../contract/errors.ts";
+import { capabilityTable, type BackendCapabilityRow } from "../backend/capabilities.ts";
+import { listBackends } from "../backend/registry.ts";
+import type { Backend } from "../backend/types.ts";
 
 export interface DoctorOptions {
   /** Backend to check; default: the best usable one on this host. */
@@ -35,6 +43,8 @@ export interface ResolvedDoctorOptions {
   /** @internal test seam: pretend to run on another OS. */
   platform: NodeJS.Platform;
   hostArch: Arch;
+  /** @internal test seam: the implemented backends (default: the registry's). */
+  backends?: readonly Backend[];
 }
 
 export function resolveDoctorOptions(o: DoctorOptions = {}): ResolvedDoctorOptions {
@@ -114,20 +124,45 @@ export interface HostResponse extends Response {
   backend: BackendName;
   host: HostSupport;
   kernel: KernelStatus;
+  /** Every backend the contract names, in its order: what the implemented ones can do (from their capability objects), the rest `implemented: false`. */
+  backends: BackendCapabilityRow[];
 }
 
-/**
- * What each backend implements in this build (independent of the host). Kept here rather than read
- * from src/backend so that host probing never loads a VMM driver.
- */
-const BACKEND_FEATURES: Record<BackendName, { console: boolean; exec: boolean; pauseResume: boolean; snapshots: boolean; isolated: boolean; user: boolean; note: string }> = {
-  "linux-qemu": { console: true, exec: true, pauseResume: false, snapshots: false, isolated: true, user: true, note: "" },
-  "linux-kvm": { console: true, exec: true, pauseResume: false, snapshots: false, isolated: true, user: true, note: "" },
-  "apple-vf": { console: false, exec: false, pauseResume: false, snapshots: false, isolated: false, user: false, note: "apple-vf is not implemented in this build" },
-  "windows-hyperv": { console: false, exec: false, pauseResume: false, snapshots: false, isolated: false, user: false, note: "windows-hyperv is not implemented in this build" },
-};
+/** What the backend implements in this build (independent of the host), from its capability row. */
+interface BackendFeatures {
+  console: boolean;
+  exec: boolean;
+  pauseResume: boolean;
+  snapshots: boolean;
+  isolated: boolean;
+  user: boolean;
+  note: string;
+}
 
-function summarize(backend: BackendName, facts: HostFacts, checks: HostCheck[]): HostSupport {
+/** @internal exported for tests: the features `host` reports, read off the backend's capability row. */
+export function featuresOf(row: BackendCapabilityRow): BackendFeatures {
+  if (!row.implemented) {
+    const note = `${row.backend} is not implemented in this build`;
+    return { console: false, exec: false, pauseResume: false, snapshots: false, isolated: false, user: false, note };
+  }
+  return {
+    console: row.console,
+    exec: row.exec,
+    pauseResume: row.pause,
+    snapshots: row.snapshot,
+    isolated: row.isolated,
+    // User-mode networking needs a NIC attachment; the network stack behind it lives in the supervisor.
+    user: row.networkAttachments.length > 0,
+    note: "",
+  };
+}
+
+function rowOf(table: readonly BackendCapabilityRow[], backend: BackendName): BackendCapabilityRow {
+  return table.find((r) => r.backend === backend) ?? { backend, implemented: false };
+}
+
+/** @internal exported for tests. */
+export function summarize(backend: BackendName, facts: HostFacts, checks: HostCheck[], row: BackendCapabilityRow): HostSupport {
   const l = facts.linux;
   const okOf = (name: string) => checks.find((c) => c.name === name)?.ok ?? false;
   const onOs = checks.every((c) => !c.detail.startsWith("wrong host OS"));
@@ -135,7 +170,7 @@ function summarize(backend: BackendName, facts: HostFacts, checks: HostCheck[]):
   const virtualizationSupported = onOs && requiredCore.length > 0 && requiredCore.every(okOf);
   const userReady = Boolean(l && onOs && l.pasta.available && l.userns.available && l.tun.available);
   const vmmOk = okOf("vmm");
-  const features = BACKEND_FEATURES[backend];
+  const features = featuresOf(row);
   const h: HostSupport = {
     backend,
     architecture: facts.guestArch,
@@ -182,8 +217,9 @@ function summarize(backend: BackendName, facts: HostFacts, checks: HostCheck[]):
   return h;
 }
 
-function capabilities(backend: BackendName, h: HostSupport, checks: HostCheck[]): HostCapabilities {
-  const f = BACKEND_FEATURES[backend];
+/** @internal exported for tests. */
+export function capabilities(backend: BackendName, h: HostSupport, checks: HostCheck[], row: BackendCapabilityRow): HostCapabilities {
+  const f = featuresOf(row);
   const blockers = (names: string[]) =>
     checks
       .filter((c) => !c.ok && names.includes(c.name))
@@ -198,7 +234,7 @@ function capabilities(backend: BackendName, h: HostSupport, checks: HostCheck[])
   return {
     console: cap(f.console, [...core, "console"], h.consoleAvailable, "an interactive console"),
     exec: cap(f.exec, [...core, "console"], h.consoleAvailable, "exec"),
-    pauseResume: cap(f.pauseResume, core, h.pauseResumeAvailable, "pause/resume"),
+    pauseResume: note(cap(f.pauseResume, core, h.pauseResumeAvailable, "pause/resume"), "quarantine freezes the VM with it; there is no pause command yet"),
     snapshots: cap(f.snapshots, core, h.snapshotAvailable, "snapshots"),
     networking: {
       isolated: cap(f.isolated, core, h.isolatedNetworkReady, "isolated networking"),
@@ -207,7 +243,22 @@ function capabilities(backend: BackendName, h: HostSupport, checks: HostCheck[])
   };
 }
 
-async function probe(o: ResolvedDoctorOptions): Promise<{ backend: BackendName; checks: HostCheck[]; host: HostSupport; kernel: KernelStatus; verdict: Verdict }> {
+interface Probed {
+  backend: BackendName;
+  checks: HostCheck[];
+  host: HostSupport;
+  kernel: KernelStatus;
+  verdict: Verdict;
+  backends: BackendCapabilityRow[];
+  row: BackendCapabilityRow;
+}
+
+/** A ready capability whose detail says more than "ready". */
+function note(c: CapabilityReport, more: string): CapabilityReport {
+  return c.ready ? { ...c, detail: more } : c;
+}
+
+async function probe(o: ResolvedDoctorOptions): Promise<Probed> {
   let facts: HostFacts;
   try {
     facts = await gatherHostFacts({ platform: o.platform, hostArch: o.hostArch, guestArch: o.arch, env: o.env, ...(o.supervisor !== undefined ? { supervisor: o.supervisor } : {}) });
@@ -218,8 +269,10 @@ async function probe(o: ResolvedDoctorOptions): Promise<{ backend: BackendName; 
   const backend = o.backend ?? detectBackend(facts);
   const kernel = await kernelStatus({ stateDir: o.stateDir, backend, arch: o.arch });
   const checks = buildChecks(backend, facts, kernel);
-  const host = summarize(backend, facts, checks);
-  return { backend, checks, host, kernel, verdict: verdictOf(checks) };
+  const backends = capabilityTable(o.backends ?? listBackends());
+  const row = rowOf(backends, backend);
+  const host = summarize(backend, facts, checks, row);
+  return { backend, checks, host, kernel, verdict: verdictOf(checks), backends, row };
 }
 
 /** Run every probe for the backend and return the health verdict; `ok` is false iff a required check fails. */
@@ -230,7 +283,7 @@ export async function doctor(options: DoctorOptions = {}): Promise<HostResponse>
 /** @internal doctor with resolved options (tests use it to pretend another OS). */
 export async function doctorResolved(o: ResolvedDoctorOptions): Promise<HostResponse> {
   const r = await probe(o);
-  return { ok: r.verdict !== "failed", verdict: r.verdict, backend: r.backend, host: r.host, kernel: r.kernel };
+  return { ok: r.verdict !== "failed", verdict: r.verdict, backend: r.backend, host: r.host, kernel: r.kernel, backends: r.backends };
 }
 
 /**
@@ -245,8 +298,8 @@ export async function hostReport(options: DoctorOptions = {}): Promise<HostRespo
 /** @internal */
 export async function hostReportResolved(o: ResolvedDoctorOptions): Promise<HostResponse> {
   const r = await probe(o);
-  r.host.capabilities = capabilities(r.backend, r.host, r.checks);
-  return { ok: true, verdict: r.verdict, backend: r.backend, host: r.host, kernel: r.kernel };
+  r.host.capabilities = capabilities(r.backend, r.host, r.checks, r.row);
+  return { ok: true, verdict: r.verdict, backend: r.backend, host: r.host, kernel: r.kernel, backends: r.backends };
 }
 
 /** The error doctor's failure carries (AX mode prints it): the failed required checks in `details`. */

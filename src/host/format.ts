@@ -1,6 +1,7 @@
 /** Text rendering of doctor and host reports (pure, so tests need no TTY). */
 import type { HostCheck } from "./checks.ts";
 import type { CapabilityReport, HostResponse } from "./doctor.ts";
+import type { BackendCapabilityRow } from "../backend/capabilities.ts";
 
 export interface FormatOptions {
   color: boolean;
@@ -99,6 +100,19 @@ function capLine(name: string, c: CapabilityReport): string {
   return `  ${name.padEnd(12)} ${state}${c.detail && c.detail !== "ready" ? ` (${c.detail})` : ""}`;
 }
 
+/** One backend's row, read off its capability objects: `linux-qemu  channel virtio-serial, disk qcow2/raw, ...`. */
+function backendLine(b: BackendCapabilityRow): string {
+  if (!b.implemented) return `  ${b.backend.padEnd(15)} not implemented in this build`;
+  const parts = [
+    `channel ${b.channel ?? "none"}`,
+    `disk ${b.diskFormats.join("/") || "none"}`,
+    `network isolated${b.networkAttachments.map((k) => `, ${k} socket`).join("")}`,
+    `pause ${b.pause ? "yes" : "no"}`,
+    `snapshot ${b.snapshot ? "yes" : "no"}`,
+  ];
+  return `  ${b.backend.padEnd(15)} ${parts.join("; ")}`;
+}
+
 /** The capability report: what the backend supports and whether each part is ready here. */
 export function formatHostText(r: HostResponse, opts: FormatOptions = { color: false }): string {
   const h = r.host;
@@ -121,6 +135,7 @@ export function formatHostText(r: HostResponse, opts: FormatOptions = { color: f
       capLine("user", caps.networking.user),
     );
   }
+  if (r.backends.length) lines.push("Backends:", ...r.backends.map(backendLine));
   lines.push(`Health: ${statusLine(r)} (run \`microagent doctor\` for the fixes)`, "", "Probes:", ...checkLines(h.checks, opts.color));
   return `${lines.join("\n")}\n`;
 }

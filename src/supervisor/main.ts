@@ -8,8 +8,8 @@
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { linuxQemuBackend } from "../backend/linux-qemu.ts";
-import { getBackend } from "../backend/index.ts";
+import { getBackend } from "../backend/registry.ts";
+import type { RunningVm } from "../backend/types.ts";
 import { ensurePrivateDir } from "../util/fs.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import { pathsForDir, type WorkspacePaths } from "../workspace/paths.ts";
@@ -52,7 +52,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   const bootConfig: unknown = JSON.parse(await readFile(paths.bootConfig, "utf8"));
   await ensurePrivateDir(paths.runtimeDir);
   const runtimeId = env.MICROAGENT_RUNTIME_ID || randomUUID();
-  const backend = getBackend(manifest.backend === "linux-qemu" ? "linux-qemu" : manifest.backend);
+  const backend = getBackend(manifest.backend);
   const { accel, reason } = await chooseAccel(env, dirname(paths.runtimeDir));
   const identity = { runtimeId, requestId: env.MICROAGENT_REQUEST_ID || `supervisor-${process.pid}` };
 
@@ -108,8 +108,9 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     return cutToLine(serialLog.tail().slice(-2048)).split("\n").slice(-20).join("\n");
   };
 
+  const pause = backend.pause;
   const supervisor = new Supervisor(config, {
-    backend: backend === linuxQemuBackend ? linuxQemuBackend : backend,
+    backend,
     connectLink: (stream, timeoutMs) => connectChannelLink(stream, { timeoutMs }),
     record: async (to, detail) => {
       await transition(paths, to, { detail, identity });
@@ -125,10 +126,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     },
     writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
     serialTail,
-    freeze: async (vm) => {
-      if (!vm.freeze) throw new Error("this backend cannot freeze a VM");
-      await vm.freeze();
-    },
+    // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
+    ...(pause ? { freeze: (vm: RunningVm) => pause.pause(vm, config.launch) } : {}),
     log,
   });
 

@@ -1,11 +1,13 @@
 /**
  * `create NAME --image REF ...`: a persistent workspace in state `prepared`. Resolves the image (tags
  * allowed; the digest is recorded), installs the default kernel if missing, builds or reuses the
- * base rootfs, creates the qcow2 overlay over it, merges the boot spec, writes boot-config.json,
- * the manifest and the first event. A failure anywhere leaves nothing behind.
+ * base rootfs, has the backend make the workspace disk over it (linux-qemu: a qcow2 overlay), merges
+ * the boot spec, writes boot-config.json, the manifest and the first event. A failure anywhere
+ * leaves nothing behind.
  *
- * The three heavy steps come from other areas (image, kernel, rootfs) through `CreateProviders`, so
- * the workspace layer stays independent of how they work (and a unit test can pass small ones).
+ * The heavy steps come from other areas (image, kernel, rootfs, the backend's disk) through
+ * `CreateProviders`, so the workspace layer stays independent of how they work (and a unit test can
+ * pass small ones). The manifest records the disk format the backend chose.
  */
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -19,15 +21,15 @@ import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from 
 import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
-import { createOverlay, overlaySizeMib } from "./overlay.ts";
+import { overlaySizeMib } from "./overlay.ts";
 import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
 import { resolveResources, type ProfileName } from "./profiles.ts";
 import { HOSTNAME_PATTERN, ENV_KEY_PATTERN, loadSpec, type LoadedSpec } from "./spec.ts";
 import { recordInitialState, type StateRecord } from "./state.ts";
-import { defaultCreateProviders, type CreateProviders, type ProviderContext } from "./providers.ts";
+import { backendDisk, defaultCreateProviders, type CreateProviders, type ProviderContext } from "./providers.ts";
 
-export type { ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo, CreateProviders } from "./providers.ts";
+export type { ProviderContext, ResolvedImageInfo, KernelArtifacts, BaseRootfsInfo, CreateProviders, DiskCapability } from "./providers.ts";
 
 export interface CreateWorkspaceOptions {
   name: string;
@@ -127,7 +129,10 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
     // The guest grows its root filesystem to the disk at boot; a size below the base is raised to
     // it, and the manifest records what the disk really is (and what was asked).
     const disk = overlaySizeMib(resolved.resources.sizeMib, base.sizeMib);
-    await createOverlay(base.path, paths.disk, { sizeMib: disk.sizeMib });
+    const diskCapability = providers.disk ?? backendDisk(resolved.backend);
+    if (!diskCapability) throw noDisks(resolved.backend);
+    // The base rootfs is a raw ext4 image (rootfs/build.ts).
+    const made = await diskCapability.createDisk({ base: base.path, baseFormat: "raw", path: paths.disk, sizeMib: disk.sizeMib });
     const tm = performance.now();
 
     await writeJsonAtomic(paths.bootConfig, guestConfig);
@@ -151,7 +156,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
         initramfs: kernel.initramfs,
         rootfsBase: { path: base.path, sha256: base.sha256, sizeMib: base.sizeMib },
         bootConfig: { path: paths.bootConfig, sha256: await sha256FileCached(paths.bootConfig) },
-        disk: { path: paths.disk, format: "qcow2" },
+        disk: { path: made.path, format: made.format },
       },
       ...(spec ? { spec: { path: spec.path, sha256: spec.sha256 } } : {}),
     };
@@ -214,13 +219,7 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
     });
   }
   const backend = options.backend ?? "linux-qemu";
-  if (backend !== "linux-qemu") {
-    throw WorkspaceErrors.WORKSPACE_UNSUPPORTED({
-      message: `backend ${backend} cannot run workspaces yet`,
-      remediation: "Use --backend linux-qemu (the default).",
-      details: { backend },
-    });
-  }
+  if (!options.providers?.disk && !backendDisk(backend)) throw noDisks(backend);
   const env = { ...(spec?.env ?? {}), ...(options.env ?? {}) };
   for (const key of Object.keys(env)) {
     if (!ENV_KEY_PATTERN.test(key)) throw CommonErrors.INVALID_ARGUMENT({ message: `invalid environment variable name '${key}'` });
@@ -300,6 +299,15 @@ async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<
     }
   }
   throw exists(paths.name);
+}
+
+/** The backend is not implemented here, or cannot make workspace disks. */
+function noDisks(backend: BackendName) {
+  return WorkspaceErrors.WORKSPACE_UNSUPPORTED({
+    message: `backend ${backend} cannot run workspaces yet`,
+    remediation: "Use --backend linux-qemu (the default).",
+    details: { backend },
+  });
 }
 
 function exists(name: string, creator?: string) {

@@ -5,7 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { ArchSchema, BackendNameSchema } from "../contract/backend.ts";
+import { ArchSchema, BackendNameSchema, DiskFormatSchema } from "../contract/backend.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno, writeJsonAtomic } from "../util/fs.ts";
 import { ProfileNameSchema } from "./profiles.ts";
@@ -90,8 +90,12 @@ export const ManifestSchema = z.object({
     initramfs: ArtifactSchema,
     rootfsBase: ArtifactSchema.extend({ sizeMib: z.number().positive().optional() }),
     bootConfig: ArtifactSchema,
-    /** The copy-on-write overlay (qcow2 backed by rootfsBase); its content changes as the guest runs. */
-    disk: z.object({ path: z.string(), format: z.literal("qcow2") }),
+    /**
+     * The workspace disk over rootfsBase, in the format the backend chose (linux-qemu: a qcow2
+     * overlay backed by it); its content changes as the guest runs. Manifests written before the
+     * backend chose (always qcow2) read the same.
+     */
+    disk: z.object({ path: z.string(), format: DiskFormatSchema }),
   }),
   /** The spec file the workspace was created from, if any. */
   spec: z.object({ path: z.string(), sha256: Sha256Hex }).optional(),

@@ -1,14 +1,22 @@
 /**
- * The image, kernel and rootfs steps of `create`, and their real implementations wired to the areas
- * that own them (image store + registry client, kernel install, rootfs base cache). Kept behind an
- * interface so the workspace layer depends on what those steps return, not on how they work.
+ * The image, kernel, rootfs and disk steps of `create`, and their real implementations wired to the
+ * areas that own them (image store + registry client, kernel install, rootfs base cache, the
+ * backend's disk capability). Kept behind an interface so the workspace layer depends on what those
+ * steps return, not on how they work.
+ *
+ * Layer order: backend sits below workspace. This file is the one place in src/workspace/ that
+ * reaches into src/backend/ (the registry, for the disk); the lint rules say so.
  */
 import type { Arch, BackendName } from "../contract/backend.ts";
 import { resolveImage } from "../image/pull.ts";
 import type { LocalImage } from "../image/types.ts";
 import { ensureKernel } from "../kernel/install.ts";
 import { ensureBaseRootfs } from "../rootfs/build.ts";
+import { lookupBackend } from "../backend/registry.ts";
+import type { DiskCapability } from "../backend/types.ts";
 import type { ImageRuntimeConfig } from "./boot-spec.ts";
+
+export type { DiskCapability, DiskRequest, CreatedDisk } from "../backend/types.ts";
 
 /** Context handed to each provider. */
 export interface ProviderContext {
@@ -41,11 +49,21 @@ export interface BaseRootfsInfo {
   cacheHit: boolean;
 }
 
-/** The image, kernel and rootfs steps of create. `image` is opaque to us and handed back to `ensureBaseRootfs`. */
+/** The image, kernel, rootfs and disk steps of create. `image` is opaque to us and handed back to `ensureBaseRootfs`. */
 export interface CreateProviders {
   resolveImage(ref: string, ctx: ProviderContext): Promise<{ info: ResolvedImageInfo; image: unknown }>;
   ensureKernel(ctx: ProviderContext): Promise<KernelArtifacts>;
   ensureBaseRootfs(image: unknown, ctx: ProviderContext): Promise<BaseRootfsInfo>;
+  /** Makes the workspace disk; default: the backend's own disk capability (`backendDisk`). */
+  disk?: DiskCapability;
+}
+
+/**
+ * The disk capability of a backend that can hold workspaces, from the registry; undefined when the
+ * backend is not implemented in this build or makes no disks.
+ */
+export function backendDisk(backend: BackendName): DiskCapability | undefined {
+  return lookupBackend(backend)?.disk;
 }
 
 export interface DefaultProviderOptions {

@@ -147,6 +147,7 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     const q = await cli("--json", "quarantine", name);
     assert.equal(q.code, 0, q.stdout + q.stderr);
     assert.equal(JSON.parse(q.stdout).state, "quarantined");
+    assert.equal(JSON.parse(q.stdout).frozen, true, "the backend's pause capability (QMP stop) froze the VM");
     const refusedExec = await cli("--json", "exec", name, "--", "true");
     assert.notEqual(refusedExec.code, 0);
     assert.equal(JSON.parse(refusedExec.stdout).error.code, "QUARANTINED");

@@ -17,7 +17,7 @@ import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts
 import { buildBusyboxImage, pushImage } from "../helpers/oci-image.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { workspacePaths, workspacesRoot } from "../../src/workspace/paths.ts";
-import { overlayInfo } from "../../src/workspace/overlay.ts";
+import { qemuImgInfo as overlayInfo } from "../../src/backend/qemu-img.ts";
 import { readManifest } from "../../src/workspace/manifest.ts";
 import { transition } from "../../src/workspace/state.ts";
 import { writeRuntime } from "../../src/workspace/runtime.ts";

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { qemuSpecFor, linuxQemuBackend } from "../../src/backend/linux-qemu.ts";
-import { getBackend } from "../../src/backend/index.ts";
+import { qemuSpecFor, linuxQemuBackend, macFor } from "../../src/backend/linux-qemu.ts";
+import { getBackend, capabilitiesOf } from "../../src/backend/index.ts";
 import { buildQemuArgs } from "../../src/vmm/qemu/args.ts";
 import type { VmLaunchSpec } from "../../src/backend/types.ts";
 
@@ -41,9 +41,27 @@ test("backend: KVM gets no TSC override; capabilities say what is unsupported", 
   const argv = buildQemuArgs(qemuSpecFor({ ...spec, accel: "kvm" }, undefined)).join(" ");
   assert.match(argv, /-accel kvm -cpu host/);
   assert.doesNotMatch(argv, /tsc_early_khz/);
-  assert.equal(linuxQemuBackend.capabilities.pause, false);
-  assert.equal(linuxQemuBackend.capabilities.snapshot, false);
-  assert.equal(linuxQemuBackend.capabilities.exec, true);
+  const caps = capabilitiesOf(linuxQemuBackend);
+  assert.equal(caps.pause, true, "QMP stop/cont");
+  assert.equal(caps.snapshot, false);
+  assert.equal(caps.exec, true);
   assert.equal(getBackend(undefined), linuxQemuBackend);
   assert.throws(() => getBackend("linux-kvm"), (e: Error & { code?: string }) => e.code === "BACKEND_UNSUPPORTED");
+});
+
+test("backend: a network attachment becomes -netdev stream to the socket + a virtio-net NIC with a stable MAC", () => {
+  const argv = buildQemuArgs(qemuSpecFor({ ...spec, network: { kind: "stream", socketPath: "/run/x/net.sock" } }, 2_400_000));
+  const at = (flag: string) => argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
+  assert.deepEqual(at("-netdev"), ["stream,id=net0,server=off,addr.type=unix,addr.path=/run/x/net.sock"]);
+  const mac = macFor("w");
+  assert.match(mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+  assert.equal(macFor("w"), mac, "same workspace, same MAC");
+  assert.notEqual(macFor("other"), mac);
+  assert.deepEqual(at("-device").filter((d) => d?.startsWith("virtio-net")), [`virtio-net-device,netdev=net0,mac=${mac}`]);
+  // An explicit MAC wins; without network the argv is exactly the isolated one.
+  const explicit = buildQemuArgs(qemuSpecFor({ ...spec, network: { kind: "stream", socketPath: "/run/x/net.sock", mac: "02:00:00:00:00:01" } }, 2_400_000));
+  assert.ok(explicit.includes("virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"));
+  const isolated = buildQemuArgs(qemuSpecFor(spec, 2_400_000));
+  const i = argv.indexOf("-netdev");
+  assert.deepEqual([...argv.slice(0, i), ...argv.slice(i + 4)], isolated, "the NIC only adds its four arguments");
 });

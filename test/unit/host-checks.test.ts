@@ -7,6 +7,8 @@ import type { KernelStatus } from "../../src/kernel/status.ts";
 import { formatDoctorText } from "../../src/host/format.ts";
 import { doctorFailure, type HostResponse } from "../../src/host/doctor.ts";
 import { HostErrors } from "../../src/host/errors.ts";
+import { capabilityTable } from "../../src/backend/capabilities.ts";
+import { listBackends } from "../../src/backend/registry.ts";
 import type { BackendName } from "../../src/contract/backend.ts";
 
 const kvmSlow: KvmProbeResult = {
@@ -175,6 +177,7 @@ function response(backend: BackendName, checks: HostCheck[]): HostResponse {
       snapshotAvailable: false,
       checks,
     },
+    backends: capabilityTable(listBackends()),
   };
 }
 

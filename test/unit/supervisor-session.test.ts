@@ -24,9 +24,6 @@ function fakeVm() {
     exitStatus: () => status,
     stderrTail: () => "",
     requestPowerdown: async () => end({ code: 0, signal: null }),
-    freeze: async () => {
-      vm.frozen = true;
-    },
     terminate: async () => (end({ code: null, signal: "SIGTERM" }), exited),
     kill: async () => (end({ code: null, signal: "SIGKILL" }), exited),
   };
@@ -73,9 +70,12 @@ function setup(linkOpts: { rejectBoot?: boolean; ignoreShutdown?: boolean } = {}
   const results: WorkloadResult[] = [];
   const backend: Backend = {
     name: "linux-qemu",
-    capabilities: { lifecycle: true, channel: true, console: true, exec: true, pause: false, snapshot: false },
     lifecycle: { launch: async () => vm },
-    channel: { openChannel: async () => new PassThrough() },
+    channel: { transport: "virtio-serial", openChannel: async () => new PassThrough() },
+    pause: {
+      pause: async () => void (vm.frozen = true),
+      resume: async () => void (vm.frozen = false),
+    },
   };
   const deps: SupervisorDeps = {
     backend,
@@ -84,7 +84,7 @@ function setup(linkOpts: { rejectBoot?: boolean; ignoreShutdown?: boolean } = {}
     vmLaunched: async () => {},
     writeResult: async (r) => void results.push(r),
     serialTail: async () => "[serial] last line",
-    freeze: async (v) => v.freeze?.(),
+    freeze: async (v) => backend.pause?.pause(v, config.launch),
     log: () => {},
   };
   const config: ResolvedSupervisorConfig = {

@@ -7,9 +7,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import { createWorkspace, type CreateProviders } from "../../src/workspace/create.ts";
+import type { DiskCapability, DiskRequest } from "../../src/workspace/providers.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { listWorkspaces, psWorkspaces } from "../../src/workspace/list.ts";
-import { overlayInfo } from "../../src/workspace/overlay.ts";
+import { qemuImgInfo as overlayInfo } from "../../src/backend/qemu-img.ts";
 import { workspacePaths, workspacesRoot } from "../../src/workspace/paths.ts";
 import { readEventsFile } from "../../src/workspace/events.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
@@ -227,6 +228,42 @@ test("workspace: qemu-img running out of space is DISK_FULL, not WORKSPACE_CREAT
   } finally {
     if (saved === undefined) delete process.env.MICROAGENT_QEMU_IMG;
     else process.env.MICROAGENT_QEMU_IMG = saved;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("workspace: the disk comes from the backend's disk capability, and the manifest records the format it chose", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-create-"));
+  try {
+    const stateDir = join(dir, "state");
+    const asked: DiskRequest[] = [];
+    // A raw-disk backend's capability (what Firecracker will need): a sparse file of the asked size.
+    const rawDisk: DiskCapability = {
+      formats: ["raw"],
+      async createDisk(req) {
+        asked.push(req);
+        await writeFile(req.path, "");
+        await truncate(req.path, req.sizeMib * 1024 * 1024);
+        return { path: req.path, format: "raw" };
+      },
+    };
+    const providers = { ...(await fakeProviders(dir)), disk: rawDisk };
+    const r = await createWorkspace({ name: "raw", image: "reg/img:1", stateDir, providers, sizeMib: 100 });
+    assert.deepEqual(asked, [{ base: join(dir, "base.ext4"), baseFormat: "raw", path: r.paths.disk, sizeMib: 100 }]);
+    assert.deepEqual(r.manifest.artifacts.disk, { path: r.paths.disk, format: "raw" });
+    assert.equal(statSync(r.paths.disk).size, 100 * 1024 * 1024);
+    const s = await workspaceStatus("raw", { stateDir });
+    assert.equal(s.verification?.ok, true, JSON.stringify(s.verification?.divergence));
+    // Without a disk provider, linux-qemu's own capability makes a qcow2 overlay (first test); a
+    // backend this build does not implement is refused before anything is written.
+    await assert.rejects(createWorkspace({ name: "fc", image: "reg/img:1", stateDir, providers: await fakeProviders(dir), backend: "linux-kvm" }), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "WORKSPACE_UNSUPPORTED");
+      assert.match(e.message, /backend linux-kvm cannot run workspaces yet/);
+      return true;
+    });
+    assert.deepEqual(readdirSync(workspacesRoot(stateDir)), ["raw"]);
+  } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });

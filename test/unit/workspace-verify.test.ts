@@ -42,6 +42,12 @@ test("workspace: manifest round-trips through its schema; a bad manifest is WORK
     const paths = { manifest: join(dir, "manifest.json"), name: "w" };
     await writeManifest(paths, manifest);
     assert.deepEqual(await readManifest(paths), manifest);
+    // The disk format is the backend's choice: qcow2 (every manifest so far) and raw read; others do not.
+    const withFormat = (format: string) => ({ ...manifest, artifacts: { ...manifest.artifacts, disk: { ...manifest.artifacts.disk, format } } });
+    await writeFile(paths.manifest, JSON.stringify(withFormat("raw")));
+    assert.equal((await readManifest(paths)).artifacts.disk.format, "raw");
+    await writeFile(paths.manifest, JSON.stringify(withFormat("vmdk")));
+    await assert.rejects(readManifest(paths), (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_CORRUPT");
     await writeFile(paths.manifest, JSON.stringify({ ...manifest, version: 7 }));
     await assert.rejects(readManifest(paths), (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_CORRUPT" && /version/.test(e.message));
     await assert.rejects(readManifest({ manifest: join(dir, "nope.json"), name: "zz" }), (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_NOT_FOUND");
