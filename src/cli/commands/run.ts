@@ -1,9 +1,8 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
-import { parseDurationMs } from "../../api/duration.ts";
-import { chooseAccel } from "../../supervisor/accel.ts";
-import { runtimeRoot } from "../../supervisor/spawn.ts";
+import { durationArg, formatDurationMs } from "../duration.ts";
+import { runJson } from "../../api/results.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
 import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
@@ -14,7 +13,7 @@ interface RunFlags extends ResourceFlags {
   keep?: boolean;
   rm?: boolean;
   name?: string;
-  timeout?: string;
+  timeout?: number;
   env?: Record<string, string>;
   setup?: string[];
   file?: string;
@@ -33,7 +32,7 @@ export function runCommand(): Command {
     .option("--keep", "keep the workspace after the run (its name is printed on stderr)")
     .option("--rm", "delete the workspace after the run (the default)")
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
-    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124")
+    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", durationArg("--timeout"))
     .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collectEnv)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")
@@ -50,11 +49,6 @@ export function runCommand(): Command {
           throw CommonErrors.USAGE({ message: "pass the command either as --exec \"...\" or after IMAGE, not both" });
         }
         const text = ctx.globals.format === "text";
-        // The supervisor makes the same (cached) choice; this is for the note and the JSON `host`.
-        const accel = await chooseAccel(process.env, runtimeRoot());
-        if (text) {
-          if (accel.accel === "tcg") ctx.streams.stderr.write(`note: ${/TCG/.test(accel.reason) ? accel.reason : `using TCG software emulation (${accel.reason})`}\n`);
-        }
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         const abort = new AbortController();
@@ -69,7 +63,7 @@ export function runCommand(): Command {
             ...(o.name ? { name: o.name } : {}),
             stateDir: ctx.globals.stateDir,
             keep: Boolean(o.keep),
-            ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+            ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
             ...(o.env ? { env: o.env } : {}),
             ...(o.setup ? { setup: o.setup } : {}),
             ...(o.file ? { specFile: o.file } : {}),
@@ -83,6 +77,10 @@ export function runCommand(): Command {
               else (stream === "stdout" ? out : err).push(data);
             },
             onProgress: (m) => ctx.progress(m),
+            onStarted: (started) => {
+              const reason = started.accelReason ?? "KVM not usable";
+              if (text && started.accel === "tcg") ctx.streams.stderr.write(`note: ${/TCG/.test(reason) ? reason : `using TCG software emulation (${reason})`}\n`);
+            },
             signal: abort.signal,
           });
         } finally {
@@ -90,29 +88,10 @@ export function runCommand(): Command {
         }
         if (text && r.kept) ctx.streams.stderr.write(`kept workspace ${r.workspace}\n`);
         if (text && r.interrupted) ctx.streams.stderr.write("error: interrupted; the workspace was killed\n");
-        if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${o.timeout}; the workspace was killed\n`);
+        if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${formatDurationMs(o.timeout ?? 0)}; the workspace was killed\n`);
         if (text && r.result?.startError) ctx.streams.stderr.write(`error: the command failed to start: ${r.result.startError}\n`);
         return {
-          json: {
-            workspace: r.workspace,
-            state_dir: ctx.globals.stateDir,
-            kept: r.kept,
-            final_state: r.finalState,
-            exit_code: r.exitCode,
-            timed_out: r.timedOut,
-            interrupted: r.interrupted,
-            result: {
-              ...(r.result?.startedAt ? { started_at: r.result.startedAt } : {}),
-              ...(r.result?.exitedAt ? { exited_at: r.result.exitedAt } : {}),
-              ...(r.result?.exitCode !== undefined ? { exit_code: r.result.exitCode } : {}),
-              ...(r.result?.signal ? { signal: r.result.signal } : {}),
-              ...(r.result?.startError ? { start_error: r.result.startError } : {}),
-              stdout: Buffer.concat(out).toString("base64"),
-              stderr: Buffer.concat(err).toString("base64"),
-            },
-            host: { accel: accel.accel, accelReason: accel.reason },
-            timings_ms: { create: Math.round(r.timings.createMs), ...(r.timings.bootMs !== undefined ? { boot: Math.round(r.timings.bootMs) } : {}), total: Math.round(r.timings.totalMs) },
-          },
+          json: runJson(r, { stdout: Buffer.concat(out), stderr: Buffer.concat(err) }, ctx.globals.stateDir),
           exitCode: r.exitCode,
           passthrough: true,
         };

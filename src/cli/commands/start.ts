@@ -1,48 +1,37 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
-import { parseDurationMs } from "../../api/duration.ts";
-import { openWorkspace } from "../../workspace/access.ts";
-import { readRuntime } from "../../workspace/runtime.ts";
+import { durationArg } from "../duration.ts";
+import { startJson } from "../../api/results.ts";
 
 export function startCommand(): Command {
   return new Command("start")
     .description("boot a prepared, halted, stopped or failed workspace and wait until its guest is up")
     .argument("<name>", "workspace name")
     .option("--wait", "after boot, block until the workspace reaches a terminal state")
-    .option("--timeout <duration>", "bound on the boot (e.g. 90s, 2m)")
-    .option("--wait-timeout <duration>", "bound on --wait (implies --wait)")
+    .option("--timeout <duration>", "bound on the boot (e.g. 90s, 2m)", durationArg("--timeout"))
+    .option("--wait-timeout <duration>", "bound on --wait (implies --wait)", durationArg("--wait-timeout"))
     .option("--force", "boot even if the kernel or init diverged from the manifest")
     .action(
-      action(async (ctx, name: string, o: { wait?: boolean; timeout?: string; waitTimeout?: string; force?: boolean }) => {
+      action(async (ctx, name: string, o: { wait?: boolean; timeout?: number; waitTimeout?: number; force?: boolean }) => {
         const opts = { stateDir: ctx.globals.stateDir, ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}) };
         ctx.progress(`booting ${name}...`);
         const started = await startWorkspace(name, {
           ...opts,
           ...(o.force ? { force: true } : {}),
-          ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+          ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
         });
-        const runtime = await readRuntime(await openWorkspace(name, opts)).catch(() => undefined);
-        const accel = started.status?.accel ?? runtime?.accel;
+        const accel = started.accel;
         if (ctx.globals.format === "text" && accel === "tcg") {
-          const reason = runtime?.accelReason ?? "KVM not usable";
+          const reason = started.accelReason ?? "KVM not usable";
           ctx.streams.stderr.write(`note: ${/TCG/.test(reason) ? reason : `using TCG software emulation (${reason})`}\n`);
         }
-        const json = {
-          workspace: name,
-          state: started.state,
-          runtimeId: started.runtimeId,
-          supervisorPid: started.supervisorPid,
-          ...(started.status?.vmmPid ? { vmmPid: started.status.vmmPid } : {}),
-          bootMs: started.bootMs,
-          host: { accel, accelReason: runtime?.accelReason },
-        };
-        if (!o.wait && !o.waitTimeout) {
-          return { json, text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
+        if (!o.wait && o.waitTimeout === undefined) {
+          return { json: startJson(started), text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
         }
-        const waited = await waitWorkspace(name, { ...opts, ...(o.waitTimeout ? { timeoutMs: parseDurationMs(o.waitTimeout, "--wait-timeout") } : {}) });
+        const waited = await waitWorkspace(name, { ...opts, ...(o.waitTimeout !== undefined ? { timeoutMs: o.waitTimeout } : {}) });
         return {
-          json: { ...json, wait: waited },
+          json: startJson(started, waited),
           text: `${name} is ${waited.state}: ${waited.detail}`,
           exitCode: waited.ok ? 0 : 1,
         };

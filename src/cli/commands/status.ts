@@ -1,7 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
-import { readinessForRuntime } from "../../api/lifecycle.ts";
-import { workspaceStatus, type WorkspaceStatus } from "../../workspace/status.ts";
+import { workspaceStatus, type WorkspaceStatus } from "../../api/status.ts";
 
 export function statusCommand(): Command {
   return new Command("status")
@@ -10,7 +9,7 @@ export function statusCommand(): Command {
     .argument("<name>", "workspace name")
     .action(
       action(async (ctx, name: string) => {
-        const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir, probeReadiness: readinessForRuntime });
+        const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir });
         return { json: s, text: statusText(s) };
       }),
     );

@@ -1,18 +1,18 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { stopWorkspace } from "../../api/lifecycle.ts";
-import { parseDurationMs } from "../../api/duration.ts";
+import { durationArg } from "../duration.ts";
 
 export function stopCommand(): Command {
   return new Command("stop")
     .description("graceful shutdown request; the VM is terminated if the guest does not power off in time (state stopped)")
     .argument("<name>", "workspace name")
-    .option("--timeout <duration>", "how long the guest may take to power off (default 15s)")
+    .option("--timeout <duration>", "how long the guest may take to power off (default 15s)", durationArg("--timeout"))
     .action(
-      action(async (ctx, name: string, o: { timeout?: string }) => {
+      action(async (ctx, name: string, o: { timeout?: number }) => {
         const r = await stopWorkspace(name, "stop", {
           stateDir: ctx.globals.stateDir,
-          ...(o.timeout ? { timeoutMs: parseDurationMs(o.timeout, "--timeout") } : {}),
+          ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
         });
         const text = r.changed ? `${name} is ${r.state}` : `${name} was already ${r.state}`;
         return { json: r, text };

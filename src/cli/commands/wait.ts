@@ -1,16 +1,16 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { action } from "../action.ts";
 import { waitWorkspace } from "../../api/lifecycle.ts";
-import { parseDurationMs } from "../../api/duration.ts";
+import { durationArg } from "../duration.ts";
 
 export function waitCommand(): Command {
   return new Command("wait")
     .description("block until a workspace reaches a terminal state (stopped/halted/prepared: exit 0; failed/quarantined: exit 1)")
     .argument("<name>", "workspace name")
-    .option("--timeout <duration>", "give up after this long (0 = forever)", "0")
+    .addOption(new Option("--timeout <duration>", "give up after this long (0 = forever)").argParser(durationArg("--timeout")).default(0, "0"))
     .action(
-      action(async (ctx, name: string, o: { timeout: string }) => {
-        const timeoutMs = parseDurationMs(o.timeout, "--timeout");
+      action(async (ctx, name: string, o: { timeout: number }) => {
+        const timeoutMs = o.timeout;
         const r = await waitWorkspace(name, { stateDir: ctx.globals.stateDir, ...(timeoutMs > 0 ? { timeoutMs } : {}) });
         return { json: r, text: `${name} is ${r.state}: ${r.detail}`, exitCode: r.ok ? 0 : 1 };
       }),
