@@ -8,10 +8,34 @@ import type { CreateResult } from "../workspace/create.ts";
 import type { LocalImage } from "../image/types.ts";
 import type { ImageSummary } from "../image/images.ts";
 import type { InstallKernelResult } from "../kernel/install.ts";
-import type { CreateJson, ExecJson, ImageJson, ImageSummaryJson, KernelInstallJson, RunJson, StartJson, WaitJson } from "../contract/results.ts";
+import type { KernelStatus, VerifyKernelResult } from "../kernel/status.ts";
+import type { DeleteResult } from "../workspace/delete.ts";
+import type { WorkspaceEvent } from "../workspace/events.ts";
+import type { WorkspaceSummary } from "../workspace/list.ts";
+import type { WorkspaceStatus } from "../workspace/status.ts";
+import type {
+  ConnectJson,
+  CreateJson,
+  DeleteJson,
+  EventsJson,
+  ExecJson,
+  ImageJson,
+  ImageListJson,
+  ImageSummaryJson,
+  KernelInstallJson,
+  KernelListJson,
+  KernelVerifyJson,
+  ListJson,
+  QuarantineJson,
+  RunJson,
+  StartJson,
+  StatusJson,
+  StopJson,
+  WaitJson,
+} from "../contract/results.ts";
 import type { ExecOutcome } from "./exec.ts";
 import type { RunResult } from "./run.ts";
-import type { StartResult } from "./lifecycle.ts";
+import type { StartResult, StopResult, WaitResult } from "./lifecycle.ts";
 
 /** `run --json`: the run, the workload's result with the output it printed, the accelerator, timings. */
 export function runJson(r: RunResult, output: { stdout: Buffer; stderr: Buffer }, stateDir: string): RunJson {
@@ -135,4 +159,62 @@ export function kernelInstallJson(r: InstallKernelResult): KernelInstallJson {
     source: r.manifest.source,
     installedAt: r.manifest.installedAt,
   };
+}
+
+// Results the library already returns in their printed shape: these identity functions make the
+// compiler check that each stays assignable to its schema's type, and give the CLI one call per result.
+
+/** `halt`, `stop`, `kill --json`. */
+export function stopJson(r: StopResult): StopJson {
+  return { workspace: r.workspace, state: r.state, previousState: r.previousState, changed: r.changed };
+}
+
+/** `wait --json`. */
+export function waitJson(r: WaitResult): WaitJson {
+  return r;
+}
+
+/** `quarantine --json`. */
+export function quarantineJson(r: QuarantineJson): QuarantineJson {
+  return r;
+}
+
+/** `delete --json`. */
+export function deleteJson(r: DeleteResult): DeleteJson {
+  return r;
+}
+
+/** `list` and `ps --json`. */
+export function listJson(workspaces: WorkspaceSummary[]): ListJson {
+  return { workspaces };
+}
+
+/** `status --json`. */
+export function statusJson(s: WorkspaceStatus): StatusJson {
+  return s;
+}
+
+/** `events --json`. */
+export function eventsJson(events: WorkspaceEvent[]): EventsJson {
+  return { events };
+}
+
+/** `kernel list --json`. */
+export function kernelListJson(kernels: KernelStatus[]): KernelListJson {
+  return { kernels };
+}
+
+/** `kernel verify --json`. */
+export function kernelVerifyJson(r: VerifyKernelResult): KernelVerifyJson {
+  return r;
+}
+
+/** `image list --json`. */
+export function imageListJson(images: readonly ImageSummary[]): ImageListJson {
+  return { images: images.map(imageSummaryJson) };
+}
+
+/** `connect --send --json`. */
+export function connectJson(workspace: string, sent: string, output: string): ConnectJson {
+  return { workspace, sent, output };
 }

@@ -136,13 +136,38 @@ export const CreateJsonSchema = z.strictObject({
 });
 export type CreateJson = z.infer<typeof CreateJsonSchema>;
 
+const artifactCheck = z.strictObject({ path: z.string(), recordedSha256: z.string(), sha256: z.string().optional(), checked: z.boolean() });
+export const VerificationSchema = z.strictObject({
+  ok: z.boolean(),
+  imageRef: z.string(),
+  resolvedRef: z.string(),
+  imageDigest: z.string(),
+  kernel: artifactCheck,
+  init: artifactCheck,
+  rootfs: artifactCheck,
+  config: artifactCheck,
+  divergence: z.array(
+    z.strictObject({ artifact: z.string(), field: z.enum(["sha256", "exists"]), expected: z.string(), actual: z.string(), path: z.string(), error: z.string().optional() }),
+  ),
+});
+
 export const StatusJsonSchema = z.strictObject({
   ok: z.boolean(),
   backend,
   event: EventSchema,
-  verification: z.looseObject({ ok: z.boolean(), divergence: z.array(z.unknown()) }).optional(),
+  verification: VerificationSchema.optional(),
   readiness: z.looseObject({ ready: z.boolean(), reason: z.string().optional() }),
-  result: z.looseObject({ status: z.string() }).optional(),
+  result: z
+    .object({
+      runtimeId: z.string().optional(),
+      status: z.enum(EXEC_STATUSES),
+      exitCode: z.number().int().nullable(),
+      signal: z.string().optional(),
+      error: z.string().optional(),
+      startedAt: iso.optional(),
+      completedAt: iso,
+    })
+    .optional(),
   workspace: z.strictObject({
     name: z.string(),
     dir: z.string(),
@@ -178,8 +203,14 @@ export const ListJsonSchema = z.strictObject({ workspaces: z.array(WorkspaceSumm
 export type ListJson = z.infer<typeof ListJsonSchema>;
 
 export const EventsJsonSchema = z.strictObject({ events: z.array(EventSchema) });
+export type EventsJson = z.infer<typeof EventsJsonSchema>;
 /** `logs` (and each line of `logs -f --json`). */
 export const LogsJsonSchema = z.strictObject({ logs: z.string() });
+export type LogsJson = z.infer<typeof LogsJsonSchema>;
+
+/** `connect --send LINE --json`: what the line printed, without its echo and the next prompt. */
+export const ConnectJsonSchema = z.strictObject({ workspace: z.string(), sent: z.string(), output: z.string() });
+export type ConnectJson = z.infer<typeof ConnectJsonSchema>;
 
 // ---- images ----
 
@@ -290,6 +321,7 @@ export const RESULT_SCHEMAS = {
   delete: DeleteJsonSchema,
   events: EventsJsonSchema,
   logs: LogsJsonSchema,
+  connect: ConnectJsonSchema,
   "image pull": ImageJsonSchema,
   "image load": ImageJsonSchema,
   "image list": ImageListJsonSchema,

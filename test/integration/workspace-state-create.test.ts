@@ -45,7 +45,7 @@ async function cli(...args: string[]) {
 function shaped(args: readonly string[], stdout: string) {
   const body = JSON.parse(stdout);
   const verb = args.find((a) => !a.startsWith("-")) ?? "";
-  const command = (body.ok === false ? "error" : verb === "rm" ? "delete" : verb) as ResultCommand;
+  const command = (body.ok === false && "error" in body ? "error" : verb === "rm" ? "delete" : verb) as ResultCommand;
   const schema = RESULT_SCHEMAS[command];
   assert.ok(schema, `no result schema for ${verb}`);
   const r = schema.safeParse(body);

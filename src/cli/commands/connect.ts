@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { action } from "../action.ts";
+import { connectJson } from "../../api/results.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { supervisorFor } from "../../api/lifecycle.ts";
 import { attachConsole, sendConsoleLine, waitForPrompt } from "../console.ts";
@@ -38,7 +39,7 @@ export function connectCommand(): Command {
           const output = await sendConsoleLine(con, o.send, timeoutMs);
           con.close();
           await con.done.catch(() => {});
-          return { json: { workspace: name, sent: o.send, output }, text: output };
+          return { json: connectJson(name, o.send, output), text: output };
         }
         if (!process.stdin.isTTY) {
           throw CommonErrors.USAGE({ message: "connect needs a terminal on stdin for an interactive console", remediation: "Run it from a terminal, or pass --send LINE." });

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError } from "commander";
 import { action } from "../action.ts";
-import { imageJson, imageSummaryJson } from "../../api/results.ts";
+import { imageJson, imageListJson } from "../../api/results.ts";
 import { formatTable, type CliContext } from "../output.ts";
 import { listImages, pruneImages, removeImage, tagImage, type ImageSummary } from "../../image/images.ts";
 import { loadImage } from "../../image/load.ts";
@@ -49,7 +49,7 @@ export function imageCommand(): Command {
     .action(
       action(async (ctx) => {
         const images = await listImages({ stateDir: ctx.globals.stateDir });
-        return { json: { images: images.map(imageSummaryJson) }, text: formatImageTable(images) };
+        return { json: imageListJson(images), text: formatImageTable(images) };
       }),
     );
 

@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
-import { kernelInstallJson } from "../../api/results.ts";
+import { kernelInstallJson, kernelListJson, kernelVerifyJson } from "../../api/results.ts";
 import { formatTable } from "../output.ts";
 import { installKernel, type InstallKernelResult } from "../../kernel/install.ts";
 import { kernelMismatchError, listKernels, verifyKernel, type KernelStatus } from "../../kernel/status.ts";
@@ -49,7 +49,7 @@ export function kernelCommand(): Command {
         });
         if (!r.ok) throw kernelMismatchError(r);
         const note = r.expectedFrom === "flag" ? "  (matches --sha256)" : r.expectedFrom === "manifest" ? "  (matches the install record)" : "";
-        return { json: r, text: `${r.sha256}  ${r.path}${note}` };
+        return { json: kernelVerifyJson(r), text: `${r.sha256}  ${r.path}${note}` };
       }),
     );
 
@@ -59,7 +59,7 @@ export function kernelCommand(): Command {
     .action(
       action(async (ctx) => {
         const kernels = await listKernels({ stateDir: ctx.globals.stateDir });
-        return { json: { kernels }, text: listText(kernels) };
+        return { json: kernelListJson(kernels), text: listText(kernels) };
       }),
     );
 

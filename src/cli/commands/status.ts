@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { statusJson } from "../../api/results.ts";
 import { workspaceStatus, type WorkspaceStatus } from "../../api/status.ts";
 
 export function statusCommand(): Command {
@@ -10,7 +11,7 @@ export function statusCommand(): Command {
     .action(
       action(async (ctx, name: string) => {
         const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir });
-        return { json: s, text: statusText(s) };
+        return { json: statusJson(s), text: statusText(s) };
       }),
     );
 }
