@@ -22,7 +22,7 @@ import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
 import { runCli } from "../helpers/cli.ts";
 import { RESULT_SCHEMAS, nonCamelKeys, type ResultCommand } from "../../src/contract/results.ts";
-import { run as runFacade } from "../../src/index.ts";
+import { run as runFacade, FILE_WRITE_MAX_BYTES } from "../../src/index.ts";
 
 /** A command's --json stdout, checked against its result schema and the camelCase rule. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -138,12 +138,16 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     const gotStatus = await got.status();
     assert.equal(gotStatus.readiness.ready, true, JSON.stringify(gotStatus.readiness));
     assert.equal((gotStatus.readiness.execReady as { ready: boolean }).ready, true);
-    const payload = Buffer.concat([Buffer.from("h\u00e9llo\n"), Buffer.from([0, 1, 2, 255]), Buffer.alloc(200_000, 0x61)]);
+    // At the documented limit exactly: the content and its request fit in one control-protocol line.
+    const head = Buffer.concat([Buffer.from("h\u00e9llo\n"), Buffer.from([0, 1, 2, 255])]);
+    const payload = Buffer.concat([head, Buffer.alloc(FILE_WRITE_MAX_BYTES - head.length, 0x61)]);
     await got.files.write("/root/facade.bin", payload);
     assert.ok((await got.files.read("/root/facade.bin")).equals(payload), "files.read returns the bytes files.write wrote");
     assert.equal((await got.exec(["wc", "-c", "/root/facade.bin"])).stdout.toString().trim().split(/\s+/)[0], String(payload.length));
     await assert.rejects(got.files.read("/root/no-such-file"), (e: Error & { code?: string }) => e.code === "FILE_READ_FAILED" && /no-such-file/.test(e.message));
     await assert.rejects(got.files.write("/no-such-dir/x", "x"), (e: Error & { code?: string }) => e.code === "FILE_WRITE_FAILED");
+    await assert.rejects(got.files.write("/root/big", Buffer.alloc(FILE_WRITE_MAX_BYTES + 1)), (e: Error & { code?: string }) => e.code === "FILE_TOO_LARGE");
+    await assert.rejects(got.files.read("relative/path"), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT");
 
     // a caller that gives up on an exec kills the command in the guest
     const ac = new AbortController();
