@@ -31,8 +31,10 @@ import type {
   StartJson,
   StatusJson,
   StopJson,
+  VersionJson,
   WaitJson,
 } from "../contract/results.ts";
+import { packageVersion } from "../version.ts";
 import type { ExecOutcome } from "./exec.ts";
 import type { RunResult } from "./run.ts";
 import type { StartResult, StopResult, WaitResult } from "./lifecycle.ts";
@@ -217,4 +219,9 @@ export function imageListJson(images: readonly ImageSummary[]): ImageListJson {
 /** `connect --send --json`. */
 export function connectJson(workspace: string, sent: string, output: string): ConnectJson {
   return { workspace, sent, output };
+}
+
+/** `version --json`: this package's version and the Node running it. */
+export function versionJson(): VersionJson {
+  return { version: packageVersion(), node: process.versions.node };
 }
