@@ -1,9 +1,9 @@
 /**
  * Durations users type: `30` (seconds), `500ms`, `30s`, `5m`, `1h`. A bare number means seconds,
- * which is why this is not the `ms` package (where `"30"` is 30 ms). Attached to flags as commander
- * argParsers (`durationArg`), so a bad value is a usage error (exit 2) before the command does anything.
+ * which is why this is not the `ms` package (where `"30"` is 30 ms). Flags reach it through
+ * commander argParsers (`parseDurationFlag` in commands/workspace-flags.ts), so a bad value is a
+ * usage error (exit 2) before the command does anything.
  */
-import { InvalidArgumentError } from "commander";
 import { CommonErrors } from "../contract/errors.ts";
 
 export function parseDurationMs(input: string, what = "duration"): number {
@@ -17,23 +17,4 @@ export function parseDurationMs(input: string, what = "duration"): number {
   const unit = m[2] ?? "s";
   const factor = unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" ? 60_000 : 3_600_000;
   return Math.round(n * factor);
-}
-
-/** A commander argParser for a duration flag: milliseconds, or InvalidArgumentError echoing the value. */
-export function durationArg(what: string): (value: string) => number {
-  return (value: string) => {
-    try {
-      return parseDurationMs(value, what);
-    } catch (e) {
-      throw new InvalidArgumentError((e as Error).message);
-    }
-  };
-}
-
-/** A duration as a person would write it back: `1s`, `5m`, `1500ms`. */
-export function formatDurationMs(ms: number): string {
-  if (ms > 0 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms > 0 && ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms > 0 && ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }

@@ -9,7 +9,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCli } from "../helpers/cli.ts";
-import { formatDurationMs, parseDurationMs } from "../../src/cli/duration.ts";
+import { parseDurationMs } from "../../src/cli/duration.ts";
+import { formatDurationMs } from "../../src/cli/commands/workspace-flags.ts";
 
 test("cli-durations: a bad duration on any command exits 2 with one error and no side effect", async () => {
   const dir = await mkdtemp(join(tmpdir(), "cli-durations-"));
@@ -20,6 +21,7 @@ test("cli-durations: a bad duration on any command exits 2 with one error and no
       ["exec", "ws", "--timeout", "soon", "--", "true"],
       ["start", "ws", "--timeout", "1y"],
       ["start", "ws", "--wait-timeout", "-1"],
+      ["exec", "ws", "--timeout", "0", "--", "true"],
       ["halt", "ws", "--timeout", "x"],
       ["stop", "ws", "--timeout", "x"],
       ["wait", "ws", "--timeout", "x"],

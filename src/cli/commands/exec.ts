@@ -4,7 +4,7 @@ import { action } from "../action.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { execExitCode } from "../../api/exec.ts";
 import { execJson } from "../../api/results.ts";
-import { durationArg, formatDurationMs } from "../duration.ts";
+import { formatDurationMs, parseDurationFlag } from "./workspace-flags.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -29,7 +29,7 @@ export function execCommand(): Command {
     .option("-e, --env <KEY=VAL>", "environment variable for the command (repeatable)", collect, [])
     .option("--cwd <dir>", "working directory in the guest")
     .option("--user <user>", "run as this guest user (name or uid[:gid])")
-    .addOption(new Option("--timeout <duration>", "kill the command after this long").argParser(durationArg("--timeout")).default(300_000, "5m"))
+    .addOption(new Option("--timeout <duration>", "kill the command after this long").argParser(parseDurationFlag("--timeout")).default(300_000, "5m"))
     .option("--stream", "write output as it arrives (text mode)")
     .option("--stdin <path>", "feed this file (or - for the CLI's stdin) to the command")
     .option("--stdout-limit <bytes>", "cap on captured stdout bytes")

@@ -1,11 +1,10 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
-import { durationArg, formatDurationMs } from "../duration.ts";
 import { runJson } from "../../api/results.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
-import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addResourceOptions, collectEnv, collectList, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
 interface RunFlags extends ResourceFlags {
   image?: string;
@@ -13,6 +12,7 @@ interface RunFlags extends ResourceFlags {
   keep?: boolean;
   rm?: boolean;
   name?: string;
+  /** Milliseconds (parsed by commander). */
   timeout?: number;
   env?: Record<string, string>;
   setup?: string[];
@@ -32,7 +32,7 @@ export function runCommand(): Command {
     .option("--keep", "keep the workspace after the run (its name is printed on stderr)")
     .option("--rm", "delete the workspace after the run (the default)")
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
-    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", durationArg("--timeout"))
+    .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", parseDurationFlag("--timeout"))
     .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collectEnv)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")

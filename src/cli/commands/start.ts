@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
-import { durationArg } from "../duration.ts";
+import { parseDurationFlag } from "./workspace-flags.ts";
 import { startJson } from "../../api/results.ts";
 
 export function startCommand(): Command {
@@ -9,8 +9,8 @@ export function startCommand(): Command {
     .description("boot a prepared, halted, stopped or failed workspace and wait until its guest is up")
     .argument("<name>", "workspace name")
     .option("--wait", "after boot, block until the workspace reaches a terminal state")
-    .option("--timeout <duration>", "bound on the boot (e.g. 90s, 2m)", durationArg("--timeout"))
-    .option("--wait-timeout <duration>", "bound on --wait (implies --wait)", durationArg("--wait-timeout"))
+    .option("--timeout <duration>", "bound on the boot (e.g. 90s, 2m)", parseDurationFlag("--timeout"))
+    .option("--wait-timeout <duration>", "bound on --wait (implies --wait)", parseDurationFlag("--wait-timeout"))
     .option("--force", "boot even if the kernel or init diverged from the manifest")
     .action(
       action(async (ctx, name: string, o: { wait?: boolean; timeout?: number; waitTimeout?: number; force?: boolean }) => {

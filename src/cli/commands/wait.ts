@@ -1,14 +1,14 @@
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import { action } from "../action.ts";
 import { waitJson } from "../../api/results.ts";
 import { waitWorkspace } from "../../api/lifecycle.ts";
-import { durationArg } from "../duration.ts";
+import { parseDurationFlag } from "./workspace-flags.ts";
 
 export function waitCommand(): Command {
   return new Command("wait")
     .description("block until a workspace reaches a terminal state (stopped/halted/prepared: exit 0; failed/quarantined: exit 1)")
     .argument("<name>", "workspace name")
-    .addOption(new Option("--timeout <duration>", "give up after this long (0 = forever)").argParser(durationArg("--timeout")).default(0, "0"))
+    .option("--timeout <duration>", "give up after this long (0 = forever)", parseDurationFlag("--timeout", { allowZero: true }), 0)
     .action(
       action(async (ctx, name: string, o: { timeout: number }) => {
         const timeoutMs = o.timeout;

@@ -1,8 +1,10 @@
 /**
- * Option parsers shared by the workspace commands (create, and anything else taking the same
- * flags). Each throws commander's InvalidArgumentError echoing the bad value (exit 2).
+ * Option parsers shared by the workspace commands (create, run, start, wait, ...). Each throws
+ * commander's InvalidArgumentError echoing the bad value, so a bad flag is a usage error (exit 2)
+ * raised while commander parses, before the command does anything (no probe, no note, no file).
  */
 import { InvalidArgumentError, type Command } from "commander";
+import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
 
@@ -18,6 +20,38 @@ export function parseWholeNumber(what: string, min: number, max: number): (value
 export const parseMemoryMib = parseWholeNumber("memory in MiB", 64, 1048576);
 export const parseCpus = parseWholeNumber("vCPUs", 1, 256);
 export const parseSizeMib = parseWholeNumber("disk size in MiB", 64, 16777216);
+
+/** Longest duration a flag may name: Node timers overflow past 2^31-1 ms (and then fire at once). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/**
+ * A duration flag (`30` seconds, `500ms`, `30s`, `5m`, `1h`) in milliseconds. `allowZero` is for
+ * flags where 0 means "no limit" (`wait --timeout 0`); elsewhere 0 would be a timeout that has
+ * already expired.
+ */
+export function parseDurationFlag(what: string, options: { allowZero?: boolean } = {}): (value: string) => number {
+  return (value: string) => {
+    let ms: number;
+    try {
+      ms = parseDurationMs(value, what);
+    } catch {
+      throw new InvalidArgumentError(`'${value}' is not a duration (${what}): expected a number of seconds or a value like 500ms, 30s, 5m, 1h`);
+    }
+    if (ms === 0 && !options.allowZero) throw new InvalidArgumentError(`'${value}' is not a usable ${what}: it must be more than 0`);
+    if (ms > MAX_DURATION_MS) throw new InvalidArgumentError(`'${value}' is too long for ${what} (at most ${Math.floor(MAX_DURATION_MS / 3_600_000)}h)`);
+    return ms;
+  };
+}
+
+/** A duration in milliseconds as a user would write it back: 500ms, 30s, 5m, 1.5h. */
+export function formatDurationMs(ms: number): string {
+  if (ms < 1000 || ms % 1000 !== 0) return `${ms}ms`;
+  const s = ms / 1000;
+  if (s < 60 || s % 60 !== 0) return `${s}s`;
+  const m = s / 60;
+  return m < 60 || m % 60 !== 0 ? `${m}m` : `${m / 60}h`;
+}
+
 
 export function parseProfile(value: string): ProfileName {
   if (!(PROFILE_NAMES as readonly string[]).includes(value)) {
