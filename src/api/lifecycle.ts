@@ -19,7 +19,8 @@ import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
 import { assertBootArtifactsVerified } from "../workspace/verify.ts";
 import { SupervisorClient } from "../supervisor/client.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
-import { spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
+import { runtimeRoot, spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
+import { chooseAccel } from "../supervisor/accel.ts";
 import type { Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
 
 export interface LifecycleOptions extends WorkspaceAccessOptions {
@@ -49,6 +50,9 @@ export interface StartResult {
   status?: SupervisorStatus;
   /** Milliseconds from the start call to the guest accepting its boot config. */
   bootMs?: number;
+  /** The accelerator the VM boots with, and why (the supervisor's choice; cached per host boot). */
+  accel?: RuntimeRecord["accel"];
+  accelReason?: string;
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 120_000;
@@ -89,10 +93,16 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   } finally {
     await lock.release();
   }
-  if (opts.detach) return { workspace: name, state: "starting", runtimeId, supervisorPid: pid };
+  if (opts.detach) {
+    // runtime.json is not written yet: report the same (cached) choice the supervisor is making.
+    const choice = await chooseAccel(process.env, runtimeRoot());
+    return { workspace: name, state: "starting", runtimeId, supervisorPid: pid, accel: choice.accel, accelReason: choice.reason };
+  }
   try {
     const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs !== undefined ? opts.timeoutMs + START_VERDICT_GRACE_MS : DEFAULT_START_TIMEOUT_MS);
-    return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started };
+    const rt = await readRuntime(paths).catch(() => undefined);
+    const accel = status.accel ?? rt?.accel;
+    return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started, accel, accelReason: rt?.accelReason };
   } catch (e) {
     // Whatever happened, the record must not claim a live VM that is not there. A supervisor that
     // died before writing runtime.json is invisible to reconcile (it allows `starting` a grace

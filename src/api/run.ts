@@ -18,7 +18,7 @@ import { defaultStateDir, workspacePaths } from "../workspace/paths.ts";
 import { SupervisorClient } from "../supervisor/client.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 import type { WorkloadResult } from "../supervisor/protocol.ts";
-import { startWorkspace, stopWorkspace, waitWorkspace } from "./lifecycle.ts";
+import { startWorkspace, stopWorkspace, waitWorkspace, type StartResult } from "./lifecycle.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 
 export interface RunOptions {
@@ -50,6 +50,8 @@ export interface RunOptions {
   /** Workload output as it arrives. */
   onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
   onProgress?: (message: string) => void;
+  /** Called once the supervisor is spawned, with its accelerator choice (before any workload output). */
+  onStarted?: (started: StartResult) => void;
   /** Abort = kill the workspace (and delete it unless keep). */
   signal?: AbortSignal;
   /** @internal test seam: the image/kernel/rootfs steps of create. */
@@ -67,6 +69,9 @@ export interface RunResult {
   interrupted: boolean;
   result: WorkloadResult | undefined;
   timings: { createMs: number; bootMs?: number; totalMs: number };
+  /** The accelerator the VM booted with, and why. */
+  accel?: StartResult["accel"];
+  accelReason?: string;
 }
 
 const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
@@ -124,6 +129,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   try {
     progress(`booting ${name}`);
     const started = await startWorkspace(name, { ...access, detach: true, ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
+    opts.onStarted?.(started);
     const bootStart = performance.now();
     const abort = new AbortController();
     const onAbort = () => {
@@ -154,7 +160,18 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     const finalState = waited?.state ?? (await readState(workspacePaths(opts.stateDir ?? defaultStateDir(), name)).catch(() => undefined))?.state;
     const interrupted = Boolean(opts.signal?.aborted) && !result;
     const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : interrupted ? 130 : 1;
-    return { workspace: name, kept: Boolean(opts.keep), finalState, exitCode, timedOut, interrupted, result, timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 } };
+    return {
+      workspace: name,
+      kept: Boolean(opts.keep),
+      finalState,
+      exitCode,
+      timedOut,
+      interrupted,
+      result,
+      timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 },
+      accel: started.accel,
+      accelReason: started.accelReason,
+    };
   } finally {
     if (!opts.keep) {
       await deleteWorkspace(name, { ...access, force: true, kill: async () => void (await kill()) }).catch(() => {});

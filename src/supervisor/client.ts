@@ -44,7 +44,8 @@ export interface ConsoleConnection {
   resize(cols: number, rows: number): void;
   /** Ask the guest to close the console; `done` resolves afterwards. */
   close(): void;
-  onData(cb: (data: Buffer) => void): void;
+  /** Receive console output (the first listener also gets what arrived before it); returns an unsubscribe. */
+  onData(cb: (data: Buffer) => void): () => void;
   /** Resolves when the console closed from either side. */
   done: Promise<void>;
 }
@@ -216,6 +217,10 @@ export class SupervisorClient {
       onData: (cb) => {
         listeners.push(cb);
         for (const d of pending.splice(0)) cb(d);
+        return () => {
+          const i = listeners.indexOf(cb);
+          if (i >= 0) listeners.splice(i, 1);
+        };
       },
       done: done.catch((e) => {
         // A console closed by the peer or the VM is an ordinary end.

@@ -21,6 +21,18 @@ import { workspacePaths } from "../../src/workspace/paths.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { startWorkspace, stopWorkspace, probeReadiness } from "../../src/api/lifecycle.ts";
 import { runCli } from "../helpers/cli.ts";
+import { RESULT_SCHEMAS, nonCamelKeys, type ResultCommand } from "../../src/contract/results.ts";
+import { run as runFacade, FILE_WRITE_MAX_BYTES } from "../../src/index.ts";
+
+/** A command's --json stdout, checked against its result schema and the camelCase rule. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function shaped(command: ResultCommand, stdout: string): any {
+  const body = JSON.parse(stdout);
+  const r = RESULT_SCHEMAS[command].safeParse(body);
+  assert.ok(r.success, `${command} --json does not match its schema: ${JSON.stringify(r.error?.issues)}\n${stdout}`);
+  assert.deepEqual(nonCamelKeys(body), [], `${command} --json has non-camelCase keys`);
+  return body;
+}
 
 let fx: WorkspaceFixture;
 let imageRef: string;
@@ -74,11 +86,14 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     // --- boot 1 (through the CLI) ---
     const started = await cli("--json", "start", name);
     assert.equal(started.code, 0, started.stdout + started.stderr);
-    assert.equal(JSON.parse(started.stdout).state, "running");
+    const startBody = shaped("start", started.stdout);
+    assert.equal(startBody.state, "running");
+    assert.ok(["kvm", "tcg"].includes(startBody.host.accel), started.stdout);
+    assert.ok(startBody.host.accelReason, "start reports why it chose the accelerator");
 
     const st = await cli("--json", "status", name);
     assert.equal(st.code, 0, st.stderr);
-    const stBody = JSON.parse(st.stdout);
+    const stBody = shaped("status", st.stdout);
     assert.equal(stBody.event.state, "running");
     assert.equal(stBody.readiness.execReady.ready, true, st.stdout);
 
@@ -94,8 +109,10 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.equal(ok.stderr, "oops\n");
     const js = await cli("--json", "exec", name, "--", "sh", "-c", "printf abc");
     assert.equal(js.code, 0);
-    const body = JSON.parse(js.stdout);
+    const body = shaped("exec", js.stdout);
     assert.equal(body.status, "exited");
+    assert.equal(body.exitCode, 0);
+    assert.equal(body.protocolVersion, "exec.v1");
     assert.equal(Buffer.from(body.stdout, "base64").toString(), "abc");
     assert.equal((await cli("exec", name, "--", "/no/such/binary")).code, 127);
     assert.equal((await cli("exec", name, "--timeout", "1s", "--", "sleep", "30")).code, 124);
@@ -115,6 +132,22 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.equal(seen.join(""), "one\ntwo\n");
     assert.equal((await h).exitCode, 0);
     assert.equal((await ws.exec(["sh", "-c", "echo persisted > /root/marker; sync"])).exitCode, 0);
+
+    // the facade by name: get, status (probes readiness by itself), files through exec
+    const got = await Workspace.get(name, { stateDir: fx.stateDir });
+    const gotStatus = await got.status();
+    assert.equal(gotStatus.readiness.ready, true, JSON.stringify(gotStatus.readiness));
+    assert.equal((gotStatus.readiness.execReady as { ready: boolean }).ready, true);
+    // At the documented limit exactly: the content and its request fit in one control-protocol line.
+    const head = Buffer.concat([Buffer.from("h\u00e9llo\n"), Buffer.from([0, 1, 2, 255])]);
+    const payload = Buffer.concat([head, Buffer.alloc(FILE_WRITE_MAX_BYTES - head.length, 0x61)]);
+    await got.files.write("/root/facade.bin", payload);
+    assert.ok((await got.files.read("/root/facade.bin")).equals(payload), "files.read returns the bytes files.write wrote");
+    assert.equal((await got.exec(["wc", "-c", "/root/facade.bin"])).stdout.toString().trim().split(/\s+/)[0], String(payload.length));
+    await assert.rejects(got.files.read("/root/no-such-file"), (e: Error & { code?: string }) => e.code === "FILE_READ_FAILED" && /no-such-file/.test(e.message));
+    await assert.rejects(got.files.write("/no-such-dir/x", "x"), (e: Error & { code?: string }) => e.code === "FILE_WRITE_FAILED");
+    await assert.rejects(got.files.write("/root/big", Buffer.alloc(FILE_WRITE_MAX_BYTES + 1)), (e: Error & { code?: string }) => e.code === "FILE_TOO_LARGE");
+    await assert.rejects(got.files.read("relative/path"), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT");
 
     // a caller that gives up on an exec kills the command in the guest
     const ac = new AbortController();
@@ -136,7 +169,7 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     // halt keeps the disk
     const halted = await cli("--json", "halt", name);
     assert.equal(halted.code, 0, halted.stdout + halted.stderr);
-    assert.equal(JSON.parse(halted.stdout).state, "halted");
+    assert.equal(shaped("halt", halted.stdout).state, "halted");
 
     // --- boot 2: the file written before halt is still there ---
     await startWorkspace(name, { stateDir: fx.stateDir });
@@ -146,11 +179,11 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     // quarantine severs exec and console; start is refused with the seed's wording; kill ends it
     const q = await cli("--json", "quarantine", name);
     assert.equal(q.code, 0, q.stdout + q.stderr);
-    assert.equal(JSON.parse(q.stdout).state, "quarantined");
+    assert.equal(shaped("quarantine", q.stdout).state, "quarantined");
     assert.equal(JSON.parse(q.stdout).frozen, true, "the backend's pause capability (QMP stop) froze the VM");
     const refusedExec = await cli("--json", "exec", name, "--", "true");
     assert.notEqual(refusedExec.code, 0);
-    assert.equal(JSON.parse(refusedExec.stdout).error.code, "QUARANTINED");
+    assert.equal(shaped("error", refusedExec.stdout).error.code, "QUARANTINED");
     const refusedStart = await cli("--json", "start", name);
     assert.equal(refusedStart.code, 1);
     const startErr = JSON.parse(refusedStart.stdout).error;
@@ -158,7 +191,7 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     assert.match(startErr.remediation, /microagent halt persist/);
     const killed = await cli("--json", "kill", name);
     assert.equal(killed.code, 0, killed.stdout + killed.stderr);
-    assert.equal(JSON.parse(killed.stdout).state, "stopped");
+    assert.equal(shaped("kill", killed.stdout).state, "stopped");
 
     // --- boot 3: SIGKILL the supervisor; the next read reconciles, and no VM is left behind ---
     await startWorkspace(name, { stateDir: fx.stateDir });
@@ -190,7 +223,7 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     });
     const after4 = await cli("--json", "wait", name, "--timeout", "30s");
     assert.equal(after4.code, 1);
-    assert.equal(JSON.parse(after4.stdout).state, "failed");
+    assert.equal(shaped("wait", after4.stdout).state, "failed");
     assert.match(JSON.parse(after4.stdout).detail, /the VM exited unexpectedly \(killed by SIGKILL\)/);
 
     const states = (await readEvents(name, { stateDir: fx.stateDir })).map((e) => e.state);
@@ -237,6 +270,28 @@ test("workspace: `run` through the CLI streams output, passes the exit code thro
   } finally {
     await deleteWorkspace("oneshot", { stateDir: fx.stateDir, force: true });
   }
+  assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
+});
+
+test("workspace: `run --json` and the facade's run() return the camelCase run result with the output and the accelerator", { timeout: 300_000 }, async () => {
+  const r = await cli("--json", "run", "--profile", "tiny", imageRef, "sh", "-c", "printf json-out; printf json-err >&2; exit 3");
+  assert.equal(r.code, 3, r.stdout + r.stderr);
+  const body = shaped("run", r.stdout);
+  assert.equal(body.exitCode, 3);
+  assert.equal(body.result.exitCode, 3);
+  assert.equal(body.finalState, "failed");
+  assert.equal(Buffer.from(body.result.stdout, "base64").toString(), "json-out");
+  assert.equal(Buffer.from(body.result.stderr, "base64").toString(), "json-err");
+  assert.ok(["kvm", "tcg"].includes(body.host.accel), r.stdout);
+  assert.ok(body.timingsMs.total >= body.timingsMs.create);
+
+  const seen: string[] = [];
+  const f = await runFacade({ image: imageRef, cmd: ["sh", "-c", "echo facade-run"], resources: { profile: "tiny" } }, { stateDir: fx.stateDir, onOutput: (_s, d) => seen.push(d.toString()) });
+  assert.ok(RESULT_SCHEMAS.run.safeParse(f).success, JSON.stringify(f));
+  assert.equal(f.exitCode, 0);
+  assert.equal(Buffer.from(f.result.stdout, "base64").toString(), "facade-run\n");
+  assert.equal(seen.join(""), "facade-run\n");
+  await assert.rejects(runFacade({ image: imageRef, timeoutMs: -1 } as never, { stateDir: fx.stateDir }), (e: Error & { code?: string }) => e.code === "INVALID_ARGUMENT" && /timeoutMs/.test(e.message));
   assert.deepEqual(readdirSync(`${fx.stateDir}/workspaces`).filter((n) => !n.startsWith(".")), []);
 });
 

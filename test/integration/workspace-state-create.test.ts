@@ -24,6 +24,7 @@ import { writeRuntime } from "../../src/workspace/runtime.ts";
 import { processStartTime, processAlive } from "../../src/util/process.ts";
 import { ensurePrivateDir } from "../../src/util/fs.ts";
 import { runCli } from "../helpers/cli.ts";
+import { RESULT_SCHEMAS, nonCamelKeys, type ResultCommand } from "../../src/contract/results.ts";
 import { resolveE2fsTools } from "../../src/rootfs/tools.ts";
 
 // Reuse downloaded kernel packages across runs (the kernel area honours this variable).
@@ -37,7 +38,20 @@ const cleanups: Array<() => Promise<void>> = [];
 
 async function cli(...args: string[]) {
   const r = await runCli(["--state-dir", fx.stateDir, ...args]);
-  return { code: r.code, stdout: r.out, stderr: r.err, json: () => JSON.parse(r.out) };
+  return { code: r.code, stdout: r.out, stderr: r.err, json: () => shaped(args, r.out) };
+}
+
+/** Parse --json output and check it against the command's result schema (or the error schema) and the camelCase rule. */
+function shaped(args: readonly string[], stdout: string) {
+  const body = JSON.parse(stdout);
+  const verb = args.find((a) => !a.startsWith("-")) ?? "";
+  const command = (body.ok === false && "error" in body ? "error" : verb === "rm" ? "delete" : verb) as ResultCommand;
+  const schema = RESULT_SCHEMAS[command];
+  assert.ok(schema, `no result schema for ${verb}`);
+  const r = schema.safeParse(body);
+  assert.ok(r.success, `${command} --json does not match its schema: ${JSON.stringify(r.error?.issues)}\n${stdout}`);
+  assert.deepEqual(nonCamelKeys(body), [], `${command} --json has non-camelCase keys`);
+  return body;
 }
 
 before(async () => {

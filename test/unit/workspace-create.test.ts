@@ -16,7 +16,8 @@ import { readEventsFile } from "../../src/workspace/events.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
 import { MAX_BOOT_CONFIG_BYTES, MAX_BOOT_FILES_BYTES } from "../../src/workspace/boot-spec.ts";
 import { assertBootArtifactsVerified } from "../../src/workspace/verify.ts";
-import { createJson, createText } from "../../src/cli/commands/create.ts";
+import { createText } from "../../src/cli/commands/create.ts";
+import { createJson } from "../../src/api/results.ts";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 

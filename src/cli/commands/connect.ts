@@ -1,8 +1,9 @@
-import { Command } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { action } from "../action.ts";
+import { connectJson } from "../../api/results.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { supervisorFor } from "../../api/lifecycle.ts";
-import { attachConsole, sendConsoleLine, waitForPrompt } from "../../api/console.ts";
+import { attachConsole, sendConsoleLine, waitForPrompt } from "../console.ts";
 import { CommonErrors, isMicroagentError } from "../../contract/errors.ts";
 import { SupervisorErrors } from "../../supervisor/errors.ts";
 
@@ -11,12 +12,12 @@ export function connectCommand(): Command {
     .description("open the interactive console of a running workspace (detach with Ctrl-]), or send one line with --send")
     .argument("<name>", "workspace name")
     .option("--send <line>", "send one line, print the output, and exit")
-    .option("--timeout <seconds>", "how long to wait for output after --send", "5")
-    .option("--ready-timeout <seconds>", "wait this long for a shell prompt first; 0 skips the wait", "10")
+    .addOption(new Option("--timeout <seconds>", "how long to wait for output after --send").argParser(secondsArg("--timeout")).default(5000, "5"))
+    .addOption(new Option("--ready-timeout <seconds>", "wait this long for a shell prompt first; 0 skips the wait").argParser(secondsArg("--ready-timeout")).default(10_000, "10"))
     .action(
-      action(async (ctx, name: string, o: { send?: string; timeout: string; readyTimeout: string }) => {
-        const timeoutMs = secondsOption(o.timeout, "--timeout");
-        const readyMs = secondsOption(o.readyTimeout, "--ready-timeout");
+      action(async (ctx, name: string, o: { send?: string; timeout: number; readyTimeout: number }) => {
+        const timeoutMs = o.timeout;
+        const readyMs = o.readyTimeout;
         if (o.send === undefined && ctx.globals.format === "json") {
           throw CommonErrors.USAGE({ message: "connect without --send is interactive and has no JSON form", remediation: "Pass --send LINE, or drop --json." });
         }
@@ -38,7 +39,7 @@ export function connectCommand(): Command {
           const output = await sendConsoleLine(con, o.send, timeoutMs);
           con.close();
           await con.done.catch(() => {});
-          return { json: { workspace: name, sent: o.send, output }, text: output };
+          return { json: connectJson(name, o.send, output), text: output };
         }
         if (!process.stdin.isTTY) {
           throw CommonErrors.USAGE({ message: "connect needs a terminal on stdin for an interactive console", remediation: "Run it from a terminal, or pass --send LINE." });
@@ -52,8 +53,11 @@ export function connectCommand(): Command {
     );
 }
 
-function secondsOption(value: string, what: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw CommonErrors.INVALID_ARGUMENT({ message: `invalid ${what} '${value}': expected a number of seconds (0 or more)` });
-  return Math.round(n * 1000);
+/** A number of seconds (0 or more) as milliseconds; a bad value is a usage error before anything connects. */
+function secondsArg(what: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`invalid ${what} '${value}': expected a number of seconds (0 or more)`);
+    return Math.round(n * 1000);
+  };
 }

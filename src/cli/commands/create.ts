@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { createJson } from "../../api/results.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
 import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
@@ -47,24 +48,6 @@ export function createCommand(): Command {
         return { json: createJson(r), text: createText(r) };
       }),
     );
-}
-
-export function createJson(r: CreateResult) {
-  const m = r.manifest;
-  return {
-    workspace: r.name,
-    state: r.state.state,
-    event: r.state,
-    backend: m.backend,
-    arch: m.arch,
-    image: m.image,
-    resources: m.resources,
-    network: m.network,
-    boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((f) => f.target) },
-    artifacts: m.artifacts,
-    rootfsCacheHit: r.rootfsCacheHit,
-    timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 10) / 10])),
-  };
 }
 
 /** "1024 MiB disk", or why the disk is bigger than asked. */

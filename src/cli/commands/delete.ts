@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { deleteJson } from "../../api/results.ts";
 import { stopWorkspace } from "../../api/lifecycle.ts";
 import { deleteWorkspace } from "../../workspace/delete.ts";
 
@@ -17,7 +18,7 @@ export function deleteCommand(): Command {
           ...(o.force ? { force: true, kill: async () => void (await stopWorkspace(name, "kill", { stateDir })) } : {}),
         });
         const text = r.deleted ? `deleted ${name}${r.killed ? " (its VM was killed first)" : ""}` : `workspace ${name} does not exist; nothing to delete`;
-        return { json: r, text };
+        return { json: deleteJson(r), text };
       }),
     );
 }

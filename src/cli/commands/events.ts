@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { eventsJson } from "../../api/results.ts";
 import { followEvents, readEvents } from "../../workspace/history.ts";
 import type { WorkspaceEvent } from "../../workspace/events.ts";
 
@@ -13,7 +14,7 @@ export function eventsCommand(): Command {
         const access = { stateDir: ctx.globals.stateDir };
         if (!o.follow) {
           const events = await readEvents(name, access);
-          return { json: { events }, text: events.map(eventLine).join("\n") };
+          return { json: eventsJson(events), text: events.map(eventLine).join("\n") };
         }
         // Follow: one line per event as it happens (JSON: one compact object per line).
         const ac = new AbortController();

@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { action } from "../action.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { execExitCode } from "../../api/exec.ts";
-import { parseDurationMs } from "../../api/duration.ts";
+import { execJson } from "../../api/results.ts";
+import { formatDurationMs, parseDurationFlag } from "./workspace-flags.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -28,7 +29,7 @@ export function execCommand(): Command {
     .option("-e, --env <KEY=VAL>", "environment variable for the command (repeatable)", collect, [])
     .option("--cwd <dir>", "working directory in the guest")
     .option("--user <user>", "run as this guest user (name or uid[:gid])")
-    .option("--timeout <duration>", "kill the command after this long", "5m")
+    .addOption(new Option("--timeout <duration>", "kill the command after this long").argParser(parseDurationFlag("--timeout")).default(300_000, "5m"))
     .option("--stream", "write output as it arrives (text mode)")
     .option("--stdin <path>", "feed this file (or - for the CLI's stdin) to the command")
     .option("--stdout-limit <bytes>", "cap on captured stdout bytes")
@@ -39,7 +40,7 @@ export function execCommand(): Command {
           ctx,
           name: string,
           argv: string[],
-          o: { env: string[]; cwd?: string; user?: string; timeout: string; stream?: boolean; stdin?: string; stdoutLimit?: string; stderrLimit?: string },
+          o: { env: string[]; cwd?: string; user?: string; timeout: number; stream?: boolean; stdin?: string; stdoutLimit?: string; stderrLimit?: string },
         ) => {
           const ws = await Workspace.connect(name, { stateDir: ctx.globals.stateDir });
           const stdin = o.stdin === undefined ? undefined : readFileSync(o.stdin === "-" ? 0 : o.stdin);
@@ -47,7 +48,7 @@ export function execCommand(): Command {
             env: parseEnvPairs(o.env),
             ...(o.cwd ? { cwd: o.cwd } : {}),
             ...(o.user ? { user: o.user } : {}),
-            timeoutMs: parseDurationMs(o.timeout, "--timeout"),
+            timeoutMs: o.timeout,
             ...(stdin ? { stdin } : {}),
             ...(o.stdoutLimit ? { stdoutLimitBytes: Number(o.stdoutLimit) } : {}),
             ...(o.stderrLimit ? { stderrLimitBytes: Number(o.stderrLimit) } : {}),
@@ -64,22 +65,10 @@ export function execCommand(): Command {
           if (ctx.streaming) {
             if (r.stdoutTruncated || r.stderrTruncated) ctx.streams.stderr.write(`note: output was truncated (${[r.stdoutTruncated && "stdout", r.stderrTruncated && "stderr"].filter(Boolean).join(", ")} over its limit)\n`);
             if (r.status === "failed_to_start") ctx.streams.stderr.write(`error: ${argv[0]} failed to start: ${r.error ?? "unknown"}\n`);
-            if (r.status === "timed_out") ctx.streams.stderr.write(`error: ${argv[0]} timed out after ${o.timeout}\n`);
+            if (r.status === "timed_out") ctx.streams.stderr.write(`error: ${argv[0]} timed out after ${formatDurationMs(o.timeout)}\n`);
           }
           return {
-            json: {
-              protocol_version: "exec.v1",
-              status: r.status,
-              ...(r.exitCode !== undefined ? { exit_code: r.exitCode } : {}),
-              ...(r.signal ? { signal: r.signal } : {}),
-              stdout: r.stdout.toString("base64"),
-              stderr: r.stderr.toString("base64"),
-              stdout_truncated: r.stdoutTruncated,
-              stderr_truncated: r.stderrTruncated,
-              started_at: r.startedAt,
-              completed_at: r.completedAt,
-              ...(r.error ? { error: { code: r.status, message: r.error } } : {}),
-            },
+            json: execJson(r),
             exitCode: execExitCode(r),
             passthrough: true,
           };

@@ -1,10 +1,10 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { imageJson, imageListJson } from "../../api/results.ts";
 import { formatTable, type CliContext } from "../output.ts";
 import { listImages, pruneImages, removeImage, tagImage, type ImageSummary } from "../../image/images.ts";
 import { loadImage } from "../../image/load.ts";
 import { pullImage, type PullProgress } from "../../image/pull.ts";
-import type { LocalImage } from "../../image/types.ts";
 import { parseWholeNumber } from "./workspace-flags.ts";
 
 export function imageCommand(): Command {
@@ -50,7 +50,7 @@ export function imageCommand(): Command {
     .action(
       action(async (ctx) => {
         const images = await listImages({ stateDir: ctx.globals.stateDir });
-        return { json: { images: images.map(summaryJson) }, text: formatImageTable(images) };
+        return { json: imageListJson(images), text: formatImageTable(images) };
       }),
     );
 
@@ -129,32 +129,6 @@ export function progressPrinter(ctx: Pick<CliContext, "progress">): (e: PullProg
         ctx.progress(`  ${short} done`);
         break;
     }
-  };
-}
-
-export function imageJson(img: LocalImage) {
-  return {
-    ref: img.ref,
-    resolvedRef: img.resolvedRef,
-    digest: img.manifestDigest,
-    platform: img.platform,
-    configDigest: img.configDigest,
-    sizeBytes: img.sizeBytes,
-    layers: img.layers.map((l) => ({ digest: l.digest, mediaType: l.mediaType, size: l.size, compression: l.compression })),
-  };
-}
-
-function summaryJson(s: ImageSummary) {
-  return {
-    ref: s.ref,
-    resolvedRef: s.resolvedRef,
-    digest: s.manifestDigest,
-    platform: s.platform,
-    sizeBytes: s.sizeBytes,
-    source: s.source,
-    createdAt: s.createdAt,
-    lastUsedAt: s.lastUsedAt,
-    complete: s.complete,
   };
 }
 

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { kernelInstallJson, kernelListJson, kernelVerifyJson } from "../../api/results.ts";
 import { formatTable } from "../output.ts";
 import { installKernel, type InstallKernelResult } from "../../kernel/install.ts";
 import { kernelMismatchError, listKernels, verifyKernel, type KernelStatus } from "../../kernel/status.ts";
@@ -28,7 +29,7 @@ export function kernelCommand(): Command {
           ...(o.force ? { force: true } : {}),
           onProgress: (m) => ctx.progress(m),
         });
-        return { json: installJson(r), text: installText(r) };
+        return { json: kernelInstallJson(r), text: installText(r) };
       }),
     );
 
@@ -48,7 +49,7 @@ export function kernelCommand(): Command {
         });
         if (!r.ok) throw kernelMismatchError(r);
         const note = r.expectedFrom === "flag" ? "  (matches --sha256)" : r.expectedFrom === "manifest" ? "  (matches the install record)" : "";
-        return { json: r, text: `${r.sha256}  ${r.path}${note}` };
+        return { json: kernelVerifyJson(r), text: `${r.sha256}  ${r.path}${note}` };
       }),
     );
 
@@ -58,29 +59,13 @@ export function kernelCommand(): Command {
     .action(
       action(async (ctx) => {
         const kernels = await listKernels({ stateDir: ctx.globals.stateDir });
-        return { json: { kernels }, text: listText(kernels) };
+        return { json: kernelListJson(kernels), text: listText(kernels) };
       }),
     );
 
   return kernel;
 }
 
-function installJson(r: InstallKernelResult) {
-  return {
-    action: r.action,
-    backend: r.manifest.backend,
-    arch: r.manifest.arch,
-    version: r.manifest.version,
-    path: r.kernelPath,
-    sha256: r.manifest.kernel.sha256,
-    initramfsPath: r.initramfsPath,
-    initramfsSha256: r.manifest.initramfs.sha256,
-    initSha256: r.manifest.init.sha256,
-    modules: r.manifest.modules.map((m) => m.path),
-    source: r.manifest.source,
-    installedAt: r.manifest.installedAt,
-  };
-}
 
 /** Text for `kernel install` (exported for tests). */
 export function installText(r: InstallKernelResult): string {

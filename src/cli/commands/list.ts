@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { listJson } from "../../api/results.ts";
 import { formatTable } from "../output.ts";
 import { listWorkspaces, type WorkspaceSummary } from "../../workspace/list.ts";
 
@@ -10,7 +11,7 @@ export function listCommand(): Command {
     .action(
       action(async (ctx) => {
         const workspaces = await listWorkspaces({ stateDir: ctx.globals.stateDir });
-        return { json: { workspaces }, text: workspaceTable(workspaces) };
+        return { json: listJson(workspaces), text: workspaceTable(workspaces) };
       }),
     );
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { listJson } from "../../api/results.ts";
 import { psWorkspaces } from "../../workspace/list.ts";
 import { workspaceTable } from "./list.ts";
 
@@ -9,7 +10,7 @@ export function psCommand(): Command {
     .action(
       action(async (ctx) => {
         const workspaces = await psWorkspaces({ stateDir: ctx.globals.stateDir });
-        return { json: { workspaces }, text: workspaceTable(workspaces) };
+        return { json: listJson(workspaces), text: workspaceTable(workspaces) };
       }),
     );
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { quarantineJson } from "../../api/results.ts";
 import { quarantineWorkspace } from "../../api/lifecycle.ts";
 
 export function quarantineCommand(): Command {
@@ -10,7 +11,7 @@ export function quarantineCommand(): Command {
       action(async (ctx, name: string) => {
         const r = await quarantineWorkspace(name, { stateDir: ctx.globals.stateDir });
         return {
-          json: r,
+          json: quarantineJson(r),
           text: `${name} is quarantined (channel and console input severed${r.frozen ? ", VM frozen" : ""}); run \`microagent halt ${name}\` (or stop / kill) to end it`,
         };
       }),

@@ -1,8 +1,7 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { runWorkspace } from "../../api/run.ts";
-import { chooseAccel } from "../../supervisor/accel.ts";
-import { runtimeRoot } from "../../supervisor/spawn.ts";
+import { runJson } from "../../api/results.ts";
 import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
@@ -51,11 +50,6 @@ export function runCommand(): Command {
           throw CommonErrors.USAGE({ message: "pass the command either as --exec \"...\" or after IMAGE, not both" });
         }
         const text = ctx.globals.format === "text";
-        // The supervisor makes the same (cached) choice; this is for the note and the JSON `host`.
-        const accel = await chooseAccel(process.env, runtimeRoot());
-        if (text) {
-          if (accel.accel === "tcg") ctx.streams.stderr.write(tcgNote());
-        }
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         const abort = new AbortController();
@@ -84,6 +78,9 @@ export function runCommand(): Command {
               else (stream === "stdout" ? out : err).push(data);
             },
             onProgress: (m) => ctx.progress(m),
+            onStarted: (started) => {
+              if (text && started.accel === "tcg") ctx.streams.stderr.write(tcgNote());
+            },
             signal: abort.signal,
           });
         } finally {
@@ -94,26 +91,7 @@ export function runCommand(): Command {
         if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${formatDurationMs(o.timeout ?? 0)}; the workspace was killed\n`);
         if (text && r.result?.startError) ctx.streams.stderr.write(`error: the command failed to start: ${r.result.startError}\n`);
         return {
-          json: {
-            workspace: r.workspace,
-            state_dir: ctx.globals.stateDir,
-            kept: r.kept,
-            final_state: r.finalState,
-            exit_code: r.exitCode,
-            timed_out: r.timedOut,
-            interrupted: r.interrupted,
-            result: {
-              ...(r.result?.startedAt ? { started_at: r.result.startedAt } : {}),
-              ...(r.result?.exitedAt ? { exited_at: r.result.exitedAt } : {}),
-              ...(r.result?.exitCode !== undefined ? { exit_code: r.result.exitCode } : {}),
-              ...(r.result?.signal ? { signal: r.result.signal } : {}),
-              ...(r.result?.startError ? { start_error: r.result.startError } : {}),
-              stdout: Buffer.concat(out).toString("base64"),
-              stderr: Buffer.concat(err).toString("base64"),
-            },
-            host: { accel: accel.accel, accelReason: accel.reason },
-            timings_ms: { create: Math.round(r.timings.createMs), ...(r.timings.bootMs !== undefined ? { boot: Math.round(r.timings.bootMs) } : {}), total: Math.round(r.timings.totalMs) },
-          },
+          json: runJson(r, { stdout: Buffer.concat(out), stderr: Buffer.concat(err) }, ctx.globals.stateDir),
           exitCode: r.exitCode,
           passthrough: true,
         };

@@ -3,8 +3,7 @@ import { action } from "../action.ts";
 import { tcgNote } from "../notes.ts";
 import { startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
 import { parseDurationFlag } from "./workspace-flags.ts";
-import { openWorkspace } from "../../workspace/access.ts";
-import { readRuntime } from "../../workspace/runtime.ts";
+import { startJson } from "../../api/results.ts";
 
 export function startCommand(): Command {
   return new Command("start")
@@ -23,24 +22,14 @@ export function startCommand(): Command {
           ...(o.force ? { force: true } : {}),
           ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
         });
-        const runtime = await readRuntime(await openWorkspace(name, opts)).catch(() => undefined);
-        const accel = started.status?.accel ?? runtime?.accel;
+        const accel = started.accel;
         if (ctx.globals.format === "text" && accel === "tcg") ctx.streams.stderr.write(tcgNote());
-        const json = {
-          workspace: name,
-          state: started.state,
-          runtimeId: started.runtimeId,
-          supervisorPid: started.supervisorPid,
-          ...(started.status?.vmmPid ? { vmmPid: started.status.vmmPid } : {}),
-          bootMs: started.bootMs,
-          host: { accel, accelReason: runtime?.accelReason },
-        };
         if (!o.wait && o.waitTimeout === undefined) {
-          return { json, text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
+          return { json: startJson(started), text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
         }
         const waited = await waitWorkspace(name, { ...opts, ...(o.waitTimeout !== undefined ? { timeoutMs: o.waitTimeout } : {}) });
         return {
-          json: { ...json, wait: waited },
+          json: startJson(started, waited),
           text: `${name} is ${waited.state}: ${waited.detail}`,
           exitCode: waited.ok ? 0 : 1,
         };

@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
-import { readinessForRuntime } from "../../api/lifecycle.ts";
-import { workspaceStatus, type WorkspaceStatus } from "../../workspace/status.ts";
+import { statusJson } from "../../api/results.ts";
+import { workspaceStatus, type WorkspaceStatus } from "../../api/status.ts";
 import { sanitizeTerminalText } from "../../util/terminal.ts";
 
 export function statusCommand(): Command {
@@ -11,8 +11,8 @@ export function statusCommand(): Command {
     .argument("<name>", "workspace name")
     .action(
       action(async (ctx, name: string) => {
-        const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir, probeReadiness: readinessForRuntime });
-        return { json: s, text: statusText(s) };
+        const s = await workspaceStatus(name, { stateDir: ctx.globals.stateDir });
+        return { json: statusJson(s), text: statusText(s) };
       }),
     );
 }

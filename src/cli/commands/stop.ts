@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { stopJson } from "../../api/results.ts";
 import { stopWorkspace } from "../../api/lifecycle.ts";
 import { parseDurationFlag } from "./workspace-flags.ts";
 
@@ -15,7 +16,7 @@ export function stopCommand(): Command {
           timeoutMs: o.timeout,
         });
         const text = r.changed ? `${name} is ${r.state}` : `${name} was already ${r.state}`;
-        return { json: r, text };
+        return { json: stopJson(r), text };
       }),
     );
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
+import { waitJson } from "../../api/results.ts";
 import { waitWorkspace } from "../../api/lifecycle.ts";
 import { parseDurationFlag } from "./workspace-flags.ts";
 
@@ -12,7 +13,7 @@ export function waitCommand(): Command {
       action(async (ctx, name: string, o: { timeout: number }) => {
         const timeoutMs = o.timeout;
         const r = await waitWorkspace(name, { stateDir: ctx.globals.stateDir, ...(timeoutMs > 0 ? { timeoutMs } : {}) });
-        return { json: r, text: `${name} is ${r.state}: ${r.detail}`, exitCode: r.ok ? 0 : 1 };
+        return { json: waitJson(r), text: `${name} is ${r.state}: ${r.detail}`, exitCode: r.ok ? 0 : 1 };
       }),
     );
 }

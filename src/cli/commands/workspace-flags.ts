@@ -4,7 +4,7 @@
  * raised while commander parses, before the command does anything (no probe, no note, no file).
  */
 import { InvalidArgumentError, type Command } from "commander";
-import { parseDurationMs } from "../../api/duration.ts";
+import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, RESOURCE_LIMITS, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
 

@@ -1,4 +1,9 @@
-/** Durations users type: `30` (seconds), `500ms`, `30s`, `5m`, `1h`. */
+/**
+ * Durations users type: `30` (seconds), `500ms`, `30s`, `5m`, `1h`. A bare number means seconds,
+ * which is why this is not the `ms` package (where `"30"` is 30 ms). Flags reach it through
+ * commander argParsers (`parseDurationFlag` in commands/workspace-flags.ts), so a bad value is a
+ * usage error (exit 2) before the command does anything.
+ */
 import { CommonErrors } from "../contract/errors.ts";
 
 export function parseDurationMs(input: string, what = "duration"): number {

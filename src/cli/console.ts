@@ -1,7 +1,10 @@
 /**
- * Console helpers over a ConsoleConnection: waiting for a shell prompt, sending one line and
- * collecting its output, and attaching a terminal (raw mode, Ctrl-] detaches).
+ * Terminal handling for `connect`, over a ConsoleConnection: waiting for a shell prompt, sending one
+ * line and collecting its output (`--send` scrapes the PTY for prompts), and attaching a terminal
+ * (raw mode, Ctrl-] detaches). This is CLI behaviour, not library API: a program drives the console
+ * through `Workspace.console()` and its own reads and writes.
  */
+import { stripVTControlCharacters } from "node:util";
 import type { ConsoleConnection } from "../supervisor/client.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 
@@ -10,8 +13,7 @@ export const PROMPT_PATTERN = /[$#>] ?$/;
 const DETACH_BYTE = 0x1d; // Ctrl-]
 
 function stripAnsi(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
+  return stripVTControlCharacters(s).replace(/\r/g, "");
 }
 
 /** Collect console output until `done(text)` says so or `timeoutMs` passes. */
@@ -19,18 +21,22 @@ function collectUntil(con: ConsoleConnection, timeoutMs: number, done: (text: st
   return new Promise((resolve) => {
     let text = "";
     let finished = false;
+    // Assigned below; replayed output may call finish() from inside onData, before it returns.
+    let unsubscribe = () => {};
     const finish = (timedOut: boolean) => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
+      unsubscribe();
       resolve({ text, timedOut });
     };
     const timer = setTimeout(() => finish(true), timeoutMs);
-    con.onData((d) => {
+    unsubscribe = con.onData((d) => {
       if (finished) return;
       text += d.toString("utf8");
       if (done(stripAnsi(text))) finish(false);
     });
+    if (finished) unsubscribe();
     void con.done.then(() => finish(true), () => finish(true));
   });
 }
@@ -51,9 +57,7 @@ export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): 
   const deadline = Date.now() + timeoutMs;
   let text = "";
   let lastDataAt = Date.now();
-  let settled = false; // listeners cannot be removed: stop collecting once this call returns
-  con.onData((d) => {
-    if (settled) return;
+  const unsubscribe = con.onData((d) => {
     text += d.toString("utf8");
     lastDataAt = Date.now();
   });
@@ -65,7 +69,7 @@ export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): 
     const now = Date.now();
     if (closed || now >= deadline) break;
     if (atPrompt() && (!poked || now - lastDataAt >= SETTLE_QUIET_MS)) {
-      settled = true;
+      unsubscribe();
       return text;
     }
     if (!poked && !atPrompt() && now - lastDataAt >= PROMPT_POKE_AFTER_MS) {
@@ -74,7 +78,7 @@ export async function waitForPrompt(con: ConsoleConnection, timeoutMs: number): 
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  settled = true;
+  unsubscribe();
   throw SupervisorErrors.WAIT_TIMEOUT({
     message: `no shell prompt on the console within ${timeoutMs} ms${text ? `; it printed: ${JSON.stringify(stripAnsi(text).slice(-200))}` : ""}`,
     remediation: "Read `microagent logs <name>` to see what the guest is doing, or pass --ready-timeout 0 to skip the wait.",
@@ -133,12 +137,13 @@ export async function attachConsole(con: ConsoleConnection, input: NodeJS.ReadSt
     const out = output as { columns?: number; rows?: number };
     if (out.columns && out.rows) con.resize(out.columns, out.rows);
   };
-  con.onData((d) => output.write(d));
+  const unsubscribe = con.onData((d) => output.write(d));
   input.on("data", onInput);
   process.on("SIGWINCH", onResize);
   try {
     await Promise.race([detach, con.done.catch(() => {})]);
   } finally {
+    unsubscribe();
     input.off("data", onInput);
     process.off("SIGWINCH", onResize);
     if (input.isTTY) input.setRawMode(wasRaw ?? false);
