@@ -129,7 +129,7 @@ export function parseAllowEntry(raw: string, flag = "--egress-allow"): AllowEntr
     fail(
       flag,
       source,
-      /^[0-9a-fx.]+$/i.test(hostPart) ? `'${hostPart}' looks like an IPv4 address but is not a valid one` : `'${hostPart}' is not a valid host name`,
+      /^[0-9][0-9a-fx.]*$/i.test(hostPart) ? `'${hostPart}' looks like an IPv4 address but is not a valid one` : `'${hostPart}' is not a valid host name`,
     );
   }
   if (host === HOST_SERVICE_NAME) {
@@ -168,7 +168,7 @@ export function checkListsForMode(mode: "guarded" | "strict" | "off", allow: rea
 }
 
 function portOk(entryPort: number | null, port: number | null): boolean {
-  return entryPort === null || entryPort === port;
+  return entryPort === null || port === null || entryPort === port;
 }
 
 /** Whether a name entry admits `name` (normalized) on `port` (null: any port will do). */

@@ -188,8 +188,8 @@ export function localResponse(q: Packet, d: Exclude<DnsQueryDecision, { action: 
 export interface FilteredResponse {
   ok: true;
   packet: Packet;
-  /** A answers kept, to pin to the name asked (`DnsPins.record(qname, kept)`). */
-  kept: Answer[];
+  /** The addresses answered (for the audit's `answers`); pin with `pins.record(qname, packet.answers)`. */
+  addresses: string[];
   dropped: Array<{ type: string; data: string; why: string }>;
   signal: Signal | null;
 }
@@ -220,7 +220,7 @@ export function filterDnsResponse(
   }
   const dropped: FilteredResponse["dropped"] = [];
   const keptAll: Answer[] = [];
-  const kept: Answer[] = [];
+  const addresses: string[] = [];
   let rebinding = false;
   const cap = (a: Answer): Answer => ({ ...a, ttl: Math.min((a as { ttl?: number }).ttl ?? maxTtlSeconds, maxTtlSeconds) }) as Answer;
   for (const a of answers) {
@@ -244,7 +244,7 @@ export function filterDnsResponse(
         dropped.push({ type, data: String(a.data), why: "an inside address (DNS rebinding)" });
         continue;
       }
-      kept.push(cap(a));
+      addresses.push(effectiveAddress(ip).text);
     }
     keptAll.push(cap(a));
   }
@@ -254,5 +254,5 @@ export function filterDnsResponse(
     authorities: (resp.authorities ?? []).filter((a) => a.type === "SOA"),
     additionals: (resp.additionals ?? []).filter((a) => a.type === "OPT"),
   };
-  return { ok: true, packet, kept, dropped, signal: rebinding ? "dns-rebinding" : null };
+  return { ok: true, packet, addresses, dropped, signal: rebinding ? "dns-rebinding" : null };
 }
