@@ -211,7 +211,8 @@ export async function loadOrCreateCa(dir: string, o: GenerateCaOptions): Promise
     keyPem = await readFile(keyPath, "utf8");
     certPem = await readFile(certPath, "utf8");
   } catch (e) {
-    if (!isErrno(e, "ENOENT")) {
+    // ENOTDIR: a path component is a file; creating below will fail with the write error.
+    if (!isErrno(e, "ENOENT") && !isErrno(e, "ENOTDIR")) {
       if (isMicroagentError(e)) throw e;
       throw EgressErrors.EGRESS_CA_INVALID({ message: `cannot read the egress CA in ${dir}: ${(e as Error).message}`, cause: e });
     }

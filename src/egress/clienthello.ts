@@ -163,7 +163,12 @@ export function parseClientHello(buf: Uint8Array, limits: ClientHelloLimits = {}
   let pos = 0;
   let needed = -1; // total handshake message length once its header is in
   while (true) {
-    if (buf.length - pos < 5) return { kind: "need-more", want: pos + 5 };
+    // No `want` here: a partial header can still be judged (type and version bytes) as it grows.
+    if (buf.length - pos < 5) {
+      if (buf.length > pos && buf[pos] !== RECORD_HANDSHAKE) return { kind: "malformed", reason: "the hello is interleaved with another record type" };
+      if (buf.length > pos + 1 && buf[pos + 1] !== 3) return { kind: "malformed", reason: "record version is not TLS" };
+      return { kind: "need-more" };
+    }
     if (parts.length >= MAX_RECORDS) return { kind: "malformed", reason: `the ClientHello is split into more than ${MAX_RECORDS} records` };
     if (buf[pos] !== RECORD_HANDSHAKE) {
       return { kind: "malformed", reason: pos === 0 ? "not a handshake record" : "the hello is interleaved with another record type" };

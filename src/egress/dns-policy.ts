@@ -58,7 +58,6 @@ export interface DnsQueryContext {
 
 /** A DNS name as the guest sent it, in comparison form; null when it is not a plain ASCII host name. */
 export function normalizeDnsName(name: string): string | null {
-  // eslint-disable-next-line no-control-regex
   if (!/^[\x21-\x7e]*$/.test(name)) return null;
   return normalizeHostname(name);
 }

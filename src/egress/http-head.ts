@@ -32,7 +32,6 @@ export interface HttpHeadLimits {
 
 const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const METHOD = /^[A-Z][A-Z_-]{0,23}$/;
-// eslint-disable-next-line no-control-regex
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const PREFACE = "PRI * HTTP/2.0\r\n";
 
@@ -173,6 +172,7 @@ export class HttpHeadSniffer {
   private total = 0;
   private result: HttpHeadResult = { kind: "need-more" };
   private readonly limits: HttpHeadLimits;
+  private lastByte = -1;
 
   constructor(limits: HttpHeadLimits = {}) {
     this.limits = limits;
@@ -186,11 +186,13 @@ export class HttpHeadSniffer {
     if (this.result.kind !== "need-more" || chunk.length === 0) return this.result;
     this.chunks.push(chunk);
     this.total += chunk.length;
-    // Every verdict but the first-bytes probe and the size limit needs a new line end, so a head
+    // Every verdict but the first-bytes probe, the size limit and a stray CR needs a new line end, so a head
     // dribbled in a byte at a time is re-parsed once per line, not once per byte.
     const early = this.total - chunk.length < 32;
     const atLimit = this.total >= (this.limits.maxHeadBytes ?? 16384);
-    if (!early && !atLimit && !chunk.includes(0x0a)) return this.result;
+    const afterCr = this.lastByte === 0x0d;
+    this.lastByte = chunk[chunk.length - 1] as number;
+    if (!early && !atLimit && !afterCr && !chunk.includes(0x0a) && !chunk.includes(0x0d)) return this.result;
     this.result = parseHttpHead(this.bytes(), this.limits);
     return this.result;
   }
