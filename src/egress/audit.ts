@@ -18,7 +18,9 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { EgressErrors } from "./errors.ts";
-import { SIGNALS } from "./policy.ts";
+import { SIGNALS, type FlowFacts, type Verdict } from "./policy.ts";
+import { effectiveAddress, parseAddress } from "./address.ts";
+import type { DnsQueryDecision } from "./dns-policy.ts";
 import { isErrno } from "../util/fs.ts";
 
 export const EGRESS_LOG = "egress.jsonl";
@@ -74,6 +76,52 @@ export const EgressRecordSchema = z.object({
   lastTime: z.string().optional(),
 });
 export type EgressRecord = z.infer<typeof EgressRecordSchema>;
+
+/** `ip:port`, or `[v6]:port`, with the address in its canonical (normalized) spelling. */
+export function formatDst(ip: string, port: number): string {
+  const a = parseAddress(ip);
+  const text = a ? effectiveAddress(a).text : ip.slice(0, 64);
+  return text.includes(":") ? `[${text}]:${port}` : `${text}:${port}`;
+}
+
+/**
+ * The audit record for a flow verdict: `egress_allow`/`egress_deny` for TCP,
+ * `egress_udp_allow`/`egress_udp_deny` for UDP, with what was proved (`name`) apart from what was
+ * seen (`sni`, `host`) and what was only claimed (`hostAsserted`).
+ */
+export function verdictRecord(v: Verdict, f: FlowFacts, extra: { flowId?: string } = {}): Omit<EgressRecord, "time" | "workspace"> {
+  const udp = f.proto === "udp";
+  return {
+    type: v.verdict === "allow" ? (udp ? "egress_udp_allow" : "egress_allow") : udp ? "egress_udp_deny" : "egress_deny",
+    proto: f.proto,
+    dst: formatDst(f.dstIp, f.dstPort),
+    name: v.name,
+    sni: f.sni ?? null,
+    host: f.host ?? null,
+    ...(v.asserted !== null ? { hostAsserted: v.asserted } : {}),
+    decision: v.verdict,
+    reason: v.reason,
+    signal: v.signal,
+    ...(v.verdict === "allow" ? { mitm: v.mitm, passthrough: v.passthrough, unlisted: v.unlisted } : {}),
+    ...(extra.flowId ? { flowId: extra.flowId } : {}),
+  };
+}
+
+/** The audit record for a DNS decision (`answers`: the addresses the guest got, once known). */
+export function dnsRecord(d: DnsQueryDecision, ctx: { dstIp: string; proto: "tcp" | "udp" }, answers?: readonly string[]): Omit<EgressRecord, "time" | "workspace"> {
+  const addrs = answers ?? (d.action === "answer" ? d.addresses : undefined);
+  return {
+    type: d.record,
+    proto: "dns",
+    dst: formatDst(ctx.dstIp, 53),
+    name: d.qname,
+    ...(d.qtype !== null ? { qtype: d.qtype } : {}),
+    ...(addrs ? { answers: [...addrs] } : {}),
+    decision: d.record === "egress_dns_allow" ? "allow" : "deny",
+    reason: d.action === "reject" ? `${d.rcode}: ${d.reason}` : d.reason,
+    signal: d.signal,
+  };
+}
 
 export interface EgressAuditOptions {
   workspace: string;

@@ -9,7 +9,15 @@
 
 export type ClientHelloResult =
   | { kind: "need-more"; /** The buffer must reach this length before a new parse can progress. */ want?: number }
-  | { kind: "hello"; sni: string | null; alpn: string[]; /** Bytes of TLS records the hello occupied. */ consumed: number }
+  | {
+      kind: "hello";
+      sni: string | null;
+      alpn: string[];
+      /** An encrypted_client_hello extension is present (real or GREASE): the SNI is the outer, public name. */
+      ech: boolean;
+      /** Bytes of TLS records the hello occupied. */
+      consumed: number;
+    }
   | { kind: "not-tls"; reason: string }
   | { kind: "malformed"; reason: string };
 
@@ -22,6 +30,7 @@ const RECORD_HANDSHAKE = 22;
 const HANDSHAKE_CLIENT_HELLO = 1;
 const EXT_SERVER_NAME = 0;
 const EXT_ALPN = 16;
+const EXT_ECH = 0xfe0d;
 const MAX_RECORD = 16384; // 2^14: a TLSPlaintext fragment is at most this long (RFC 8446 5.1)
 /** Records a hello may be split into; real clients use one or two, 1-byte records are an attack. */
 const MAX_RECORDS = 64;
@@ -88,7 +97,7 @@ function sniName(bytes: Uint8Array): string | null {
   return s.toLowerCase();
 }
 
-function parseBody(body: Uint8Array): { sni: string | null; alpn: string[] } {
+function parseBody(body: Uint8Array): { sni: string | null; alpn: string[]; ech: boolean } {
   const r = new Reader(body);
   const major = r.u8("client_version");
   r.u8("client_version");
@@ -105,7 +114,7 @@ function parseBody(body: Uint8Array): { sni: string | null; alpn: string[] } {
   r.bytes(cmLen, "compression_methods");
   let sni: string | null = null;
   const alpn: string[] = [];
-  if (r.remaining() === 0) return { sni, alpn }; // no extensions at all (old clients)
+  if (r.remaining() === 0) return { sni, alpn, ech: false }; // no extensions at all (old clients)
   const exts = r.sub(r.u16("extensions length"), "extensions");
   if (r.remaining() !== 0) throw new Malformed("bytes after the extensions");
   const seen = new Set<number>();
@@ -143,7 +152,7 @@ function parseBody(body: Uint8Array): { sni: string | null; alpn: string[] } {
       if (alpn.length === 0) throw new Malformed("empty ALPN list");
     }
   }
-  return { sni, alpn };
+  return { sni, alpn, ech: seen.has(EXT_ECH) };
 }
 
 /**
@@ -199,8 +208,8 @@ export function parseClientHello(buf: Uint8Array, limits: ClientHelloLimits = {}
   // Bytes after the hello in its last record would be another handshake message: not in a first flight.
   if (hsBytes !== needed) return { kind: "malformed", reason: "extra handshake bytes after the ClientHello" };
   try {
-    const { sni, alpn } = parseBody(hs.subarray(4, needed));
-    return { kind: "hello", sni, alpn, consumed: pos };
+    const { sni, alpn, ech } = parseBody(hs.subarray(4, needed));
+    return { kind: "hello", sni, alpn, ech, consumed: pos };
   } catch (e) {
     if (e instanceof Malformed) return { kind: "malformed", reason: e.message };
     throw e;

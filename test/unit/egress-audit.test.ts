@@ -8,7 +8,10 @@ import { appendFile, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
-import { EGRESS_LOG, EgressAuditLog, EgressRecordSchema, parseEgress, readEgress } from "../../src/egress/audit.ts";
+import { EGRESS_LOG, EgressAuditLog, EgressRecordSchema, dnsRecord, formatDst, parseEgress, readEgress, verdictRecord } from "../../src/egress/audit.ts";
+import { decideEgress, resolvePolicyConfig } from "../../src/egress/policy.ts";
+import { decideDnsQuery } from "../../src/egress/dns-policy.ts";
+import dnsPacket from "dns-packet";
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), "microagent-egress-audit-"));
@@ -143,6 +146,42 @@ test("egress-audit: an unwritable directory fails closed with EGRESS_AUDIT_WRITE
   try {
     await writeFile(join(dir, "file"), "x");
     assert.throws(() => new EgressAuditLog(join(dir, "file"), { workspace: "w" }), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_AUDIT_WRITE_FAILED");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("egress-audit: a verdict becomes a record that says what was proved apart from what was claimed", async () => {
+  const cfg = resolvePolicyConfig({ mode: "guarded", gateway: "10.200.0.1", allow: ["allowed.test"] });
+  const f = { proto: "tcp" as const, dstIp: "::ffff:45.33.32.66", dstPort: 443, l7: "tls" as const, sni: "allowed.test", dnsPinnedNames: [] };
+  const rec = verdictRecord(decideEgress(cfg, f), f, { flowId: "f9" });
+  assert.equal(rec.type, "egress_allow");
+  assert.equal(rec.dst, "45.33.32.66:443");
+  assert.equal(rec.name, null, "never audited under the asserted name");
+  assert.equal(rec.sni, "allowed.test");
+  assert.equal(rec.hostAsserted, "allowed.test");
+  assert.equal(rec.signal, "name-destination-mismatch");
+  const udp = { proto: "udp" as const, dstIp: "1.1.1.1", dstPort: 443, l7: "opaque" as const, dnsPinnedNames: [] };
+  const u = verdictRecord(decideEgress(cfg, udp), udp);
+  assert.equal(u.type, "egress_udp_deny");
+  assert.equal(u.signal, "quic-udp443");
+  assert.equal(formatDst("fd00::1", 80), "[fd00::1]:80");
+  const strict = resolvePolicyConfig({ mode: "strict", gateway: "10.200.0.1", allow: ["allowed.test"] });
+  const q = dnsPacket.decode(dnsPacket.encode({ id: 1, type: "query", questions: [{ name: "evil.test", type: "A" }] }));
+  const dns = dnsRecord(decideDnsQuery(strict, q, { dstIp: "1.1.1.1", proto: "udp" }), { dstIp: "1.1.1.1", proto: "udp" });
+  assert.equal(dns.type, "egress_dns_deny");
+  assert.equal(dns.dst, "1.1.1.1:53");
+  assert.equal(dns.name, "evil.test");
+  assert.equal(dns.signal, "foreign-resolver");
+  assert.match(dns.reason, /^REFUSED: evil\.test is not on the allow list/);
+  const dir = await tempDir();
+  try {
+    const log = new EgressAuditLog(dir, { workspace: "w" });
+    log.write(rec);
+    log.write(u);
+    log.write(dns);
+    log.close();
+    assert.deepEqual((await readEgress(dir)).map((r) => r.type).sort(), ["egress_allow", "egress_dns_deny", "egress_udp_deny"]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

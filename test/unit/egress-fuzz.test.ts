@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ClientHelloSniffer, parseClientHello } from "../../src/egress/clienthello.ts";
 import { HttpHeadSniffer, parseHttpHead } from "../../src/egress/http-head.ts";
-import { buildHandshake, records } from "../helpers/tls-hello.ts";
+import { buildHandshake, records } from "../helpers/egress-tls-hello.ts";
 import { prng } from "../helpers/prng.ts";
 
 const ITERATIONS = 100_000;

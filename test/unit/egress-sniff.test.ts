@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ClientHelloSniffer, parseClientHello } from "../../src/egress/clienthello.ts";
 import { HttpHeadSniffer, parseHostValue, parseHttpHead } from "../../src/egress/http-head.ts";
-import { buildHandshake, nodeClientHello, opensslClientHello, records } from "../helpers/tls-hello.ts";
+import { buildHandshake, nodeClientHello, opensslClientHello, records } from "../helpers/egress-tls-hello.ts";
 import { prng } from "../helpers/prng.ts";
 
 function feed(sniffer: { push(c: Uint8Array): { kind: string } }, bytes: Buffer, sizes: () => number) {
@@ -28,8 +28,8 @@ test("egress-sniff: Node's and openssl's real ClientHellos give SNI and ALPN, wh
   ];
   const r = prng(11);
   for (const [bytes, sni, alpn] of cases) {
-    assert.deepEqual(parseClientHello(bytes), { kind: "hello", sni, alpn, consumed: bytes.length });
-    assert.deepEqual(feed(new ClientHelloSniffer(), bytes, () => 1), { kind: "hello", sni, alpn, consumed: bytes.length });
+    assert.deepEqual(parseClientHello(bytes), { kind: "hello", sni, alpn, ech: false, consumed: bytes.length });
+    assert.deepEqual(feed(new ClientHelloSniffer(), bytes, () => 1), { kind: "hello", sni, alpn, ech: false, consumed: bytes.length });
     for (let i = 0; i < 20; i++) assert.equal((feed(new ClientHelloSniffer(), bytes, () => Math.floor(r() * 300)) as { sni?: string }).sni, sni);
     for (let cut = 0; cut < bytes.length; cut += 97) assert.equal(parseClientHello(bytes.subarray(0, cut)).kind, "need-more", `prefix of ${cut}`);
   }
@@ -45,7 +45,7 @@ test("egress-sniff: a large hello fragmented over many records and segments (pos
     const bytes = records(hs, recordSize);
     const s = new ClientHelloSniffer();
     const res = feed(s, bytes, () => 1460);
-    assert.deepEqual(res, { kind: "hello", sni: "big.example.com", alpn: ["http/1.1"], consumed: bytes.length }, `records of ${recordSize}`);
+    assert.deepEqual(res, { kind: "hello", sni: "big.example.com", alpn: ["http/1.1"], ech: false, consumed: bytes.length }, `records of ${recordSize}`);
     assert.equal(s.bytes().length, bytes.length, "every byte is kept for replay");
   }
   assert.match((parseClientHello(records(hs, 50)) as { reason: string }).reason, /more than 64 records/);
@@ -57,6 +57,8 @@ test("egress-sniff: ClientHello malformations and not-TLS are told apart", () =>
   assert.equal(m(Buffer.from([0x80, 0x2e, 0x01])).kind, "not-tls", "SSLv2-style hello");
   assert.equal(m(Buffer.from([22, 9, 1])).kind, "not-tls");
   assert.match((m(records(buildHandshake({ sni: "a.test", duplicateSni: true }))) as { reason: string }).reason, /extension 0 appears twice/);
+  const ech = m(records(buildHandshake({ sni: "public.example", extension: 0xfe0d })));
+  assert.equal(ech.kind === "hello" && ech.ech, true, "an ECH extension is reported: the SNI is only the outer name");
   assert.match((m(records(buildHandshake({ sni: "a.test", twoHostNames: true }))) as { reason: string }).reason, /more than one host_name/);
   assert.match((m(records(buildHandshake({ sni: "a b.test" }))) as { reason: string }).reason, /not a DNS name/);
   const hs = buildHandshake({ sni: "a.test" });

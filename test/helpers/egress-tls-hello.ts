@@ -64,6 +64,8 @@ export interface HelloSpec {
   padding?: number;
   duplicateSni?: boolean;
   twoHostNames?: boolean;
+  /** Add an (empty-bodied) extension of this type, e.g. 0xfe0d encrypted_client_hello. */
+  extension?: number;
 }
 
 /** A ClientHello handshake message (type 1 + 24-bit length + body). */
@@ -85,6 +87,7 @@ export function buildHandshake(spec: HelloSpec): Buffer {
     const body = [...u16(list.length), ...list];
     exts.push(...u16(16), ...u16(body.length), ...body);
   }
+  if (spec.extension !== undefined) exts.push(...u16(spec.extension), ...u16(2), 0, 0);
   if (spec.padding) exts.push(...u16(0x11ec), ...u16(spec.padding), ...new Array(spec.padding).fill(0x5a));
   const body = [3, 3, ...new Array(32).fill(7), 0, ...u16(4), 0x13, 0x01, 0x13, 0x02, 1, 0, ...u16(exts.length), ...exts];
   return Buffer.from([1, (body.length >> 16) & 255, (body.length >> 8) & 255, body.length & 255, ...body]);
