@@ -133,6 +133,11 @@ export interface EgressAuditOptions {
   /** Distinct deny records per window; further denies fold into one overflow record. */
   maxDistinctDenies?: number;
   now?: () => number;
+  /**
+   * Called when a held deny fails to reach the disk from the coalescing timer (writes from
+   * `write()` throw instead). The supervisor should treat it as the mediator failing: fail closed.
+   */
+  onError?: (e: Error) => void;
 }
 
 interface Pending {
@@ -152,13 +157,13 @@ export class EgressAuditLog {
   readonly path: string;
   private fd: number;
   private size: number;
-  private readonly o: Required<Omit<EgressAuditOptions, "now">> & { now: () => number };
+  private readonly o: Required<Omit<EgressAuditOptions, "now" | "onError">> & { now: () => number; onError: ((e: Error) => void) | undefined };
   private windowStart = -1;
   private readonly pending = new Map<string, Pending>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Records written, denies folded, bytes written (for status and tests). */
-  readonly stats = { written: 0, coalesced: 0, rotations: 0 };
+  readonly stats = { written: 0, coalesced: 0, rotations: 0, backgroundErrors: 0 };
 
   constructor(dir: string, o: EgressAuditOptions) {
     this.path = join(dir, EGRESS_LOG);
@@ -169,6 +174,7 @@ export class EgressAuditLog {
       coalesceWindowMs: o.coalesceWindowMs ?? 1000,
       maxDistinctDenies: o.maxDistinctDenies ?? 32,
       now: o.now ?? Date.now,
+      onError: o.onError,
     };
     try {
       this.fd = openSync(this.path, "a", 0o600);
@@ -218,7 +224,7 @@ export class EgressAuditLog {
       return;
     }
     this.pending.set(OVERFLOW_KEY, {
-      record: { ...record, dst: null, name: null, sni: null, host: null, hostAsserted: null, reason: `more than ${this.o.maxDistinctDenies} distinct denies in ${this.o.coalesceWindowMs} ms; the rest are counted here` },
+      record: { ...record, dst: null, name: null, sni: null, host: null, hostAsserted: null, signal: "denied", reason: `more than ${this.o.maxDistinctDenies} distinct denies in ${this.o.coalesceWindowMs} ms; the rest are counted here` },
       count: 1,
       lastAt: at,
     });
@@ -249,7 +255,14 @@ export class EgressAuditLog {
   private armTimer(): void {
     this.timer = setTimeout(() => {
       this.timer = null;
-      if (!this.closed) this.flushPending();
+      if (this.closed) return;
+      try {
+        this.flushPending();
+      } catch (e) {
+        // Never an uncaught exception from a timer: report it to the owner, who fails closed.
+        this.stats.backgroundErrors++;
+        this.o.onError?.(e as Error);
+      }
     }, this.o.coalesceWindowMs);
     this.timer.unref();
   }
@@ -268,22 +281,27 @@ export class EgressAuditLog {
 
   private rotate(): void {
     closeSync(this.fd);
-    const n = this.o.maxFiles;
-    if (n === 1) {
-      rmSync(this.path, { force: true });
-    } else {
-      rmSync(`${this.path}.${n - 1}`, { force: true });
-      for (let i = n - 2; i >= 1; i--) {
-        try {
-          renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
-        } catch (e) {
-          if (!isErrno(e, "ENOENT")) throw e;
+    try {
+      const n = this.o.maxFiles;
+      if (n === 1) {
+        rmSync(this.path, { force: true });
+      } else {
+        rmSync(`${this.path}.${n - 1}`, { force: true });
+        for (let i = n - 2; i >= 1; i--) {
+          try {
+            renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+          } catch (e) {
+            if (!isErrno(e, "ENOENT")) throw e;
+          }
         }
+        renameSync(this.path, `${this.path}.1`);
       }
-      renameSync(this.path, `${this.path}.1`);
+    } finally {
+      // Whatever failed, keep a descriptor on the current name so close() and later writes work
+      // (they will try to rotate again and report again).
+      this.fd = openSync(this.path, "a", 0o600);
+      this.size = fstatSync(this.fd).size;
     }
-    this.fd = openSync(this.path, "a", 0o600);
-    this.size = 0;
     this.stats.rotations++;
   }
 }

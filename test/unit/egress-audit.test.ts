@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { appendFile, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isMicroagentError } from "../../src/contract/errors.ts";
@@ -184,5 +184,37 @@ test("egress-audit: a verdict becomes a record that says what was proved apart f
     assert.deepEqual((await readEgress(dir)).map((r) => r.type).sort(), ["egress_allow", "egress_dns_deny", "egress_udp_deny"]);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("egress-audit: held denies reach the disk on their own when the window closes; a failing background write is reported, not thrown", async () => {
+  const dir = await tempDir();
+  try {
+    const log = new EgressAuditLog(dir, { workspace: "w", coalesceWindowMs: 30 });
+    log.write(DENY);
+    log.write(DENY);
+    assert.deepEqual(await readEgress(dir), [], "held for the window");
+    await new Promise((r) => setTimeout(r, 120));
+    const r = await readEgress(dir);
+    assert.equal(r.length, 1);
+    assert.equal(r[0]?.count, 2);
+    log.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const dir2 = await tempDir();
+  try {
+    const errors: Error[] = [];
+    const log = new EgressAuditLog(dir2, { workspace: "w", coalesceWindowMs: 30, maxFileBytes: 10, onError: (e) => errors.push(e) });
+    log.write({ type: "egress_allow", proto: "tcp", dst: "93.184.216.34:443", name: null, decision: "allow", reason: "x", signal: null });
+    await mkdir(join(dir2, `${EGRESS_LOG}.1`, "blocker"), { recursive: true });
+    log.write(DENY);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(errors.length, 1, "reported once through onError");
+    assert.ok(isMicroagentError(errors[0]) && errors[0].code === "EGRESS_AUDIT_WRITE_FAILED");
+    assert.equal(log.stats.backgroundErrors, 1);
+    log.close();
+  } finally {
+    await rm(dir2, { recursive: true, force: true });
   }
 });
