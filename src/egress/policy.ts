@@ -231,7 +231,8 @@ function early(cfg: PolicyConfig, f: ConnectFacts): Early {
     const norm = normalizeHostname(n);
     if (norm && !pinned.includes(norm)) pinned.push(norm);
   }
-  if (cfg.mode !== "off" && cls !== "public" && !addrAllow && addHostNames.length === 0) {
+  // Every mode, `off` included (DESIGN: "denied in every mode unless explicitly allowed").
+  if (cls !== "public" && !addrAllow && addHostNames.length === 0) {
     return { final: deny(`${describeAddress(parsed)} is an inside destination; allow it explicitly with --egress-allow ${addr.text}:${f.dstPort}`, "inside-destination", dest) };
   }
   return { prepared: { addr, cls, addrAllow, addHostNames, pinned } };
@@ -271,9 +272,6 @@ export function decideEgress(cfg: PolicyConfig, f: FlowFacts): Verdict {
   const { addr, cls, addrAllow, addHostNames, pinned } = e.prepared;
   const dial = { ip: addr.text, port: f.dstPort };
   if (cfg.mode === "off") {
-    if (cls !== "public" && !addrAllow && addHostNames.length === 0) {
-      return deny(`${addr.text} is an inside destination`, "inside-destination", { addressClass: cls });
-    }
     return { ...base, verdict: "allow", reason: "egress mediation is off", dial, addressClass: cls, unlisted: true };
   }
   const ctx = { addressClass: cls };
