@@ -2,12 +2,15 @@ import { Command } from "commander";
 import { action } from "../action.ts";
 import { CommonErrors, type ErrorObject } from "../../contract/errors.ts";
 import { SecretErrors } from "../../secrets/errors.ts";
-import { checkSecrets, type SecretCheck } from "../../secrets/resolve.ts";
+import { SECRET_CMD_TIMEOUT_MS, checkSecrets, type SecretCheck } from "../../secrets/resolve.ts";
+import { parseDurationFlag } from "./workspace-flags.ts";
 import { describeSource, mergeSecretRefs, parseSecretRef, type SecretRef } from "../../secrets/ref.ts";
 import { loadSpec } from "../../workspace/spec.ts";
 
 interface CheckFlags {
   file?: string;
+  /** Milliseconds (parsed by commander). */
+  timeout?: number;
 }
 
 /** One row of `secret check --json`: never the value, only whether it resolved and its size. */
@@ -28,6 +31,7 @@ export function secretCommand(): Command {
       .description("resolve each NAME=SOURCE[@HOST,...] (and a spec's secrets:) as a start would; report name, source and size, never the value")
       .argument("[refs...]", "references: NAME=env:VAR, NAME=file:PATH, NAME=cmd:COMMAND, optionally @HOST[,HOST...]")
       .option("--file <path>", "also check the secrets: of this spec file (microagent.yaml)")
+      .option("--timeout <duration>", `limit on each cmd: helper (default ${SECRET_CMD_TIMEOUT_MS / 1000}s, as at start)`, parseDurationFlag("--timeout"))
       .addHelpText("after", "\nExit status: 0 when every secret resolves, 1 when any fails, 2 for a malformed reference.")
       .action(
         action(async (ctx, refsText: string[], o: CheckFlags) => {
@@ -40,7 +44,7 @@ export function secretCommand(): Command {
               remediation: "Run `microagent secret check NAME=SOURCE...` or `microagent secret check --file microagent.yaml`.",
             });
           }
-          const rows = (await checkSecrets(refs)).map(checkRow);
+          const rows = (await checkSecrets(refs, o.timeout !== undefined ? { cmdTimeoutMs: o.timeout } : {})).map(checkRow);
           const failed = rows.filter((r) => !r.ok);
           return {
             json: { secrets: rows },
