@@ -11,6 +11,7 @@ import { createWorkspace, type CreateProviders } from "../../src/workspace/creat
 import { readManifest } from "../../src/workspace/manifest.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { loadSpec } from "../../src/workspace/spec.ts";
+import { createJson, createText } from "../../src/cli/commands/create.ts";
 import { formatSecretRef, parseSecretRef } from "../../src/secrets/ref.ts";
 import { SECRET_CMD_TIMEOUT_MS } from "../../src/secrets/resolve.ts";
 
@@ -200,6 +201,9 @@ test("secrets-cli: create keeps the references (spec merged with flags) in the m
       const m = await readManifest(workspacePaths(stateDir, "sec"));
       assert.deepEqual(m.secrets?.map(formatSecretRef), [`KEY=file:${join(dir, "key")}`, "GH=cmd:echo from-flag", "NEW=env:SECRETS_CLI_GH"]);
       assert.deepEqual(r.manifest.secrets, m.secrets);
+      assert.match(createText(r), /^ {2}secrets: {3}KEY \(file, file\), GH \(file, cmd\), NEW \(file, env\)$/m);
+      assert.deepEqual(createJson(r).secrets[0], { name: "KEY", source: `file:${join(dir, "key")}`, delivery: "file", hosts: [] });
+      noValue(createText(r), JSON.stringify(createJson(r)));
       // Nothing under the state dir holds the value (create resolves nothing).
       for (const f of await readdir(join(stateDir, "workspaces", "sec"))) {
         const p = join(stateDir, "workspaces", "sec", f);

@@ -87,6 +87,7 @@ export function createText(r: CreateResult): string {
     `  image:     ${m.image.ref} -> ${m.image.resolvedRef}`,
     `  resources: ${res.profile}: ${res.memoryMib} MiB, ${res.cpus} vCPU, ${diskText(res)}; network ${m.network.mode}`,
     `  command:   ${m.boot.argv.length ? m.boot.argv.join(" ") : "(none: the guest idles, serving exec and console)"}`,
+    ...(m.secrets?.length ? [`  secrets:   ${m.secrets.map((s) => `${s.name} (${s.delivery === "swap" ? `swap @${s.hosts.join(",")}` : "file"}, ${s.source.kind})`).join(", ")}`] : []),
     `start it with: microagent start ${r.name}`,
   ].join("\n");
 }
