@@ -27,6 +27,7 @@ test("secrets-fuzz: tryParseSecretRef never throws; accepted references validate
       }
       if (!res.ok) {
         assert.ok(res.reason.length > 0);
+        // eslint-disable-next-line no-control-regex
         assert.ok(!/[\u0000\n\u2028]/.test(res.reason), `control characters escaped in ${JSON.stringify(res.reason)}`);
         continue;
       }
