@@ -223,7 +223,13 @@ export function mergeSecretRefs(fromSpec: readonly SecretRef[] = [], fromFlags: 
  * The references a new workspace keeps: the spec's merged with the caller's (validated, since a
  * library caller passes objects, not flag text), checked against the network. What create stores.
  */
-export function workspaceSecretRefs(fromSpec: readonly SecretRef[] | undefined, fromCaller: readonly unknown[] | undefined, network: SecretNetworkContext): SecretRef[] {
+export function workspaceSecretRefs(
+  fromSpec: readonly SecretRef[] | undefined,
+  fromCaller: readonly unknown[] | undefined,
+  network: SecretNetworkContext,
+  /** The workload's own variables (spec `env:` and `-e`): a swap secret's variable must not shadow one. */
+  envKeys: readonly string[] = [],
+): SecretRef[] {
   const parsed = z.array(SecretRefSchema).safeParse(fromCaller ?? []);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -234,6 +240,13 @@ export function workspaceSecretRefs(fromSpec: readonly SecretRef[] | undefined, 
   }
   const refs = mergeSecretRefs(fromSpec, parsed.data);
   assertSecretDelivery(refs, network);
+  const clash = refs.filter((r) => r.delivery === "swap" && envKeys.includes(r.name));
+  if (clash.length > 0) {
+    throw CommonErrors.USAGE({
+      message: `swap secret${clash.length > 1 ? "s" : ""} ${clash.map((r) => r.name).join(", ")} would set the variable of the same name, which -e / env: also sets`,
+      remediation: "Rename the secret or drop the environment variable: the guest gets the secret's placeholder in the variable NAME.",
+    });
+  }
   return refs;
 }
 

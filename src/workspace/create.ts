@@ -88,7 +88,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
-  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network });
+  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network }, Object.keys(resolved.env));
   const providers =
     options.providers ??
     defaultCreateProviders({ ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}), ...(options.debugfs ? { debugfs: options.debugfs } : {}) });

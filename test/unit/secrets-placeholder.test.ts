@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { PLACEHOLDER_LENGTH, PLACEHOLDER_PREFIX, isPlaceholder, makePlaceholder, swapHeaders, swapSecretsFor, type SwapSecret } from "../../src/secrets/placeholder.ts";
-import { parseSecretRef } from "../../src/secrets/ref.ts";
+import { parseSecretRef, workspaceSecretRefs } from "../../src/secrets/ref.ts";
+import { planSecretDelivery } from "../../src/secrets/delivery.ts";
 import { SecretValue, resolveSecrets } from "../../src/secrets/resolve.ts";
 
 const GH_VALUE = `ghp_${randomBytes(16).toString("hex")}`;
@@ -169,4 +170,25 @@ test("secrets-placeholder: headers without tokens pass through unchanged (same s
   assert.deepEqual(r.headers, headers);
   assert.deepEqual(r.events, []);
   assert.deepEqual(swapHeaders([], [], "x").headers, []);
+});
+
+test("secrets-placeholder: the delivery plan: file secrets carry the value, swap secrets a placeholder in the file and the variable", async () => {
+  const refs = ["F=env:F", "GH=env:GH@api.github.com"].map((t) => parseSecretRef(t, { baseDir: "/" }));
+  const plan = planSecretDelivery(await resolveSecrets(refs, { env: { F: "file-value", GH: GH_VALUE } }));
+  assert.deepEqual(plan.files.map((f) => f.name), ["F", "GH"]);
+  assert.equal(plan.files[0]!.content.reveal().toString(), "file-value");
+  const token = plan.files[1]!.content.reveal().toString();
+  assert.ok(isPlaceholder(token));
+  assert.deepEqual(plan.env, { GH: token });
+  assert.deepEqual(plan.swap.map((s) => [s.name, s.token, s.value.reveal().toString()]), [["GH", token, GH_VALUE]]);
+  assert.ok(!JSON.stringify(plan).includes(GH_VALUE) && !JSON.stringify(plan).includes("file-value"));
+  const again = planSecretDelivery(await resolveSecrets(refs, { env: { F: "f", GH: GH_VALUE } }));
+  assert.notEqual(again.env.GH, token, "a new token per boot");
+});
+
+test("secrets-placeholder: a swap secret may not shadow a variable the workload sets", () => {
+  const swap = [parseSecretRef("GH=env:GH@api.github.com", { baseDir: "/" })];
+  assert.throws(() => workspaceSecretRefs([], swap, { mode: "user", egress: "guarded" }, ["GH"]), /swap secret GH would set the variable of the same name/);
+  assert.equal(workspaceSecretRefs([], swap, { mode: "user", egress: "guarded" }, ["OTHER"]).length, 1);
+  assert.equal(workspaceSecretRefs([], [parseSecretRef("GH=env:GH", { baseDir: "/" })], { mode: "isolated" }, ["GH"]).length, 1, "file delivery sets no variable");
 });
