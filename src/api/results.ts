@@ -4,6 +4,7 @@
  * src/contract/results.ts. Commands call these instead of assembling objects inline, so one result
  * has one shape wherever it is shown. Fields left undefined are dropped by JSON.stringify.
  */
+import { describeSource } from "../secrets/ref.ts";
 import type { CreateResult } from "../workspace/create.ts";
 import type { LocalImage } from "../image/types.ts";
 import type { ImageSummary } from "../image/images.ts";
@@ -110,6 +111,7 @@ export function createJson(r: CreateResult): CreateJson {
     image: m.image,
     resources: m.resources,
     network: m.network,
+    secrets: (m.secrets ?? []).map((s) => ({ name: s.name, source: describeSource(s.source), delivery: s.delivery, hosts: s.hosts })),
     boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((f) => f.target) },
     artifacts: m.artifacts,
     rootfsCacheHit: r.rootfsCacheHit,

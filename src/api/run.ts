@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { isMicroagentError } from "../contract/errors.ts";
 import type { Arch, BackendName } from "../contract/backend.ts";
 import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
+import type { SecretRef } from "../secrets/ref.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import type { NetworkMode } from "../workspace/manifest.ts";
 import type { ProfileName } from "../workspace/profiles.ts";
@@ -36,6 +37,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   setup?: string[];
   specFile?: string;
+  /** Secret references (parseSecretRef), merged over the spec's by name. */
+  secrets?: SecretRef[];
   profile?: ProfileName;
   memoryMib?: number;
   cpus?: number;
@@ -109,6 +112,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     env: opts.env,
     setup: opts.setup,
     specFile: opts.specFile,
+    secrets: opts.secrets,
     profile: opts.profile,
     memoryMib: opts.memoryMib,
     cpus: opts.cpus,

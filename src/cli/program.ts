@@ -27,6 +27,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   registry: "Images and kernels:",
   rootfs: "Images and kernels:",
   kernel: "Images and kernels:",
+  secret: "Secrets:",
   doctor: "Host:",
   host: "Host:",
   version: "Host:",

@@ -128,6 +128,8 @@ export const CreateJsonSchema = z.strictObject({
   image: imageInfo,
   resources,
   network,
+  /** The secret references recorded (never a value): name, where it is read from, how it is delivered. */
+  secrets: z.array(z.strictObject({ name: z.string(), source: z.string(), delivery: z.enum(["file", "swap"]), hosts: z.array(z.string()) })),
   boot: z.strictObject({ argv: z.array(z.string()), setup: z.array(z.string()), hostname: z.string(), files: z.array(z.string()) }),
   artifacts: z.record(z.string(), z.unknown()),
   rootfsCacheHit: z.boolean(),

@@ -25,6 +25,7 @@ import { overlaySizeMib } from "./overlay.ts";
 import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
 import { resolveResources, type ProfileName } from "./profiles.ts";
+import { workspaceSecretRefs, type SecretRef } from "../secrets/ref.ts";
 import { HOSTNAME_PATTERN, ENV_KEY_PATTERN, loadSpec, type LoadedSpec } from "./spec.ts";
 import { recordInitialState, type StateRecord } from "./state.ts";
 import { backendDisk, defaultCreateProviders, type CreateProviders, type ProviderContext } from "./providers.ts";
@@ -54,6 +55,8 @@ export interface CreateWorkspaceOptions {
   env?: Record<string, string>;
   network?: NetworkMode;
   hostname?: string;
+  /** Secret references (parseSecretRef), merged over the spec's by name. */
+  secrets?: SecretRef[];
   backend?: BackendName;
   arch?: Arch;
   providers?: CreateProviders;
@@ -87,6 +90,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
+  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network }, Object.keys(resolved.env));
   const providers =
     options.providers ??
     defaultCreateProviders({ ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}), ...(options.debugfs ? { debugfs: options.debugfs } : {}) });
@@ -159,6 +163,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
         disk: { path: made.path, format: made.format },
       },
       ...(spec ? { spec: { path: spec.path, sha256: spec.sha256 } } : {}),
+      ...(secrets.length > 0 ? { secrets } : {}),
     };
     await writeManifest(paths, manifest);
     const state = await recordInitialState(paths, {

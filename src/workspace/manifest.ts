@@ -10,6 +10,7 @@ import { WorkspaceErrors } from "./errors.ts";
 import { isErrno, writeJsonAtomic } from "../util/fs.ts";
 import { ProfileNameSchema } from "./profiles.ts";
 import type { WorkspacePaths } from "./paths.ts";
+import { SecretRefSchema } from "../secrets/ref.ts";
 
 export const MANIFEST_VERSION = 1;
 
@@ -99,6 +100,8 @@ export const ManifestSchema = z.object({
   }),
   /** The spec file the workspace was created from, if any. */
   spec: z.object({ path: z.string(), sha256: Sha256Hex }).optional(),
+  /** Secret references (never values), resolved at every start. */
+  secrets: z.array(SecretRefSchema).optional(),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
 

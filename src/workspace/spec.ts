@@ -14,6 +14,7 @@ import { isErrno } from "../util/fs.ts";
 import { sha256Bytes, sha256FileCached } from "../util/hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
 import { ProfileNameSchema, RESOURCE_LIMITS, type ProfileName } from "./profiles.ts";
+import { tryParseSecretRef, tryParseSecretSource, type SecretRef } from "../secrets/ref.ts";
 
 /** Alias expansions allowed while reading a spec file (the yaml package's default is 100). */
 const MAX_YAML_ALIAS_COUNT = 100;
@@ -53,6 +54,12 @@ export const SpecSchema = z
     resources: ResourcesSchema.optional(),
     network: z.union([NetworkModeSchema, z.object({ mode: NetworkModeSchema }).strict()]).optional(),
     hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be one RFC 1123 label: letters, digits and inner '-', at most 63 characters").optional(),
+    /** `NAME: SOURCE[@HOSTS]` (a map) or `- NAME=SOURCE[@HOSTS]` (a list); parsed by secrets/ref.ts. */
+    secrets: z
+      .union([z.array(z.string({ error: "each secrets entry must be a string NAME=SOURCE[@HOST,...]" })), z.record(z.string(), z.string({ error: "each secret must map to a string SOURCE[@HOST,...]" }))], {
+        error: "secrets must be a list of NAME=SOURCE[@HOST,...] strings or a map of NAME: SOURCE[@HOST,...]",
+      })
+      .optional(),
   })
   .strict();
 export type SpecFile = z.infer<typeof SpecSchema>;
@@ -70,6 +77,8 @@ export interface LoadedSpec {
   resources?: { profile?: ProfileName; memoryMib?: number; cpus?: number; sizeMib?: number };
   network?: NetworkMode;
   hostname?: string;
+  /** References only (file: paths and cmd: directories resolved against the spec's dir); never values. */
+  secrets?: SecretRef[];
 }
 
 /** Validate an already-parsed spec object (no file access except `files:` sources). */
@@ -110,6 +119,7 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
       sha256: await sha256FileCached(source),
     });
   }
+  const secrets = spec.secrets !== undefined ? specSecrets(specPath, dir, spec.secrets) : undefined;
   const env = spec.env ? Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, String(v)])) : undefined;
   const network = typeof spec.network === "string" ? spec.network : spec.network?.mode;
   return {
@@ -124,7 +134,24 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
     ...(spec.resources !== undefined ? { resources: spec.resources } : {}),
     ...(network !== undefined ? { network } : {}),
     ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
+    ...(secrets !== undefined ? { secrets } : {}),
   };
+}
+
+/** `secrets:` entries as references; a malformed one (or a name given twice in the list form) is SPEC_INVALID. */
+function specSecrets(specPath: string, dir: string, raw: string[] | Record<string, string>): SecretRef[] {
+  const out: SecretRef[] = [];
+  const entries: Array<[key: string, r: ReturnType<typeof tryParseSecretRef>]> = Array.isArray(raw)
+    ? raw.map((text, i) => [`secrets[${i}]`, tryParseSecretRef(text, { baseDir: dir })])
+    : Object.entries(raw).map(([name, text]) => [`secrets.${name}`, tryParseSecretSource(name, text, { baseDir: dir })]);
+  for (const [key, r] of entries) {
+    if (!r.ok) throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: ${key}: ${r.reason}`, details: { spec: specPath, key } });
+    if (out.some((s) => s.name === r.ref.name)) {
+      throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: ${key}: secret ${r.ref.name} is listed twice`, details: { spec: specPath, key } });
+    }
+    out.push(r.ref);
+  }
+  return out;
 }
 
 /** Read, parse and validate a spec file. */

@@ -2,7 +2,8 @@ import { Command } from "commander";
 import { action } from "../action.ts";
 import { createJson } from "../../api/results.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
-import { addResourceOptions, collectEnv, collectList, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import type { SecretRef } from "../../secrets/ref.ts";
+import { addResourceOptions, collectEnv, collectList, collectSecret, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
 interface CreateFlags extends ResourceFlags {
   image?: string;
@@ -13,6 +14,7 @@ interface CreateFlags extends ResourceFlags {
   env?: Record<string, string>;
   network?: "isolated" | "user";
   hostname?: string;
+  secret?: SecretRef[];
 }
 
 export function createCommand(): Command {
@@ -25,6 +27,7 @@ export function createCommand(): Command {
     .option("--entrypoint <cmd>", "shell command run as the workload (replaces the image's Entrypoint and Cmd)")
     .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
     .option("-e, --env <KEY=VALUE>", "environment variable for the workload (repeatable)", collectEnv)
+    .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND, resolved at every start (repeatable); NAME=SOURCE@HOST,... swaps a placeholder on requests to HOST", collectSecret)
     .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
     .action(
@@ -39,6 +42,7 @@ export function createCommand(): Command {
           ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
           ...(o.imageCommand ? { imageCommand: true } : {}),
           ...(o.env !== undefined ? { env: o.env } : {}),
+          ...(o.secret !== undefined ? { secrets: o.secret } : {}),
           ...(o.network !== undefined ? { network: o.network } : {}),
           ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
           ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
@@ -64,6 +68,7 @@ export function createText(r: CreateResult): string {
     `  image:     ${m.image.ref} -> ${m.image.resolvedRef}`,
     `  resources: ${res.profile}: ${res.memoryMib} MiB, ${res.cpus} vCPU, ${diskText(res)}; network ${m.network.mode}`,
     `  command:   ${m.boot.argv.length ? m.boot.argv.join(" ") : "(none: the guest idles, serving exec and console)"}`,
+    ...(m.secrets?.length ? [`  secrets:   ${m.secrets.map((s) => `${s.name} (${s.delivery === "swap" ? `swap @${s.hosts.join(",")}` : "file"}, ${s.source.kind})`).join(", ")}`] : []),
     `start it with: microagent start ${r.name}`,
   ].join("\n");
 }

@@ -23,6 +23,7 @@ import { kernelCommand } from "./kernel.ts";
 import { imageCommand } from "./image.ts";
 import { registryCommand } from "./registry.ts";
 import { rootfsCommand } from "./rootfs.ts";
+import { secretCommand } from "./secret.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -48,4 +49,5 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   imageCommand,
   registryCommand,
   rootfsCommand,
+  secretCommand,
 ];

@@ -5,7 +5,8 @@ import { runJson } from "../../api/results.ts";
 import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
-import { addResourceOptions, collectEnv, collectList, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import type { SecretRef } from "../../secrets/ref.ts";
+import { addResourceOptions, collectEnv, collectList, collectSecret, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
 interface RunFlags extends ResourceFlags {
   image?: string;
@@ -19,6 +20,7 @@ interface RunFlags extends ResourceFlags {
   setup?: string[];
   file?: string;
   network?: NetworkMode;
+  secret?: SecretRef[];
 }
 
 export function runCommand(): Command {
@@ -35,6 +37,7 @@ export function runCommand(): Command {
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
     .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", parseDurationFlag("--timeout"))
     .option("-e, --env <KEY=VAL>", "environment variable (repeatable)", collectEnv)
+    .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND (repeatable); see `microagent secret --help`", collectSecret)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")
     .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
@@ -68,6 +71,7 @@ export function runCommand(): Command {
             ...(o.env ? { env: o.env } : {}),
             ...(o.setup ? { setup: o.setup } : {}),
             ...(o.file ? { specFile: o.file } : {}),
+            ...(o.secret ? { secrets: o.secret } : {}),
             ...resourceOptions(o),
             ...(o.network ? { network: o.network } : {}),
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),

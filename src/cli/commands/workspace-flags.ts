@@ -7,6 +7,7 @@ import { InvalidArgumentError, type Command } from "commander";
 import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, RESOURCE_LIMITS, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
+import { parseSecretRef, type SecretRef } from "../../secrets/ref.ts";
 
 export function parseWholeNumber(what: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -66,6 +67,17 @@ export function collectEnv(value: string, previous: Record<string, string> = {})
   const key = value.slice(0, eq);
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError(`'${key}' is not a valid environment variable name`);
   return { ...previous, [key]: value.slice(eq + 1) };
+}
+
+/**
+ * Repeatable `--secret NAME=SOURCE[@HOST,...]`, `file:` paths against the cwd; a later flag of
+ * the same name replaces the earlier one (as `-e` does). A malformed one throws our USAGE error
+ * rather than commander's InvalidArgumentError: commander's message would echo the argument, and
+ * a value typed where a source belongs (`--secret TOKEN=sk-...`) must not be printed back.
+ */
+export function collectSecret(value: string, previous: SecretRef[] = []): SecretRef[] {
+  const ref = parseSecretRef(value, { baseDir: process.cwd(), what: "--secret" });
+  return [...previous.filter((r) => r.name !== ref.name), ref];
 }
 
 /** Repeatable string flag (e.g. `--setup CMD`), in order. */
