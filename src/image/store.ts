@@ -133,6 +133,32 @@ export class ImageStore {
   }
 
   /**
+   * Move `path` (a file in tmpDir whose bytes hashed to `actual` as they were written) into the
+   * store as `expected`: refused unless the two agree; a blob already stored is kept and `path` left
+   * for its owner to delete.
+   */
+  async adoptFile(path: string, expected: ExpectedBlob, actual: ExpectedBlob): Promise<string> {
+    if (actual.size !== expected.size)
+      throw ImageErrors.IMAGE_SIZE_MISMATCH({
+        message: `blob ${expected.digest} has ${actual.size} bytes, not its declared ${expected.size}`,
+        details: { digest: expected.digest, declaredSize: expected.size, receivedBytes: actual.size },
+      });
+    if (actual.digest !== expected.digest)
+      throw ImageErrors.IMAGE_DIGEST_MISMATCH({
+        message: `blob content does not match its digest: expected ${expected.digest}, got ${actual.digest}`,
+        details: { expected: expected.digest, actual: actual.digest },
+      });
+    if (await this.hasBlob(expected.digest, expected.size)) return this.blobPath(expected.digest);
+    const fh = await open(path, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return this.commitBlob(path, expected.digest);
+  }
+
+  /**
    * Store bytes from `source` as `expected.digest`, verified while streaming; the blob appears in
    * the store only if it matched. Returns the blob path.
    */
