@@ -12,7 +12,8 @@ import { findRecord, storeFor, targetArch, toLocalImage, touchRecord, saveRecord
 import { parseConfig, parseManifest } from "./manifest.ts";
 import { formatPlatform, selectPlatform } from "./platform.ts";
 import { formatImageRef, parseImageRef, refName } from "./ref.ts";
-import { backoffMs, isRetryable, mapLimit, withRetry } from "./retry.ts";
+import { backoffMs, isRetryable, withRetry } from "./retry.ts";
+import { mapLimit } from "../util/concurrency.ts";
 import { defaultStateDir, type ImageStore, type ImageRecord } from "./store.ts";
 import { MANIFEST_ACCEPT, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
