@@ -1,6 +1,7 @@
 /** Reading the serial console log: whole, a bounded tail, or followed as it grows. */
 import { open, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { stripVTControlCharacters } from "node:util";
 import { isErrno } from "../util/fs.ts";
 
 /** The last `maxBytes` of a file as text ("" when missing), cut at a line start when possible. */
@@ -30,8 +31,7 @@ export async function readTail(path: string, maxBytes = 4096): Promise<string> {
 
 /** The last non-empty lines of a text, control characters (ANSI, CR) stripped, for one-line details. */
 export function lastLines(text: string, count: number): string[] {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
+  const clean = stripVTControlCharacters(text).replace(/\r/g, "");
   return clean
     .split("\n")
     .map((l) => l.trimEnd())
