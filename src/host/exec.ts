@@ -3,20 +3,12 @@
  * throw because a tool is missing: every run is bounded by a timeout, output is capped, and spawn
  * failures (ENOENT, EACCES) come back as data for the probe's decision function to judge.
  */
-import { run } from "../util/run.ts";
+import { run, type RunResult } from "../util/run.ts";
 
-export interface ToolRun {
-  /** Exit code, or null when killed by a signal or never started. */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
+export type ToolRun = Pick<RunResult, "code" | "signal" | "stdout" | "stderr" | "timedOut" | "durationMs"> & {
   /** The spawn failed (e.g. ENOENT); the process never ran. */
   spawnErrno?: string;
-  /** The run was cut off by the timeout. */
-  timedOut: boolean;
-  durationMs: number;
-}
+};
 
 export interface RunToolOptions {
   timeoutMs: number;

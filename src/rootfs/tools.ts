@@ -6,7 +6,7 @@
 import { dirname } from "node:path";
 import { CommonErrors } from "../contract/errors.ts";
 import { findExecutable, isExecutableFile, pathDirs } from "../util/exec-path.ts";
-import { run, tail } from "../util/run.ts";
+import { run, tail, type RunResult } from "../util/run.ts";
 import { RootfsErrors } from "./errors.ts";
 
 export { tail };
@@ -61,12 +61,7 @@ export function resolveE2fsTools(opts: { mke2fs?: string; debugfs?: string }, en
   return { mke2fs, debugfs };
 }
 
-export interface ToolResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+export type ToolResult = Pick<RunResult, "code" | "signal" | "stdout" | "stderr">;
 
 const OUTPUT_CAP = 256 * 1024;
 

@@ -45,7 +45,9 @@ export interface FollowBytesOptions {
   fromOffset?: number;
   /** Checked after each poll that found nothing new: return true to stop. */
   shouldStop?: () => Promise<boolean>;
-  signal?: AbortSignal;
+  /** Called when the file shrank (rewritten): what follows is read from its start. */
+  onRestart?: () => void;
+  signal?: AbortSignal | undefined;
 }
 
 /** Yield the file's content then every appended chunk, until `shouldStop` says so or `signal` aborts. */
@@ -60,7 +62,10 @@ export async function* followBytes(path: string, options: FollowBytesOptions = {
     } catch (e) {
       if (!isErrno(e, "ENOENT")) throw e;
     }
-    if (size < offset) offset = 0; // truncated: a new boot rewrote the log
+    if (size < offset) {
+      offset = 0; // truncated: a new boot rewrote the log
+      options.onRestart?.();
+    }
     if (size > offset) {
       const fh = await open(path, "r");
       try {
