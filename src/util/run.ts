@@ -169,8 +169,10 @@ function killGroup(child: ChildProcess): void {
 }
 
 // Children run in their own groups, so a terminal's Ctrl-C no longer reaches them: while any runs,
-// our exit and the usual terminating signals kill their groups. A signal we catch is re-raised when
-// nobody else listens for it, so the default action (exit) still happens.
+// our exit and the usual terminating signals kill their groups. Our handler goes first (prepended),
+// so it sees every other listener still registered (a `once` one removes itself when called): when
+// there is none, the signal is re-raised so its default action (exit) still happens; when there is,
+// that listener decides, as it would without us.
 const live = new Set<ChildProcess>();
 const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
@@ -179,10 +181,11 @@ function killAll(): void {
 }
 
 function onSignal(sig: NodeJS.Signals): void {
+  const others = process.listenerCount(sig) - 1;
   killAll();
   live.clear();
   removeHandlers();
-  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  if (others === 0) process.kill(process.pid, sig);
 }
 
 function removeHandlers(): void {
@@ -193,7 +196,7 @@ function removeHandlers(): void {
 function track(child: ChildProcess): void {
   if (live.size === 0) {
     process.on("exit", killAll);
-    for (const s of SIGNALS) process.on(s, onSignal);
+    for (const s of SIGNALS) process.prependListener(s, onSignal);
   }
   live.add(child);
 }

@@ -75,3 +75,30 @@ test("util-run: the environment is exactly the one given (not merged), and a mis
   assert.equal(process.listenerCount("SIGTERM"), 0);
   assert.equal(process.listenerCount("exit"), 0);
 });
+
+test("util-run: Ctrl-C kills a running tool's group; with nobody else listening the process still dies of SIGINT", async () => {
+  const { spawn } = await import("node:child_process");
+  const script = `
+    import { run } from ${JSON.stringify(new URL("../../src/util/run.ts", import.meta.url).href)};
+    const other = process.argv[1] === "listen";
+    if (other) process.once("SIGINT", () => console.log("handled"));
+    run("/bin/sh", ["-c", "sleep 30 & echo $!; wait"], { timeoutMs: 60_000, onStdout: (t) => console.log("grandchild " + t.trim()) })
+      .then((r) => console.log("result " + r.signal));`;
+  for (const mode of ["default", "listen"]) {
+    const node = spawn(process.execPath, ["--input-type=module", "-e", script, mode], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    node.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    for (let i = 0; i < 200 && !/grandchild \d+/.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+    const grandchild = Number(/grandchild (\d+)/.exec(out)?.[1]);
+    assert.ok(grandchild > 0, out);
+    node.kill("SIGINT");
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => node.on("close", (c, s) => resolve([c, s])));
+    if (mode === "default") assert.equal(signal, "SIGINT", `exit ${code}: ${out}`);
+    else {
+      assert.equal(code, 0, out);
+      assert.match(out, /handled/);
+      assert.match(out, /result SIGKILL/);
+    }
+    assert.ok(await waitGone(grandchild), `${mode}: grandchild ${grandchild} survived the SIGINT`);
+  }
+});
