@@ -6,9 +6,9 @@
  * contents are inside it, so verification covers them too.
  */
 import { readFile, stat } from "node:fs/promises";
-import { constants } from "node:os";
 import { bootConfigSchema, type BootConfig } from "../channel/boot-config.ts";
 import { WorkspaceErrors } from "./errors.ts";
+import { signalName } from "../util/signals.ts";
 import type { BootFile, BootSpec } from "./manifest.ts";
 
 /** The image config fields that matter for booting (a subset of the OCI image config). */
@@ -96,20 +96,11 @@ export function mergeBootSpec(name: string, image: ImageRuntimeConfig, o: BootOv
   };
 }
 
-/**
- * Signal names by number. An image's StopSignal number is the guest's (Linux) number; the host's
- * table is that same table on a Linux host, which is where every backend runs today (a macOS backend
- * would have to map Linux numbers itself: SIGUSR1 is 30 there).
- */
-const SIGNAL_NAMES = new Map<string, string>();
-// The first name wins over later aliases (SIGABRT, not SIGIOT; SIGIO, not SIGPOLL).
-for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(String(n))) SIGNAL_NAMES.set(String(n), name);
-
 /** "15", "TERM", "sigterm" -> "SIGTERM"; undefined when absent. */
 function normalizeSignal(sig: string | undefined): string | undefined {
   if (!sig) return undefined;
   const s = sig.trim().toUpperCase();
-  const byNumber = SIGNAL_NAMES.get(s);
+  const byNumber = /^[0-9]+$/.test(s) ? signalName(Number(s)) : undefined;
   if (byNumber) return byNumber;
   return s.startsWith("SIG") ? s : `SIG${s}`;
 }
