@@ -13,7 +13,7 @@ import * as zlib from "node:zlib";
 import { z } from "zod";
 import { ImageArchive } from "./archive.ts";
 import { ImageErrors } from "./errors.ts";
-import { saveRecord, storeFor, targetArch, toLocalImage, type ImageStoreOptions } from "./images.ts";
+import { recordImage, storeFor, targetArch, type ImageStoreOptions, type NewImage } from "./images.ts";
 import { sniffFileCompression } from "./layer.ts";
 import { parseConfig, parseManifest } from "./manifest.ts";
 import { selectPlatform } from "./platform.ts";
@@ -325,35 +325,8 @@ async function hashLayer(path: string, compression: "gzip" | "zstd" | "none"): P
   return { digest: `sha256:${outer.digest("hex")}`, diffId: `sha256:${inner.digest("hex")}`, size };
 }
 
-async function record(
-  store: ImageStore,
-  ref: string,
-  r: {
-    manifestDigest: string;
-    indexDigest: string | undefined;
-    manifestMediaType: string;
-    config: ReturnType<typeof parseConfig>;
-    configDigest: string;
-    layers: ImageRecord["layers"];
-    source: ImageRecord["source"];
-  },
-): Promise<LocalImage> {
-  const now = new Date().toISOString();
+/** Record the loaded image (the config was stored first: its size is the blob's). */
+async function record(store: ImageStore, ref: string, r: Omit<NewImage, "ref" | "resolvedRef" | "configSize">): Promise<LocalImage> {
   const configSize = (await stat(store.blobPath(r.configDigest))).size;
-  const rec: ImageRecord = {
-    ref,
-    resolvedRef: `${refName(parseImageRef(ref))}@${r.manifestDigest}`,
-    manifestDigest: r.manifestDigest,
-    ...(r.indexDigest ? { indexDigest: r.indexDigest } : {}),
-    manifestMediaType: r.manifestMediaType,
-    platform: { os: r.config.os, architecture: r.config.architecture, ...(r.config.variant ? { variant: r.config.variant } : {}) },
-    configDigest: r.configDigest,
-    layers: r.layers,
-    sizeBytes: configSize + r.layers.reduce((s, l) => s + l.size, 0),
-    source: r.source,
-    createdAt: now,
-    lastUsedAt: now,
-  };
-  await saveRecord(store, rec);
-  return toLocalImage(store, rec);
+  return recordImage(store, { ...r, ref, resolvedRef: `${refName(parseImageRef(ref))}@${r.manifestDigest}`, configSize });
 }
