@@ -3,10 +3,11 @@
  * `{"auths": {"host": {"auth": base64("user:pass")}}}` shape so the file is familiar. Written
  * atomically with mode 0600. We never read Docker's config or credential helpers.
  */
-import { chmod, readFile } from "node:fs/promises";
+import { chmod } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { z } from "zod";
-import { ensureDir, writeFileAtomic, isErrno } from "../util/fs.ts";
+import { ensureDir, writeFileAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 import { ImageErrors } from "./errors.ts";
 import { normalizeRegistryName } from "./ref.ts";
 
@@ -44,27 +45,14 @@ export function authFilePath(stateDir: string, options: Pick<CredentialStoreOpti
 }
 
 export async function readAuthFile(path: string): Promise<AuthFile> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) return { auths: {} };
-    throw e;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw ImageErrors.REGISTRY_AUTH_FILE_INVALID({ message: `credentials file ${path} is not valid JSON`, cause: e, details: { path } });
-  }
-  const parsed = AuthFileSchema.safeParse(json);
-  if (!parsed.success) {
-    throw ImageErrors.REGISTRY_AUTH_FILE_INVALID({
-      message: `credentials file ${path} does not match {"auths": {"host": {"auth": "..."}}}: ${parsed.error.issues[0]?.message ?? "invalid"}`,
-      details: { path },
-    });
-  }
-  return parsed.data;
+  const file = await readJsonFile(path, AuthFileSchema, (p) =>
+    ImageErrors.REGISTRY_AUTH_FILE_INVALID({
+      message: p.kind === "json" ? `credentials file ${path} is not valid JSON` : `credentials file ${path} does not match {"auths": {"host": {"auth": "..."}}}: ${p.problem}`,
+      cause: p.cause,
+      details: { path, ...(p.field ? { field: p.field } : {}) },
+    }),
+  );
+  return file ?? { auths: {} };
 }
 
 export async function writeAuthFile(path: string, file: AuthFile): Promise<void> {

@@ -70,6 +70,42 @@ export async function toLocalImage(store: ImageStore, record: ImageRecord): Prom
   };
 }
 
+/** What a pull or a load knows once every blob is stored; `recordImage` adds the rest. */
+export interface NewImage {
+  ref: string;
+  resolvedRef: string;
+  manifestDigest: string;
+  indexDigest?: string | undefined;
+  manifestMediaType: string;
+  config: ReturnType<typeof parseConfig>;
+  configDigest: string;
+  configSize: number;
+  layers: ImageRecord["layers"];
+  source: ImageRecord["source"];
+}
+
+/** Record a freshly stored image (platform from its config, size, timestamps) and return it. */
+export async function recordImage(store: ImageStore, image: NewImage): Promise<LocalImage> {
+  const now = new Date().toISOString();
+  const { config } = image;
+  const record: ImageRecord = {
+    ref: image.ref,
+    resolvedRef: image.resolvedRef,
+    manifestDigest: image.manifestDigest,
+    ...(image.indexDigest !== undefined ? { indexDigest: image.indexDigest } : {}),
+    manifestMediaType: image.manifestMediaType,
+    platform: { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) },
+    configDigest: image.configDigest,
+    layers: image.layers,
+    sizeBytes: image.configSize + image.layers.reduce((sum, l) => sum + l.size, 0),
+    source: image.source,
+    createdAt: now,
+    lastUsedAt: now,
+  };
+  await saveRecord(store, record);
+  return toLocalImage(store, record);
+}
+
 /** Insert or replace the record for (ref, architecture). */
 export async function saveRecord(store: ImageStore, record: ImageRecord): Promise<void> {
   await store.updateIndex((index) => {

@@ -11,17 +11,18 @@ import { mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { basename, join, resolve, sep } from "node:path";
 import * as zlib from "node:zlib";
 import { z } from "zod";
+import { ImageArchive } from "./archive.ts";
 import { ImageErrors } from "./errors.ts";
-import { saveRecord, storeFor, targetArch, toLocalImage, type ImageStoreOptions } from "./images.ts";
+import { recordImage, storeFor, targetArch, type ImageStoreOptions, type NewImage } from "./images.ts";
 import { sniffFileCompression } from "./layer.ts";
 import { parseConfig, parseManifest } from "./manifest.ts";
 import { selectPlatform } from "./platform.ts";
 import { formatImageRef, parseImageRef, refName } from "./ref.ts";
 import type { ImageRecord, ImageStore } from "./store.ts";
 import { IndexSchema, MEDIA, type Descriptor, type LocalImage } from "./types.ts";
-import { DigestVerifier, sha256Digest } from "./verify.ts";
+import { DigestVerifier, sha256Digest, type ExpectedBlob } from "./verify.ts";
 import { hostArch } from "../contract/backend.ts";
-import { isErrno, pathExists } from "../util/fs.ts";
+import { isErrno } from "../util/fs.ts";
 
 export interface LoadImageOptions extends ImageStoreOptions {
   /**
@@ -49,35 +50,52 @@ export async function loadImage(path: string, options: LoadImageOptions = {}): P
   }
   const store = storeFor(options);
   await store.init();
-  if (st.isDirectory()) return loadLayout(store, abs, abs, "oci-layout", options);
-  // A tar archive: unpack into the store's tmp dir (same filesystem, cleaned up after). The pid in
-  // the name tells `image prune` whether its owner is still running.
+  if (st.isDirectory()) return loadLayout(store, layoutFiles(abs, abs), abs, "oci-layout", options);
+  // A tar archive: read once, each file streamed (and hashed) into a temp dir beside the blob store
+  // (same filesystem, so a referenced layer moves in by rename; cleaned up after). The pid in the
+  // name tells `image prune` whether its owner is still running.
   const dir = await mkdtemp(join(store.tmpDir, `${LOAD_TEMP_PREFIX}${process.pid}-`));
   try {
-    // node-tar strips `..` and absolute paths by default; symlinks are resolved and checked below.
-    // Any warning (an absolute link, a stripped path, a truncated archive) refuses the archive, but
-    // only once extraction has finished: with `strict` node-tar rejects at the first warning while
-    // it is still writing, and the cleanup below then raced its writes (ENOTEMPTY).
-    const warnings: string[] = [];
-    try {
-      // Loaded on use: `tar` is only needed for archived layouts, not on every CLI start.
-      const { x: extractTar } = await import("tar");
-      await extractTar({ file: abs, cwd: dir, strict: false, onwarn: (code: string, message: string | Error) => void warnings.push(`${code}: ${String(message instanceof Error ? message.message : message)}`) });
-    } catch (e) {
-      throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} is not a readable tar archive: ${(e as Error).message}`, cause: e, details: { path: abs } });
-    }
-    if (warnings.length > 0)
-      throw ImageErrors.IMAGE_LOAD_INVALID({
-        message: `${abs} is not a clean tar archive: ${warnings.slice(0, 3).join("; ")}${warnings.length > 3 ? ` (and ${warnings.length - 3} more)` : ""}`,
-        details: { path: abs, warnings: warnings.slice(0, 20) },
-      });
-    if (await pathExists(join(dir, "manifest.json"))) return await loadDockerArchive(store, dir, abs, options);
-    if (await pathExists(join(dir, "index.json"))) return await loadLayout(store, dir, abs, "oci-layout", options);
+    const archive = await ImageArchive.read(abs, dir);
+    const files: ImageFiles = {
+      locate: async (rel) => {
+        const f = archive.file(rel);
+        return { path: f.path, hashed: { digest: f.digest, size: f.size } };
+      },
+    };
+    if (archive.has("manifest.json")) return await loadDockerArchive(store, files, abs, options);
+    if (archive.has("index.json")) return await loadLayout(store, files, abs, "oci-layout", options);
     throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${abs} has neither manifest.json (docker save) nor index.json (OCI layout)`, details: { path: abs } });
   } finally {
     // A failed cleanup must not replace the load's own error; `image prune` sweeps what stays.
     await rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);
   }
+}
+
+/**
+ * The files of the image being loaded, by their names inside it: a layout directory's files, or
+ * the temp copies of an archive's (which were hashed while they were written).
+ */
+interface ImageFiles {
+  /** The file's path on disk; refuses a name (or link) leading outside the image, and a missing file. */
+  locate(rel: string): Promise<{ path: string; hashed?: ExpectedBlob }>;
+}
+
+function layoutFiles(root: string, source: string): ImageFiles {
+  return { locate: async (rel) => ({ path: await inside(root, rel, source) }) };
+}
+
+/**
+ * Put a file of the image into the store as `expected`. An archive's temp copy was hashed while it
+ * was written: it is checked against `expected` and moved in; a layout's file is copied (and
+ * hashed while copying).
+ */
+async function storeFile(store: ImageStore, file: { path: string; hashed?: ExpectedBlob }, expected: ExpectedBlob): Promise<void> {
+  if (file.hashed === undefined) {
+    await store.putFile(file.path, expected);
+    return;
+  }
+  await store.adoptFile(file.path, expected, file.hashed);
 }
 
 /** Prefix of the temp dirs archive loads unpack into (`load-<pid>-XXXXXX` under images/tmp). */
@@ -99,7 +117,7 @@ async function inside(root: string, rel: string, source: string): Promise<string
   return real;
 }
 
-async function readJsonFile(path: string, what: string): Promise<unknown> {
+async function readSmallJson(path: string, what: string): Promise<unknown> {
   const st = await stat(path);
   if (st.size > MAX_JSON) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${what} is larger than ${MAX_JSON} bytes` });
   try {
@@ -110,10 +128,10 @@ async function readJsonFile(path: string, what: string): Promise<unknown> {
 }
 
 /** Read a small blob of a layout and check it against its descriptor. */
-async function layoutBlob(root: string, d: Pick<Descriptor, "digest" | "size">, source: string): Promise<Buffer> {
+async function layoutBlob(files: ImageFiles, d: Pick<Descriptor, "digest" | "size">, source: string): Promise<Buffer> {
   if (d.size > MAX_JSON) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source}: ${d.digest} declares ${d.size} bytes; refusing more than ${MAX_JSON}` });
-  const p = await inside(root, join("blobs", "sha256", d.digest.slice(7)), source);
-  const data = await readFile(p);
+  const { path } = await files.locate(blobName(d.digest));
+  const data = await readFile(path);
   const v = new DigestVerifier(d);
   v.update(data.subarray(0, Math.min(data.length, d.size + 1)));
   v.finish();
@@ -133,8 +151,13 @@ function fallbackName(source: string): string {
   return base || "image";
 }
 
-async function loadLayout(store: ImageStore, root: string, source: string, kind: ImageRecord["source"], options: LoadImageOptions): Promise<LocalImage> {
-  const parsed = IndexSchema.safeParse(await readJsonFile(join(root, "index.json"), `${source}/index.json`));
+/** Where a layout keeps the blob `digest`. */
+function blobName(digest: string): string {
+  return join("blobs", "sha256", digest.slice(7));
+}
+
+async function loadLayout(store: ImageStore, files: ImageFiles, source: string, kind: ImageRecord["source"], options: LoadImageOptions): Promise<LocalImage> {
+  const parsed = IndexSchema.safeParse(await readSmallJson((await files.locate("index.json")).path, `${source}/index.json`));
   if (!parsed.success) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source}/index.json is not an OCI image index: ${parsed.error.issues[0]?.message}` });
   const entries = parsed.data.manifests;
   if (entries.length === 0) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source} holds no images (index.json lists none)` });
@@ -160,26 +183,23 @@ async function loadLayout(store: ImageStore, root: string, source: string, kind:
   }
   const topAnnotations = entry.annotations;
   const arch = options.arch === undefined ? hostArch() : targetArch(options.arch);
-  let body = await layoutBlob(root, entry, source);
+  let body = await layoutBlob(files, entry, source);
   let doc = parseManifest(body, entry.mediaType, source);
   let indexDigest: string | undefined;
   if (doc.kind === "index") {
     indexDigest = entry.digest;
     const indexBody = body;
     const chosen = selectPlatform(doc.index.manifests, { os: "linux", architecture: arch }, source);
-    body = await layoutBlob(root, chosen, source);
+    body = await layoutBlob(files, chosen, source);
     doc = parseManifest(body, chosen.mediaType, source);
     if (doc.kind !== "manifest") throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source}: nested image indexes are not supported` });
     await store.putBytes(indexBody, { digest: indexDigest, size: indexBody.length });
     entry = chosen;
   }
   const manifest = doc.manifest;
-  const configBody = await layoutBlob(root, manifest.config, source);
+  const configBody = await layoutBlob(files, manifest.config, source);
   const config = parseConfig(configBody, manifest, source);
-  for (const layer of manifest.layers) {
-    const p = await inside(root, join("blobs", "sha256", layer.digest.slice(7)), source);
-    await store.putFile(p, layer);
-  }
+  for (const layer of manifest.layers) await storeFile(store, await files.locate(blobName(layer.digest)), layer);
   await store.putBytes(body, { digest: entry.digest, size: body.length });
   await store.putBytes(configBody, manifest.config);
   const ref = options.ref ? formatImageRef(parseImageRef(options.ref)) : nameFrom(topAnnotations, fallbackName(source));
@@ -198,8 +218,8 @@ const DockerManifestSchema = z.array(
   z.object({ Config: z.string(), RepoTags: z.array(z.string()).nullish(), Layers: z.array(z.string()) }).loose(),
 );
 
-async function loadDockerArchive(store: ImageStore, dir: string, source: string, options: LoadImageOptions): Promise<LocalImage> {
-  const parsed = DockerManifestSchema.safeParse(await readJsonFile(join(dir, "manifest.json"), `${source} manifest.json`));
+async function loadDockerArchive(store: ImageStore, files: ImageFiles, source: string, options: LoadImageOptions): Promise<LocalImage> {
+  const parsed = DockerManifestSchema.safeParse(await readSmallJson((await files.locate("manifest.json")).path, `${source} manifest.json`));
   if (!parsed.success) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source}: manifest.json is not a docker save manifest: ${parsed.error.issues[0]?.message}` });
   const images = parsed.data;
   if (images.length === 0) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source} holds no images` });
@@ -217,8 +237,9 @@ async function loadDockerArchive(store: ImageStore, dir: string, source: string,
     image = match;
   }
   // The config: docker names it by its digest (`<hex>.json` or `blobs/sha256/<hex>`); check that claim.
-  const configPath = await inside(dir, image.Config, source);
-  const configBody = await readFile(configPath);
+  const configFile = await files.locate(image.Config);
+  if ((await stat(configFile.path)).size > MAX_JSON) throw ImageErrors.IMAGE_LOAD_INVALID({ message: `${source}: config ${image.Config} is larger than ${MAX_JSON} bytes` });
+  const configBody = await readFile(configFile.path);
   const configDigest = sha256Digest(configBody);
   const named = /(?:^|\/)([a-f0-9]{64})(?:\.json)?$/.exec(image.Config)?.[1];
   if (named && `sha256:${named}` !== configDigest) {
@@ -226,14 +247,16 @@ async function loadDockerArchive(store: ImageStore, dir: string, source: string,
   }
   // Hash every layer (as stored and uncompressed) and check the diff_ids before anything is stored.
   const layerDescriptors: Array<{ digest: string; mediaType: string; size: number }> = [];
-  const layerPaths: string[] = [];
+  const layerFiles: Array<{ path: string; hashed?: ExpectedBlob }> = [];
   const diffIds: string[] = [];
   for (const rel of image.Layers) {
-    const p = await inside(dir, rel, source);
-    const compression = await sniffFileCompression(p);
-    const { digest, diffId, size } = await hashLayer(p, compression);
+    const file = await files.locate(rel);
+    const compression = await sniffFileCompression(file.path);
+    // An uncompressed layer's digest is its diff_id: an archive's was computed while unpacking.
+    const { digest, diffId, size } =
+      compression === "none" && file.hashed ? { digest: file.hashed.digest, diffId: file.hashed.digest, size: file.hashed.size } : await hashLayer(file.path, compression);
     diffIds.push(diffId);
-    layerPaths.push(p);
+    layerFiles.push(file);
     const mediaType = compression === "gzip" ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : compression === "zstd" ? "application/vnd.oci.image.layer.v1.tar+zstd" : "application/vnd.docker.image.rootfs.diff.tar";
     layerDescriptors.push({ digest, mediaType, size });
   }
@@ -252,8 +275,7 @@ async function loadDockerArchive(store: ImageStore, dir: string, source: string,
       });
     }
   });
-  // putFile hashes again while copying: the file could have changed since we looked.
-  for (const [i, d] of layerDescriptors.entries()) await store.putFile(layerPaths[i] as string, d);
+  for (const [i, d] of layerDescriptors.entries()) await storeFile(store, layerFiles[i] as { path: string; hashed?: ExpectedBlob }, d);
   const manifestBody = Buffer.from(JSON.stringify(manifestObj));
   const manifestDigest = sha256Digest(manifestBody);
   await store.putBytes(configBody, { digest: configDigest, size: configBody.length });
@@ -303,35 +325,8 @@ async function hashLayer(path: string, compression: "gzip" | "zstd" | "none"): P
   return { digest: `sha256:${outer.digest("hex")}`, diffId: `sha256:${inner.digest("hex")}`, size };
 }
 
-async function record(
-  store: ImageStore,
-  ref: string,
-  r: {
-    manifestDigest: string;
-    indexDigest: string | undefined;
-    manifestMediaType: string;
-    config: ReturnType<typeof parseConfig>;
-    configDigest: string;
-    layers: ImageRecord["layers"];
-    source: ImageRecord["source"];
-  },
-): Promise<LocalImage> {
-  const now = new Date().toISOString();
+/** Record the loaded image (the config was stored first: its size is the blob's). */
+async function record(store: ImageStore, ref: string, r: Omit<NewImage, "ref" | "resolvedRef" | "configSize">): Promise<LocalImage> {
   const configSize = (await stat(store.blobPath(r.configDigest))).size;
-  const rec: ImageRecord = {
-    ref,
-    resolvedRef: `${refName(parseImageRef(ref))}@${r.manifestDigest}`,
-    manifestDigest: r.manifestDigest,
-    ...(r.indexDigest ? { indexDigest: r.indexDigest } : {}),
-    manifestMediaType: r.manifestMediaType,
-    platform: { os: r.config.os, architecture: r.config.architecture, ...(r.config.variant ? { variant: r.config.variant } : {}) },
-    configDigest: r.configDigest,
-    layers: r.layers,
-    sizeBytes: configSize + r.layers.reduce((s, l) => s + l.size, 0),
-    source: r.source,
-    createdAt: now,
-    lastUsedAt: now,
-  };
-  await saveRecord(store, rec);
-  return toLocalImage(store, rec);
+  return recordImage(store, { ...r, ref, resolvedRef: `${refName(parseImageRef(ref))}@${r.manifestDigest}`, configSize });
 }

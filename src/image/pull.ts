@@ -8,12 +8,13 @@ import { RegistryClient, headerString, insecureRegistriesFromEnv, readBodyLimite
 import { authFilePath, lookupCredentials, readAuthFile } from "./credentials.ts";
 import { ImageErrors } from "./errors.ts";
 import { bodyError } from "./http-errors.ts";
-import { findRecord, storeFor, targetArch, toLocalImage, touchRecord, saveRecord, type ImageStoreOptions } from "./images.ts";
+import { findRecord, storeFor, targetArch, toLocalImage, touchRecord, recordImage, type ImageStoreOptions } from "./images.ts";
 import { parseConfig, parseManifest } from "./manifest.ts";
 import { formatPlatform, selectPlatform } from "./platform.ts";
 import { formatImageRef, parseImageRef, refName } from "./ref.ts";
-import { backoffMs, isRetryable, mapLimit, withRetry } from "./retry.ts";
-import { defaultStateDir, type ImageStore, type ImageRecord } from "./store.ts";
+import { backoffMs, isRetryable, withRetry } from "./retry.ts";
+import { mapLimit } from "../util/concurrency.ts";
+import { defaultStateDir, type ImageStore } from "./store.ts";
 import { MANIFEST_ACCEPT, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -129,23 +130,18 @@ export async function pullImage(reference: string, options: PullOptions = {}): P
   if (indexDigest !== undefined) await store.putBytes(top.body, { digest: indexDigest, size: top.body.length });
   await store.putBytes(manifestBody, { digest: manifestDigest, size: manifestBody.length });
   await store.putBytes(configBody, manifest.config);
-  const now = new Date().toISOString();
-  const record: ImageRecord = {
+  return recordImage(store, {
     ref: ref.tag !== undefined ? `${name}:${ref.tag}` : `${name}@${ref.digest}`,
     resolvedRef: `${name}@${manifestDigest}`,
     manifestDigest,
-    ...(indexDigest !== undefined ? { indexDigest } : {}),
+    indexDigest,
     manifestMediaType: parsed.mediaType,
-    platform: { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) },
+    config,
     configDigest: manifest.config.digest,
+    configSize: manifest.config.size,
     layers: manifest.layers.map((l) => ({ digest: l.digest, mediaType: l.mediaType, size: l.size })),
-    sizeBytes: totalBytes,
     source: "registry",
-    createdAt: now,
-    lastUsedAt: now,
-  };
-  await saveRecord(store, record);
-  return toLocalImage(store, record);
+  });
 }
 
 export interface ResolveImageOptions extends PullOptions {

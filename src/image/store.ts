@@ -13,6 +13,7 @@ import { Readable } from "node:stream";
 import { z } from "zod";
 import { CommonErrors } from "../contract/errors.ts";
 import { ensurePrivateDir, isErrno, writeFileAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 import { acquireLock, type LockErrors } from "../util/lock.ts";
 import { pidExists } from "../util/process.ts";
 import { ImageErrors } from "./errors.ts";
@@ -132,6 +133,32 @@ export class ImageStore {
   }
 
   /**
+   * Move `path` (a file in tmpDir whose bytes hashed to `actual` as they were written) into the
+   * store as `expected`: refused unless the two agree; a blob already stored is kept and `path` left
+   * for its owner to delete.
+   */
+  async adoptFile(path: string, expected: ExpectedBlob, actual: ExpectedBlob): Promise<string> {
+    if (actual.size !== expected.size)
+      throw ImageErrors.IMAGE_SIZE_MISMATCH({
+        message: `blob ${expected.digest} has ${actual.size} bytes, not its declared ${expected.size}`,
+        details: { digest: expected.digest, declaredSize: expected.size, receivedBytes: actual.size },
+      });
+    if (actual.digest !== expected.digest)
+      throw ImageErrors.IMAGE_DIGEST_MISMATCH({
+        message: `blob content does not match its digest: expected ${expected.digest}, got ${actual.digest}`,
+        details: { expected: expected.digest, actual: actual.digest },
+      });
+    if (await this.hasBlob(expected.digest, expected.size)) return this.blobPath(expected.digest);
+    const fh = await open(path, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return this.commitBlob(path, expected.digest);
+  }
+
+  /**
    * Store bytes from `source` as `expected.digest`, verified while streaming; the blob appears in
    * the store only if it matched. Returns the blob path.
    */
@@ -216,28 +243,17 @@ export class ImageStore {
   }
 
   async readIndex(): Promise<ImageIndexFile> {
-    let text: string;
-    try {
-      text = await readFile(this.indexPath, "utf8");
-    } catch (e) {
-      if (isErrno(e, "ENOENT")) return { version: 1, images: [] };
-      throw e;
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      throw ImageErrors.IMAGE_INDEX_CORRUPT({ message: `image index ${this.indexPath} is not valid JSON`, cause: e, details: { path: this.indexPath } });
-    }
-    const parsed = ImageIndexFileSchema.safeParse(json);
-    if (!parsed.success) {
-      throw ImageErrors.IMAGE_INDEX_CORRUPT({
-        message: `image index ${this.indexPath} is invalid: ${parsed.error.issues[0]?.path.join(".")} ${parsed.error.issues[0]?.message}`,
-        details: { path: this.indexPath },
-      });
-    }
-    return parsed.data;
+    const path = this.indexPath;
+    const index = await readJsonFile(path, ImageIndexFileSchema, (p) =>
+      ImageErrors.IMAGE_INDEX_CORRUPT({
+        message: p.kind === "json" ? `image index ${path} is not valid JSON` : `image index ${path} is invalid: ${p.problem}`,
+        cause: p.cause,
+        details: { path, ...(p.field ? { field: p.field } : {}) },
+      }),
+    );
+    return index ?? { version: 1, images: [] };
   }
+
 
   /** Read-modify-write of the index under its lock; `fn` returns the value to pass back. */
   async updateIndex<T>(fn: (index: ImageIndexFile) => Promise<T> | T): Promise<T> {

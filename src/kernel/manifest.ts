@@ -2,12 +2,12 @@
  * `<state-dir>/kernels/<backend>/<arch>/manifest.json`: what is installed there and where it came
  * from. Written last (atomically), so a directory with a valid manifest is a complete install.
  */
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { ArchSchema, BackendNameSchema, type Arch, type BackendName } from "../contract/backend.ts";
 import { KernelErrors } from "./errors.ts";
 import { ensureDir, writeFileAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 
 export const KERNEL_FILE = "vmlinuz";
 /** Firecracker (linux-kvm) boots an uncompressed ELF kernel on x86. */
@@ -73,27 +73,13 @@ export function kernelDir(stateDir: string, backend: BackendName, arch: Arch): s
 /** The manifest in `dir`, undefined when there is none; KERNEL_MANIFEST_INVALID when it is damaged. */
 export async function readManifest(dir: string): Promise<KernelManifest | undefined> {
   const path = join(dir, MANIFEST_FILE);
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw e;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw KernelErrors.KERNEL_MANIFEST_INVALID({ message: `${path} is not JSON: ${(e as Error).message}`, cause: e, details: { path } });
-  }
-  const parsed = KernelManifestSchema.safeParse(json);
-  if (!parsed.success) {
-    throw KernelErrors.KERNEL_MANIFEST_INVALID({
-      message: `${path} does not match the kernel manifest schema: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
-      details: { path },
-    });
-  }
-  return parsed.data;
+  return readJsonFile(path, KernelManifestSchema, (p) =>
+    KernelErrors.KERNEL_MANIFEST_INVALID({
+      message: p.kind === "json" ? `${path} is ${p.problem}` : `${path} does not match the kernel manifest schema: ${p.problem}`,
+      cause: p.cause,
+      details: { path, ...(p.field ? { field: p.field } : {}) },
+    }),
+  );
 }
 
 export async function writeManifest(dir: string, manifest: KernelManifest): Promise<void> {

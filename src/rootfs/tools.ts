@@ -3,11 +3,13 @@
  * wording and fix; a child-process failure is translated here, once, into ROOTFS_MKFS_FAILED with
  * the tool's output tail.
  */
-import { spawn } from "node:child_process";
 import { dirname } from "node:path";
 import { CommonErrors } from "../contract/errors.ts";
 import { findExecutable, isExecutableFile, pathDirs } from "../util/exec-path.ts";
+import { run, tail, type RunResult } from "../util/run.ts";
 import { RootfsErrors } from "./errors.ts";
+
+export { tail };
 
 /** Places e2fsprogs lives when it is not on PATH (sbin dirs, Homebrew's keg-only prefix). */
 const EXTRA_DIRS = ["/usr/sbin", "/sbin", "/usr/local/sbin", "/opt/homebrew/opt/e2fsprogs/sbin", "/usr/local/opt/e2fsprogs/sbin"];
@@ -59,63 +61,33 @@ export function resolveE2fsTools(opts: { mke2fs?: string; debugfs?: string }, en
   return { mke2fs, debugfs };
 }
 
-export interface ToolResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+export type ToolResult = Pick<RunResult, "code" | "signal" | "stdout" | "stderr">;
 
 const OUTPUT_CAP = 256 * 1024;
 
-/** Run a tool to completion, bounded by a timeout; output is capped (the tail is kept). */
-export function runTool(
+/**
+ * Run a tool to completion, bounded by a timeout; output is capped (the tail is kept). `env` is
+ * the child's whole environment (debugfs runs in a fenced one, see mkfs.ts debugfsEnv).
+ */
+export async function runTool(
   path: string,
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string; signal?: AbortSignal; /** Sees all of stdout (the result keeps only its tail). */ onStdout?: (text: string) => void },
 ): Promise<ToolResult> {
-  return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) {
-      reject(CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: opts.signal.reason }));
-      return;
+  const cancelled = () => CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: opts.signal?.reason });
+  const r = await run(path, args, { env: opts.env, cwd: opts.cwd, timeoutMs: opts.timeoutMs, signal: opts.signal, onStdout: opts.onStdout, maxOutputBytes: OUTPUT_CAP, keep: "tail" });
+  const name = path.split("/").pop() ?? path;
+  if (r.spawnError) {
+    const e = r.spawnError;
+    if (e.code === "ENOENT" || e.code === "EACCES") {
+      const ctor = name.includes("debugfs") ? RootfsErrors.ROOTFS_DEBUGFS_MISSING : RootfsErrors.ROOTFS_MKE2FS_MISSING;
+      throw ctor({ message: `${name} not found at ${path} (rootfs builds fail)`, cause: e, details: { path } });
     }
-    const child = spawn(path, args, { env: opts.env, cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
-    const onAbort = () => child.kill("SIGKILL");
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    let stdout = "";
-    let stderr = "";
-    const cap = (s: string) => (s.length > OUTPUT_CAP ? s.slice(s.length - OUTPUT_CAP) : s);
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      opts.onStdout?.(d);
-      stdout = cap(stdout + d);
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr = cap(stderr + d)));
-    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);
-    child.on("error", (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      const name = path.split("/").pop() ?? path;
-      if (e.code === "ENOENT" || e.code === "EACCES") {
-        const ctor = name.includes("debugfs") ? RootfsErrors.ROOTFS_DEBUGFS_MISSING : RootfsErrors.ROOTFS_MKE2FS_MISSING;
-        reject(ctor({ message: `${name} not found at ${path} (rootfs builds fail)`, cause: e, details: { path } }));
-      } else reject(RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${name} could not be started: ${e.message}`, cause: e, details: { path } }));
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      if (opts.signal?.aborted) {
-        reject(CommonErrors.INTERRUPTED({ message: "the rootfs build was cancelled", cause: opts.signal.reason }));
-        return;
-      }
-      if (signal === "SIGKILL" && code === null) {
-        reject(RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${path} did not finish within ${Math.round(opts.timeoutMs / 1000)} s and was killed`, details: { path, output: tail(stderr) } }));
-        return;
-      }
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
-/** The last lines of a tool's output, for error messages. */
-export function tail(text: string, lines = 12): string {
-  return text.trim().split("\n").slice(-lines).join("\n");
+    throw RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${name} could not be started: ${e.message}`, cause: e, details: { path } });
+  }
+  if (r.aborted) throw cancelled();
+  if (r.timedOut) {
+    throw RootfsErrors.ROOTFS_MKFS_FAILED({ message: `${path} did not finish within ${Math.round(opts.timeoutMs / 1000)} s and was killed`, details: { path, output: tail(r.stderr) } });
+  }
+  return { code: r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }

@@ -8,6 +8,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { bootConfigSchema, type BootConfig } from "../channel/boot-config.ts";
 import { WorkspaceErrors } from "./errors.ts";
+import { signalName } from "../util/signals.ts";
 import type { BootFile, BootSpec } from "./manifest.ts";
 
 /** The image config fields that matter for booting (a subset of the OCI image config). */
@@ -98,9 +99,9 @@ export function mergeBootSpec(name: string, image: ImageRuntimeConfig, o: BootOv
 /** "15", "TERM", "sigterm" -> "SIGTERM"; undefined when absent. */
 function normalizeSignal(sig: string | undefined): string | undefined {
   if (!sig) return undefined;
-  const numbers: Record<string, string> = { "1": "SIGHUP", "2": "SIGINT", "3": "SIGQUIT", "9": "SIGKILL", "10": "SIGUSR1", "12": "SIGUSR2", "15": "SIGTERM", "28": "SIGWINCH" };
   const s = sig.trim().toUpperCase();
-  if (numbers[s]) return numbers[s];
+  const byNumber = /^[0-9]+$/.test(s) ? signalName(Number(s)) : undefined;
+  if (byNumber) return byNumber;
   return s.startsWith("SIG") ? s : `SIG${s}`;
 }
 

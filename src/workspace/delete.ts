@@ -9,13 +9,12 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { isMicroagentError } from "../contract/errors.ts";
 import { lockWorkspace, workspaceExists, type WorkspaceAccessOptions } from "./access.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
-import { isRecordedProcess } from "../util/process.ts";
+import { stopRecordedProcesses, type RecordedProcess } from "../util/kill.ts";
 import { reconcile } from "./reconcile.ts";
 import { readRuntime, runtimeMarker, vmProcessAlive, type RuntimeRecord } from "./runtime.ts";
 import type { WorkspaceState } from "./events.ts";
@@ -90,31 +89,14 @@ function stillRunning(name: string, runtime: RuntimeRecord) {
 
 /** SIGKILL the supervisor (so it records nothing more), then the VMM and its process group. */
 async function killDirectly(runtime: RuntimeRecord): Promise<void> {
-  const marker = runtimeMarker(runtime);
-  const processAlive = (pid: number, startTime: number | undefined) => isRecordedProcess(pid, startTime, marker);
-  const targets: Array<{ pid: number; startTime: number | undefined }> = [{ pid: runtime.supervisorPid, startTime: runtime.supervisorStartTime }];
-  if (runtime.vmmPid !== undefined) targets.push({ pid: runtime.vmmPid, startTime: runtime.vmmStartTime });
-  for (const t of targets) {
-    if (!processAlive(t.pid, t.startTime)) continue;
-    // The VMM runs in its own process group (spawned detached): kill the group when it leads one.
-    for (const target of [-t.pid, t.pid]) {
-      try {
-        process.kill(target, "SIGKILL");
-      } catch {
-        // ESRCH: no such group (not a leader) or already gone
-      }
-    }
-  }
-  const deadline = Date.now() + 10000;
-  while (targets.some((t) => processAlive(t.pid, t.startTime))) {
-    if (Date.now() > deadline) {
-      const alive = targets.filter((t) => processAlive(t.pid, t.startTime)).map((t) => t.pid);
-      throw WorkspaceErrors.WORKSPACE_RUNNING({
-        message: `processes ${alive.join(", ")} survived SIGKILL for 10 s`,
-        remediation: `Check them with \`ps -o pid,stat,cmd -p ${alive.join(",")}\` (a process in D state waits on I/O) and retry.`,
-      });
-    }
-    await sleep(25);
+  const targets: RecordedProcess[] = [{ pid: runtime.supervisorPid, startTime: runtime.supervisorStartTime }];
+  if (runtime.vmmPid !== undefined) targets.push({ pid: runtime.vmmPid, startTime: runtime.vmmStartTime, group: true });
+  const { survivors } = await stopRecordedProcesses(targets, { marker: runtimeMarker(runtime), waitMs: 10_000 });
+  if (survivors.length > 0) {
+    throw WorkspaceErrors.WORKSPACE_RUNNING({
+      message: `processes ${survivors.join(", ")} survived SIGKILL for 10 s`,
+      remediation: `Check them with \`ps -o pid,stat,cmd -p ${survivors.join(",")}\` (a process in D state waits on I/O) and retry.`,
+    });
   }
 }
 

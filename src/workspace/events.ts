@@ -4,10 +4,10 @@
  * inside a line. A final line without its newline is a write cut short by a crash: readers ignore it.
  */
 import { appendFile, open, readFile, stat } from "node:fs/promises";
-import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
 import { FILE_MODE, isErrno } from "../util/fs.ts";
+import { followBytes } from "./serial.ts";
 
 export const WORKSPACE_STATES = [
   "prepared",
@@ -142,49 +142,33 @@ export interface FollowOptions {
  * next start to settle, like tail -f), unless told otherwise, or when `signal` aborts.
  */
 export async function* followEventsFile(eventsPath: string, options: FollowOptions = {}): AsyncGenerator<WorkspaceEvent> {
-  const pollMs = options.pollMs ?? 100;
   const untilSettled = options.untilSettled ?? true;
-  let offset = 0;
-  let pending = "";
-  let first = true;
-  for (;;) {
-    if (options.signal?.aborted) return;
-    let size = 0;
-    try {
-      size = (await stat(eventsPath)).size;
-    } catch (e) {
-      if (!isErrno(e, "ENOENT")) throw e;
-    }
-    if (size < offset) {
-      offset = 0; // truncated/replaced (workspace deleted and re-created): start over
-      pending = "";
-    }
-    if (size > offset) {
-      const fh = await open(eventsPath, "r");
-      try {
-        const buf = Buffer.alloc(size - offset);
-        await fh.read(buf, 0, buf.length, offset);
-        offset = size;
-        pending += buf.toString("utf8");
-      } finally {
-        await fh.close();
-      }
-      const cut = pending.lastIndexOf("\n");
-      if (cut >= 0) {
-        const events = parseEvents(pending.slice(0, cut + 1), eventsPath);
-        pending = pending.slice(cut + 1);
-        const skip = first && options.onlyNew;
-        for (const ev of skip ? [] : events) {
-          yield ev;
-          if (untilSettled && SETTLED_STATES.has(ev.state) && !first) return;
-        }
-      }
-    }
-    first = false;
-    try {
-      await sleep(pollMs, undefined, { signal: options.signal });
-    } catch {
-      return;
+  // The history is what the file holds now: skipped with onlyNew, else yielded first but never
+  // ending the follow. After a truncation (workspace deleted and re-created) everything is new.
+  const historyBytes = (await stat(eventsPath).catch(() => undefined))?.size ?? 0;
+  let consumed = options.onlyNew ? historyBytes : 0;
+  let restarted = false;
+  let pending: Buffer = Buffer.alloc(0);
+  const chunks = followBytes(eventsPath, {
+    fromOffset: consumed,
+    signal: options.signal,
+    ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
+    onRestart: () => {
+      restarted = true;
+      pending = Buffer.alloc(0);
+    },
+  });
+  for await (const chunk of chunks) {
+    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
+    const cut = pending.lastIndexOf(0x0a);
+    if (cut < 0) continue;
+    const lines = pending.subarray(0, cut + 1);
+    pending = pending.subarray(cut + 1);
+    consumed += lines.length;
+    const history = !restarted && consumed <= historyBytes;
+    for (const ev of parseEvents(lines.toString("utf8"), eventsPath)) {
+      yield ev;
+      if (untilSettled && SETTLED_STATES.has(ev.state) && !history) return;
     }
   }
 }

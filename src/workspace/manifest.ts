@@ -3,11 +3,11 @@
  * artifact it boots from. It is written once by `create` (atomically) and read by the supervisor to
  * boot and by `status` to verify. Validated with zod on every read.
  */
-import { readFile } from "node:fs/promises";
 import { z } from "zod";
 import { ArchSchema, BackendNameSchema, DiskFormatSchema } from "../contract/backend.ts";
 import { WorkspaceErrors } from "./errors.ts";
-import { isErrno, writeJsonAtomic } from "../util/fs.ts";
+import { writeJsonAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 import { ProfileNameSchema } from "./profiles.ts";
 import type { WorkspacePaths } from "./paths.ts";
 import { SecretRefSchema } from "../secrets/ref.ts";
@@ -106,27 +106,17 @@ export const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 
 export async function readManifest(paths: Pick<WorkspacePaths, "manifest" | "name">): Promise<Manifest> {
-  let text: string;
-  try {
-    text = await readFile(paths.manifest, "utf8");
-  } catch (e) {
-    if (isErrno(e, "ENOENT")) {
-      throw WorkspaceErrors.WORKSPACE_NOT_FOUND({ message: `workspace ${paths.name} does not exist (no ${paths.manifest})`, details: { workspace: paths.name } });
-    }
-    throw e;
+  const manifest = await readJsonFile(paths.manifest, ManifestSchema, (p) =>
+    WorkspaceErrors.WORKSPACE_CORRUPT({
+      message: p.kind === "json" ? `${paths.manifest} is not JSON` : `${paths.manifest} is not a valid manifest: ${p.problem}`,
+      cause: p.cause,
+      details: { path: paths.manifest, ...(p.field ? { field: p.field } : {}) },
+    }),
+  );
+  if (manifest === undefined) {
+    throw WorkspaceErrors.WORKSPACE_NOT_FOUND({ message: `workspace ${paths.name} does not exist (no ${paths.manifest})`, details: { workspace: paths.name } });
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.manifest} is not JSON`, cause: e });
-  }
-  const parsed = ManifestSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.manifest} is not a valid manifest: ${issue?.path.join(".")}: ${issue?.message}` });
-  }
-  return parsed.data;
+  return manifest;
 }
 
 export async function writeManifest(paths: Pick<WorkspacePaths, "manifest">, manifest: Manifest): Promise<void> {

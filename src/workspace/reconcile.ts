@@ -11,10 +11,10 @@
  * `quarantined` is left as it is even when its processes are gone: the state is a custody marker;
  * halt/stop/kill move it on.
  */
-import { setTimeout as sleep } from "node:timers/promises";
 import { WorkspaceErrors } from "./errors.ts";
 import { type LockHandle, acquireLock } from "./lock.ts";
-import { isRecordedProcess, pidExists } from "../util/process.ts";
+import { stopRecordedProcesses } from "../util/kill.ts";
+import { pidExists } from "../util/process.ts";
 import { isCleanResult, readResult } from "./result.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "./runtime.ts";
 import { lastLines, readTail } from "./serial.ts";
@@ -115,20 +115,14 @@ export async function reconcile(paths: WorkspacePaths, options: ReconcileOptions
   }
 }
 
-/** SIGKILL a VMM whose supervisor died (only if the pid is verifiably still that same process). */
+/** SIGKILL a VMM whose supervisor died, and its group (only if the pid is verifiably still that same process). */
 async function killOrphanVmm(runtime: RuntimeRecord): Promise<void> {
-  const pid = runtime.vmmPid;
-  const ours = () => pid !== undefined && isRecordedProcess(pid, runtime.vmmStartTime, runtimeMarker(runtime));
-  if (pid === undefined || !ours()) return;
-  try {
-    process.kill(pid, "SIGKILL");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ESRCH") {
-      throw WorkspaceErrors.WORKSPACE_RUNNING({
-        message: `the VMM pid ${pid} of a dead supervisor could not be killed: ${(e as Error).message}`,
-        remediation: `Kill process ${pid} by hand, then retry.`,
-      });
-    }
+  if (runtime.vmmPid === undefined) return;
+  const { refused } = await stopRecordedProcesses([{ pid: runtime.vmmPid, startTime: runtime.vmmStartTime, group: true }], { marker: runtimeMarker(runtime), waitMs: 1000 });
+  if (refused.length > 0) {
+    throw WorkspaceErrors.WORKSPACE_RUNNING({
+      message: `the VMM pid ${runtime.vmmPid} of a dead supervisor could not be killed (${refused[0]?.code})`,
+      remediation: `Kill process ${runtime.vmmPid} by hand, then retry.`,
+    });
   }
-  for (let i = 0; i < 40 && ours(); i++) await sleep(25);
 }

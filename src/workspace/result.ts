@@ -5,7 +5,8 @@
  */
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { readTextIfExists, writeJsonAtomic } from "../util/fs.ts";
+import { writeJsonAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
 export const WorkloadResultSchema = z
@@ -24,13 +25,9 @@ export const WorkloadResultSchema = z
 export type WorkloadResult = z.infer<typeof WorkloadResultSchema>;
 
 export async function readResult(paths: Pick<WorkspacePaths, "result">): Promise<WorkloadResult | undefined> {
-  const text = await readTextIfExists(paths.result);
-  if (text === undefined) return undefined;
-  try {
-    return WorkloadResultSchema.parse(JSON.parse(text));
-  } catch (e) {
-    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.result} is not a workload result`, cause: e });
-  }
+  return readJsonFile(paths.result, WorkloadResultSchema, (p) =>
+    WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.result} is not a workload result: ${p.problem}`, cause: p.cause, details: { path: paths.result } }),
+  );
 }
 
 export async function writeResult(paths: Pick<WorkspacePaths, "result">, result: WorkloadResult): Promise<void> {

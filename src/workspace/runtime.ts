@@ -7,7 +7,8 @@ import { rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { z } from "zod";
 import { WorkspaceErrors } from "./errors.ts";
-import { readTextIfExists, writeJsonAtomic } from "../util/fs.ts";
+import { writeJsonAtomic } from "../util/fs.ts";
+import { readJsonFile } from "../util/json-file.ts";
 import { isRecordedProcess } from "../util/process.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
@@ -49,20 +50,16 @@ export function runtimeMarker(record: RuntimeRecord): string | undefined {
 }
 
 export async function readRuntime(paths: Pick<WorkspacePaths, "runtime">): Promise<RuntimeRecord | undefined> {
-  const text = await readTextIfExists(paths.runtime);
-  if (text === undefined) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.runtime} is not JSON`, cause: e });
-  }
-  const parsed = RuntimeRecordSchema.safeParse(json);
-  if (!parsed.success) {
-    throw WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.runtime} is not a runtime record: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}` });
-  }
-  recordDirs.set(parsed.data, dirname(paths.runtime));
-  return parsed.data;
+  const record = await readJsonFile(paths.runtime, RuntimeRecordSchema, (p) =>
+    WorkspaceErrors.WORKSPACE_CORRUPT({
+      message: p.kind === "json" ? `${paths.runtime} is not JSON` : `${paths.runtime} is not a runtime record: ${p.problem}`,
+      cause: p.cause,
+      details: { path: paths.runtime, ...(p.field ? { field: p.field } : {}) },
+    }),
+  );
+  if (record === undefined) return undefined;
+  recordDirs.set(record, dirname(paths.runtime));
+  return record;
 }
 
 export async function writeRuntime(paths: Pick<WorkspacePaths, "runtime">, record: RuntimeRecord): Promise<void> {

@@ -66,12 +66,14 @@ export interface FollowBytesOptions {
   fromOffset?: number;
   /** Checked after each poll that found nothing new: return true to stop. */
   shouldStop?: () => Promise<boolean>;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Where the writer moves the file when it rotates it. When the followed file is replaced and this
    * path now holds it (same inode), its unread end is yielded before the new file.
    */
   rotatedPath?: string;
+  /** Called when the file shrank or was replaced (a new boot rewrote it): what follows is read from its start. */
+  onRestart?: () => void;
 }
 
 /** Yield the file's content then every appended chunk, until `shouldStop` says so or `signal` aborts. */
@@ -96,7 +98,10 @@ export async function* followBytes(path: string, options: FollowBytesOptions = {
       offset = 0;
     }
     if (nowIno !== undefined) ino = nowIno;
-    if (size < offset) offset = 0; // truncated: a new boot rewrote the log
+    if (size < offset) {
+      offset = 0; // truncated: a new boot rewrote the log
+      options.onRestart?.();
+    }
     if (size > offset) {
       const fh = await open(path, "r");
       try {

@@ -6,7 +6,7 @@
  */
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, utimesSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { rawTar } from "../helpers/raw-tar.ts";
 import { scratchDir } from "../helpers/scratch.ts";
@@ -80,4 +80,59 @@ test("image-load-hostile: image prune --delete sweeps dead loads' temp dirs recu
   assert.equal(r.code, 0, r.out + r.err);
   assert.deepEqual(readdirSync(tmp).sort(), ["load-NewOne", `load-${process.pid}-live01`].sort());
   assert.ok(existsSync(join(tmp, `load-${process.pid}-live01`, "blobs", "sha256", "x")), "the live load's files are intact");
+});
+
+test("image-load-hostile: archive names are resolved inside the archive: `../` entries, missing files and link loops are refused; docker's relative layer links load", async () => {
+  const { createHash } = await import("node:crypto");
+  const stateDir = join(scratch, "state-names");
+  const layer = rawTar([{ name: "hello", typeflag: "0", content: Buffer.from("hi\n") }]);
+  const diffId = `sha256:${createHash("sha256").update(layer).digest("hex")}`;
+  const archiveOf = (entries: Parameters<typeof rawTar>[0], layers: string[]) => {
+    const cfg = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: layers.map(() => diffId) } }));
+    const manifest = Buffer.from(JSON.stringify([{ Config: "cfg.json", RepoTags: ["localhost/names:1"], Layers: layers }]));
+    const path = join(scratch, `names-${readdirSync(scratch).length}.tar`);
+    writeFileSync(path, rawTar([{ name: "cfg.json", typeflag: "0", content: cfg }, ...entries, { name: "manifest.json", typeflag: "0", content: manifest }]));
+    return path;
+  };
+  const refused = async (archive: string, why: RegExp) => {
+    try {
+      await loadImage(archive, { stateDir });
+      assert.fail("the archive should have been refused");
+    } catch (e) {
+      assert.ok(isMicroagentError(e), String(e));
+      assert.equal(e.code, "IMAGE_LOAD_INVALID", e.message);
+      assert.ok(e.message.includes(archive), e.message);
+      assert.match(e.message, why);
+    }
+    assert.deepEqual(readdirSync(join(stateDir, "images", "tmp")), []);
+  };
+  await refused(archiveOf([{ name: "../evil", typeflag: "0", content: Buffer.from("x") }, { name: "a/layer.tar", typeflag: "0", content: layer }], ["a/layer.tar"]), /leads outside the archive/);
+  await refused(archiveOf([{ name: "a/layer.tar", typeflag: "0", content: layer }], ["b/layer.tar"]), /does not contain/);
+  await refused(archiveOf([{ name: "a", typeflag: "2", linkname: "b" }, { name: "b", typeflag: "2", linkname: "a" }], ["a/layer.tar"]), /loop/);
+  await refused(archiveOf([{ name: "a/layer.tar", typeflag: "2", linkname: "../../x/layer.tar" }], ["a/layer.tar"]), /points outside the image/);
+  await refused(archiveOf([{ name: "a/layer.tar", typeflag: "5" }], ["a/layer.tar"]), /as a regular file/);
+  // A truncated archive: the tar reader's refusal, as a load refusal naming the archive.
+  const whole = readFileSync(archiveOf([{ name: "a/layer.tar", typeflag: "0", content: layer }], ["a/layer.tar"]));
+  const cut = join(scratch, "cut.tar");
+  writeFileSync(cut, whole.subarray(0, 1024 + 700));
+  await refused(cut, /not a readable tar archive: .*truncated/);
+  assert.deepEqual(readdirSync(join(stateDir, "images", "blobs", "sha256")), [], "no blob of a refused archive was kept");
+
+  // docker save links a repeated layer to its first copy, relative to the link's own directory.
+  const ok = archiveOf(
+    [
+      { name: "a/", typeflag: "5" },
+      { name: "a/layer.tar", typeflag: "0", content: layer },
+      { name: "b/", typeflag: "5" },
+      { name: "b/layer.tar", typeflag: "2", linkname: "../a/layer.tar" },
+      { name: "./c/layer.tar", typeflag: "1", linkname: "a/layer.tar" },
+    ],
+    ["a/layer.tar", "b/layer.tar", "c/layer.tar"],
+  );
+  const img = await loadImage(ok, { stateDir });
+  assert.equal(img.layers.length, 3);
+  assert.deepEqual(img.diffIds, [diffId, diffId, diffId]);
+  const blob = readFileSync(join(stateDir, "images", "blobs", "sha256", diffId.slice(7)));
+  assert.ok(blob.equals(layer), "the stored layer is the archive's bytes");
+  assert.deepEqual(readdirSync(join(stateDir, "images", "tmp")), []);
 });

@@ -72,6 +72,31 @@ test("image-load: a docker save archive loads under its RepoTag, layers checked 
   await removeImage("example.com/feature:1", { stateDir });
 });
 
+test("image-load: a tar of an OCI layout loads like the directory; a tampered blob in it is refused", async () => {
+  const stateDir = join(scratch, "state-layout-tar");
+  const tarred = join(scratch, "layout.tar");
+  await execFileP("tar", ["-cf", tarred, "-C", image.layoutDir, "."]);
+  const img = await loadImage(tarred, { stateDir, ref: "local/tarred:1" });
+  assert.equal(img.manifestDigest, image.manifestDigest);
+  assert.equal(img.layers.length, 4);
+  await diffIdsOk(img);
+  assert.deepEqual(await readdir(join(stateDir, "images/tmp")), []);
+  // The same layout with one layer blob altered (its name no longer matches its content).
+  const bad = join(scratch, "layout-bad");
+  await cp(image.layoutDir, bad, { recursive: true });
+  const m = JSON.parse(await readFile(join(bad, "blobs/sha256", image.manifestDigest.slice(7)), "utf8")) as { layers: Array<{ digest: string }> };
+  const p = join(bad, "blobs/sha256", (m.layers[2] as { digest: string }).digest.slice(7));
+  const b = await readFile(p);
+  b[b.length >> 1] = (b[b.length >> 1] as number) ^ 1;
+  await writeFile(p, b);
+  const badTar = join(scratch, "layout-bad.tar");
+  await execFileP("tar", ["-cf", badTar, "-C", bad, "."]);
+  const badState = join(scratch, "state-layout-tar-bad");
+  await assert.rejects(loadImage(badTar, { stateDir: badState, ref: "local/bad:1" }), (e: unknown) => isMicroagentError(e) && e.code === "IMAGE_DIGEST_MISMATCH");
+  assert.deepEqual(await listImages({ stateDir: badState }), []);
+  assert.deepEqual(await readdir(join(badState, "images/tmp")), []);
+});
+
 test("image-load: a multi-platform layout picks --arch", async () => {
   const stateDir = join(scratch, "state-multi");
   const arm = await loadImage(multi.image.layoutDir, { stateDir, ref: "multi", arch: "arm64" });

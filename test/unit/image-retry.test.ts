@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ImageErrors } from "../../src/image/errors.ts";
-import { backoffMs, mapLimit, withRetry } from "../../src/image/retry.ts";
+import { backoffMs, withRetry } from "../../src/image/retry.ts";
+import { mapLimit } from "../../src/util/concurrency.ts";
 
 test("image-retry: retryable errors are retried up to the limit, others at once", async () => {
   let calls = 0;

@@ -89,6 +89,33 @@ test("workspace: follow yields history then new events and ends at a new settled
   }
 });
 
+test("workspace: follow with onlyNew skips the history; a re-created file is read from its start, a line split across polls whole", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
+  const path = join(dir, "events.jsonl");
+  try {
+    await appendEvent(path, ev("prepared", 0));
+    await appendEvent(path, ev("stopped", 1));
+    const seen: string[] = [];
+    const follower = (async () => {
+      for await (const e of followEventsFile(path, { pollMs: 10, onlyNew: true })) seen.push(e.state);
+    })();
+    await new Promise((r) => setTimeout(r, 40));
+    assert.deepEqual(seen, [], "history skipped");
+    // Deleted and re-created: shorter than before; then a line written in two halves.
+    await writeFile(path, "");
+    await new Promise((r) => setTimeout(r, 40));
+    const line = `${JSON.stringify(ev("starting", 2))}\n`;
+    await appendFile(path, line.slice(0, 20));
+    await new Promise((r) => setTimeout(r, 40));
+    await appendFile(path, line.slice(20));
+    await appendEvent(path, ev("halted", 3));
+    await follower;
+    assert.deepEqual(seen, ["starting", "halted"]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test("workspace: a damaged events line comes with a repair hint that works (the workspace need not be deleted)", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ws-ev-"));
   try {

@@ -144,6 +144,9 @@ test("workspace: boot spec merges image config with overrides like an OCI runtim
   assert.equal(plain.cwd, "/app");
   assert.equal(plain.user, "1000");
   assert.equal(plain.stopSignal, "SIGTERM");
+  // Numbers are the guest's (Linux) numbers; the first name wins over aliases (6 is SIGABRT, not SIGIOT).
+  for (const [given, want] of [["10", "SIGUSR1"], ["6", "SIGABRT"], ["28", "SIGWINCH"], ["quit", "SIGQUIT"], ["SIGRTMIN", "SIGRTMIN"]] as const)
+    assert.equal(mergeBootSpec("w", { ...image, StopSignal: given }, {}).stopSignal, want, given);
   assert.equal(plain.hostname, "my-box");
   assert.deepEqual(mergeBootSpec("w", image, { cmd: ["x"] }).argv, ["/entry", "x"]);
   assert.deepEqual(mergeBootSpec("w", image, { entrypoint: "echo hi" }).argv, ["/bin/sh", "-c", "echo hi"], "shell form drops Cmd");
