@@ -254,39 +254,49 @@ function serveConnection(socket: Socket, handlers: ControlHandlers, gate: Output
     finish({ id, type: "error", error: err.toJSON() });
   };
 
-  const ownQueueFull = () => socket.writableLength > opts.clientQueueBytes;
-  const hasRoom = () => socket.destroyed || finished || (!ownQueueFull() && gate.queued() <= opts.totalQueueBytes);
-  // A client that stops reading is cut off after stallMs with its queue full; the guest was held
-  // back meanwhile (no credit), and only this client's request ends, never the VM.
+  const hasRoom = () => socket.destroyed || finished || (socket.writableLength <= opts.clientQueueBytes && gate.queued() <= opts.totalQueueBytes);
+  // Bytes handed to the socket minus what still waits in it: what the client has taken.
+  let written = 0;
+  const flushed = () => written - socket.writableLength;
+  let waiting = 0;
+  // A client that takes nothing for stallMs while its producer waits is cut off. The guest was held
+  // back meanwhile (no credit), and only this client's request ends, never the VM. A slow reader
+  // that keeps taking bytes is not stalled.
+  const watchStall = () => {
+    if (stallTimer || finished || socket.writableLength === 0) return;
+    const mark = flushed();
+    stallTimer = setTimeout(() => {
+      stallTimer = undefined;
+      if (finished || socket.destroyed || waiting === 0 || socket.writableLength === 0) return;
+      if (flushed() > mark) watchStall();
+      else stalled();
+    }, opts.stallMs);
+  };
   const stalled = () => {
-    stallTimer = undefined;
-    if (finished || socket.destroyed || !ownQueueFull()) return;
     abort.abort();
     const what = request?.op === "attach" ? "the workload keeps running; attach again to follow it" : "its command was killed";
+    const queuedBytes = socket.writableLength;
     fail(
       request?.id ?? "",
       SupervisorErrors.SUPERVISOR_CLIENT_STALLED({
-        message: `the supervisor disconnected this client: it read none of its output for ${opts.stallMs} ms while ${socket.writableLength} bytes waited (${what})`,
-        details: { stallMs: opts.stallMs, queuedBytes: socket.writableLength },
+        message: `the supervisor disconnected this client: it read none of its output for ${opts.stallMs} ms while ${queuedBytes} bytes waited (${what})`,
+        details: { stallMs: opts.stallMs, queuedBytes },
       }),
     );
     // What is already queued (and the error line) stays readable for a while, then the socket goes.
     setTimeout(() => socket.destroy(), opts.stalledLingerMs).unref();
-    gate.wake();
   };
   const room = (): Promise<void> => {
     if (hasRoom()) return Promise.resolve();
+    waiting++;
     return new Promise<void>((resolve) => {
       const check = () => {
         if (!hasRoom()) {
-          if (ownQueueFull()) stallTimer ??= setTimeout(stalled, opts.stallMs);
+          watchStall();
           return;
         }
         gate.waiters.delete(check);
-        if (!ownQueueFull()) {
-          clearTimeout(stallTimer);
-          stallTimer = undefined;
-        }
+        waiting--;
         resolve();
       };
       gate.waiters.add(check);
@@ -295,7 +305,11 @@ function serveConnection(socket: Socket, handlers: ControlHandlers, gate: Output
   };
   const output = (id: string, stream: OutputStream | "console", data: Buffer): Promise<void> => {
     if (socket.destroyed || finished) return Promise.resolve();
-    for (let off = 0; off < data.length; off += MAX_CHUNK_BYTES) socket.write(outputLine(id, stream, data.subarray(off, off + MAX_CHUNK_BYTES)));
+    for (let off = 0; off < data.length; off += MAX_CHUNK_BYTES) {
+      const line = outputLine(id, stream, data.subarray(off, off + MAX_CHUNK_BYTES));
+      written += line.length;
+      socket.write(line);
+    }
     return room();
   };
 
