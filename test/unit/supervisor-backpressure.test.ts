@@ -33,6 +33,10 @@ function floodHandlers(producers: Producer[], stdinSeen: { hash?: string; bytes?
     waitReady: never,
     readiness: never,
     exec: async (req, onOutput, signal, io) => {
+      if (req.argv[0] === "wait-signal") {
+        const sig = await new Promise<string>((r) => io?.onSignal(r));
+        return { ...result, status: "signaled" as const, signal: sig };
+      }
       if (req.argv[0] === "sha256") {
         const h = createHash("sha256");
         let n = 0;
@@ -172,5 +176,46 @@ test("stdin: streamed in chunks of any size, in order, ended by EOF", async () =
     assert.equal(r.status, "exited");
     assert.equal(seen.bytes, data.length);
     assert.equal(seen.hash, createHash("sha256").update(data).digest("hex"));
+  });
+});
+
+test("signal: a signal line reaches the running exec (library kill())", async () => {
+  await withServer(floodHandlers([]), {}, async (sock) => {
+    const h = new ExecHandle(new SupervisorClient(sock), ["wait-signal"]);
+    await sleep(100);
+    h.kill("SIGTERM");
+    const r = await h;
+    assert.equal(r.status, "signaled");
+    assert.equal(r.signal, "SIGTERM");
+  });
+});
+
+test("an oversize control line is refused with a fix that points at streamed stdin", async () => {
+  await withServer(floodHandlers([]), {}, async (sock) => {
+    const s = connect(sock);
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    const lines: string[] = [];
+    const decoder = new LineDecoder();
+    s.on("data", (d: Buffer) => lines.push(...decoder.push(d)));
+    s.on("error", () => {});
+    const closed = new Promise<void>((r) => s.on("close", () => r()));
+    s.write(`${JSON.stringify({ v: 1, id: "x", op: "exec", exec: { argv: ["cat"], stdin: "A".repeat(1100 * 1024) } })}\n`);
+    await closed;
+    const reply = JSON.parse(lines[0]!);
+    assert.equal(reply.error.code, "SUPERVISOR_PROTOCOL");
+    assert.match(reply.error.message, /exceeds 1048576 bytes/);
+    assert.match(reply.error.remediation, /stdin/);
+    assert.doesNotMatch(reply.error.remediation, /halt the workspace/);
+  });
+});
+
+test("a non-streamed exec (output inline in the result line) is capped at MAX_INLINE_OUTPUT_BYTES per stream", async () => {
+  await withServer(floodHandlers([]), {}, async (sock) => {
+    const client = new SupervisorClient(sock);
+    await assert.rejects(client.exec({ argv: ["flood", "1"], stdoutLimitBytes: 10 * 1024 * 1024 }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, "INVALID_ARGUMENT");
+      assert.match(e.message, /stdoutLimitBytes 10485760 is over 262144 for a non-streamed exec/);
+      return true;
+    });
   });
 });
