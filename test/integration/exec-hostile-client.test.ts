@@ -123,16 +123,24 @@ test("exec: 3 flooding execs whose CLIs are suspended leave the supervisor alive
     return chunks;
   });
   const ends = children.map((c) => exited(c));
-  await sleep(1500);
+  // Wait until the three floods run in the guest (CLI start-up is slow on a loaded host), then suspend the CLIs.
+  const probe = await Workspace.connect(WS, { stateDir: fx.stateDir });
+  for (let i = 0; i < 120; i++) {
+    const n = await probe.exec(["sh", "-c", "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^yes$'"]);
+    if (Number(n.stdout.toString().trim()) >= 3) break;
+    await sleep(500);
+  }
+  await sleep(500);
   for (const c of children) c.kill("SIGSTOP");
   const rss = sampleRss(sup);
   try {
-    // Suspended for longer than the stall bound: meanwhile another exec still works.
+    // Suspended for well past the stall bound (filling the queues takes a moment first); meanwhile
+    // another exec still works.
     await sleep(3000);
     const ws = await Workspace.connect(WS, { stateDir: fx.stateDir });
     const alive = await ws.exec(["sh", "-c", "echo alive"]);
     assert.equal(alive.stdout.toString(), "alive\n");
-    await sleep(8000);
+    await sleep(15_000);
     assert.equal(await stateOf(WS), "running");
     assert.ok(rssKb(sup) > 0, "the supervisor is alive");
   } finally {
@@ -141,7 +149,7 @@ test("exec: 3 flooding execs whose CLIs are suspended leave the supervisor alive
   const peakKb = rss.stop();
   const results = await Promise.all(ends);
   for (const [i, r] of results.entries()) {
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 1, `exec ${i}: ${r.stderr} ${Buffer.concat(outs[i] as Buffer[]).toString().slice(0, 300)}`);
     const body = JSON.parse(Buffer.concat(outs[i] as Buffer[]).toString());
     assert.equal(body.error.code, "SUPERVISOR_CLIENT_STALLED", JSON.stringify(body));
     assert.match(body.error.message, /read none of its output for 6000 ms/);
