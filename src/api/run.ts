@@ -47,8 +47,8 @@ export interface RunOptions {
   mke2fs?: string;
   debugfs?: string;
   supervisorPath?: string;
-  /** Workload output as it arrives. */
-  onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
+  /** Workload output as it arrives; a returned promise holds the workload's output back until it settles. */
+  onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown;
   onProgress?: (message: string) => void;
   /** Abort = kill the workspace (and delete it unless keep). */
   signal?: AbortSignal;
@@ -170,7 +170,7 @@ async function attachWithRetry(
   name: string,
   supervisorPid: number,
   stateDir: string | undefined,
-  onOutput: (stream: "stdout" | "stderr", data: Buffer) => void,
+  onOutput: (stream: "stdout" | "stderr", data: Buffer) => unknown,
   signal: AbortSignal,
   onFirstByte: () => void,
 ): Promise<WorkloadResult> {
