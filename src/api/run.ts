@@ -50,8 +50,8 @@ export interface RunOptions {
   mke2fs?: string;
   debugfs?: string;
   supervisorPath?: string;
-  /** Workload output as it arrives. */
-  onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void;
+  /** Workload output as it arrives; a returned promise holds the workload's output back until it settles. */
+  onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown;
   onProgress?: (message: string) => void;
   /** Called once the supervisor is spawned, with its accelerator choice (before any workload output). */
   onStarted?: (started: StartResult) => void;
@@ -191,7 +191,7 @@ async function attachWithRetry(
   name: string,
   supervisorPid: number,
   stateDir: string | undefined,
-  onOutput: (stream: "stdout" | "stderr", data: Buffer) => void,
+  onOutput: (stream: "stdout" | "stderr", data: Buffer) => unknown,
   signal: AbortSignal,
   onFirstByte: () => void,
 ): Promise<WorkloadResult> {

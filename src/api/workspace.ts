@@ -16,7 +16,6 @@ import { deleteWorkspace } from "../workspace/delete.ts";
 import { listWorkspaces } from "../workspace/list.ts";
 import { SupervisorClient, type ConsoleConnection } from "../supervisor/client.ts";
 import type { ExecRequest as ControlExecRequest, ExecResult as ControlExecResult, Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
-import { MAX_LINE_BYTES } from "../supervisor/protocol.ts";
 import { ApiErrors } from "./errors.ts";
 import { ExecHandle, type ExecOptions } from "./exec.ts";
 import {
@@ -36,10 +35,10 @@ import { createJson, startJson } from "./results.ts";
 import { workspaceStatus, type WorkspaceStatus } from "./status.ts";
 
 /**
- * The largest file `files.write` sends. The content travels as base64 inside one control-protocol
- * line (capped at MAX_LINE_BYTES), so this leaves room for the encoding and the request around it.
+ * The largest file `files.write` sends. The content is streamed to the guest as exec stdin (flow
+ * controlled, no protocol limit); the cap matches reads, since the caller holds the whole file in memory.
  */
-export const FILE_WRITE_MAX_BYTES = Math.floor((MAX_LINE_BYTES * 3) / 4) - 16 * 1024;
+export const FILE_WRITE_MAX_BYTES = 64 * 1024 * 1024;
 /** The largest file `files.read` returns (the exec stdout cap it asks for). */
 export const FILE_READ_MAX_BYTES = 64 * 1024 * 1024;
 
@@ -233,7 +232,7 @@ class LiveClient extends SupervisorClient {
 /**
  * `ws.files`: read and write whole files in the guest. There is no file op on the guest channel
  * yet, so both run through exec: `read` is `cat PATH` with the output cap raised, `write` is
- * `cat > PATH` fed through exec's stdin (sent whole, hence FILE_WRITE_MAX_BYTES). Paths must be
+ * `cat > PATH` fed through exec's streamed stdin (capped at FILE_WRITE_MAX_BYTES). Paths must be
  * absolute, so none can be mistaken for an option.
  */
 export class WorkspaceFiles {
@@ -270,7 +269,7 @@ export class WorkspaceFiles {
     const bytes = Buffer.from(data);
     if (bytes.length > FILE_WRITE_MAX_BYTES) {
       throw ApiErrors.FILE_TOO_LARGE({
-        message: `${bytes.length} bytes is over the ${FILE_WRITE_MAX_BYTES}-byte limit of files.write (the content travels in one control message)`,
+        message: `${bytes.length} bytes is over the ${FILE_WRITE_MAX_BYTES}-byte limit of files.write (files are written from memory)`,
         details: { path, sizeBytes: bytes.length, limitBytes: FILE_WRITE_MAX_BYTES },
       });
     }

@@ -41,7 +41,9 @@ export const ChannelErrors = defineErrors({
     remediation: "The guest ended the session with an error; read `microagent logs NAME` for its side of the story.",
   },
   CHANNEL_TOO_MANY_STREAMS: {
-    kind: "resource_exhausted",
+    // It clears as soon as other sessions end: worth a retry.
+    kind: "transient",
+    retryable: true,
     remediation: "Wait for running exec or console sessions to finish, or close them.",
   },
 });

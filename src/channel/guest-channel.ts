@@ -217,8 +217,9 @@ export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOu
     for (;;) {
       const c = this.#queue.shift();
       if (c) {
-        this.#stream.ack(c.data.length);
         yield c;
+        // Credit goes back only once the consumer is done with the chunk (it may wait on its reader).
+        this.#stream.ack(c.data.length);
         continue;
       }
       if (this.#failure) throw this.#failure;
@@ -289,7 +290,7 @@ export interface ConsoleOptions {
 /** An interactive PTY session in the guest. */
 export class ConsoleHandle {
   readonly #stream: MuxStream;
-  readonly #listeners = new Set<(data: Buffer) => void>();
+  readonly #listeners = new Set<(data: Buffer) => unknown>();
   readonly #done = deferred<ExecResult>();
   #backlog: Buffer[] = [];
   #backlogBytes = 0;
@@ -306,8 +307,14 @@ export class ConsoleHandle {
           this.#backlogBytes += ev.data.length;
           while (this.#backlogBytes > 1024 * 1024) this.#backlogBytes -= this.#backlog.shift()!.length;
         }
-        for (const l of this.#listeners) l(ev.data);
-        this.#stream.ack(ev.data.length);
+        const waits: Promise<unknown>[] = [];
+        for (const l of this.#listeners) {
+          const w = l(ev.data);
+          if (w instanceof Promise) waits.push(w);
+        }
+        const n = ev.data.length;
+        if (waits.length === 0) this.#stream.ack(n);
+        else Promise.all(waits).then(() => lateAck(this.#stream, n), () => lateAck(this.#stream, n));
       } else if (ev.kind === "msg") {
         const m = decodeJson(ev.payload, execExitSchema, "console exit message");
         this.#done.resolve({
@@ -333,7 +340,8 @@ export class ConsoleHandle {
     return this.#done.promise;
   }
 
-  onData(listener: (data: Buffer) => void): () => void {
+  /** A listener that returns a promise holds the guest's credit for that chunk until it settles. */
+  onData(listener: (data: Buffer) => unknown): () => void {
     for (const b of this.#backlog) listener(b);
     this.#backlog = [];
     this.#backlogBytes = 0;
@@ -371,7 +379,7 @@ export class GuestChannel {
   #shutdownWait: ReturnType<typeof deferred<void>> | undefined;
   #pings = new Map<number, () => void>();
   #nextPing = 1;
-  readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => void>();
+  readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => unknown>();
 
   private constructor(duplex: Duplex, opts: ResolvedGuestChannelOptions) {
     this.#opts = opts;
@@ -484,8 +492,11 @@ export class GuestChannel {
     return new ConsoleHandle(stream, this.#opts.describeDeath);
   }
 
-  /** Receives the workload's streamed stdout/stderr (when the boot config asked for streamOutput). */
-  onWorkloadOutput(listener: (chunk: ExecOutputChunk) => void): () => void {
+  /**
+   * Receives the workload's streamed stdout/stderr (when the boot config asked for streamOutput).
+   * A listener that returns a promise holds the guest's credit for that chunk until it settles.
+   */
+  onWorkloadOutput(listener: (chunk: ExecOutputChunk) => unknown): () => void {
     this.#workloadListeners.add(listener);
     return () => this.#workloadListeners.delete(listener);
   }
@@ -629,9 +640,24 @@ export class GuestChannel {
       if (ev.channel !== CHANNELS.out && ev.channel !== CHANNELS.err)
         throw ChannelErrors.CHANNEL_PROTOCOL_VIOLATION({ message: `workload output on channel ${ev.channel}` });
       const chunk: ExecOutputChunk = { stream: ev.channel === CHANNELS.out ? "stdout" : "stderr", data: ev.data };
-      for (const l of this.#workloadListeners) l(chunk);
-      s.ack(ev.data.length);
+      const waits: Promise<unknown>[] = [];
+      for (const l of this.#workloadListeners) {
+        const w = l(chunk);
+        if (w instanceof Promise) waits.push(w);
+      }
+      const n = ev.data.length;
+      if (waits.length === 0) s.ack(n);
+      else Promise.all(waits).then(() => lateAck(s, n), () => lateAck(s, n));
     };
+  }
+}
+
+/** Credit granted after an await: the channel may have died meanwhile, which is not an error here. */
+function lateAck(s: MuxStream, n: number): void {
+  try {
+    s.ack(n);
+  } catch {
+    /* the channel is gone */
   }
 }
 

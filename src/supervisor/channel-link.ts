@@ -59,9 +59,10 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
     throw e;
   }
   let wantOutput = false;
-  const outputListeners: ((s: OutputStream, d: Buffer) => void)[] = [];
+  const outputListeners: ((s: OutputStream, d: Buffer) => unknown)[] = [];
   ch.onWorkloadOutput((chunk) => {
-    for (const l of outputListeners) l(chunk.stream, chunk.data);
+    const waits = outputListeners.map((l) => l(chunk.stream, chunk.data)).filter((p) => p instanceof Promise);
+    return waits.length > 0 ? Promise.all(waits) : undefined;
   });
   const hello = ch.hello;
   return {
@@ -74,13 +75,13 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
       await ch.sendBootConfig(cfg, { timeoutMs: opts.timeoutMs });
     },
     ping: (timeoutMs) => ch.ping(timeoutMs),
-    async exec(req: ExecRequest, onOutput, signal): Promise<ExecResult> {
+    async exec(req: ExecRequest, onOutput, signal, io): Promise<ExecResult> {
       const h = ch.exec({
         argv: req.argv,
         ...(req.env ? { env: req.env } : {}),
         ...(req.cwd ? { cwd: req.cwd } : {}),
         ...(req.user ? { user: req.user } : {}),
-        ...(req.stdin !== undefined ? { stdin: Buffer.from(req.stdin, "base64") } : {}),
+        ...(io?.stdin ? { stdin: true } : req.stdin !== undefined ? { stdin: Buffer.from(req.stdin, "base64") } : {}),
         ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
         ...(req.stdoutLimitBytes ? { stdoutLimitBytes: req.stdoutLimitBytes } : {}),
         ...(req.stderrLimitBytes ? { stderrLimitBytes: req.stderrLimitBytes } : {}),
@@ -93,8 +94,23 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
         }
       };
       signal?.addEventListener("abort", onAbort, { once: true });
+      io?.onSignal((sig) => {
+        try {
+          h.kill(sig);
+        } catch {
+          /* already ended */
+        }
+      });
+      if (io?.stdin) {
+        const source = io.stdin;
+        // Each chunk waits for the guest's stdin credit; EOF closes the command's stdin.
+        void (async () => {
+          for await (const chunk of source) await h.writeStdin(chunk);
+          h.closeStdin();
+        })().catch(() => {}); // the stream ended first: the result says why
+      }
       try {
-        if (onOutput) for await (const chunk of h) onOutput(chunk.stream, chunk.data);
+        if (onOutput) for await (const chunk of h) await onOutput(chunk.stream, chunk.data);
         await h;
       } finally {
         signal?.removeEventListener("abort", onAbort);

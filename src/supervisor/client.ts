@@ -5,11 +5,12 @@
  */
 import { connect as netConnect, type Socket } from "node:net";
 import { randomUUID } from "node:crypto";
-import { MicroagentError, definedErrorCodes, type ErrorObject } from "../contract/errors.ts";
+import { CommonErrors, MicroagentError, definedErrorCodes, isMicroagentError, type ErrorObject } from "../contract/errors.ts";
 import {
   CONTROL_PROTOCOL_VERSION,
   ExecResultSchema,
   LineDecoder,
+  MAX_STDIN_CHUNK_BYTES,
   ReadinessSchema,
   ReplySchema,
   StatusSchema,
@@ -25,7 +26,8 @@ import {
 } from "./protocol.ts";
 import { SupervisorErrors } from "./errors.ts";
 
-type OutputHandler = (stream: "stdout" | "stderr" | "console", data: Buffer) => void;
+/** A returned promise pauses reading from the supervisor until it settles (backpressure to the guest). */
+type OutputHandler = (stream: "stdout" | "stderr" | "console", data: Buffer) => unknown;
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
 type RequestBody = DistributiveOmit<RequestInput, "v" | "id">;
 
@@ -37,6 +39,19 @@ export function errorFromObject(obj: ErrorObject): MicroagentError {
     : SupervisorErrors.SUPERVISOR_PROTOCOL({ message: obj.message, remediation: obj.remediation, ...(obj.details ? { details: obj.details } : {}) });
   if (!known) Object.assign(err, { code: obj.code, kind: obj.kind, retryable: obj.retryable });
   return err;
+}
+
+/** Resolves when the socket can take more, or is gone. */
+function drained(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
 }
 
 export interface ConsoleConnection {
@@ -75,8 +90,21 @@ export class SupervisorClient {
     });
   }
 
-  /** Send one request; stream lines go to `onOutput`/`onOpened`; resolves with the final value. */
-  async call(body: RequestBody, handlers: { onOutput?: OutputHandler; onOpened?: (socket: Socket) => void; signal?: AbortSignal } = {}): Promise<unknown> {
+  /**
+   * Send one request; stream lines go to `onOutput`/`onOpened`; resolves with the final value.
+   * `stdin` is sent after the request as `stdin` lines (within the socket's flow control), then
+   * `stdin_eof`; `onConnected` gets the socket to send further lines (e.g. `signal`).
+   */
+  async call(
+    body: RequestBody,
+    handlers: {
+      onOutput?: OutputHandler;
+      onOpened?: (socket: Socket) => void;
+      signal?: AbortSignal;
+      stdin?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+      onConnected?: (send: (line: unknown) => void) => void;
+    } = {},
+  ): Promise<unknown> {
     const socket = await this.open();
     const id = randomUUID();
     return new Promise((resolve, reject) => {
@@ -94,6 +122,10 @@ export class SupervisorClient {
         reject(handlers.signal?.reason ?? new Error("aborted"));
       });
       handlers.signal?.addEventListener("abort", onAbort, { once: true });
+      let waiting = 0;
+      const resumeOne = () => {
+        if (--waiting === 0 && !socket.destroyed) socket.resume();
+      };
       socket.on("data", (chunk: Buffer) => {
         let lines: string[];
         try {
@@ -110,7 +142,15 @@ export class SupervisorClient {
             settle(() => reject(SupervisorErrors.SUPERVISOR_PROTOCOL({ message: "the supervisor sent an invalid reply line" })));
             return;
           }
-          if (reply.type === "output") handlers.onOutput?.(reply.stream, Buffer.from(reply.data, "base64"));
+          if (reply.type === "output") {
+            const w = handlers.onOutput?.(reply.stream, Buffer.from(reply.data, "base64"));
+            if (w instanceof Promise) {
+              // The consumer is behind: stop reading until it catches up, so the supervisor (and
+              // through it the guest) waits instead of this process buffering without bound.
+              if (waiting++ === 0) socket.pause();
+              w.then(resumeOne, resumeOne);
+            }
+          }
           else if (reply.type === "opened") handlers.onOpened?.(socket);
           else if (reply.type === "result") settle(() => resolve(reply.value));
           else settle(() => reject(errorFromObject(reply.error as ErrorObject)));
@@ -119,10 +159,41 @@ export class SupervisorClient {
       socket.on("error", () => {});
       socket.on("close", () =>
         settle(() =>
-          reject(SupervisorErrors.SUPERVISOR_UNREACHABLE({ message: "the workspace supervisor closed the connection before answering (it may have exited)" })),
+          reject(
+            SupervisorErrors.SUPERVISOR_UNREACHABLE({
+              message: "the workspace supervisor closed the connection before answering (it may have exited, or it cut off this client for not reading its output)",
+            }),
+          ),
         ),
       );
       socket.write(encodeLine({ v: CONTROL_PROTOCOL_VERSION, id, ...body }));
+      handlers.onConnected?.((line) => {
+        if (!settled && !socket.destroyed) socket.write(encodeLine(line));
+      });
+      if (handlers.stdin) {
+        const source = handlers.stdin;
+        const pump = async () => {
+          for await (const chunk of source) {
+            const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+            for (let off = 0; off < buf.length; off += MAX_STDIN_CHUNK_BYTES) {
+              if (settled || socket.destroyed) return;
+              const line = encodeLine({ type: "stdin", data: buf.subarray(off, off + MAX_STDIN_CHUNK_BYTES).toString("base64") });
+              if (!socket.write(line)) await drained(socket);
+            }
+          }
+          if (!settled && !socket.destroyed) socket.write(encodeLine({ type: "stdin_eof" }));
+        };
+        pump().catch((e: unknown) =>
+          settle(() => {
+            socket.destroy();
+            reject(
+              isMicroagentError(e)
+                ? e
+                : CommonErrors.INVALID_ARGUMENT({ message: `reading stdin for the command failed: ${(e as Error).message}`, remediation: "Check the file or pipe given to --stdin.", cause: e }),
+            );
+          }),
+        );
+      }
     });
   }
 
@@ -144,15 +215,29 @@ export class SupervisorClient {
     return ReadinessSchema.parse(await this.call({ op: "readiness", ...(timeoutMs ? { timeoutMs } : {}) }));
   }
 
-  async exec(req: ExecRequest, onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void, signal?: AbortSignal): Promise<ExecResult> {
+  /**
+   * Run a command. `onOutput` may return a promise to hold the output back (see `call`); `io.stdin`
+   * streams the command's stdin; `io.onSignal` receives a function that signals the running command.
+   */
+  async exec(
+    req: ExecRequest,
+    onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown,
+    signal?: AbortSignal,
+    io: { stdin?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>; onSignal?: (send: (signal: string) => void) => void } = {},
+  ): Promise<ExecResult> {
     const value = await this.call(
-      { op: "exec", exec: { ...req, stream: Boolean(onOutput) } },
-      { ...(onOutput ? { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d) } : {}), ...(signal ? { signal } : {}) },
+      { op: "exec", exec: { ...req, stream: Boolean(onOutput), ...(io.stdin ? { stdinStream: true } : {}) } },
+      {
+        ...(onOutput ? { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d) } : {}),
+        ...(signal ? { signal } : {}),
+        ...(io.stdin ? { stdin: io.stdin } : {}),
+        ...(io.onSignal ? { onConnected: (send: (line: unknown) => void) => io.onSignal?.((sig) => send({ type: "signal", signal: sig })) } : {}),
+      },
     );
     return ExecResultSchema.parse(value);
   }
 
-  async attach(onOutput: (stream: "stdout" | "stderr", data: Buffer) => void, signal?: AbortSignal): Promise<WorkloadResult> {
+  async attach(onOutput: (stream: "stdout" | "stderr", data: Buffer) => unknown, signal?: AbortSignal): Promise<WorkloadResult> {
     const value = await this.call({ op: "attach" }, { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d), ...(signal ? { signal } : {}) });
     return WorkloadResultSchema.parse(value);
   }

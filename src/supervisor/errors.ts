@@ -18,6 +18,11 @@ export const SupervisorErrors = defineErrors({
     kind: "permanent",
     remediation: "The CLI and the running supervisor disagree on the control protocol; halt the workspace and start it again with this microagent version.",
   },
+  SUPERVISOR_CLIENT_STALLED: {
+    kind: "resource_exhausted",
+    remediation:
+      "Keep the reading side draining: do not suspend it (Ctrl-Z) or block its stdout, or redirect the output to a file. The workspace itself is unaffected.",
+  },
   NOT_RUNNING: {
     kind: "conflict",
     remediation: "Start the workspace first: `microagent start <name>`.",

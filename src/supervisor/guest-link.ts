@@ -3,7 +3,7 @@
  * channel library lives in channel-link.ts; tests drive the supervisor with a fake link.
  */
 import type { ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
-import type { ConsoleSession, OutputStream } from "./server.ts";
+import type { ConsoleSession, ExecIo, OutputSink, OutputStream } from "./server.ts";
 
 export interface GuestHello {
   protocolVersion: number;
@@ -19,11 +19,14 @@ export interface GuestLink {
   sendBootConfig(config: unknown): Promise<void>;
   /** Round trip through the guest's event loop, in ms. */
   ping(timeoutMs: number): Promise<number>;
-  /** Run a command; aborting `signal` (the client went away) kills it in the guest. */
-  exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, signal?: AbortSignal): Promise<ExecResult>;
+  /**
+   * Run a command; aborting `signal` (the client went away) kills it in the guest. With `onOutput`,
+   * the next chunk is taken from the guest (and credited back) only after its promise resolves.
+   */
+  exec(req: ExecRequest, onOutput: OutputSink | undefined, signal?: AbortSignal, io?: ExecIo): Promise<ExecResult>;
   openConsole(size: { cols: number; rows: number }): Promise<ConsoleSession>;
-  /** Workload stdout/stderr as the guest streams it. */
-  onWorkloadOutput(cb: (stream: OutputStream, data: Buffer) => void): void;
+  /** Workload stdout/stderr as the guest streams it; a returned promise defers the guest's credit until it settles. */
+  onWorkloadOutput(cb: (stream: OutputStream, data: Buffer) => unknown): void;
   /** Resolves when the workload exits (never, for an idle boot). */
   workloadResult(): Promise<WorkloadResult>;
   /** Ask init to stop the workload, sync and power off. Resolves when the request is acknowledged. */

@@ -132,7 +132,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   });
 
   // The control socket first, so `start` can wait on it while the VM boots.
-  const server = await startControlServer(paths.controlSocket, supervisor);
+  const stallMs = Number(env.MICROAGENT_CLIENT_STALL_MS) || undefined;
+  const server = await startControlServer(paths.controlSocket, supervisor, stallMs ? { stallMs } : {});
   await writeRuntime(paths, runtime);
   const current = await readState(paths);
   if (current && STARTABLE_STATES.has(current.state)) {

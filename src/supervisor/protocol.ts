@@ -2,7 +2,9 @@
  * The supervisor's control protocol: newline-delimited JSON over a Unix socket, one request per
  * connection. The client's first line is a Request; the server answers with zero or more stream
  * lines (`output`, `opened`) and ends with exactly one `result` or `error`. Console connections
- * stay open both ways: the client sends `input`/`resize`/`close` lines after the request.
+ * stay open both ways: the client sends `input`/`resize`/`close` lines after the request. An exec
+ * with `stdinStream` also stays open: the client sends `stdin` chunks, then `stdin_eof` (and may
+ * send `signal` lines for the running command).
  * Every line is validated with zod at decode; a line longer than MAX_LINE_BYTES is a protocol
  * error detected before it is buffered whole.
  */
@@ -13,6 +15,13 @@ export const CONTROL_PROTOCOL_VERSION = 1;
 export const MAX_LINE_BYTES = 1024 * 1024;
 /** Output chunks are split to at most this many raw bytes per line. */
 export const MAX_CHUNK_BYTES = 256 * 1024;
+/** Clients send stdin in chunks of at most this many raw bytes per line. */
+export const MAX_STDIN_CHUNK_BYTES = 64 * 1024;
+/**
+ * A non-streamed exec carries its output inside the one result line, which must fit MAX_LINE_BYTES
+ * (and the supervisor's small heap): its limits are capped at this many bytes per stream.
+ */
+export const MAX_INLINE_OUTPUT_BYTES = 256 * 1024;
 
 const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64");
 
@@ -21,8 +30,10 @@ export const ExecRequestSchema = z.strictObject({
   env: z.record(z.string(), z.string()).optional(),
   cwd: z.string().optional(),
   user: z.string().optional(),
-  /** Base64 bytes fed to the command's stdin, then EOF. */
+  /** Base64 bytes fed to the command's stdin, then EOF (small inputs; large ones use stdinStream). */
   stdin: Base64.optional(),
+  /** Stdin follows the request as `stdin` lines, ended by `stdin_eof` (any size, flow-controlled). */
+  stdinStream: z.boolean().default(false),
   timeoutMs: z.number().int().positive().optional(),
   stdoutLimitBytes: z.number().int().positive().optional(),
   stderrLimitBytes: z.number().int().positive().optional(),
@@ -128,6 +139,15 @@ export const ConsoleInputSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("close") }),
 ]);
 export type ConsoleInput = z.infer<typeof ConsoleInputSchema>;
+
+/** Lines an exec client with `stdinStream` sends after its request. */
+export const ExecInputSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("stdin"), data: Base64 }),
+  z.strictObject({ type: z.literal("stdin_eof") }),
+  /** Deliver a signal to the command's process group (e.g. SIGTERM, SIGINT, SIGKILL). */
+  z.strictObject({ type: z.literal("signal"), signal: z.string().regex(/^SIG[A-Z0-9]{1,10}$/, "a signal name like SIGTERM") }),
+]);
+export type ExecInput = z.infer<typeof ExecInputSchema>;
 
 const ErrorObjectSchema = z.object({
   kind: z.string(),

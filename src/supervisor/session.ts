@@ -18,7 +18,7 @@ import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
 import type { ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
-import type { ConsoleSession, ControlHandlers, OutputStream } from "./server.ts";
+import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
 
 export interface ResolvedSupervisorConfig {
   workspace: string;
@@ -55,7 +55,12 @@ export interface SupervisorDeps {
 
 type StopIntent = "halt" | "halt-timeout" | "stop" | "kill" | "workload" | "boot-failed";
 
-/** Output retained for late attachers: bounded, oldest dropped first. */
+/**
+ * Output retained for late attachers: bounded, oldest dropped first. It is credited to the guest at
+ * once when nobody is attached (the workload runs free); while clients are attached, a chunk is
+ * credited only once every attacher has room, so a stalled attacher holds the workload back
+ * (blocked on its stdout) until the control server disconnects it.
+ */
 const WORKLOAD_BUFFER_BYTES = 8 * 1024 * 1024;
 
 export class Supervisor implements ControlHandlers {
@@ -80,10 +85,11 @@ export class Supervisor implements ControlHandlers {
   #doneResolve!: (s: WorkspaceState) => void;
   #vmDeath: Promise<never>;
   #vmDeathReject!: (e: unknown) => void;
-  #output: { stream: OutputStream; data: Buffer }[] = [];
+  #output: { seq: number; stream: OutputStream; data: Buffer }[] = [];
+  #outputSeq = 0;
   #outputBytes = 0;
   #outputTruncated = false;
-  #attachers = new Set<(stream: OutputStream, data: Buffer) => void>();
+  #attachers = new Set<OutputSink>();
   #attachedOnce = false;
   #resultWaiters: ((r: WorkloadResult) => void)[] = [];
   #consoles = new Set<ConsoleSession>();
@@ -258,14 +264,18 @@ export class Supervisor implements ControlHandlers {
     this.#doneResolve(state);
   }
 
-  #onWorkloadOutput(stream: OutputStream, data: Buffer): void {
-    this.#output.push({ stream, data });
+  /** Returns a promise when the guest's credit must wait for attachers to have room. */
+  #onWorkloadOutput(stream: OutputStream, frame: Buffer): Promise<unknown> | undefined {
+    // A copy: the frame may be a slice of a larger read buffer, which the ring must not pin.
+    const data = Buffer.from(frame);
+    this.#output.push({ seq: this.#outputSeq++, stream, data });
     this.#outputBytes += data.length;
     while (this.#outputBytes > WORKLOAD_BUFFER_BYTES && this.#output.length > 1) {
       this.#outputBytes -= (this.#output.shift() as { data: Buffer }).data.length;
       this.#outputTruncated = true;
     }
-    for (const a of this.#attachers) a(stream, data);
+    const waits = [...this.#attachers].map((a) => a(stream, data)).filter((w) => w instanceof Promise);
+    return waits.length > 0 ? Promise.all(waits) : undefined;
   }
 
   async #onWorkloadResult(result: WorkloadResult): Promise<void> {
@@ -347,16 +357,28 @@ export class Supervisor implements ControlHandlers {
     return this.link;
   }
 
-  async exec(req: ExecRequest, onOutput: ((stream: OutputStream, data: Buffer) => void) | undefined, signal: AbortSignal): Promise<ExecResult> {
+  async exec(req: ExecRequest, onOutput: OutputSink | undefined, signal: AbortSignal, io?: ExecIo): Promise<ExecResult> {
     if (this.phase === "booting") await this.waitReady(this.config.bootTimeoutMs);
     const link = this.#requireLink("exec");
-    return this.#guard(link.exec(req, onOutput, signal));
+    return this.#guard(link.exec(req, onOutput, signal, io));
   }
 
-  async attach(onOutput: (stream: OutputStream, data: Buffer) => void, signal: AbortSignal): Promise<WorkloadResult> {
+  async attach(onOutput: OutputSink, signal: AbortSignal): Promise<WorkloadResult> {
     this.#attachedOnce = true;
-    for (const o of this.#output) onOutput(o.stream, o.data);
     if (this.#outputTruncated) this.deps.log("a late attach missed the oldest workload output (buffer cap)");
+    // Replay at the client's pace; output that arrives meanwhile joins the ring and is replayed too.
+    // Once caught up (checked and registered synchronously), the attacher follows live.
+    let next = 0;
+    for (;;) {
+      const pending = this.#output.filter((o) => o.seq >= next);
+      if (pending.length === 0 || signal.aborted) break;
+      for (const o of pending) {
+        if (signal.aborted) break;
+        await onOutput(o.stream, o.data);
+        next = o.seq + 1;
+      }
+    }
+    if (signal.aborted) throw new Error("client went away");
     if (this.workload) return this.workload;
     if (this.#bootError) throw this.#bootError;
     this.#attachers.add(onOutput);

@@ -8,6 +8,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
@@ -138,9 +139,9 @@ test("workspace: persistent workspace through start, exec, halt/start, quarantin
     const gotStatus = await got.status();
     assert.equal(gotStatus.readiness.ready, true, JSON.stringify(gotStatus.readiness));
     assert.equal((gotStatus.readiness.execReady as { ready: boolean }).ready, true);
-    // At the documented limit exactly: the content and its request fit in one control-protocol line.
+    // Larger than one control-protocol line (1 MiB): the content is streamed as exec stdin.
     const head = Buffer.concat([Buffer.from("h\u00e9llo\n"), Buffer.from([0, 1, 2, 255])]);
-    const payload = Buffer.concat([head, Buffer.alloc(FILE_WRITE_MAX_BYTES - head.length, 0x61)]);
+    const payload = Buffer.concat([head, randomBytes(3 * 1024 * 1024 + 17)]);
     await got.files.write("/root/facade.bin", payload);
     assert.ok((await got.files.read("/root/facade.bin")).equals(payload), "files.read returns the bytes files.write wrote");
     assert.equal((await got.exec(["wc", "-c", "/root/facade.bin"])).stdout.toString().trim().split(/\s+/)[0], String(payload.length));

@@ -12,7 +12,7 @@ const EXPECTED: Record<string, { kind: string; retryable: boolean }> = {
   CHANNEL_CONNECT_FAILED: { kind: "transient", retryable: true },
   CHANNEL_BOOT_FAILED: { kind: "permanent", retryable: false },
   CHANNEL_GUEST_ERROR: { kind: "permanent", retryable: false },
-  CHANNEL_TOO_MANY_STREAMS: { kind: "resource_exhausted", retryable: false },
+  CHANNEL_TOO_MANY_STREAMS: { kind: "transient", retryable: true },
 };
 
 test("channel errors: every code has its kind, retryability and a remediation", () => {

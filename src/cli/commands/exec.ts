@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { createReadStream, openSync } from "node:fs";
 import { Command, Option } from "commander";
 import { action } from "../action.ts";
 import { Workspace } from "../../api/workspace.ts";
@@ -6,6 +6,8 @@ import { execExitCode } from "../../api/exec.ts";
 import { execJson } from "../../api/results.ts";
 import { formatDurationMs, parseDurationFlag } from "./workspace-flags.ts";
 import { CommonErrors } from "../../contract/errors.ts";
+import { parseWholeNumber } from "./workspace-flags.ts";
+import { EXIT_BROKEN_PIPE, watchBrokenPipe } from "../pipe.ts";
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -21,6 +23,48 @@ export function parseEnvPairs(pairs: readonly string[]): Record<string, string> 
   return env;
 }
 
+export const parseLimitBytes = parseWholeNumber("an output limit in bytes", 1, Number.MAX_SAFE_INTEGER);
+
+/** The guest's default per-stream limit (what an unset flag means). */
+const DEFAULT_LIMIT_BYTES = 16 * 1024 * 1024;
+/** V8's longest string (0x1fffffe8 characters): the JSON document holding both base64 streams must fit it. */
+export const MAX_JSON_STRING_CHARS = 0x1fffffe8;
+const JSON_OVERHEAD_CHARS = 64 * 1024;
+
+const base64Chars = (n: number) => 4 * Math.ceil(n / 3);
+
+/**
+ * In JSON mode the output is carried base64 inside one JSON string; limits whose encoding cannot fit
+ * V8's longest string would only fail after holding everything, so they are refused up front.
+ */
+export function checkJsonLimits(stdoutLimit: number | undefined, stderrLimit: number | undefined): void {
+  const so = stdoutLimit ?? DEFAULT_LIMIT_BYTES;
+  const se = stderrLimit ?? DEFAULT_LIMIT_BYTES;
+  const chars = base64Chars(so) + base64Chars(se) + JSON_OVERHEAD_CHARS;
+  if (chars <= MAX_JSON_STRING_CHARS) return;
+  const flag = stdoutLimit !== undefined && (stderrLimit === undefined || so >= se) ? "--stdout-limit" : "--stderr-limit";
+  const other = flag === "--stdout-limit" ? se : so;
+  const room = Math.floor(((MAX_JSON_STRING_CHARS - JSON_OVERHEAD_CHARS - base64Chars(other)) * 3) / 4);
+  throw CommonErrors.USAGE({
+    message: `${flag} ${flag === "--stdout-limit" ? so : se} is too large for --json: the output is returned base64 in one JSON string, which holds at most ${MAX_JSON_STRING_CHARS} characters (these limits need ${chars})`,
+    remediation: `Lower it to at most ${Math.max(1, room)} bytes, or use text mode with --stream, which writes the output as it arrives and keeps none of it.`,
+  });
+}
+
+/** The command's stdin: a file, or the CLI's own stdin for `-`; streamed, never read whole. */
+function openStdin(path: string): AsyncIterable<Uint8Array> {
+  if (path === "-") return process.stdin;
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === "ENOENT") throw CommonErrors.PATH_NOT_FOUND({ message: `--stdin ${path}: no such file`, cause: e });
+    throw CommonErrors.INVALID_ARGUMENT({ message: `--stdin ${path} cannot be read: ${err.code ?? err.message}`, cause: e });
+  }
+  return createReadStream(path, { fd, highWaterMark: 64 * 1024 });
+}
+
 export function execCommand(): Command {
   return new Command("exec")
     .description("run a command in a running workspace; the exit code is the command's (timed out 124, signaled 128+n, failed to start 127)")
@@ -32,36 +76,51 @@ export function execCommand(): Command {
     .addOption(new Option("--timeout <duration>", "kill the command after this long").argParser(parseDurationFlag("--timeout")).default(300_000, "5m"))
     .option("--stream", "write output as it arrives (text mode)")
     .option("--stdin <path>", "feed this file (or - for the CLI's stdin) to the command")
-    .option("--stdout-limit <bytes>", "cap on captured stdout bytes")
-    .option("--stderr-limit <bytes>", "cap on captured stderr bytes")
+    .option("--stdout-limit <bytes>", "cap on stdout bytes (default 16 MiB; beyond it output is dropped and marked truncated)", parseLimitBytes)
+    .option("--stderr-limit <bytes>", "cap on stderr bytes (default 16 MiB)", parseLimitBytes)
     .action(
       action(
         async (
           ctx,
           name: string,
           argv: string[],
-          o: { env: string[]; cwd?: string; user?: string; timeout: number; stream?: boolean; stdin?: string; stdoutLimit?: string; stderrLimit?: string },
+          o: { env: string[]; cwd?: string; user?: string; timeout: number; stream?: boolean; stdin?: string; stdoutLimit?: number; stderrLimit?: number },
         ) => {
+          if (ctx.globals.format === "json" || ctx.globals.mode === "ax") checkJsonLimits(o.stdoutLimit, o.stderrLimit);
+          const env = parseEnvPairs(o.env);
           const ws = await Workspace.connect(name, { stateDir: ctx.globals.stateDir });
-          const stdin = o.stdin === undefined ? undefined : readFileSync(o.stdin === "-" ? 0 : o.stdin);
+          const stdin = o.stdin === undefined ? undefined : openStdin(o.stdin);
+          // A reader that closes our stdout early ends the command quietly (and kills it in the guest).
+          const abort = new AbortController();
+          const pipe = watchBrokenPipe([ctx.streams.stdout, ctx.streams.stderr], () => abort.abort(new Error("broken pipe")));
           const handle = ws.exec(argv, {
-            env: parseEnvPairs(o.env),
+            env,
             ...(o.cwd ? { cwd: o.cwd } : {}),
             ...(o.user ? { user: o.user } : {}),
             timeoutMs: o.timeout,
             ...(stdin ? { stdin } : {}),
-            ...(o.stdoutLimit ? { stdoutLimitBytes: Number(o.stdoutLimit) } : {}),
-            ...(o.stderrLimit ? { stderrLimitBytes: Number(o.stderrLimit) } : {}),
+            ...(o.stdoutLimit ? { stdoutLimitBytes: o.stdoutLimit } : {}),
+            ...(o.stderrLimit ? { stderrLimitBytes: o.stderrLimit } : {}),
+            signal: abort.signal,
           });
           const streaming = ctx.streaming && o.stream;
-          if (streaming) {
-            for await (const chunk of handle) (chunk.stream === "stdout" ? ctx.streams.stdout : ctx.streams.stderr).write(chunk.data);
+          const brokenPipe = { exitCode: EXIT_BROKEN_PIPE, passthrough: true };
+          let r;
+          try {
+            if (streaming) {
+              // Written as it arrives, kept nowhere; a slow reader holds the stream back.
+              for await (const chunk of handle) await pipe.write(chunk.stream === "stdout" ? ctx.streams.stdout : ctx.streams.stderr, chunk.data);
+            }
+            r = await handle;
+          } catch (e) {
+            if (pipe.broken) return brokenPipe;
+            throw e;
           }
-          const r = await handle;
           if (ctx.streaming && !streaming) {
-            ctx.streams.stdout.write(r.stdout);
-            ctx.streams.stderr.write(r.stderr);
+            await pipe.write(ctx.streams.stdout, r.stdout);
+            await pipe.write(ctx.streams.stderr, r.stderr);
           }
+          if (pipe.broken) return brokenPipe;
           if (ctx.streaming) {
             if (r.stdoutTruncated || r.stderrTruncated) ctx.streams.stderr.write(`note: output was truncated (${[r.stdoutTruncated && "stdout", r.stderrTruncated && "stderr"].filter(Boolean).join(", ")} over its limit)\n`);
             if (r.status === "failed_to_start") ctx.streams.stderr.write(`error: ${argv[0]} failed to start: ${r.error ?? "unknown"}\n`);

@@ -4,6 +4,7 @@ import { runWorkspace } from "../../api/run.ts";
 import { runJson } from "../../api/results.ts";
 import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
+import { EXIT_BROKEN_PIPE, watchBrokenPipe } from "../pipe.ts";
 import type { NetworkMode } from "../../workspace/manifest.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
 import { addResourceOptions, collectEnv, collectList, collectSecret, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
@@ -56,6 +57,8 @@ export function runCommand(): Command {
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         const abort = new AbortController();
+        // A reader that closes our stdout early ends the run quietly, as SIGINT would (the VM is killed).
+        const pipe = watchBrokenPipe([ctx.streams.stdout, ctx.streams.stderr], () => abort.abort(new Error("broken pipe")));
         const onSigint = () => abort.abort(new Error("interrupted"));
         process.once("SIGINT", onSigint);
         let r;
@@ -77,9 +80,11 @@ export function runCommand(): Command {
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
             ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
             ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}),
+            // A slow reader holds the workload back (the supervisor credits the guest as we drain).
             onOutput: (stream, data) => {
-              if (text) (stream === "stdout" ? ctx.streams.stdout : ctx.streams.stderr).write(data);
-              else (stream === "stdout" ? out : err).push(data);
+              if (text) return pipe.write(stream === "stdout" ? ctx.streams.stdout : ctx.streams.stderr, data);
+              (stream === "stdout" ? out : err).push(data);
+              return undefined;
             },
             onProgress: (m) => ctx.progress(m),
             onStarted: (started) => {
@@ -87,9 +92,13 @@ export function runCommand(): Command {
             },
             signal: abort.signal,
           });
+        } catch (e) {
+          if (pipe.broken) return { exitCode: EXIT_BROKEN_PIPE, passthrough: true };
+          throw e;
         } finally {
           process.off("SIGINT", onSigint);
         }
+        if (pipe.broken) return { exitCode: EXIT_BROKEN_PIPE, passthrough: true };
         if (text && r.kept) ctx.streams.stderr.write(`kept workspace ${r.workspace}\n`);
         if (text && r.interrupted) ctx.streams.stderr.write("error: interrupted; the workspace was killed\n");
         if (text && r.timedOut) ctx.streams.stderr.write(`error: the command timed out after ${formatDurationMs(o.timeout ?? 0)}; the workspace was killed\n`);
