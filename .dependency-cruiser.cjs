@@ -3,6 +3,8 @@
  * - no import cycles;
  * - the library never imports the CLI;
  * - the guest-channel frame codec and protocol stay pure (no I/O modules);
+ * - the userspace network stack (src/net) is pure: frames in, frames out, host sides injected; it never
+ *   imports sockets, files or processes, nor the VMM, backend or supervisor that will drive it;
  * - production code never imports tests.
  */
 module.exports = {
@@ -21,6 +23,20 @@ module.exports = {
       severity: "error",
       from: { path: "^src/channel/(frame|protocol|messages)[^/]*\\.ts$" },
       to: { path: "^(node:)?(net|fs|fs/promises|child_process|dgram|tls|http|https)$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "pure-net",
+      comment: "src/net is frame-in/frame-out; sockets, resolvers and policy come in through its interfaces (src/net/types.ts)",
+      severity: "error",
+      from: { path: "^src/net/" },
+      to: { path: "^(node:)?(net|fs|fs/promises|child_process|dgram|tls|http|https|http2|dns|dns/promises|worker_threads|cluster)$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "net-not-drivers",
+      comment: "the network stack never depends on what drives it",
+      severity: "error",
+      from: { path: "^src/net/" },
+      to: { path: "^src/(vmm|backend|supervisor|cli|api|workspace)/" },
     },
     { name: "src-not-test", severity: "error", from: { path: "^src/" }, to: { path: "^test/" } },
   ],
