@@ -81,6 +81,7 @@ interface HostSide {
 }
 
 const SYN_ACK = TCP_SYN | TCP_ACK;
+const INVALID_ACKS_PER_SECOND = 20;
 
 export class TcpFlow {
   state: TcpState;
@@ -359,19 +360,19 @@ export class TcpFlow {
       if (seg.seq === this.rcvNxt) this.#abort("tcp-guest-reset", resetError(), false);
       else if (seqInWindow(seg.seq, this.rcvNxt, Math.max(rcvWnd, 1))) {
         this.env.count("tcp-rst-challenged");
-        this.#sendAck();
+        this.#invalidAck();
       } else this.env.count("tcp-rst-out-of-window");
       return;
     }
     if (!acceptable) {
       this.env.count("tcp-out-of-window");
-      this.#sendAck();
+      this.#invalidAck();
       return;
     }
     if (f & TCP_SYN) {
       // RFC 5961 §4: a SYN on a synchronized connection gets a challenge ACK, never a reset.
       this.env.count("tcp-syn-challenged");
-      this.#sendAck();
+      this.#invalidAck();
       return;
     }
     if (!(f & TCP_ACK)) return;
@@ -449,12 +450,12 @@ export class TcpFlow {
     if (seqGt(ack, this.sndMax)) {
       // Acks something we never sent: answer with an ACK and drop (RFC 5961 §5).
       this.env.count("tcp-ack-unsent");
-      this.#sendAck();
+      this.#invalidAck();
       return false;
     }
     if (seqLt(ack, seqAdd(this.sndUna, -Math.max(this.maxSndWnd, 65535)))) {
       this.env.count("tcp-ack-too-old");
-      this.#sendAck();
+      this.#invalidAck();
       return false;
     }
     const wnd = seg.window << this.sndShift;
@@ -707,7 +708,29 @@ export class TcpFlow {
   #sendAck(): void {
     this.ackPending = false;
     if (this.state === "CLOSED" || this.state === "DIALING" || this.state === "SYN_SENT") return;
-    this.env.emit(this.#frame(this.sndNxt, TCP_ACK, 0));
+    // A pure ACK carries the highest sequence sent (sndNxt may have gone back for a retransmission).
+    this.env.emit(this.#frame(this.sndMax, TCP_ACK, 0));
+  }
+
+  #invalidAcks = 0;
+  #invalidAckWindow = 0;
+
+  /**
+   * The ACK owed to an unacceptable segment or a challenge (RFC 9293 §3.10.7.4, RFC 5961), rate-limited
+   * per flow (RFC 5961 §7): a guest that keeps sending out-of-window segments gets at most
+   * INVALID_ACKS_PER_SECOND answers, so it can never start an ACK war.
+   */
+  #invalidAck(): void {
+    const now = this.env.wheel.clock.now();
+    if (now - this.#invalidAckWindow >= 1000) {
+      this.#invalidAckWindow = now;
+      this.#invalidAcks = 0;
+    }
+    if (++this.#invalidAcks > INVALID_ACKS_PER_SECOND) {
+      this.env.count("tcp-invalid-ack-ratelimited");
+      return;
+    }
+    this.#sendAck();
   }
 
   #sendRst(seq: number, ack: number, flags: number): void {
