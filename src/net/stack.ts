@@ -109,7 +109,6 @@ interface UdpFlow {
   bytesToGuest: number;
 }
 
-const BROADCAST_MAC = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
 const EPHEMERAL_LOW = 32768;
 const EPHEMERAL_HIGH = 60999;
 
@@ -145,6 +144,13 @@ export class NetworkStack {
   #timeWait = 0;
   /** Flows with data waiting for the link to drain. */
   #stalled = new Set<TcpFlow>();
+  /** Inside receiveFrames: ACKs are coalesced to one per flow per batch (like a delayed ACK, without a timer). */
+  #batching = false;
+  #ackLater = new Set<TcpFlow>();
+  readonly #guestMacHi: number;
+  readonly #guestMacLo: number;
+  readonly #gwMacHi: number;
+  readonly #gwMacLo: number;
 
   readonly #stats = {
     framesIn: 0,
@@ -165,6 +171,10 @@ export class NetworkStack {
     this.#wheel = new TimerWheel(deps.clock ?? systemClock);
     this.#guestMac = parseMac(this.config.guestMac)!;
     this.#gwMac = parseMac(this.config.gatewayMac)!;
+    this.#guestMacHi = this.#guestMac.readUInt32BE(0);
+    this.#guestMacLo = this.#guestMac.readUInt16BE(4);
+    this.#gwMacHi = this.#gwMac.readUInt32BE(0);
+    this.#gwMacLo = this.#gwMac.readUInt16BE(4);
     this.#guestIp = parseIpv4(this.config.guestIp)!;
     this.#gwIp = parseIpv4(this.config.gatewayIp)!;
     this.#mask = prefixMask(this.config.prefixLength);
@@ -192,6 +202,12 @@ export class NetworkStack {
       localWscale: wscale,
       emit: (f) => this.#emit(f),
       linkWritable: () => this.#linkOpen,
+      waitForLink: (f) => this.#stalled.add(f),
+      deferAck: (f) => {
+        if (!this.#batching) return false;
+        this.#ackLater.add(f);
+        return true;
+      },
       globalFree: () => Math.max(0, this.config.caps.totalBufferBytes - this.#buffered),
       account: (d) => {
         this.#buffered += d;
@@ -204,9 +220,24 @@ export class NetworkStack {
 
   // ------------------------------------------------------------------------------------ public API
 
-  /** Processes frames from the guest (one decoded batch from the link). */
+  /**
+   * Processes frames from the guest: one decoded batch from the link (what one socket read held). ACKs
+   * for the batch's data are coalesced to one per flow, sent at the end.
+   */
   receiveFrames(frames: readonly Buffer[]): void {
-    for (const f of frames) this.receiveFrame(f);
+    if (this.#batching) {
+      for (const f of frames) this.receiveFrame(f);
+      return;
+    }
+    this.#batching = true;
+    try {
+      for (const f of frames) this.receiveFrame(f);
+    } finally {
+      this.#batching = false;
+      const flows = [...this.#ackLater];
+      this.#ackLater.clear();
+      for (const f of flows) f.flushAck();
+    }
   }
 
   receiveFrame(frame: Buffer): void {
@@ -218,12 +249,13 @@ export class NetworkStack {
     s.framesIn++;
     s.bytesIn += frame.length;
     if (frame.length < ETH_HEADER_BYTES) return this.#drop("eth-runt");
-    if (!frame.subarray(6, 12).equals(this.#guestMac)) return this.#drop("eth-foreign-src");
-    const dst = frame.subarray(0, 6);
-    const toUs = dst.equals(this.#gwMac);
+    if (frame.readUInt32BE(6) !== this.#guestMacHi || frame.readUInt16BE(10) !== this.#guestMacLo) return this.#drop("eth-foreign-src");
+    const dHi = frame.readUInt32BE(0);
+    const dLo = frame.readUInt16BE(4);
+    const toUs = dHi === this.#gwMacHi && dLo === this.#gwMacLo;
     const type = frame.readUInt16BE(12);
     if (type === ETHERTYPE_ARP) {
-      if (!toUs && !dst.equals(BROADCAST_MAC)) return this.#drop("eth-not-for-us");
+      if (!toUs && !(dHi === 0xffffffff && dLo === 0xffff)) return this.#drop("eth-not-for-us");
       return this.#arp(frame);
     }
     if (type === ETHERTYPE_IPV6) return this.#drop("ipv6");
@@ -530,7 +562,6 @@ export class NetworkStack {
     if (flow) {
       flow.onSegment(seg, frame);
       if (flow.state !== "CLOSED" && flow.ackPending) flow.trySend();
-      if (!this.#linkOpen && flow.state !== "CLOSED") this.#stalled.add(flow);
       return;
     }
     if (seg.flags & TCP_RST) return this.#drop("tcp-no-flow");
@@ -587,5 +618,6 @@ export class NetworkStack {
     const key = this.#key(f.guestPort, f.addr.src, f.localPort);
     if (this.#tcp.get(key) === f) this.#tcp.delete(key);
     this.#stalled.delete(f);
+    this.#ackLater.delete(f);
   }
 }

@@ -59,6 +59,10 @@ export interface TcpEnv {
   emit(frame: Buffer): void;
   /** True while the link toward the guest accepts data segments. */
   linkWritable(): boolean;
+  /** The flow has data to send but the link is backed up: call trySend again when it drains. */
+  waitForLink(flow: TcpFlow): void;
+  /** True (and the flow is remembered) when a batch is being processed: its ACK goes out once, at the end. */
+  deferAck(flow: TcpFlow): boolean;
   /** Free bytes in the stack-wide buffer budget. */
   globalFree(): number;
   /** The stack-wide buffer accounting. */
@@ -650,7 +654,10 @@ export class TcpFlow {
           if (this.sndWnd === 0 && this.sndMax === this.sndUna) this.persistTimer.ensure(this.#persistDelay());
           break;
         }
-        if (!this.env.linkWritable()) break;
+        if (!this.env.linkWritable()) {
+          this.env.waitForLink(this);
+          break;
+        }
         const n = Math.min(avail, usable, this.mss);
         // Sender-side silly-window avoidance: hold a small tail while data is in flight.
         if (n < this.mss && n < avail && inflight > 0) break;
@@ -658,7 +665,12 @@ export class TcpFlow {
       }
       if (this.finQueued && this.sndNxt === this.finSeq) this.#sendFin();
     }
-    if (this.ackPending) this.#sendAck();
+    if (this.ackPending && !this.env.deferAck(this)) this.#sendAck();
+  }
+
+  /** Sends the ACK a batch deferred (if no data segment carried it meanwhile). */
+  flushAck(): void {
+    if (this.ackPending && this.state !== "CLOSED") this.#sendAck();
   }
 
   #sendData(offset: number, n: number, push: boolean): void {

@@ -418,3 +418,83 @@ test("net-tcp: sequence wrap: ISNs at 2^32 - 100 both ways, 1 GiB up and 1 GiB d
   assert.equal(h.stack.stats().bufferedBytes, 0);
   console.log(`# 1 GiB up in ${((t1 - t0) / 1000).toFixed(1)} s, 1 GiB down in ${((t2 - t1) / 1000).toFixed(1)} s`);
 });
+
+test("net-tcp: a backed-up link stops data segments (not ACKs) and outputDrained resumes every waiting flow", () => {
+  const h = harness();
+  const { g, host } = established(h, { mss: 1000 });
+  h.linkBlocked.value = true;
+  host.h.onData(Buffer.alloc(10_000, 1));
+  assert.equal(h.out.length, 1, "one data segment went out, then output() said the link is full");
+  pump(h, [g]);
+  assert.equal(g.received, 1000);
+  // Guest data is still acked while the link is blocked.
+  g.send(g.frame(TCP_ACK | TCP_PSH, Buffer.from("hi")));
+  g.sndNxt = seqAdd(g.sndNxt, 2);
+  const acks = drain(h).map((f) => parseOut(f).tcp!);
+  assert.ok(acks.length >= 1 && acks.every((t) => t.dataLen === 0));
+  h.linkBlocked.value = false;
+  h.stack.outputDrained();
+  pump(h, [g]);
+  assert.equal(g.received, 10_000, "resumed after the link drained");
+});
+
+test("net-tcp: a guest repeating out-of-window segments gets at most 20 ACKs a second (no ACK war)", () => {
+  const h = harness();
+  const { g } = established(h);
+  for (let i = 0; i < 1000; i++) g.send(tcpFrame({ srcPort: 40000, dst: SERVER, dstPort: 80, seq: seqAdd(g.sndNxt, 0x10000000), ack: g.rcvNxt, flags: TCP_ACK, data: Buffer.from("x") }));
+  assert.equal(drain(h).length, 20);
+  assert.equal(h.stack.stats().events["tcp-invalid-ack-ratelimited"], 980);
+  h.clock.advance(1000);
+  g.send(tcpFrame({ srcPort: 40000, dst: SERVER, dstPort: 80, seq: seqAdd(g.sndNxt, 0x10000000), ack: g.rcvNxt, flags: TCP_ACK, data: Buffer.from("x") }));
+  assert.equal(drain(h).length, 1, "a new second, a new budget");
+});
+
+test("net-tcp: a lost FIN is retransmitted; a guest FIN retransmission is re-acked in TIME_WAIT", () => {
+  const h = harness();
+  const { g, host } = established(h);
+  host.h.onEnd();
+  const fin = drain(h).map((f) => parseOut(f).tcp!);
+  assert.equal(fin.length, 1);
+  assert.ok(fin[0]!.flags & 0x01);
+  h.clock.advance(200);
+  const re = drain(h).map((f) => parseOut(f).tcp!);
+  assert.equal(re.length, 1, "FIN retransmitted after the RTO");
+  assert.equal(re[0]!.seq, fin[0]!.seq);
+  g.onSegment(re[0]! as never);
+  pump(h, [g]);
+  g.fin();
+  pump(h, [g]);
+  assert.equal(h.stack.flows()[0]!.state, "TIME_WAIT");
+  // The guest did not see our ACK and sends its FIN again.
+  g.send(tcpFrame({ srcPort: 40000, dst: SERVER, dstPort: 80, seq: seqAdd(g.sndNxt, -1), ack: g.rcvNxt, flags: 0x11 }));
+  const ack = drain(h).map((f) => parseOut(f).tcp!);
+  assert.equal(ack.length, 1);
+  assert.equal(ack[0]!.ack, g.sndNxt);
+});
+
+test("net-tcp: the stack-wide buffer budget refuses new flows when it is spent", () => {
+  const h = harness({ caps: { totalBufferBytes: 300 * 1024 } });
+  const { host } = established(h, { rcvWindow: 0, wscale: 0 });
+  host.h.onData(Buffer.alloc(310 * 1024));
+  assert.ok(h.stack.stats().bufferedBytes >= 300 * 1024);
+  const g2 = new GuestTcp(h, { localPort: 40009, remote: SERVER, remotePort: 80 });
+  g2.connect();
+  pump(h, [g2]);
+  assert.ok(g2.rstReceived);
+  assert.equal(h.stack.stats().tcp.refused["tcp-buffer-cap"], 1);
+});
+
+test("net-tcp: receiveFrames coalesces a batch's ACKs to one per flow, acking everything", () => {
+  const h = harness();
+  const { g, host } = established(h, { mss: 1000 });
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 10; i++) {
+    frames.push(g.frame(TCP_ACK | TCP_PSH, Buffer.alloc(1000, i)));
+    g.sndNxt = seqAdd(g.sndNxt, 1000);
+  }
+  h.stack.receiveFrames(frames);
+  const acks = drain(h).map((f) => parseOut(f).tcp!);
+  assert.equal(acks.length, 1);
+  assert.equal(acks[0]!.ack, g.sndNxt);
+  assert.equal(host.receivedBytes, 10_000);
+});
