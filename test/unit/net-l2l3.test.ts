@@ -379,3 +379,44 @@ test("net-l2l3: sever (quarantine) cuts every flow at once and drops every later
   void GUEST_IP;
   void guestAddr;
 });
+
+test("net-l2l3: DNS: an upstream answer larger than the guest's UDP limit is truncated with TC set", async () => {
+  const h = harness();
+  h.stack.receiveFrame(udpFrame(33000, gwIp, 53, query("big.test", "TXT", 21)));
+  const p = h.resolver.pending[0]!;
+  const answers = Array.from({ length: 20 }, (_, i) => ({ type: "TXT" as const, name: "big.test", data: "x".repeat(100) + i }));
+  p.resolve(dnsPacket.encode({ type: "response", id: 21, questions: [{ type: "TXT", name: "big.test" }], answers }));
+  await new Promise((r) => setImmediate(r));
+  const [a] = dnsAnswers(h);
+  assert.ok(a!.p.udp!.data.length <= 512);
+  assert.equal(a!.msg.flag_tc, true);
+  assert.equal(a!.msg.answers!.length, 0);
+});
+
+test("net-l2l3: UDP: a host datagram that cannot open gives ICMP host unreachable", () => {
+  const h = harness({}, { datagrams: { open: () => { throw new Error("EMFILE"); } } });
+  h.stack.receiveFrame(udpFrame(5000, PUBLIC, 4433, Buffer.from("x")));
+  const p = parseOut(drain(h)[0]!);
+  assert.equal(p.icmp!.type, 3);
+  assert.equal(p.icmp!.code, 1);
+  assert.equal(h.stack.stats().udp.refused["udp-host-error"], 1);
+});
+
+test("net-l2l3: configuration is validated with NET_INVALID_CONFIG naming the field", async () => {
+  const { resolveNetworkOptions } = await import("../../src/net/config.ts");
+  const bad: Array<[object, RegExp]> = [
+    [{ guestIp: "10.0.0.2", gatewayIp: "10.1.0.1" }, /not in one \/24/],
+    [{ mtu: 100 }, /mtu/],
+    [{ guestMac: "01:00:00:00:00:01" }, /multicast/],
+    [{ guestIp: "10.200.0.255" }, /broadcast/],
+    [{ dns: { hosts: { "bad name": "1.2.3.4" } } }, /not a host name/],
+    [{ dns: { hosts: { ok: "1.2.3" } } }, /not an IPv4/],
+    [{ caps: { maxTcpFlows: 0 } }, /maxTcpFlows/],
+  ];
+  for (const [o, re] of bad) assert.throws(() => resolveNetworkOptions(o), (e: unknown) => (e as { code?: string }).code === "NET_INVALID_CONFIG" && re.test((e as Error).message), JSON.stringify(o));
+  const d = resolveNetworkOptions();
+  assert.equal(d.mtu, 65520);
+  assert.equal(d.gatewayIp, "10.200.0.1");
+  assert.equal(d.caps.maxTcpFlows, 256);
+  assert.equal(d.caps.maxHalfOpen, 64);
+});

@@ -498,3 +498,20 @@ test("net-tcp: receiveFrames coalesces a batch's ACKs to one per flow, acking ev
   assert.equal(acks[0]!.ack, g.sndNxt);
   assert.equal(host.receivedBytes, 10_000);
 });
+
+test("net-tcp: a guest SYN without options gets MSS 536 segments and unscaled windows", () => {
+  const h = harness();
+  const g = new GuestTcp(h, { localPort: 40000, remote: SERVER, remotePort: 80, wscale: undefined });
+  g.connect();
+  // A SYN with no options at all: rebuild it without MSS.
+  drain(h);
+  h.stack.receiveFrame(tcpFrame({ srcPort: 40001, dst: SERVER, dstPort: 80, seq: 5000, flags: TCP_SYN, window: 65535 }));
+  const synack = parseOut(drain(h)[0]!).tcp!;
+  assert.equal(synack.options.wscale, undefined, "no window scale offered back");
+  assert.ok(synack.window <= 65535);
+  h.stack.receiveFrame(tcpFrame({ srcPort: 40001, dst: SERVER, dstPort: 80, seq: 5001, ack: seqAdd(synack.seq, 1), flags: TCP_ACK, window: 65535 }));
+  const host = h.connector.streams.find((s) => s.target.guestPort === 40001)!;
+  host.h.onData(Buffer.alloc(2000));
+  const sizes = drain(h).map((f) => parseOut(f).tcp!.dataLen);
+  assert.deepEqual(sizes, [536, 536, 536, 392]);
+});
