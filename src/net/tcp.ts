@@ -893,7 +893,9 @@ export class TcpFlow {
     if (rstGuest && this.state !== "TIME_WAIT") {
       if (this.state === "DIALING") this.#sendRst(0, this.rcvNxt, TCP_RST | TCP_ACK);
       else if (this.state === "SYN_SENT") this.#sendRst(this.sndNxt, 0, TCP_RST);
-      else this.#sendRst(this.sndNxt, this.rcvNxt, TCP_RST | TCP_ACK);
+      // The guest (Linux follows RFC 5961) takes an RST only at exactly its rcv.nxt: snd.max unless
+      // data was lost in flight; then its challenge ACK reaches no flow and gets an RST at its ACK number.
+      else this.#sendRst(this.sndMax, this.rcvNxt, TCP_RST | TCP_ACK);
     }
     this.#closeHost(error ?? NetErrors.NET_CONNECTION_RESET({ message: `the flow was reset (${reason})` }));
     this.#finish();

@@ -515,3 +515,21 @@ test("net-tcp: a guest SYN without options gets MSS 536 segments and unscaled wi
   const sizes = drain(h).map((f) => parseOut(f).tcp!.dataLen);
   assert.deepEqual(sizes, [536, 536, 536, 392]);
 });
+
+test("net-tcp: an abort with data in flight still resets the guest: its challenge ACK meets an exact RST", () => {
+  const h = harness();
+  const { g, host } = established(h, { mss: 1000 });
+  host.h.onData(Buffer.alloc(3000, 1));
+  const segs = drain(h);
+  g.onSegment(parseOut(segs[0]!).tcp! as never); // the guest got only the first segment
+  drain(h);
+  host.h.onClose(new Error("upstream died"));
+  const rst = parseOut(drain(h)[0]!).tcp!;
+  assert.ok(rst.flags & TCP_RST);
+  assert.notEqual(rst.seq, g.rcvNxt, "not where the guest is");
+  // A Linux guest answers an inexact RST with a challenge ACK carrying its rcv.nxt:
+  g.send(g.frame(TCP_ACK));
+  const exact = parseOut(drain(h)[0]!).tcp!;
+  assert.equal(exact.flags, TCP_RST);
+  assert.equal(exact.seq, g.rcvNxt);
+});
