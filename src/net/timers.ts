@@ -130,7 +130,21 @@ export class TimerWheel {
     }, Math.max(0, next - this.clock.now()));
   }
 
+  #compactAt = 1024;
+
   #push(e: Entry): void {
+    // Arming earlier leaves the old entry behind until it pops; if those pile up (time standing still),
+    // drop them all at once. Amortized O(1): the threshold doubles with the live size.
+    if (this.#heap.length >= this.#compactAt) {
+      const live = this.#heap.filter((x) => x.timer.scheduledAt === x.at);
+      this.#heap = [];
+      for (const x of live) this.#siftUp(x);
+      this.#compactAt = Math.max(1024, 2 * this.#heap.length);
+    }
+    this.#siftUp(e);
+  }
+
+  #siftUp(e: Entry): void {
     const h = this.#heap;
     h.push(e);
     let i = h.length - 1;
