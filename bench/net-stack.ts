@@ -16,7 +16,7 @@ import { seqAdd } from "../src/net/seq.ts";
 const SERVER = ip("93.184.216.34");
 const gc = (globalThis as { gc?: () => void }).gc;
 
-function perFrame(mss: number, frames: number, batched = true): { usPerFrame: number; gbit: number } {
+function perFrame(mss: number, frames: number, batched = true): { usPerFrame: number; gbit: number; acksPerFrame: number } {
   const h = harness({ mtu: mss + 40 });
   h.connector.autoConnect = true;
   const g = new GuestTcp(h, { localPort: 40000, remote: SERVER, remotePort: 80, mss, wscale: 7, rcvWindow: 1 << 24 });
@@ -39,16 +39,20 @@ function perFrame(mss: number, frames: number, batched = true): { usPerFrame: nu
     }
     batch.push(b);
   }
-  const t0 = process.hrtime.bigint();
+  // CPU time of this process, not wall time: the shared dev box runs at load 8-10.
+  let acks = 0;
+  const c0 = process.cpuUsage();
   for (const b of batch) {
     // As the supervisor will feed it: one decoded socket read (about 64 KiB of frames) per call.
     if (batched) for (let i = 0; i < b.length; i += per64k) h.stack.receiveFrames(b.slice(i, i + per64k));
     else for (const f of b) h.stack.receiveFrame(f);
+    acks += h.out.length;
     h.out.length = 0;
   }
-  const ns = Number(process.hrtime.bigint() - t0);
+  const c1 = process.cpuUsage(c0);
+  const ns = (c1.user + c1.system) * 1000;
   if (host.receivedBytes !== frames * mss) throw new Error(`delivered ${host.receivedBytes} of ${frames * mss}`);
-  return { usPerFrame: ns / 1000 / frames, gbit: (frames * mss * 8) / ns };
+  return { usPerFrame: ns / 1000 / frames, gbit: (frames * mss * 8) / ns, acksPerFrame: acks / frames };
 }
 
 function bulk(dir: "up" | "down", total: number, mss: number): number {
@@ -105,8 +109,8 @@ function idleHeap(): number {
 }
 
 // Interleave the two feeding modes so a loaded machine hits both alike; keep each one's best.
-let small = { usPerFrame: Infinity, gbit: 0 };
-let single = { usPerFrame: Infinity, gbit: 0 };
+let small = { usPerFrame: Infinity, gbit: 0, acksPerFrame: 0 };
+let single = { usPerFrame: Infinity, gbit: 0, acksPerFrame: 0 };
 for (let i = 0; i < 3; i++) {
   const a = perFrame(1460, 50_000, true);
   const b = perFrame(1460, 50_000, false);
@@ -116,9 +120,10 @@ for (let i = 0; i < 3; i++) {
 const big = perFrame(65480, 3000);
 const cks = (() => {
   const b = Buffer.alloc(65520, 1);
-  const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
   for (let i = 0; i < 5000; i++) checksum(b, 0, b.length);
-  return (5000 * 65520 * 8) / Number(process.hrtime.bigint() - t0);
+  const c = process.cpuUsage(c0);
+  return (5000 * 65520 * 8) / ((c.user + c.system) * 1000);
 })();
 const upSmall = bulk("up", 256 << 20, 1460);
 const downSmall = bulk("down", 256 << 20, 1460);
@@ -128,11 +133,11 @@ const lat = connectLatency(2000);
 const heap = idleHeap();
 void createHash;
 
-console.log(`per-frame, guest->host data (stack only: parse, verify, deliver, ACK):`);
-console.log(`  MSS 1460:  ${small.usPerFrame.toFixed(2)} us/frame, ${small.gbit.toFixed(2)} Gbit/s of payload, fed as 64 KiB batches (goal <= 3 us)`);
-console.log(`  MSS 1460:  ${single.usPerFrame.toFixed(2)} us/frame fed one frame per call (an ACK per segment)`);
+console.log(`per-frame CPU time, guest->host data (stack only: parse, verify, deliver, ACK):`);
+console.log(`  MSS 1460:  ${small.usPerFrame.toFixed(2)} us/frame, ${small.gbit.toFixed(2)} Gbit/s of payload, fed as 64 KiB batches, ${small.acksPerFrame.toFixed(3)} ACK frames per data frame (goal <= 3 us)`);
+console.log(`  MSS 1460:  ${single.usPerFrame.toFixed(2)} us/frame fed one frame per call, ${single.acksPerFrame.toFixed(3)} ACK frames per data frame`);
 console.log(`  MSS 65480: ${big.usPerFrame.toFixed(1)} us/frame, ${big.gbit.toFixed(2)} Gbit/s of payload`);
-console.log(`checksum: ${cks.toFixed(1)} Gbit/s (goal >= 10)`);
+console.log(`checksum: ${cks.toFixed(1)} Gbit/s of CPU time (goal >= 10)`);
 console.log(`bulk through the test guest endpoint (both ends in this process, so roughly half is the guest's cost):`);
 console.log(`  MSS 1460:  up ${upSmall.toFixed(2)} Gbit/s, down ${downSmall.toFixed(2)} Gbit/s (256 MiB each)`);
 console.log(`  MSS 65480: up ${upBig.toFixed(2)} Gbit/s, down ${downBig.toFixed(2)} Gbit/s (1 GiB each)`);

@@ -60,6 +60,20 @@ export class ChunkQueue {
     return out;
   }
 
+  /**
+   * Takes up to max bytes from the front as one buffer: a view when they sit in one chunk, else one copy
+   * (so many small segments reach the host as one write, not one syscall each).
+   */
+  take(max: number): Buffer {
+    const c = this.#chunks[this.#first]!;
+    const n = Math.min(max, this.#length);
+    if (c.length - this.#headOff >= n) return this.shift(n);
+    const out = Buffer.allocUnsafe(n);
+    this.copyOut(0, n, out, 0);
+    this.drop(n);
+    return out;
+  }
+
   /** Copies n bytes starting `off` bytes into the queue to dst at dstOff. */
   copyOut(off: number, n: number, dst: Buffer, dstOff: number): void {
     if (off + n > this.#length) throw new RangeError(`copyOut(${off}, ${n}) with ${this.#length} queued`);

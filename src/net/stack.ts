@@ -236,7 +236,7 @@ export class NetworkStack {
       this.#batching = false;
       const flows = [...this.#ackLater];
       this.#ackLater.clear();
-      for (const f of flows) f.flushAck();
+      for (const f of flows) f.flushBatch();
     }
   }
 

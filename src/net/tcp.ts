@@ -61,7 +61,10 @@ export interface TcpEnv {
   linkWritable(): boolean;
   /** The flow has data to send but the link is backed up: call trySend again when it drains. */
   waitForLink(flow: TcpFlow): void;
-  /** True (and the flow is remembered) when a batch is being processed: its ACK goes out once, at the end. */
+  /**
+   * True (and the flow is remembered) while a batch is being processed: the flow's delivery to the host
+   * and its ACK happen once, at the end (`flushBatch`).
+   */
   deferAck(flow: TcpFlow): boolean;
   /** Free bytes in the stack-wide buffer budget. */
   globalFree(): number;
@@ -406,6 +409,7 @@ export class TcpFlow {
     } else if (f & TCP_FIN) {
       this.#acceptData(seg.seq, frame.subarray(0, 0), true);
     }
+    if (this.env.deferAck(this)) return; // delivered and acked once per batch, in flushBatch
     this.#deliverToHost();
     this.trySend();
   }
@@ -619,7 +623,7 @@ export class TcpFlow {
     const h = this.host;
     if (h && (this.state !== "DIALING")) {
       while (this.recvQ.length > 0 && !this.hostBlocked) {
-        const chunk = this.recvQ.shift(this.recvQ.length);
+        const chunk = this.recvQ.take(64 * 1024);
         this.env.account(-chunk.length);
         if (!h.deliver(chunk)) this.hostBlocked = true;
         if (this.state === "CLOSED") return;
@@ -668,9 +672,13 @@ export class TcpFlow {
     if (this.ackPending && !this.env.deferAck(this)) this.#sendAck();
   }
 
-  /** Sends the ACK a batch deferred (if no data segment carried it meanwhile). */
-  flushAck(): void {
-    if (this.ackPending && this.state !== "CLOSED") this.#sendAck();
+  /** End of a receive batch: hand the batch's bytes to the host in one write, then send what is due and the ACK. */
+  flushBatch(): void {
+    if (this.state === "CLOSED") return;
+    this.#deliverToHost();
+    if (this.#isClosed()) return;
+    this.trySend();
+    if (this.ackPending && !this.#isClosed()) this.#sendAck();
   }
 
   #sendData(offset: number, n: number, push: boolean): void {

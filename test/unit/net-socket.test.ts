@@ -63,7 +63,7 @@ test("net-socket: 16 MiB each way between the guest endpoint and a real loopback
   const connector = new LoopbackConnector(port);
   const h = harness({}, { connector });
   try {
-    const g = new GuestTcp(h, { localPort: 40000, remote: ip("93.184.216.34"), remotePort: 80, mss: 65480, rcvWindow: 1 << 20 });
+    const g = new GuestTcp(h, { localPort: 40000, remote: ip("93.184.216.34"), remotePort: 80, mss: 65480, rcvWindow: 64 * 1024 });
     g.connect();
     for (let i = 0; i < 1000 && g.state !== "ESTABLISHED"; i++) {
       await tick();
@@ -80,6 +80,7 @@ test("net-socket: 16 MiB each way between the guest endpoint and a real loopback
       off += b.length;
       return b;
     };
+    // The guest takes 64 KiB windows, so the server outruns it and the flow must pause the real socket.
     const deadline = Date.now() + 60_000;
     while (sent < SIZE && Date.now() < deadline) {
       sent += g.pushData(source, SIZE - sent);

@@ -533,3 +533,17 @@ test("net-tcp: an abort with data in flight still resets the guest: its challeng
   assert.equal(exact.flags, TCP_RST);
   assert.equal(exact.seq, g.rcvNxt);
 });
+
+test("net-tcp: a batch's guest bytes reach the host as one write", () => {
+  const h = harness();
+  const { g, host } = established(h, { mss: 1460 });
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 40; i++) {
+    frames.push(g.frame(TCP_ACK | TCP_PSH, Buffer.alloc(1460, i)));
+    g.sndNxt = seqAdd(g.sndNxt, 1460);
+  }
+  h.stack.receiveFrames(frames);
+  assert.equal(host.received.length, 1, "one write for the batch");
+  assert.equal(host.receivedBytes, 40 * 1460);
+  assert.deepEqual([...host.received[0]!.subarray(1459, 1461)], [0, 1], "in order across the segment boundary");
+});
