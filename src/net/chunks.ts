@@ -2,6 +2,8 @@
  * A byte queue over a list of buffers: append without copying, drop from the front, copy any range out
  * (a cursor remembers where the last copy ended, so sending a queue segment by segment stays linear).
  */
+const BLOCK_BYTES = 16 * 1024;
+
 export class ChunkQueue {
   #chunks: Buffer[] = [];
   #first = 0;
@@ -18,6 +20,38 @@ export class ChunkQueue {
     if (b.length === 0) return;
     this.#chunks.push(b);
     this.#length += b.length;
+  }
+
+  #block: Buffer | undefined;
+  #blockUsed = 0;
+
+  /**
+   * Appends a copy of `src`, packing small pieces into shared blocks: a guest sending one-byte segments
+   * costs a few buffer objects per block, not one per byte (the byte caps cannot see object overhead).
+   */
+  pushCopy(src: Buffer): void {
+    const n = src.length;
+    if (n === 0) return;
+    const last = this.#chunks.length > this.#first ? this.#chunks[this.#chunks.length - 1]! : undefined;
+    const b = this.#block;
+    if (b && last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset + this.#blockUsed && this.#blockUsed + n <= b.length) {
+      src.copy(b, this.#blockUsed);
+      const start = last.byteOffset - b.byteOffset;
+      this.#blockUsed += n;
+      this.#chunks[this.#chunks.length - 1] = b.subarray(start, this.#blockUsed);
+      this.#length += n;
+      return;
+    }
+    if (n >= BLOCK_BYTES) {
+      const c = Buffer.allocUnsafe(n);
+      src.copy(c);
+      this.push(c);
+      return;
+    }
+    this.#block = Buffer.allocUnsafeSlow(BLOCK_BYTES);
+    this.#blockUsed = n;
+    src.copy(this.#block, 0);
+    this.push(this.#block.subarray(0, n));
   }
 
   /** Drops n bytes from the front. */
@@ -107,6 +141,8 @@ export class ChunkQueue {
   }
 
   clear(): void {
+    this.#block = undefined;
+    this.#blockUsed = 0;
     this.#chunks = [];
     this.#first = 0;
     this.#headOff = 0;

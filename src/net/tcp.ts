@@ -89,6 +89,7 @@ interface HostSide {
 
 const SYN_ACK = TCP_SYN | TCP_ACK;
 const INVALID_ACKS_PER_SECOND = 20;
+const MAX_OOO_SEGMENTS = 64;
 
 export class TcpFlow {
   state: TcpState;
@@ -578,9 +579,7 @@ export class TcpFlow {
     if (this.guestFin) return;
     if (d.length > 0) {
       // Copy: the frame is a view into a large socket chunk we must not keep alive.
-      const copy = Buffer.allocUnsafe(d.length);
-      d.copy(copy);
-      this.recvQ.push(copy);
+      this.recvQ.pushCopy(d);
       this.env.account(d.length);
       this.rcvNxt = seqAdd(this.rcvNxt, d.length);
       this.bytesFromGuest += d.length;
@@ -600,7 +599,8 @@ export class TcpFlow {
 
   #holdOutOfOrder(seq: number, d: Buffer, fin: boolean): void {
     if (d.length === 0 && !fin) return;
-    if (this.oooBytes + d.length > this.env.tun.maxOutOfOrderBytes) {
+    // Bounded in bytes and in pieces (a sorted insert into thousands of one-byte holds would be quadratic).
+    if (this.oooBytes + d.length > this.env.tun.maxOutOfOrderBytes || this.ooo.length >= MAX_OOO_SEGMENTS) {
       this.env.count("tcp-ooo-dropped");
       return;
     }
