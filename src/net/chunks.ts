@@ -32,17 +32,19 @@ export class ChunkQueue {
   pushCopy(src: Buffer): void {
     const n = src.length;
     if (n === 0) return;
-    const last = this.#chunks.length > this.#first ? this.#chunks[this.#chunks.length - 1]! : undefined;
     const b = this.#block;
-    if (b && last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset + this.#blockUsed && this.#blockUsed + n <= b.length) {
+    if (b && this.#blockUsed + n <= b.length) {
+      // Keep filling the current block (views handed out earlier lie below #blockUsed, untouched).
       src.copy(b, this.#blockUsed);
-      const start = last.byteOffset - b.byteOffset;
+      const last = this.#chunks.length > this.#first ? this.#chunks[this.#chunks.length - 1]! : undefined;
+      if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset + this.#blockUsed) {
+        this.#chunks[this.#chunks.length - 1] = b.subarray(last.byteOffset - b.byteOffset, this.#blockUsed + n);
+        this.#length += n;
+      } else this.push(b.subarray(this.#blockUsed, this.#blockUsed + n));
       this.#blockUsed += n;
-      this.#chunks[this.#chunks.length - 1] = b.subarray(start, this.#blockUsed);
-      this.#length += n;
       return;
     }
-    if (n >= BLOCK_BYTES) {
+    if (n >= BLOCK_BYTES / 2) {
       const c = Buffer.allocUnsafe(n);
       src.copy(c);
       this.push(c);
