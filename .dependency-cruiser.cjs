@@ -4,11 +4,13 @@
  * - the library never imports the CLI;
  * - the guest-channel frame codec and protocol stay pure (no I/O modules);
  * - production code never imports tests;
+ * - the userspace network stack (src/net) is pure: frames in, frames out, host sides injected; it never
+ *   imports sockets, files or processes, nor the VMM, backend or supervisor that will drive it;
+ * - the egress decision core (src/egress) never imports the VMM, backend or supervisor;
  * - the layer order of docs/architecture.md ("Layers"), lowest first:
  *     contract <- util <- vmm, channel, image, kernel, rootfs <- backend <- host, workspace
  *       <- supervisor <- api <- cli
- *   Each rule below forbids one layer from importing a layer above it. src/net and src/egress
- *   carry their own rules (their owners add them).
+ *   Each rule below forbids one layer from importing a layer above it.
  */
 module.exports = {
   forbidden: [
@@ -26,6 +28,27 @@ module.exports = {
       severity: "error",
       from: { path: "^src/channel/(frame|protocol|messages)[^/]*\\.ts$" },
       to: { path: "^(node:)?(net|fs|fs/promises|child_process|dgram|tls|http|https)$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "pure-net",
+      comment: "src/net is frame-in/frame-out; sockets, resolvers and policy come in through its interfaces (src/net/types.ts)",
+      severity: "error",
+      from: { path: "^src/net/" },
+      to: { path: "^(node:)?(net|fs|fs/promises|child_process|dgram|tls|http|https|http2|dns|dns/promises|worker_threads|cluster)$", dependencyTypes: ["core"] },
+    },
+    {
+      name: "net-not-drivers",
+      comment: "the network stack never depends on what drives it",
+      severity: "error",
+      from: { path: "^src/net/" },
+      to: { path: "^src/(vmm|backend|supervisor|cli|api|workspace)/" },
+    },
+    {
+      name: "egress-not-drivers",
+      comment: "the egress decision core, CA and audit never depend on the VMM, backend, supervisor or the layers above",
+      severity: "error",
+      from: { path: "^src/egress/" },
+      to: { path: "^src/(vmm|backend|supervisor|cli|api|workspace)/" },
     },
     { name: "src-not-test", severity: "error", from: { path: "^src/" }, to: { path: "^test/" } },
     {
