@@ -132,6 +132,8 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
   for (const [i, vm] of forks.entries()) {
     const log = readFileSync(vm.serialPath, "utf8");
     assert.match(log, new RegExp(`serial-after-restore-${i + 1}`));
+    // The restored QEMU starts with no host on the port: the guest sees the port close, then our connect.
+    t.diagnostic(`fork${i + 1} init log: ${JSON.stringify(log.split("\n").filter((l) => /host/.test(l)))}`);
   }
 
   // Observations for the guest-side design (recorded, not asserted: the guest does not act on a restore yet).
@@ -144,7 +146,7 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
   for (const c of [ch, ...chans]) c.close();
 });
 
-test("vmm snapshot: restore refusals (missing file, not incoming, mismatched machine)", { timeout: 300_000 }, async () => {
+test("vmm snapshot: restore refusals (missing file, not incoming, mismatched machine); another drive id is fine", { timeout: 300_000 }, async () => {
   const dir = join(root, "refuse");
   execFileSync("mkdir", ["-p", dir]);
   const disk = join(dir, "disk.qcow2");
@@ -160,6 +162,12 @@ test("vmm snapshot: restore refusals (missing file, not incoming, mismatched mac
   await assert.rejects(restoreVmState(vm.qmp, state), (e) => codeOf(e) === "SNAPSHOT_NOT_INCOMING");
   await assert.rejects(restoreVmState(vm.qmp, join(dir, "absent")), (e) => codeOf(e) === "SNAPSHOT_STATE_MISSING");
   await vm.dispose();
+  // The stream names devices by their place on the bus, not drive ids or files: another id restores.
+  const renamed = await launchRestoreVm(join(root, "refuse-id"), { ...spec, rootDisk: { ...spec.rootDisk!, id: "other" } }, disk);
+  vms.push(renamed);
+  assert.equal((await restoreVmState(renamed.qmp, state, { timeoutMs: 60_000, stderrTail: () => renamed.qemu.stderrTail() })).loadedStatus, "paused");
+  assert.equal((await renamed.qmp.queryStatus()).status, "running");
+  await renamed.dispose();
   // A machine with another memory size cannot take the stream: QEMU exits, we say why.
   const otherDir = join(root, "refuse-mem");
   const other = await launchRestoreVm(otherDir, { ...spec, memoryMib: 128 }, disk);

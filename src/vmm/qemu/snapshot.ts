@@ -20,7 +20,7 @@
  * place on the bus, so drive ids and file names of the restoring VM may differ.
  */
 import { execFile } from "node:child_process";
-import { access, constants, chmod, open, rename, rm, stat } from "node:fs/promises";
+import { access, constants, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
@@ -250,9 +250,6 @@ export async function freezeDisk(qmp: QmpClient, opts: FreezeDiskOptions): Promi
   const frozenFormat = entry.inserted.image.format;
   const virtualSizeBytes = entry.inserted.image["virtual-size"];
   const overlay = resolve(opts.newOverlayPath);
-  if (await exists(overlay)) {
-    throw VmmErrors.SNAPSHOT_DISK_FREEZE_FAILED({ message: `the new overlay ${overlay} already exists`, details: { path: overlay } });
-  }
   await createOverlayImage(overlay, { backingFile: opts.backingFile ?? frozenPath, backingFormat: frozenFormat, virtualSizeBytes, timeoutMs });
   try {
     await qmp.execute("blockdev-snapshot-sync", { ...(entry.device ? { device: entry.device } : { "node-name": entry.inserted["node-name"] }), "snapshot-file": overlay, format: "qcow2", mode: "existing" }, { timeoutMs });
@@ -275,15 +272,26 @@ export interface CreateOverlayImageOptions {
 }
 
 /**
- * `qemu-img create -f qcow2 -u -b BACKING -F FMT OVERLAY SIZE`, 0600. `-u` skips opening the backing
+ * `qemu-img create -f qcow2 -u -b BACKING -F FMT OVERLAY SIZE`, 0600, refusing an existing file. `-u` skips opening the backing
  * (it may be open read-write in a running QEMU, whose lock would refuse us), so the size is explicit.
  * Also what a restore or a fork boots from: a new overlay over the frozen layer, one per VM.
  */
 export async function createOverlayImage(overlayPath: string, o: CreateOverlayImageOptions): Promise<void> {
   const bin = process.env.MICROAGENT_QEMU_IMG || "qemu-img";
+  // Reserve the name (never overwrite a disk) with the final mode; qemu-img rewrites the file in place.
+  try {
+    await (await open(overlayPath, "wx", FILE_MODE)).close();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === "ENOSPC") throw CommonErrors.DISK_FULL({ message: `no space left for the overlay ${overlayPath}`, cause: e });
+    throw VmmErrors.SNAPSHOT_DISK_FREEZE_FAILED({
+      message: err.code === "EEXIST" ? `the overlay ${overlayPath} already exists` : `cannot create the overlay ${overlayPath}: ${err.message}`,
+      cause: e,
+      details: { path: overlayPath },
+    });
+  }
   try {
     await run(bin, ["create", "-q", "-f", "qcow2", "-u", "-b", o.backingFile, "-F", o.backingFormat, overlayPath, String(o.virtualSizeBytes)], { timeout: o.timeoutMs ?? 30_000 });
-    await chmod(overlayPath, FILE_MODE);
   } catch (e) {
     await rm(overlayPath, { force: true });
     const err = e as NodeJS.ErrnoException & { stderr?: string };
