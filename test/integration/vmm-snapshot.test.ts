@@ -9,8 +9,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, readFileSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { buildTinyRootfs, installTestKernel } from "../helpers/tiny-rootfs.ts";
 import { scratchDir } from "../helpers/scratch.ts";
@@ -73,7 +73,11 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
   execFileSync("mkdir", ["-p", snapDir]);
   const guestSecondsBefore = Number((await sh(ch, "date +%s")).trim());
   await pauseVm(src.qmp);
-  const frozen = await freezeDisk(src.qmp, { device: "disk0", newOverlayPath: join(srcDir, "disk-1.qcow2") });
+  // The frozen layer stays where it is (QEMU reopens its disks by name on `cont` after a save, so files
+  // it has open must never be moved); the new overlay names it relatively, as a workspace dir would.
+  const snapDisk = disk0;
+  const live = join(srcDir, "disk-1.qcow2");
+  const frozen = await freezeDisk(src.qmp, { device: "disk0", newOverlayPath: live, backingFile: "disk.qcow2" });
   assert.equal(frozen.frozenPath, disk0);
   assert.equal(frozen.frozenFormat, "qcow2");
   assert.equal(frozen.virtualSizeBytes, 64 * 1024 * 1024);
@@ -81,19 +85,23 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
   const saved = await saveVmState(src.qmp, statePath, { timeoutMs: 120_000 });
   assert.equal(saved.bytes, statSync(statePath).size);
   assert.equal(statSync(statePath).mode & 0o777, 0o600);
-  assert.equal(statSync(join(srcDir, "disk-1.qcow2")).mode & 0o777, 0o600);
   assert.ok(saved.bytes > 1024 * 1024 && saved.bytes < 256 * 1024 * 1024, `state of a 256 MiB guest: ${saved.bytes} bytes`);
   assert.deepEqual(execFileSync("ls", ["-A", snapDir]).toString().split("\n").filter(Boolean), ["state"], "no temp files left");
+  assert.equal(statSync(live).mode & 0o777, 0o600);
   const st = await src.qmp.queryStatus();
   assert.equal(st.status, "postmigrate");
+  // Read-only from now on, also for the source's own QEMU (which reopens its backing on `cont`).
+  chmodSync(snapDisk, 0o400);
   await resumeVm(src.qmp);
   t.diagnostic(`save ${saved.ms.toFixed(0)} ms, ${(saved.bytes / 1048576).toFixed(1)} MiB`);
-  const frozenSha = await sha256File(disk0);
+  const frozenSha = await sha256File(snapDisk);
   // The source goes on, writing above the frozen layer.
   await sh(ch, "echo src-after > /root/after; sync");
-  assert.equal(await sha256File(disk0), frozenSha, "the frozen layer is not written after the switch");
-  const info = JSON.parse(execFileSync("qemu-img", ["info", "-U", "--output=json", join(srcDir, "disk-1.qcow2")]).toString()) as { "backing-filename": string };
-  assert.equal(info["backing-filename"], disk0);
+  assert.equal(await sha256File(snapDisk), frozenSha, "the frozen layer is not written after the switch");
+  // On disk the chain is now disk-1.qcow2 -> disk.qcow2 (relative) -> the base: what a later cold start opens.
+  const chain = JSON.parse(execFileSync("qemu-img", ["info", "-U", "--output=json", "--backing-chain", live]).toString()) as Array<{ filename: string; "backing-filename"?: string }>;
+  assert.deepEqual(chain.map((c) => resolve(c.filename)), [live, disk0, basePath]);
+  assert.equal(chain[0]!["backing-filename"], "disk.qcow2");
 
   // Two restores of the one snapshot, side by side, each on its own overlay over the frozen layer.
   const forks: SnapVm[] = [];
@@ -102,7 +110,7 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
     const dir = join(root, name);
     execFileSync("mkdir", ["-p", dir]);
     const overlay = join(dir, "disk.qcow2");
-    await createOverlayImage(overlay, { backingFile: disk0, backingFormat: "qcow2", virtualSizeBytes: frozen.virtualSizeBytes });
+    await createOverlayImage(overlay, { backingFile: snapDisk, backingFormat: "qcow2", virtualSizeBytes: frozen.virtualSizeBytes });
     const vm = await launchRestoreVm(dir, spec, overlay);
     vms.push(vm);
     forks.push(vm);
@@ -128,13 +136,22 @@ test("vmm snapshot: pause/resume, save with a frozen disk, two restores side by 
   assert.equal(await sh(chans[0]!, "cat /root/mine"), "fork1\n");
   assert.equal(await sh(chans[1]!, "cat /root/mine"), "fork2\n", "each fork writes its own overlay");
   assert.equal(await sh(ch, "cat /root/after; test ! -e /root/mine && echo none"), "src-after\nnone\n");
-  assert.equal(await sha256File(disk0), frozenSha, "three VMs over the frozen layer and it is unchanged");
+  assert.equal(await sha256File(snapDisk), frozenSha, "three VMs over the frozen (0400) layer and it is unchanged");
   for (const [i, vm] of forks.entries()) {
     const log = readFileSync(vm.serialPath, "utf8");
     assert.match(log, new RegExp(`serial-after-restore-${i + 1}`));
     // The restored QEMU starts with no host on the port: the guest sees the port close, then our connect.
     t.diagnostic(`fork${i + 1} init log: ${JSON.stringify(log.split("\n").filter((l) => /host/.test(l)))}`);
   }
+
+  // A second snapshot of the same VM: the chain grows by one layer, the VM goes on.
+  await pauseVm(src.qmp);
+  const again = await freezeDisk(src.qmp, { device: "disk0", newOverlayPath: join(srcDir, "disk-2.qcow2"), backingFile: "disk-1.qcow2" });
+  assert.equal(again.frozenPath, live);
+  const saved2 = await saveVmState(src.qmp, join(snapDir, "state-2"), { timeoutMs: 120_000 });
+  await resumeVm(src.qmp);
+  assert.ok(saved2.bytes > 1024 * 1024);
+  assert.equal(await sh(ch, "cat /root/after /run/in-ram"), `src-after\n${secret}\n`);
 
   // Observations for the guest-side design (recorded, not asserted: the guest does not act on a restore yet).
   const hostNow = Math.floor(Date.now() / 1000);

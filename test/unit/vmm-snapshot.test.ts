@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildQemuArgs, type QemuSpec } from "../../src/vmm/qemu/args.ts";
-import { createOverlayImage, restoreLaunchSpec, restoreVmState, shellQuote } from "../../src/vmm/qemu/snapshot.ts";
+import { createOverlayImage, hostFilename, restoreLaunchSpec, restoreVmState, shellQuote } from "../../src/vmm/qemu/snapshot.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
 import type { QmpClient } from "../../src/vmm/qemu/qmp.ts";
 
@@ -73,4 +73,13 @@ test("vmm snapshot: createOverlayImage makes a 0600 qcow2 over a backing it does
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("vmm snapshot: hostFilename reads the file out of QEMU's json: node names", () => {
+  assert.equal(hostFilename("/ws/disk.qcow2"), "/ws/disk.qcow2");
+  // As QEMU 7.2 reports the top node after blockdev-snapshot-sync mode existing.
+  const reported = 'json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": "/ws/disk.qcow2"}}, "driver": "qcow2", "file": {"driver": "file", "filename": "/ws/disk-1.qcow2"}}';
+  assert.equal(hostFilename(reported), "/ws/disk-1.qcow2");
+  assert.equal(hostFilename('json:{"driver": "qcow2", "file": "/ws/x.qcow2"}'), "/ws/x.qcow2");
+  assert.equal(hostFilename("json:{not json"), "json:{not json");
 });

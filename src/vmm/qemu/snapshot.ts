@@ -13,7 +13,8 @@
  *   3. `saveVmState` `migrate` to `exec:` a shell that writes the file (QEMU 7.2 has no `file:` URI, and
  *                    Node cannot pass a descriptor over the QMP socket for `getfd`). Not live: the VM is
  *                    stopped, so it is one pass over RAM, zero pages sent as flags only.
- *   4. `resumeVm`    QMP `cont` (re-activates the disks, now writing to the new overlay).
+ *   4. `resumeVm`    QMP `cont` (re-activates the disks, reopening them by file name: none of the VM's
+ *                    files may have been moved meanwhile; now writing to the new overlay).
  * Restore: launch with `incoming: "defer"` and the same machine (memory, CPUs, devices in the same order;
  * the disk a new overlay over the frozen layer), then `restoreVmState` (`migrate-incoming` from the file,
  * then `cont`). The stream carries device state only, not disk contents, and addresses devices by their
@@ -209,9 +210,10 @@ export interface FreezeDiskOptions {
   newOverlayPath: string;
   /**
    * The backing file name written into the new overlay's header (what a later QEMU start opens). Default:
-   * the frozen file's current path. Give the path the frozen layer will have after the caller moves it
-   * (relative names resolve against the new overlay's directory): QEMU keeps its open descriptor, so a
-   * rename of the frozen file after this call is invisible to the running VM.
+   * the frozen file's current path. A relative name resolves against the new overlay's directory, so a
+   * workspace directory can move as a whole. Never rename or move a file the running QEMU has open: on
+   * `cont` after a save QEMU re-activates its disks by reopening them by name, and fails ("Could not
+   * open ...") if one moved, leaving the VM stopped.
    */
   backingFile?: string;
   /** Bound on each step. Default 30 s. */
@@ -246,7 +248,7 @@ export async function freezeDisk(qmp: QmpClient, opts: FreezeDiskOptions): Promi
       details: { device: opts.device },
     });
   }
-  const frozenPath = entry.inserted.file;
+  const frozenPath = hostFilename(entry.inserted.file);
   const frozenFormat = entry.inserted.image.format;
   const virtualSizeBytes = entry.inserted.image["virtual-size"];
   const overlay = resolve(opts.newOverlayPath);
@@ -261,6 +263,24 @@ export async function freezeDisk(qmp: QmpClient, opts: FreezeDiskOptions): Promi
     throw e;
   }
   return { frozenPath, frozenFormat, newOverlayPath: overlay, virtualSizeBytes };
+}
+
+/**
+ * The host file behind a block node's reported name. After a `freezeDisk` QEMU names the new top node
+ * by its options (`json:{"driver":"qcow2","file":{"driver":"file","filename":"/x/disk-1.qcow2"},...}`),
+ * because its backing was linked in memory rather than opened from the header: take the file child's name.
+ */
+export function hostFilename(reported: string): string {
+  if (!reported.startsWith("json:")) return reported;
+  try {
+    const opts = JSON.parse(reported.slice("json:".length)) as { file?: { filename?: unknown } | string; filename?: unknown };
+    if (typeof opts.file === "string") return opts.file;
+    if (typeof opts.file?.filename === "string") return opts.file.filename;
+    if (typeof opts.filename === "string") return opts.filename;
+  } catch {
+    // Fall through: report it as QEMU gave it.
+  }
+  return reported;
 }
 
 export interface CreateOverlayImageOptions {
