@@ -27,6 +27,15 @@ test("kernel/vmm errors: codes, kinds and retryability are stable", () => {
     [VmmErrors.QMP_COMMAND_FAILED, "QMP_COMMAND_FAILED", "permanent", false],
     [VmmErrors.QMP_TIMEOUT, "QMP_TIMEOUT", "transient", true],
     [VmmErrors.QMP_CLOSED, "QMP_CLOSED", "transient", true],
+    [VmmErrors.SNAPSHOT_VM_NOT_PAUSED, "SNAPSHOT_VM_NOT_PAUSED", "conflict", false],
+    [VmmErrors.SNAPSHOT_MIGRATION_BUSY, "SNAPSHOT_MIGRATION_BUSY", "conflict", true],
+    [VmmErrors.SNAPSHOT_SAVE_FAILED, "SNAPSHOT_SAVE_FAILED", "permanent", false],
+    [VmmErrors.SNAPSHOT_SAVE_TIMEOUT, "SNAPSHOT_SAVE_TIMEOUT", "transient", true],
+    [VmmErrors.SNAPSHOT_DISK_FREEZE_FAILED, "SNAPSHOT_DISK_FREEZE_FAILED", "permanent", false],
+    [VmmErrors.SNAPSHOT_STATE_MISSING, "SNAPSHOT_STATE_MISSING", "not_found", false],
+    [VmmErrors.SNAPSHOT_NOT_INCOMING, "SNAPSHOT_NOT_INCOMING", "conflict", false],
+    [VmmErrors.SNAPSHOT_RESTORE_FAILED, "SNAPSHOT_RESTORE_FAILED", "permanent", false],
+    [VmmErrors.SNAPSHOT_RESTORE_TIMEOUT, "SNAPSHOT_RESTORE_TIMEOUT", "transient", true],
   ];
   assert.equal(table.length, Object.keys(KernelErrors).length + Object.keys(VmmErrors).length, "every code is in the table");
   for (const [make, code, kind, retryable] of table) {

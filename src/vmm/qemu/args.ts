@@ -83,6 +83,12 @@ export interface QemuSpec {
   network?: QemuNetwork;
   /** A virtio-rng device so the guest has entropy early (TLS in the guest needs it). Default true. */
   rng?: boolean;
+  /**
+   * Start to receive a saved VM state instead of booting: `-incoming defer` (QEMU builds the machine, then
+   * waits, vCPUs stopped, for QMP `migrate-incoming`; see `restoreVmState` in snapshot.ts). Every other
+   * setting must match the VM the state was saved from.
+   */
+  incoming?: "defer";
   /** Appended verbatim, last. */
   extraArgs?: readonly string[];
 }
@@ -148,6 +154,8 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     args.push("-object", "rng-random,id=rng0,filename=/dev/urandom");
     args.push("-device", "virtio-rng-device,rng=rng0");
   }
+
+  if (spec.incoming === "defer") args.push("-incoming", "defer");
 
   args.push(...(spec.extraArgs ?? []));
   return args;

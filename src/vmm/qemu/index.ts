@@ -8,4 +8,6 @@ export type { QmpEvent, QmpStatus, QmpConnectOptions } from "./qmp.ts";
 export { findQemu, tscKhz, QEMU_BINARY } from "./host.ts";
 export type { FindQemuOptions } from "./host.ts";
 export { waitForSerial, tailFile } from "./serial.ts";
+export { pauseVm, resumeVm, freezeDisk, saveVmState, restoreVmState, restoreLaunchSpec, createOverlayImage, shellQuote, hostFilename } from "./snapshot.ts";
+export type { PauseResult, FreezeDiskOptions, FreezeDiskResult, SaveVmStateOptions, SaveVmStateResult, RestoreVmStateOptions, RestoreVmStateResult, CreateOverlayImageOptions } from "./snapshot.ts";
 export type { WaitForSerialOptions } from "./serial.ts";
