@@ -3,13 +3,13 @@
  * is up), halt/stop/kill/quarantine (through the supervisor; directly when none is alive), wait,
  * and readiness. The Workspace facade and the CLI commands are thin layers over these.
  */
+import { stopRecordedProcesses } from "../util/kill.ts";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isMicroagentError } from "../contract/errors.ts";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
-import { isRecordedProcess } from "../util/process.ts";
 import { reconcile } from "../workspace/reconcile.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
 import { pidExists } from "../util/process.ts";
@@ -260,23 +260,15 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   return { workspace: name, state: final, previousState, changed: final !== previousState };
 }
 
+/** SIGKILL the recorded supervisor and VMM (after verifying each is ours), and wait up to 2 s for them to go. */
 async function killRuntimeProcesses(runtime: RuntimeRecord): Promise<void> {
-  for (const [pid, start] of [
-    [runtime.supervisorPid, runtime.supervisorStartTime],
-    [runtime.vmmPid, runtime.vmmStartTime],
-  ] as const) {
-    if (pid === undefined || !isRecordedProcess(pid, start, runtimeMarker(runtime))) continue;
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
-  for (let i = 0; i < 80; i++) {
-    const alive = runtimeLiveness(runtime);
-    if (!alive.supervisorAlive && alive.vmmAlive !== true) return;
-    await sleep(25);
-  }
+  await stopRecordedProcesses(
+    [
+      { pid: runtime.supervisorPid, startTime: runtime.supervisorStartTime },
+      ...(runtime.vmmPid !== undefined ? [{ pid: runtime.vmmPid, startTime: runtime.vmmStartTime, group: true }] : []),
+    ],
+    { marker: runtimeMarker(runtime), waitMs: 2000 },
+  );
 }
 
 /** Sever every host path into the guest; disk and events are kept; start is refused until halt/stop/kill. */
