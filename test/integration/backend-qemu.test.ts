@@ -15,7 +15,6 @@ import type { InstallKernelResult } from "../../src/kernel/install.ts";
 import { linuxQemuBackend, macFor } from "../../src/backend/linux-qemu.ts";
 import { qemuImgInfo } from "../../src/backend/qemu-img.ts";
 import type { RunningVm, VmLaunchSpec } from "../../src/backend/types.ts";
-import { QmpClient } from "../../src/vmm/qemu/qmp.ts";
 import { GuestChannel } from "../../src/channel/guest-channel.ts";
 
 let kernel: InstallKernelResult;
@@ -31,13 +30,14 @@ function deadline<T>(p: PromiseLike<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} took over ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
 }
 
-async function qmpStatus(spec: VmLaunchSpec) {
-  const c = await QmpClient.connect(spec.controlSocketPath, { timeoutMs: 5000 });
-  try {
-    return await c.queryStatus();
-  } finally {
-    c.close();
-  }
+/**
+ * The VM's run state as QEMU reports it (query-status), over the VM's own QMP connection: QEMU's
+ * monitor serves one client at a time, and the backend keeps that one open for events.
+ */
+async function qmpStatus(vm: RunningVm) {
+  assert.ok(vm.runState, "linux-qemu VMs report their run state");
+  const { status, running } = await vm.runState();
+  return { status, running };
 }
 
 test("backend linux-qemu: disk capability makes a qcow2 overlay over the raw base", { timeout: 120_000 }, async () => {
@@ -109,12 +109,12 @@ test("backend linux-qemu: boots its own disk with a NIC on a stream socket; paus
     const pause = linuxQemuBackend.pause;
     assert.ok(pause);
     await pause.pause(vm, spec);
-    assert.deepEqual(await qmpStatus(spec), { status: "paused", running: false });
+    assert.deepEqual(await qmpStatus(vm), { status: "paused", running: false });
     const pending = Promise.resolve(ch.exec({ argv: ["true"] }));
     const early = await Promise.race([pending.then(() => "answered"), new Promise((r) => setTimeout(() => r("silent"), 2000))]);
     assert.equal(early, "silent", "a paused guest answered an exec");
     await pause.resume(vm, spec);
-    assert.deepEqual(await qmpStatus(spec), { status: "running", running: true });
+    assert.deepEqual(await qmpStatus(vm), { status: "running", running: true });
     const after = await deadline(pending, 30_000, "exec after resume");
     assert.equal(after.exitCode, 0);
     ch.close();
