@@ -39,9 +39,10 @@ test("server-mcp: the tools over Streamable HTTP: snake_case names, zod input sc
     const { tools } = await c.listTools();
     const names = tools.map((t) => t.name).sort();
     assert.deepEqual(names, [...TOOL_NAMES].sort());
+    const listed: readonly string[] = names;
     for (const n of names) assert.match(n, /^[a-z]+(_[a-z]+)+$/);
     for (const must of ["workspace_run", "workspace_create", "workspace_start", "workspace_exec", "workspace_halt", "workspace_delete", "workspace_list", "workspace_status", "workspace_logs", "workspace_egress", "file_read", "file_write", "image_pull", "image_list", "host_doctor"]) {
-      assert.ok(names.includes(must), must);
+      assert.ok(listed.includes(must), must);
     }
     const byName = new Map(tools.map((t) => [t.name, t]));
     const runTool = byName.get("workspace_run");
