@@ -19,7 +19,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/client/stdio";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
 import { api, closeAgents, sse, type ApiTarget, type SseEvent } from "../helpers/api-client.ts";
-import { CreateJsonSchema, ErrorResultSchema, EventSchema, ExecJsonSchema, StartJsonSchema, StatusJsonSchema } from "../../src/contract/results.ts";
+import { CreateJsonSchema, DoctorJsonSchema, ErrorResultSchema, ImageJsonSchema, ImageListJsonSchema, EventSchema, ExecJsonSchema, StartJsonSchema, StatusJsonSchema } from "../../src/contract/results.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 
 const BIN = new URL("../../bin/microagent.js", import.meta.url).pathname;
@@ -108,6 +108,15 @@ test("serve: the HTTP API over its Unix socket drives a workspace; SIGTERM leave
   let d = await startDaemon();
   try {
     const t: ApiTarget = { socket: d.socket };
+    // Image pull with progress events, then the list has it.
+    const pulled = await collect((signal) => sse(t, "POST", "/v1/images", { signal, json: { ref: imageRef } }), (e) => e.event === "result" || e.event === "error", 120_000);
+    assert.equal(pulled.at(-1)?.event, "result", JSON.stringify(pulled.at(-1)));
+    assert.equal(JSON.parse(pulled[0]?.data ?? "{}").type, "resolved");
+    assert.ok(pulled.some((e) => e.event === "progress" && /^layer-/.test(JSON.parse(e.data).type)));
+    const image = ImageJsonSchema.parse(JSON.parse((pulled.at(-1) as SseEvent).data));
+    assert.deepEqual(ImageListJsonSchema.parse((await api(t, "GET", "/v1/images")).json()).images.map((i) => i.digest), [image.digest]);
+    assert.equal(DoctorJsonSchema.safeParse((await api(t, "GET", "/v1/host")).json()).success, true);
+
     const body = { name: "h1", image: imageRef, resources: { profile: "tiny" } };
     const created = await api(t, "POST", "/v1/workspaces", { json: body, headers: { "idempotency-key": "create-h1" } });
     assert.equal(created.status, 201, created.body.toString());
@@ -166,8 +175,21 @@ test("serve: the HTTP API over its Unix socket drives a workspace; SIGTERM leave
     assert.equal(nofile.json().error.code, "FILE_READ_FAILED");
     assert.equal((await api(t, "GET", "/v1/workspaces/h1/files?path=relative")).status, 400);
 
+    // Closing an exec stream cancels the command in the guest.
+    const victim = collect((signal) => sse(t, "POST", "/v1/workspaces/h1/exec", { signal, json: { argv: ["sh", "-c", "echo $$ > /tmp/victim.pid; echo started; exec sleep 60"] } }), (e) => e.event === "stdout", 30_000);
+    assert.equal((await victim).length, 1);
+    let state = "";
+    for (let i = 0; i < 50 && state !== "gone\n"; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      state = unb64(ExecJsonSchema.parse((await api(t, "POST", "/v1/workspaces/h1/exec", { json: { argv: ["sh", "-c", 'kill -0 "$(cat /tmp/victim.pid)" 2>/dev/null && echo alive || echo gone'] } })).json()).stdout);
+    }
+    assert.equal(state, "gone\n", "the command outlived its closed stream");
+
     const logs = await api(t, "GET", "/v1/workspaces/h1/logs");
     assert.ok(logs.json().logs.length > 0, "the serial log has the boot");
+    const followed = await collect((signal) => sse(t, "GET", "/v1/workspaces/h1/logs", { signal }), () => true, 30_000);
+    assert.equal(followed[0]?.event, "logs");
+    assert.ok(JSON.parse(followed[0]?.data ?? "{}").logs.length > 0);
     assert.deepEqual((await api(t, "GET", "/v1/workspaces/h1/egress")).json(), { records: [] });
     assert.equal(StatusJsonSchema.parse((await api(t, "GET", "/v1/workspaces/h1")).json()).event.state, "running");
 
