@@ -7,7 +7,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { mkdir, writeFile, chmod } from "node:fs/promises";
-import { createServer } from "node:net";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { openApiDocument } from "../../src/server/http/openapi.ts";
 import { startDaemon, parseListen, isLoopback, loadToken } from "../../src/server/http/daemon.ts";
@@ -149,15 +149,15 @@ test("server-http: the daemon on its socket (0600), errors on the wire, a second
   } finally {
     await d.close();
   }
-  // A socket file nobody listens on (a daemon that was SIGKILLed) is reclaimed.
+  // A socket file nobody listens on (its daemon was SIGKILLed) is reclaimed; a file that is no socket is not touched.
   const stale = join(stateDir, "stale.sock");
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(stale, r));
-  await new Promise<void>((r) => {
-    // Closing a listening net.Server unlinks its socket; a real crash leaves it, so recreate it.
-    s.close(() => r());
-  });
-  await writeFile(stale, "");
+  const killed = spawnSync(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, "SIGKILL"))`]);
+  assert.equal(killed.signal, "SIGKILL");
+  assert.ok(statSync(stale).isSocket(), "the dead listener left its socket file");
+  const plain = join(stateDir, "plain-file");
+  await writeFile(plain, "keep me");
+  await assert.rejects(startDaemon({ host: { stateDir }, socket: plain }), (e: unknown) => isMicroagentError(e) && e.code === "LISTEN_FAILED" && /not a socket/.test(e.message));
+  assert.equal(readFileSync(plain, "utf8"), "keep me");
   const again = await startDaemon({ host: { stateDir }, socket: stale });
   try {
     assert.equal((await api({ socket: stale }, "GET", "/v1/workspaces")).status, 200);
@@ -194,4 +194,14 @@ test("server-http: TCP needs the bearer token; a non-loopback bind is refused wi
   } finally {
     await d.close();
   }
+});
+
+test("server-http: `microagent serve --listen 0.0.0.0:PORT` is refused by the CLI with the error contract", async () => {
+  const { runCli } = await import("../helpers/cli.ts");
+  const stateDir = scratchDir("srv-cli");
+  const r = await runCli(["--state-dir", stateDir, "--json", "serve", "--listen", "0.0.0.0:0"]);
+  assert.equal(r.code, 1);
+  const body = ErrorResultSchema.parse(JSON.parse(r.out));
+  assert.deepEqual([body.error.code, body.error.kind], ["LISTEN_REFUSED", "policy_denied"]);
+  assert.match(body.error.remediation, /--listen-public/);
 });

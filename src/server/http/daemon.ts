@@ -5,7 +5,7 @@
  * closes the listeners and leaves every workspace running, and the next daemon sees them all.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
 import { connect, isIP, type Server } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { createAdaptorServer } from "@hono/node-server";
@@ -73,6 +73,11 @@ export async function loadToken(path: string): Promise<string> {
 
 /** A socket file left by a daemon that died is removed; one with a live listener is a conflict. */
 async function claimSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return;
+  if (!st.isSocket()) {
+    throw ServerErrors.LISTEN_FAILED({ message: `${path} exists and is not a socket`, remediation: "Pass --socket with a path that is free (or a socket a dead daemon left).", details: { socket: path } });
+  }
   const live = await new Promise<boolean>((res) => {
     const s = connect(path);
     s.once("connect", () => (s.destroy(), res(true)));
