@@ -213,10 +213,17 @@ test("serve: the HTTP API over its Unix socket drives a workspace; SIGTERM leave
     await mcp.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${tcp.port}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
     try {
       assert.ok((await mcp.listTools()).tools.some((x) => x.name === "workspace_run"));
-      const r = await mcp.callTool({ name: "workspace_run", arguments: { image: imageRef, command: ["sh", "-c", "echo via-mcp-http; exit 4"], timeoutSeconds: 120, resources: { profile: "tiny" } } }, { timeout: 300_000 });
+      const args = { image: imageRef, command: ["sh", "-c", "echo via-mcp-http; exit 4"], timeoutSeconds: 120, resources: { profile: "tiny" }, idempotencyKey: "run-1" };
+      const r = await mcp.callTool({ name: "workspace_run", arguments: args }, { timeout: 300_000 });
       assert.notEqual(r.isError, true, JSON.stringify(r.content));
-      const sc = r.structuredContent as { exitCode: number; result: { stdout: string }; kept: boolean; truncated: boolean };
-      assert.deepEqual([sc.exitCode, sc.result.stdout, sc.kept, sc.truncated], [4, "via-mcp-http\n", false, false]);
+      const sc = r.structuredContent as { exitCode: number; result: { stdout: string }; kept: boolean; truncated: boolean; replayed: boolean; workspace: string };
+      assert.deepEqual([sc.exitCode, sc.result.stdout, sc.kept, sc.truncated, sc.replayed], [4, "via-mcp-http\n", false, false, false]);
+      // The same key again (another request, another MCP server object on the same daemon) replays: no second VM.
+      const again = (await mcp.callTool({ name: "workspace_run", arguments: args }, { timeout: 60_000 })).structuredContent as typeof sc;
+      assert.deepEqual([again.replayed, again.workspace, again.exitCode], [true, sc.workspace, 4]);
+      const other = await mcp.callTool({ name: "workspace_run", arguments: { ...args, command: ["true"] } }, { timeout: 60_000 });
+      assert.equal(other.isError, true);
+      assert.equal(ErrorResultSchema.parse(other.structuredContent).error.code, "IDEMPOTENCY_KEY_REUSED");
     } finally {
       await mcp.close();
     }
