@@ -108,6 +108,13 @@ module.exports = {
       to: { path: "^src/backend/" },
     },
     {
+      name: "server-above-the-library",
+      comment: "src/server holds the agent-facing adapters (HTTP, MCP, E2B) over the facade; only the CLI starts them",
+      severity: "error",
+      from: { path: "^src/(?!cli/|server/)" },
+      to: { path: "^src/server/" },
+    },
+    {
       name: "supervisor-below-api",
       comment: "the supervisor is driven by the api layer, never the other way",
       severity: "error",

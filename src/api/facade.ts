@@ -6,7 +6,7 @@
 import type { ImageJson, ImageSummaryJson, KernelInstallJson, KernelListJson, RunJson } from "../contract/results.ts";
 import type { BackendName, Arch } from "../contract/backend.ts";
 import { doctor as probeHost, hostReport as probeHostReport, type HostResponse } from "../host/doctor.ts";
-import { pullImage as pull } from "../image/pull.ts";
+import { pullImage as pull, type PullProgress } from "../image/pull.ts";
 import { listImages as list, removeImage as remove } from "../image/images.ts";
 import { loadImage as load } from "../image/load.ts";
 import { installKernel as install } from "../kernel/install.ts";
@@ -76,8 +76,12 @@ export async function hostReport(request: DoctorRequest = {}, host: Pick<HostOpt
 }
 
 /** Pull an image from its registry into the local store (every blob's digest verified). */
-export async function pullImage(ref: string, request: { arch?: Arch } = {}, host: Pick<HostOptions, "stateDir"> & { signal?: AbortSignal } = {}): Promise<ImageJson> {
-  return imageJson(await pull(ref, { arch: request.arch, stateDir: host.stateDir, signal: host.signal }));
+export async function pullImage(
+  ref: string,
+  request: { arch?: Arch } = {},
+  host: Pick<HostOptions, "stateDir"> & { signal?: AbortSignal; onPullProgress?: (event: PullProgress) => void } = {},
+): Promise<ImageJson> {
+  return imageJson(await pull(ref, { arch: request.arch, stateDir: host.stateDir, signal: host.signal, ...(host.onPullProgress ? { onProgress: host.onPullProgress } : {}) }));
 }
 
 /** Load an OCI layout directory or a `docker save` archive on this host. */

@@ -28,6 +28,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   rootfs: "Images and kernels:",
   kernel: "Images and kernels:",
   secret: "Secrets:",
+  serve: "Agent interfaces:",
   doctor: "Host:",
   host: "Host:",
   version: "Host:",

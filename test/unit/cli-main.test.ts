@@ -69,7 +69,7 @@ test("cli-main: --help groups commands by purpose and hides development override
   const r = await runCli(["--help"]);
   assert.equal(r.code, 0);
   const headings = r.out.split("\n").filter((l) => /^[A-Z][A-Za-z ]+:$/.test(l));
-  assert.deepEqual(headings, ["Options:", "Lifecycle:", "Inspect:", "Images and kernels:", "Secrets:", "Host:"]);
+  assert.deepEqual(headings, ["Options:", "Lifecycle:", "Inspect:", "Images and kernels:", "Secrets:", "Agent interfaces:", "Host:"]);
   const lifecycle = r.out.slice(r.out.indexOf("Lifecycle:"), r.out.indexOf("Inspect:"));
   for (const c of ["run", "create", "start", "exec", "halt", "kill", "delete"]) assert.match(lifecycle, new RegExp(`^  ${c}\\b`, "m"));
   assert.ok(lifecycle.indexOf("  run ") < lifecycle.indexOf("  create "), "run is listed first");

@@ -8,11 +8,9 @@ import { PassThrough } from "node:stream";
 
 // Load every area's error module so the table below covers all codes in the product.
 const srcDir = new URL("../../src/", import.meta.url).pathname;
-for (const area of readdirSync(srcDir, { withFileTypes: true })) {
-  if (!area.isDirectory()) continue;
-  for (const f of readdirSync(join(srcDir, area.name))) {
-    if (f === "errors.ts") await import(join(srcDir, area.name, f));
-  }
+// Areas may nest (src/server/<adapter>/errors.ts), so every errors.ts below src/ counts.
+for (const f of readdirSync(srcDir, { recursive: true, encoding: "utf8" })) {
+  if (f === "errors.ts" || f.endsWith("/errors.ts")) await import(join(srcDir, f));
 }
 
 test("contract-errors: every defined code has a valid kind, a remediation, and a stable shape", () => {
