@@ -15,7 +15,7 @@ import { createWorkspace } from "../workspace/create.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import { listWorkspaces } from "../workspace/list.ts";
 import { SupervisorClient, type ConsoleConnection } from "../supervisor/client.ts";
-import type { ExecRequest as ControlExecRequest, ExecResult as ControlExecResult, Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
+import type { ExecResult as ControlExecResult, Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
 import { ApiErrors } from "./errors.ts";
 import { ExecHandle, type ExecOptions } from "./exec.ts";
 import {
@@ -218,10 +218,12 @@ class LiveClient extends SupervisorClient {
     this.#ws = ws;
   }
 
-  override async exec(req: ControlExecRequest, onOutput?: (stream: "stdout" | "stderr", data: Buffer) => void, signal?: AbortSignal): Promise<ControlExecResult> {
+  // Every parameter passes through: dropping `io` would silently send no stdin (files.write) and
+  // no signals (ExecHandle.kill).
+  override async exec(...args: Parameters<SupervisorClient["exec"]>): Promise<ControlExecResult> {
     const client = await this.#ws.client();
     try {
-      return await client.exec(req, onOutput, signal);
+      return await client.exec(...args);
     } catch (e) {
       if (isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") this.#ws.forgetClient();
       throw e;
