@@ -212,8 +212,13 @@ function sourceError(e: unknown, path: string): Error {
   return e as Error;
 }
 
-/** The archive bytes of a plan: headers, content read as it is sent, and the two zero blocks. */
-export async function* writeTar(entries: readonly PackEntry[]): AsyncGenerator<Buffer> {
+/**
+ * The archive bytes of a plan: headers, content read as it is sent, and the two zero blocks.
+ * `repeatDirs` writes every directory header again at the end, deepest first: busybox tar sets a
+ * directory's mtime when it meets the entry, and the children written after it change it again;
+ * meeting the entry a second time sets it for good (GNU tar, which defers it, just sets it twice).
+ */
+export async function* writeTar(entries: readonly PackEntry[], opts: { repeatDirs?: boolean } = {}): AsyncGenerator<Buffer> {
   for (const e of entries) {
     yield encodeHeader(e);
     if (e.type !== "file" || e.size === 0) continue;
@@ -221,6 +226,7 @@ export async function* writeTar(entries: readonly PackEntry[]): AsyncGenerator<B
     const pad = padding(e.size);
     if (pad) yield Buffer.alloc(pad);
   }
+  if (opts.repeatDirs) for (const e of [...entries].reverse()) if (e.type === "dir") yield encodeHeader(e);
   yield Buffer.alloc(BLOCK * 2);
 }
 

@@ -123,6 +123,9 @@ function nameOf(path: string, p: typeof posix | { basename: typeof basename } = 
   return b;
 }
 
+/** The guest side of a copy in: the archive on stdin, then `chmod MODE PATH` for each pair after the directory. */
+const EXTRACT = 'tar -x -f - -C "$1" || exit $?; shift; while [ $# -gt 1 ]; do chmod "$1" "$2" || exit $?; shift 2; done';
+
 /** Host -> guest. */
 export async function copyIn(ws: Workspace, hostSrc: string, guestDst: string, opts: CpOptions = {}): Promise<CpResult> {
   const { path: srcPath, contents } = splitContents(hostSrc);
@@ -152,7 +155,7 @@ export async function copyIn(ws: Workspace, hostSrc: string, guestDst: string, o
   let sourceError: unknown;
   const stream = async function* () {
     try {
-      for await (const chunk of writeTar(plan)) {
+      for await (const chunk of writeTar(plan, { repeatDirs: true })) {
         bytes += chunk.length;
         yield chunk;
       }
@@ -163,7 +166,9 @@ export async function copyIn(ws: Workspace, hostSrc: string, guestDst: string, o
   };
   let r: ExecOutcome;
   try {
-    r = await ws.exec(["tar", "-x", "-f", "-", "-C", dir], { ...guestOpts(opts, 64 * 1024), stdin: stream() });
+    // busybox tar chowns after chmod, which clears setuid/setgid: those modes are set again afterwards.
+    const special = plan.filter((e) => e.type !== "symlink" && e.type !== "hardlink" && e.mode & 0o7000).flatMap((e) => [(e.mode & 0o7777).toString(8), posix.join(dir, e.name)]);
+    r = await ws.exec(["/bin/sh", "-c", EXTRACT, "sh", dir, ...special], { ...guestOpts(opts, 64 * 1024), stdin: stream() });
   } catch (e) {
     throw sourceError ?? e;
   }
