@@ -16,6 +16,7 @@ import { lstatSync, statSync, type Stats } from "node:fs";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Buffer } from "node:buffer";
 import { isMicroagentError } from "../contract/errors.ts";
+import type { CpJson } from "../contract/results.ts";
 import { WORKSPACE_NAME_PATTERN } from "../workspace/paths.ts";
 import { CpErrors } from "./errors.ts";
 import { extractTar } from "./cp-extract.ts";
@@ -33,16 +34,8 @@ export interface CpOptions {
   signal?: AbortSignal;
 }
 
-export interface CpResult {
-  direction: "in" | "out";
-  workspace: string;
-  /** The source as given. */
-  source: string;
-  /** Where the copy landed (the final path of the copied file or directory, or the directory receiving `SRC/.`). */
-  destination: string;
-  entries: number;
-  bytes: number;
-}
+/** What a copy did (the `cp --json` result, see CpJsonSchema). */
+export type CpResult = CpJson;
 
 /** One side of a `cp` argument pair. */
 export type CpEndpoint = { kind: "host"; path: string } | { kind: "guest"; workspace: string; path: string };

@@ -18,6 +18,7 @@ import { startWorkspace, stopWorkspace } from "../../src/api/lifecycle.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 import { cp } from "../../src/api/cp.ts";
 import { isMicroagentError } from "../../src/contract/errors.ts";
+import { RESULT_SCHEMAS, nonCamelKeys } from "../../src/contract/results.ts";
 
 let fx: WorkspaceFixture;
 const NAME = "cpws";
@@ -116,6 +117,8 @@ test("cp: a tree round trips host -> guest -> host; owners, destination rules, f
   const inMs = Date.now() - t0;
   assert.equal(inRes.code, 0, inRes.stdout + inRes.stderr);
   const inBody = JSON.parse(inRes.stdout);
+  assert.ok(RESULT_SCHEMAS.cp.safeParse(inBody).success, inRes.stdout);
+  assert.deepEqual(nonCamelKeys(inBody), []);
   assert.equal(inBody.destination, `${NAME}:/root/tree`);
   assert.equal(inBody.bytes, 5 * 1024 * 1024 + "#!/bin/sh\necho hi\n".length + 2);
   // The guest's view: hashes, modes, mtimes, owners (root:root without --archive), the symlink.
