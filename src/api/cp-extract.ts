@@ -53,13 +53,16 @@ export async function extractTar(source: AsyncIterable<Uint8Array>, opts: Extrac
   const unsafe = (entry: string, what: string) =>
     CpErrors.CP_ARCHIVE_UNSAFE({ message: `${opts.label}: entry ${JSON.stringify(entry)} ${what}; nothing more was written`, details: { entry, destination: root } });
 
-  const mapName = (raw: string, entry: string): string[] => {
-    if (raw.startsWith("/")) throw unsafe(entry, "is an absolute path");
+  /** The destination-relative parts of an entry name (or, with `link`, of a hard link's target). */
+  const mapName = (raw: string, entry: string, link = false): string[] => {
+    const what = link ? `has the hard link target ${JSON.stringify(raw)}, which` : "";
+    const subject = (text: string) => (link ? `${what} ${text}` : text);
+    if (raw.startsWith("/")) throw unsafe(entry, subject("is an absolute path"));
     const norm = normalizeEntryPath(raw);
-    if (!norm.ok) throw unsafe(entry, `has a name that ${norm.reason}`);
+    if (!norm.ok) throw unsafe(entry, link ? subject(norm.reason) : `has a name that ${norm.reason}`);
     const parts = norm.parts;
     if (!opts.rename) return parts;
-    if (parts[0] !== opts.rename.from) throw unsafe(entry, `is outside the requested ${JSON.stringify(opts.rename.from)}`);
+    if (parts[0] !== opts.rename.from) throw unsafe(entry, subject(`is outside the requested ${JSON.stringify(opts.rename.from)}`));
     return [opts.rename.to, ...parts.slice(1)];
   };
 
@@ -138,7 +141,7 @@ export async function extractTar(source: AsyncIterable<Uint8Array>, opts: Extrac
           break;
         }
         case "hardlink": {
-          const target = mapName(entry.linkpath, entry.path).join("/");
+          const target = mapName(entry.linkpath, entry.path, true).join("/");
           if (!written.has(target)) throw unsafe(entry.path, `is a hard link to ${JSON.stringify(entry.linkpath)}, which is not a file this copy wrote`);
           const tmp = tmpName(abs);
           linkSync(join(root, target), tmp);

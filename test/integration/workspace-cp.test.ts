@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { scratchDir } from "../helpers/scratch.ts";
+import { rawTar } from "../helpers/raw-tar.ts";
 import { runCli } from "../helpers/cli.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { startWorkspace, stopWorkspace } from "../../src/api/lifecycle.ts";
@@ -183,6 +184,43 @@ test("cp: a tree round trips host -> guest -> host; owners, destination rules, f
   // A guest filesystem that fills up: a 1 MiB tmpfs cannot take the 5 MiB file.
   await sh(ws, "mkdir -p /mnt/small && mount -t tmpfs -o size=1m tmpfs /mnt/small");
   await rejects(cp(src, `${NAME}:/mnt/small`, { stateDir: fx.stateDir }), "CP_DISK_FULL", /no space left on the workspace disk/);
+
+  // -L follows SRC itself (host and guest); without it a symlink is copied as a link.
+  symlinkSync(src, join(host, "linkdir"));
+  await cp(join(host, "linkdir"), `${NAME}:/root/`, { stateDir: fx.stateDir, followLink: true });
+  await cp(join(host, "linkdir"), `${NAME}:/root/asLink`, { stateDir: fx.stateDir });
+  assert.equal(await sh(ws, "test -d /root/linkdir && test ! -L /root/linkdir && sha256sum < /root/linkdir/a/b/c/random.bin | cut -d' ' -f1; readlink /root/asLink"), `${sha("a/b/c/random.bin")}\n${src}\n`);
+  await cp(`${NAME}:/root/tree/link`, join(host, "derefd"), { stateDir: fx.stateDir, followLink: true });
+  assert.equal(lstatSync(join(host, "derefd")).isFile(), true);
+  assert.equal(createHash("sha256").update(readFileSync(join(host, "derefd"))).digest("hex"), sha("a/b/c/random.bin"));
+
+  // A hostile guest: its tar is replaced by one that sends a crafted archive. Nothing may land
+  // outside the host destination, through a symlink the archive plants or with '..'.
+  const outside = join(host, "outside");
+  mkdirSync(outside);
+  const hostile: Array<[Buffer, RegExp]> = [
+    [
+      rawTar([
+        { name: "tree/", typeflag: "5", mode: 0o755 },
+        { name: "tree/out", typeflag: "2", linkname: outside },
+        { name: "tree/out/pwned", typeflag: "0", content: Buffer.from("pwned") },
+      ]),
+      /would be written through the symlink "tree\/out"/,
+    ],
+    [rawTar([{ name: "tree/../../pwned", typeflag: "0", content: Buffer.from("pwned") }]), /contains '\.\.'/],
+    [rawTar([{ name: "tree/h", typeflag: "1", linkname: join(outside, "victim") }]), /hard link target ".*victim", which is an absolute path/],
+    [rawTar([{ name: "tree/h", typeflag: "1", linkname: "tree/../../outside/victim" }]), /hard link target .* contains '\.\.'/],
+  ];
+  writeFileSync(join(outside, "victim"), "safe");
+  await sh(ws, "rm -f /bin/tar && printf '#!/bin/sh\\ncat /root/evil.tar\\n' > /bin/tar && chmod 755 /bin/tar");
+  for (const [tar, why] of hostile) {
+    await ws.files.write("/root/evil.tar", tar);
+    mkdirSync(join(host, "victimdest"), { recursive: true });
+    await rejects(cp(`${NAME}:/root/tree`, join(host, "victimdest"), { stateDir: fx.stateDir }), "CP_ARCHIVE_UNSAFE", why);
+    assert.deepEqual(readdirSync(outside), ["victim"]);
+    assert.equal(readFileSync(join(outside, "victim"), "utf8"), "safe");
+    assert.equal(readdirSync(host).includes("pwned"), false);
+  }
 
   // --- a stopped workspace ---
   await stopWorkspace(NAME, "stop", { stateDir: fx.stateDir });

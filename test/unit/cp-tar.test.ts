@@ -77,7 +77,7 @@ test("cp-tar: a planned tree round trips through the project's tar reader (names
 test("cp-tar: GNU tar lists and extracts the writer's archive exactly", async () => {
   const root = scratchDir("cp-tar-gnu");
   makeTree(root);
-  const tar = await collect(writeTar(planHostTree(join(root, "tree"), "top", {})));
+  const tar = await collect(writeTar(planHostTree(join(root, "tree"), "top", {}), { repeatDirs: true }));
   writeFileSync(join(root, "a.tar"), tar);
   const listing = execFileSync("tar", ["-tf", join(root, "a.tar")], { encoding: "utf8" }).split("\n").filter(Boolean);
   assert.ok(listing.includes(`top/${LONG_DIR}/${LONG_FILE}`), listing.join("\n"));
@@ -91,6 +91,22 @@ test("cp-tar: GNU tar lists and extracts the writer's archive exactly", async ()
   assert.equal(statSync(join(out, "suid")).mode & 0o7777, 0o4755);
   assert.equal(readlinkSync(join(out, "longlink")), LONG_TARGET);
   assert.equal(statSync(join(out, "hard")).ino, statSync(join(out, "secret")).ino);
+  assert.equal(statSync(join(out, LONG_DIR)).mtimeMs, (MTIME + 5) * 1000);
+});
+
+test("cp-tar: busybox tar (the guest's, with the guest's flags) extracts it with directory mtimes intact", async () => {
+  const root = scratchDir("cp-tar-busybox");
+  makeTree(root);
+  const tar = await collect(writeTar(planHostTree(join(root, "tree"), "top", {}), { repeatDirs: true }));
+  mkdirSync(join(root, "out"));
+  execFileSync("/bin/busybox", ["tar", "-x", "-f", "-", "-C", join(root, "out")], { input: tar });
+  const out = join(root, "out", "top");
+  assert.equal(readFileSync(join(out, LONG_DIR, LONG_FILE), "utf8"), "deep\n");
+  assert.equal(statSync(join(out, "exec.sh")).mode & 0o7777, 0o755);
+  assert.equal(statSync(join(out, "secret")).mode & 0o7777, 0o600);
+  assert.equal(statSync(join(out, "exec.sh")).mtimeMs, MTIME * 1000);
+  assert.equal(statSync(join(out, LONG_DIR)).mtimeMs, (MTIME + 5) * 1000, "the repeated directory header restores the mtime its children changed");
+  assert.equal(readlinkSync(join(out, "longlink")), LONG_TARGET);
 });
 
 test("cp-tar: PAX carries what ustar cannot: ids beyond 7 octal digits, pre-1970 mtimes, a 300-byte name", async () => {
