@@ -144,14 +144,10 @@ export async function copyIn(ws: Workspace, hostSrc: string, guestDst: string, o
     top = nameOf(guestDst);
   }
   const plan = planHostTree(srcPath, top, { followTop: opts.followLink ?? false, contentsOnly, ...(opts.archive ? {} : { owner: { uid: 0, gid: 0 } }) });
-  let bytes = 0;
   let sourceError: unknown;
   const stream = async function* () {
     try {
-      for await (const chunk of writeTar(plan, { repeatDirs: true })) {
-        bytes += chunk.length;
-        yield chunk;
-      }
+      yield* writeTar(plan, { repeatDirs: true });
     } catch (e) {
       sourceError = e;
       throw e;
@@ -168,7 +164,6 @@ export async function copyIn(ws: Workspace, hostSrc: string, guestDst: string, o
   if (sourceError) throw sourceError;
   if (r.status !== "exited" || r.exitCode !== 0) throw tarFailure(ws.name, `extracting into ${dir}`, r);
   const contentBytes = plan.reduce((n, e) => n + (e.type === "file" ? e.size : 0), 0);
-  void bytes;
   return { direction: "in", workspace: ws.name, source: hostSrc, destination: `${ws.name}:${contentsOnly ? dir : posix.join(dir, top)}`, entries: plan.length, bytes: contentBytes };
 }
 
