@@ -240,3 +240,17 @@ test("cp: NAME:/path is a guest path; anything else (./a:b, /abs:x) is a host pa
   assert.deepEqual(parseEndpoint("Upper:/x"), { kind: "host", path: "Upper:/x" });
   assert.throws(() => parseEndpoint("ws1:relative"), (e: unknown) => isMicroagentError(e) && e.code === "CP_USAGE");
 });
+
+test("cp-tar: a file that shrinks or is swapped for a symlink after planning fails CP_SOURCE_CHANGED, never a short or followed read", async () => {
+  const root = scratchDir("cp-tar-changed");
+  mkdirSync(join(root, "d"));
+  writeFileSync(join(root, "d", "f"), Buffer.alloc(200_000, 7));
+  const plan = planHostTree(join(root, "d"), "d");
+  writeFileSync(join(root, "d", "f"), Buffer.alloc(10, 7));
+  await assert.rejects(collect(writeTar(plan)), (e: unknown) => isMicroagentError(e) && e.code === "CP_SOURCE_CHANGED" && /shrank/.test(e.message));
+  const plan2 = planHostTree(join(root, "d"), "d");
+  writeFileSync(join(root, "secret"), "host secret");
+  execFileSync("rm", [join(root, "d", "f")]);
+  symlinkSync(join(root, "secret"), join(root, "d", "f"));
+  await assert.rejects(collect(writeTar(plan2)), (e: unknown) => isMicroagentError(e) && e.code === "CP_SOURCE_CHANGED" && /cannot be opened \(ELOOP\)/.test(e.message));
+});
