@@ -14,6 +14,7 @@ import "./node-version.ts";
 // Workspaces.
 export { Workspace, WorkspaceFiles, FILE_READ_MAX_BYTES, FILE_WRITE_MAX_BYTES } from "./api/workspace.ts";
 export type { WorkspaceExecOptions } from "./api/workspace.ts";
+export { cp, copyIn, copyOut, type CpOptions, type CpResult } from "./api/cp.ts";
 export { ExecHandle } from "./api/exec.ts";
 export type { ExecOutput, ExecOutcome } from "./api/exec.ts";
 export type { StartResult, StopResult, WaitResult } from "./api/lifecycle.ts";
@@ -42,6 +43,7 @@ export {
   QuarantineJsonSchema,
   WaitJsonSchema,
   DeleteJsonSchema,
+  CpJsonSchema,
   ListJsonSchema,
   EventsJsonSchema,
   LogsJsonSchema,
@@ -68,6 +70,7 @@ export type {
   QuarantineJson,
   WaitJson,
   DeleteJson,
+  CpJson,
   ListJson,
   EventsJson,
   LogsJson,

@@ -11,6 +11,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   create: "Lifecycle:",
   start: "Lifecycle:",
   exec: "Lifecycle:",
+  cp: "Lifecycle:",
   connect: "Lifecycle:",
   wait: "Lifecycle:",
   halt: "Lifecycle:",

@@ -112,6 +112,17 @@ export type StopJson = z.infer<typeof StopJsonSchema>;
 export const QuarantineJsonSchema = z.strictObject({ workspace: z.string(), state: workspaceState, frozen: z.boolean() });
 export type QuarantineJson = z.infer<typeof QuarantineJsonSchema>;
 
+/** `cp`: `destination` is where the copy landed (the copied path, or the directory receiving `SRC/.`); `bytes` counts file content. */
+export const CpJsonSchema = z.strictObject({
+  direction: z.enum(["in", "out"]),
+  workspace: z.string(),
+  source: z.string(),
+  destination: z.string(),
+  entries: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+});
+export type CpJson = z.infer<typeof CpJsonSchema>;
+
 export const DeleteJsonSchema = z.strictObject({ name: z.string(), deleted: z.boolean(), killed: z.boolean(), previousState: workspaceState.optional() });
 export type DeleteJson = z.infer<typeof DeleteJsonSchema>;
 
@@ -341,6 +352,7 @@ export const RESULT_SCHEMAS = {
   quarantine: QuarantineJsonSchema,
   wait: WaitJsonSchema,
   delete: DeleteJsonSchema,
+  cp: CpJsonSchema,
   events: EventsJsonSchema,
   logs: LogsJsonSchema,
   connect: ConnectJsonSchema,

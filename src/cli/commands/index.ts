@@ -18,6 +18,7 @@ import { stopCommand } from "./stop.ts";
 import { killCommand } from "./kill.ts";
 import { quarantineCommand } from "./quarantine.ts";
 import { execCommand } from "./exec.ts";
+import { cpCommand } from "./cp.ts";
 import { connectCommand } from "./connect.ts";
 import { kernelCommand } from "./kernel.ts";
 import { imageCommand } from "./image.ts";
@@ -45,6 +46,7 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   killCommand,
   quarantineCommand,
   execCommand,
+  cpCommand,
   connectCommand,
   kernelCommand,
   imageCommand,
