@@ -95,7 +95,8 @@ export function startMitm(flow: MediatedFlow, v: Verdict, f: FlowFacts, guestAlp
     flow.abort(EgressErrors.EGRESS_MITM_UPSTREAM_FAILED({ message: `upstream TLS to ${sni ?? dial.ip} failed: ${errText(e)}` }));
   };
   raw.once("error", upFail);
-  raw.once("close", () => upFail(new Error("the upstream closed the connection")));
+  // A TLS failure destroys the socket under it: let the TLS error (the better message) come first.
+  raw.once("close", () => setImmediate(() => upFail(new Error("the upstream closed the connection"))));
   raw.once("connect", () => {
     if (done) return;
     up = tlsConnect({
@@ -194,9 +195,36 @@ export function startMitm(flow: MediatedFlow, v: Verdict, f: FlowFacts, guestAlp
         reason: `${r.status} for ${r.method ?? "a request"} ${r.target ?? ""}: ${r.reason}`.replace(/\s+/g, " "),
         signal: r.signal,
       });
+      if (inspector.requests === 0) {
+        upTls.unpipe(gs);
+        upTls.destroy();
+        gs.end(refusalResponse(r));
+        return;
+      }
+      // Earlier requests on this connection were forwarded: let their responses finish, then answer
+      // the refused one and close (pipelined requests are answered in order).
+      // Without parsing responses we cannot tell when they are complete: wait until the upstream has
+      // been quiet for a moment (bounded), then answer and close.
       upTls.unpipe(gs);
-      upTls.destroy();
-      gs.end(refusalResponse(r));
+      let quiet: NodeJS.Timeout;
+      const answer = () => {
+        clearTimeout(quiet);
+        upTls.destroy();
+        if (!gs.writableEnded) gs.end(refusalResponse(r));
+      };
+      const rearm = () => {
+        clearTimeout(quiet);
+        quiet = setTimeout(answer, 300);
+      };
+      const cap = setTimeout(answer, 10_000);
+      cap.unref();
+      upTls.on("data", (c: Buffer) => {
+        gs.write(c);
+        rearm();
+      });
+      upTls.once("close", answer);
+      upTls.resume(); // unpipe left it paused
+      rearm();
     };
     // No ALPN and bytes that are not HTTP: another protocol over TLS (IMAPS, a database); the name was
     // proved by the SNI and the certificate, so the rest passes uninspected.
