@@ -534,3 +534,43 @@ test("egress-mediator: an audit flood of 2*10^5 denies stays under 1 MiB (case 3
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("egress-mediator: the mediation channel relays gateway:7000 to the host listener; down = readiness error and RST; optional = ready", async () => {
+  const { createServer } = await import("node:net");
+  const conns = new Set<import("node:net").Socket>();
+  const echo = createServer((s) => {
+    conns.add(s);
+    s.on("data", (d) => s.end(`echo:${d}`));
+  });
+  await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
+  const port = (echo.address() as AddressInfo).port;
+  const w = await world({ mediation: [`7000=127.0.0.1:${port}`] });
+  try {
+    const ready = await w.med.mediationReadiness();
+    assert.deepEqual(ready.map((r) => [r.name, r.ready]), [["mediationReady", true]]);
+    const s = await w.net.tcp(GW, 7000);
+    assert.equal(await exchange(s, "ping"), "echo:ping");
+    await settle(100);
+    assert.equal(w.rec.of("egress_allow").at(-1)!.name, "mediation.microagent.internal");
+    s.destroy();
+    for (const c of conns) c.destroy();
+    await new Promise((r) => echo.close(r));
+    const down = await w.med.mediationReadiness();
+    assert.equal(down[0]!.ready, false);
+    assert.equal(down[0]!.code, "MEDIATION_UNREACHABLE");
+    assert.match(down[0]!.detail, /^error: mediation channel required but unreachable/);
+    await assert.rejects(w.net.tcp(GW, 7000), /ECONNREFUSED/, "nothing flows while the listener is down");
+    assert.match(w.rec.all.at(-1)!.reason, /mediation channel required but unreachable/);
+    await assert.rejects(w.net.tcp(GW, 7001), /ECONNREFUSED/, "other gateway ports stay closed");
+  } finally {
+    await w.close();
+  }
+  const o = await world({ mediation: [`7000=127.0.0.1:${port}`], mediationOptional: true });
+  try {
+    const r = await o.med.mediationReadiness();
+    assert.equal(r[0]!.ready, true);
+    assert.match(r[0]!.detail, /optional and unreachable/);
+  } finally {
+    await o.close();
+  }
+});
