@@ -524,6 +524,7 @@ export class MediatedFlow implements ByteStream {
     let up: ByteStream | null = null;
     let upConnected = false;
     let blocked = false;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the handlers below are plain objects, not methods
     const self = this;
     const relay: ByteStream = {
       write(chunk) {

@@ -21,7 +21,7 @@ import type { Refusal } from "./http1-inspect.ts";
 import { normalizeHostname } from "./allow.ts";
 import { guestDuplex, upstreamDuplex } from "./streams.ts";
 import type { FlowFacts, Verdict } from "./policy.ts";
-import type { MediatedFlow } from "./mediator.ts";
+import type { MitmFlow as MediatedFlow } from "./mediator-types.ts";
 import type { Leaf } from "./ca.ts";
 
 const INSPECTED_ALPN = "http/1.1";

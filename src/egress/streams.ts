@@ -91,7 +91,6 @@ export function guestDuplex(h: ByteStreamHandlers): { duplex: Duplex; stream: By
  * runs over. 'connect' is emitted when the connector reports the connection.
  */
 export function upstreamDuplex(open: (h: ByteStreamHandlers) => ByteStream): Duplex {
-  let s: ByteStream | undefined;
   let heldCb: ((e?: Error | null) => void) | null = null;
   let paused = false;
   let gone = false;
@@ -120,7 +119,7 @@ export function upstreamDuplex(open: (h: ByteStreamHandlers) => ByteStream): Dup
       cb(err);
     },
   });
-  s = open({
+  const s: ByteStream = open({
     onConnect: () => duplex.emit("connect"),
     onData: (chunk) => {
       if (!duplex.push(chunk) && !paused) {

@@ -68,6 +68,9 @@ export interface GuestNetOptions {
   datagrams?: HostDatagramFactory;
 }
 
+/** A decoded answer, with the fields the tests read. */
+export type DnsReply = Omit<Packet, "answers"> & { rcode?: string; answers?: Array<{ type: string; data?: unknown }> };
+
 let nextPort = 41000;
 
 export class GuestNet {
@@ -139,7 +142,7 @@ export class GuestNet {
   }
 
   /** One DNS query over UDP to `target` (default: the gateway). */
-  async dnsQuery(name: string, type: string = "A", target = "10.200.0.1", timeoutMs = 3000): Promise<Packet> {
+  async dnsQuery(name: string, type: string = "A", target = "10.200.0.1", timeoutMs = 3000): Promise<DnsReply> {
     const port = nextPort++;
     const id = port & 0xffff;
     const raw = dnsPacket.encode({ id, type: "query", flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: type as never, class: "IN" }] });
@@ -152,7 +155,7 @@ export class GuestNet {
     });
     this.stack.receiveFrame(udpFrame(port, ip(target), 53, raw));
     this.#schedule();
-    return dnsPacket.decode(await answer);
+    return dnsPacket.decode(await answer) as DnsReply;
   }
 
   /** A datagram from the guest; returns the ICMP errors seen within `waitMs`. */

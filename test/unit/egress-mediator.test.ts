@@ -13,7 +13,7 @@ import { createServer as createHttpServer } from "node:http";
 import type { Server } from "node:http";
 import { connect as tlsConnect } from "node:tls";
 import type { TLSSocket } from "node:tls";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -537,7 +537,7 @@ test("egress-mediator: an audit flood of 2*10^5 denies stays under 1 MiB (case 3
 
 test("egress-mediator: the mediation channel relays gateway:7000 to the host listener; down = readiness error and RST; optional = ready", async () => {
   const { createServer } = await import("node:net");
-  const conns = new Set<import("node:net").Socket>();
+  const conns = new Set<Socket>();
   const echo = createServer((s) => {
     conns.add(s);
     s.on("data", (d) => s.end(`echo:${d}`));
