@@ -15,6 +15,7 @@ import { connect as tlsConnect } from "node:tls";
 import type { TLSSocket } from "node:tls";
 import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
+import type { Duplex } from "node:stream";
 import { caFromPem, generateCa, LeafIssuer } from "../src/egress/ca.ts";
 import { EgressMediator } from "../src/egress/mediator.ts";
 import { resolveEgressFlags } from "../src/egress/flags.ts";
@@ -76,7 +77,7 @@ function request(t: TLSSocket, path: string): Promise<{ ttfbMs: number; bytes: n
   });
 }
 
-function tls(socket: TLSSocket["_parent"] | undefined, ca: string): Promise<TLSSocket> {
+function tls(socket: Duplex | undefined, ca: string): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const t = socket
       ? tlsConnect({ socket: socket as never, servername: "bench.test", ca: [ca], ALPNProtocols: ["http/1.1"] })
