@@ -32,7 +32,7 @@ export interface EgressMediationOptions {
   addHosts?: ReadonlyArray<{ name: string; ip: string }>;
   /** How flows are dialled (default `netConnector()`: exactly the decided address). */
   upstream?: HostConnector;
-  /** Called when the audit log fails in the background: fail the workspace closed. */
+  /** Called when the audit log fails (in the background or on a write): the mediator severed itself; fail the workspace closed. */
   onAuditError?: (e: Error) => void;
 }
 
@@ -66,6 +66,7 @@ export async function createEgressMediation(o: EgressMediationOptions): Promise<
     upstream: o.upstream ?? netConnector(),
     issuer,
     upstreamCa,
+    ...(o.onAuditError ? { onFailure: o.onAuditError } : {}),
   });
   const trust = guestTrust(ca);
   return {

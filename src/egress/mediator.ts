@@ -54,6 +54,8 @@ export interface EgressMediatorOptions {
   sniffTimeoutMs?: number;
   upstreamTimeoutMs?: number;
   mediationProbeTimeoutMs?: number;
+  /** The mediator failed (the audit cannot be written): it severed itself; the owner should fail the workspace. */
+  onFailure?: (e: Error) => void;
 }
 
 export interface MediatorStats {
@@ -95,6 +97,8 @@ export class EgressMediator {
   readonly #flows = new Set<MediatedFlow>();
   #seq = 0;
   #severed = false;
+  #failed: Error | null = null;
+  readonly #onFailure: ((e: Error) => void) | undefined;
   #volumeTripped = false;
 
   constructor(o: EgressMediatorOptions) {
@@ -110,6 +114,7 @@ export class EgressMediator {
     this.sniffTimeoutMs = o.sniffTimeoutMs ?? 5000;
     this.upstreamTimeoutMs = o.upstreamTimeoutMs ?? 15_000;
     this.#probeTimeoutMs = o.mediationProbeTimeoutMs ?? 1000;
+    this.#onFailure = o.onFailure;
     for (const t of o.egress.mediation) this.#mediation.set(t.guestPort, { ...t, reachable: null, detail: "not probed yet" });
     this.policy = { decide: (req) => this.#decide(req) };
     this.connector = { connect: (target, h) => this.#connect(target, h) };
@@ -124,9 +129,24 @@ export class EgressMediator {
     return `f${(++this.#seq).toString(36)}`;
   }
 
-  /** Records an event, never throwing into the datapath (an audit write failure is reported by the log's owner). */
+  /**
+   * Records an event, never throwing into the datapath: a mediated workspace does not run unaudited,
+   * so a write failure severs every flow (fail closed) and is reported through `onFailure`.
+   */
   record(r: Omit<EgressRecord, "time" | "workspace">): void {
-    this.audit.write(r);
+    if (this.#failed) return;
+    try {
+      this.audit.write(r);
+    } catch (e) {
+      this.#failed = e instanceof Error ? e : new Error(String(e));
+      this.sever();
+      this.#onFailure?.(this.#failed);
+    }
+  }
+
+  /** The audit failure that severed the mediator, if any. */
+  get failure(): Error | null {
+    return this.#failed;
   }
 
   /** Counts bytes against `--egress-max-total-bytes`; false once the cap is passed. */
@@ -234,7 +254,7 @@ export class EgressMediator {
   sever(): void {
     this.#severed = true;
     const err = flowError("EGRESS_FLOW_DENIED", "the workspace's network was severed");
-    for (const f of [...this.#flows]) f.destroy(err);
+    for (const f of [...this.#flows]) f.abort(err);
   }
 
   describe(): Record<string, unknown> {

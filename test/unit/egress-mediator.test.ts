@@ -574,3 +574,23 @@ test("egress-mediator: the mediation channel relays gateway:7000 to the host lis
     await o.close();
   }
 });
+
+test("egress-mediator: an audit that cannot be written severs the mediator (fail closed) and reports it", async () => {
+  let failed: Error | null = null;
+  const audit = {
+    write: () => {
+      throw new Error("EIO: disk gone");
+    },
+  };
+  const w = await world({}, { audit });
+  try {
+    const s = await w.net.tcp(EVIL_IP, 80).catch(() => null); // the allow record (after the sniff) fails to write
+    if (s) await exchange(s, get("x")).catch(() => "");
+    assert.ok(w.med.failure, "the mediator recorded its failure");
+    await assert.rejects(w.net.tcp(EVIL_IP, 80), /ECONNREFUSED/, "no flow passes unaudited");
+    failed = w.med.failure;
+  } finally {
+    await w.close();
+  }
+  assert.match(String(failed), /EIO/);
+});
