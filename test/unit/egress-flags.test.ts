@@ -39,3 +39,26 @@ test("egress-flags: the guest trust: merged bundle ends with the workspace CA, e
   assert.equal(c.env.at(-1), "SSL_CERT_FILE=/mine", "the user's own entry comes later and wins");
   assert.equal(Buffer.from(c.files[0]!.contentBase64, "base64").toString(), t.bundlePem);
 });
+
+test("egress-flags: createEgressMediation sets up CA (0600 key), audit and boot config; fails closed when the CA cannot be written", async () => {
+  const { mkdtempSync, statSync, writeFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { createEgressMediation } = await import("../../src/egress/egress-service.ts");
+  const dir = mkdtempSync(join(tmpdir(), "egress-svc-"));
+  try {
+    const eg = await createEgressMediation({ workspaceDir: dir, workspace: "w", egress: resolveEgressFlags({}), gateway: "10.200.0.1" });
+    assert.equal(statSync(join(dir, "egress-ca-key.pem")).mode & 0o777, 0o600);
+    assert.deepEqual(eg.stackDnsHosts, { "mediation.microagent.internal": "10.200.0.1", "gateway.microagent.internal": "10.200.0.1" });
+    const c = eg.bootConfig({ env: [] }) as { env: string[]; files: Array<{ path: string }> };
+    assert.deepEqual(c.files.map((f) => f.path), [GUEST_BUNDLE_FILE, "/run/microagent/egress/workspace-ca.crt"]);
+    assert.ok(!JSON.stringify(c).includes("PRIVATE KEY"), "the CA key never goes to the guest");
+    assert.equal((eg.describe() as { mode: string }).mode, "guarded");
+    eg.stop();
+    writeFileSync(join(dir, "file"), "x");
+    await assert.rejects(createEgressMediation({ workspaceDir: join(dir, "file", "sub"), workspace: "w", egress: resolveEgressFlags({}), gateway: "10.200.0.1" }), { code: "EGRESS_CA_WRITE_FAILED" });
+    await assert.rejects(createEgressMediation({ workspaceDir: dir, workspace: "w", egress: resolveEgressFlags({ egressUpstreamCa: [join(dir, "none.pem")] }), gateway: "10.200.0.1" }), { code: "EGRESS_FLAG_INVALID" });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
