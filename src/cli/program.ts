@@ -24,6 +24,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   ps: "Inspect:",
   logs: "Inspect:",
   events: "Inspect:",
+  egress: "Inspect:",
   image: "Images and kernels:",
   registry: "Images and kernels:",
   rootfs: "Images and kernels:",

@@ -207,6 +207,15 @@ export class EgressAuditLog {
       this.stats.coalesced++;
       return;
     }
+    // A full window with its overflow record already held: count, without validating (a flood of
+    // distinct denies must cost no more than a repeat).
+    const held = this.pending.get(OVERFLOW_KEY);
+    if (held && this.pending.size > this.o.maxDistinctDenies) {
+      held.count++;
+      held.lastAt = at;
+      this.stats.coalesced++;
+      return;
+    }
     const record = EgressRecordSchema.parse(full);
     if (this.windowStart < 0) {
       this.windowStart = at;

@@ -41,4 +41,34 @@ export const EgressErrors = defineErrors({
     kind: "permanent",
     remediation: "The audit log was edited or damaged; move the named file aside to keep reading the rest.",
   },
+  /** The guest rejected the workspace CA's leaf (certificate pinning, its own trust store, mTLS). */
+  EGRESS_MITM_HANDSHAKE_FAILED: {
+    kind: "policy_denied",
+    remediation: "If this host must not be intercepted, add --egress-passthrough HOST; otherwise make the client trust the workspace CA (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS).",
+  },
+  /** The upstream of an intercepted flow failed: refused, reset, or its certificate did not verify for the name. */
+  EGRESS_MITM_UPSTREAM_FAILED: {
+    kind: "transient",
+    remediation: "Check the upstream; for a private or corporate CA add --egress-upstream-ca FILE, or --egress-passthrough HOST to forward the TLS untouched.",
+  },
+  /** A flow was refused or cut by --egress-max-conns, --egress-max-total-bytes or the leaf signing rate. */
+  EGRESS_CAP_EXCEEDED: {
+    kind: "resource_exhausted",
+    remediation: "Raise --egress-max-conns or --egress-max-total-bytes, or close connections the guest no longer needs.",
+  },
+  /** The mediator refused a flow by policy (the audit record says why). */
+  EGRESS_FLOW_DENIED: {
+    kind: "policy_denied",
+    remediation: "Run `microagent egress NAME` to see the record; allow the destination with --egress-allow HOST if it is intended.",
+  },
+  /** A required --mediation target does not accept connections. */
+  MEDIATION_UNREACHABLE: {
+    kind: "transient",
+    remediation: "Start the mediation listener at the named HOST:PORT (or fix --mediation); for development only, --mediation-optional lets the workspace run without it.",
+  },
+  /** An --egress* or --mediation flag value does not parse, or the flags contradict each other. */
+  EGRESS_FLAG_INVALID: {
+    kind: "permanent",
+    remediation: "Check the value against `microagent run --help` (e.g. --egress strict, --egress-max-conns 256, --mediation 7000=127.0.0.1:9000).",
+  },
 });

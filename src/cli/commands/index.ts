@@ -26,6 +26,7 @@ import { registryCommand } from "./registry.ts";
 import { rootfsCommand } from "./rootfs.ts";
 import { secretCommand } from "./secret.ts";
 import { serveCommand } from "./serve.ts";
+import { egressCommand } from "./egress.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -54,4 +55,5 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   rootfsCommand,
   secretCommand,
   serveCommand,
+  egressCommand,
 ];

@@ -1,0 +1,89 @@
+/**
+ * Everything a mediated workspace needs, set up in one call, for the supervisor's network service
+ * to plug in (src/egress must not import the supervisor, so this returns plain functions shaped
+ * like the SupervisorService hooks):
+ *
+ *   const eg = await createEgressMediation({ workspaceDir, workspace, egress, gateway, addHosts });
+ *   new NetworkStack({ ..., dns: { hosts: { ...addHosts, ...eg.stackDnsHosts } } },
+ *                    { ..., policy: eg.policy, connector: eg.connector, dnsObserver: eg.dnsObserver });
+ *   bootConfig: (c) => eg.bootConfig(c); readiness: () => eg.readiness(); describe: () => eg.describe();
+ *   sever: () => eg.sever(); stop: () => eg.stop();
+ *
+ * Fail closed: a CA that cannot be written, an unreadable `--egress-upstream-ca` or an audit log
+ * that cannot be opened throws here, and the workspace must not start.
+ */
+import { loadOrCreateCa, LeafIssuer } from "./ca.ts";
+import { EgressAuditLog } from "./audit.ts";
+import { stackDnsHosts } from "./dns-mediator.ts";
+import { EgressMediator } from "./mediator.ts";
+import type { ResolvedEgressOptions } from "./flags.ts";
+import { guestTrust, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./trust.ts";
+import type { GuestTrust } from "./trust.ts";
+import { netConnector } from "./streams.ts";
+import type { DestinationPolicy, DnsObserver, HostConnector } from "../net/types.ts";
+
+export interface EgressMediationOptions {
+  /** The workspace's state directory: the CA files and egress.jsonl live here (host-only). */
+  workspaceDir: string;
+  workspace: string;
+  egress: ResolvedEgressOptions;
+  /** The stack's gateway address (`stack.config.gatewayIp`). */
+  gateway: string;
+  addHosts?: ReadonlyArray<{ name: string; ip: string }>;
+  /** How flows are dialled (default `netConnector()`: exactly the decided address). */
+  upstream?: HostConnector;
+  /** Called when the audit log fails (in the background or on a write): the mediator severed itself; fail the workspace closed. */
+  onAuditError?: (e: Error) => void;
+}
+
+export interface EgressMediation {
+  mediator: EgressMediator;
+  policy: DestinationPolicy;
+  connector: HostConnector;
+  dnsObserver: DnsObserver;
+  /** Extra `dns.hosts` for the stack (mediation.microagent.internal and gateway.microagent.internal). */
+  stackDnsHosts: Record<string, string>;
+  trust: GuestTrust;
+  audit: EgressAuditLog;
+  bootConfig(config: Record<string, unknown>): Record<string, unknown>;
+  readiness(): Promise<Array<{ name: string; ready: boolean; detail: string; code?: string }>>;
+  describe(): Record<string, unknown>;
+  sever(): void;
+  stop(): void;
+}
+
+export async function createEgressMediation(o: EgressMediationOptions): Promise<EgressMediation> {
+  if (o.egress.mode === "off") throw new Error("internal: --egress off uses the plain connector and the default destination policy");
+  const upstreamCa = upstreamTrust(await loadUpstreamCas(o.egress.upstreamCaFiles));
+  const ca = await loadOrCreateCa(o.workspaceDir, { workspace: o.workspace });
+  const issuer = new LeafIssuer(ca);
+  const audit = new EgressAuditLog(o.workspaceDir, { workspace: o.workspace, ...(o.onAuditError ? { onError: o.onAuditError } : {}) });
+  const mediator = new EgressMediator({
+    egress: o.egress,
+    gateway: o.gateway,
+    addHosts: o.addHosts ?? [],
+    audit,
+    upstream: o.upstream ?? netConnector(),
+    issuer,
+    upstreamCa,
+    ...(o.onAuditError ? { onFailure: o.onAuditError } : {}),
+  });
+  const trust = guestTrust(ca);
+  return {
+    mediator,
+    policy: mediator.policy,
+    connector: mediator.connector,
+    dnsObserver: mediator.dnsObserver,
+    stackDnsHosts: stackDnsHosts(o.gateway),
+    trust,
+    audit,
+    bootConfig: (c) => withGuestTrust(c, trust),
+    readiness: () => mediator.mediationReadiness(),
+    describe: () => ({ ...mediator.describe(), caFingerprint256: ca.fingerprint256, audit: { path: audit.path, ...audit.stats } }),
+    sever: () => mediator.sever(),
+    stop: () => {
+      mediator.sever();
+      audit.close();
+    },
+  };
+}
