@@ -69,6 +69,8 @@ export class Workspace {
       cmd: req.cmd,
       imageCommand: req.imageCommand,
       env: req.env,
+      cwd: req.cwd,
+      user: req.user,
       setup: req.setup,
       hostname: req.hostname,
       profile: req.resources?.profile,

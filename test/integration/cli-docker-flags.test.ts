@@ -200,6 +200,11 @@ test("docker flags: run -d prints the name and returns; exec -w/-u/-it, --env-fi
     assert.equal(code, "4", `exec -it exits with the command's code\n${text}`);
     assertRestored(exitFile);
 
+    // A second terminal session stays open while the VM goes away under it (below).
+    const cutFile = join(scratchDir("exec-it-cut"), "exit");
+    tmuxCli("execcut", ["exec", "-it", name, "sh"], cutFile, { cols: 80, rows: 24 });
+    await until("the second exec -it prompt", 60_000, () => screen("execcut").trimEnd().endsWith("#"));
+
     // Let the workload finish: logs -f follows it to the end; wait sees it settle.
     const logs = cli(["logs", "-f", name], { timeoutMs: 120_000 });
     await new Promise((r) => setTimeout(r, 500));
@@ -212,6 +217,11 @@ test("docker flags: run -d prints the name and returns; exec -w/-u/-it, --env-fi
     const w = await cli(["wait", name, "--timeout", "60s"]);
     assert.equal(w.code, 1, w.stderr);
     assert.match(w.stdout.toString(), /is failed: workload exited with code 7/);
+    // The VM powered off under the open session: it ends with an error, and the terminal is cooked again.
+    const cut = await until("the cut exec -it to end", 60_000, () => existsSync(cutFile) && readFileSync(cutFile, "utf8").trim());
+    assert.equal(cut, "1", screen("execcut"));
+    assert.match(screen("execcut"), /ended without sh's exit status/);
+    assertRestored(cutFile);
   } finally {
     await cli(["delete", "--force", name]);
   }
