@@ -55,12 +55,13 @@ export async function attachTerminal(con: ConsoleConnection, io: TerminalStreams
     const out = io.stdout as { columns?: number; rows?: number };
     if (out.columns && out.rows) con.resize(out.columns, out.rows);
   };
-  // Told to stop: put the terminal back, end the guest's process, and go with the signal's code.
+  // Told to stop: put the terminal back and end the guest's process; if the console does not close
+  // promptly, go anyway with the signal's code.
+  let stopTimer: NodeJS.Timeout | undefined;
   const onStop = (sig: NodeJS.Signals) => {
     restore();
     con.close();
-    process.exitCode = 128 + (sig === "SIGHUP" ? 1 : 15);
-    setTimeout(() => process.exit(), 200).unref();
+    stopTimer ??= setTimeout(() => process.exit(128 + (sig === "SIGHUP" ? 1 : 15)), 2000);
   };
   const onInterrupt = () => con.close();
   const unsubscribe = con.onData((d) => io.stdout.write(d));
@@ -80,6 +81,7 @@ export async function attachTerminal(con: ConsoleConnection, io: TerminalStreams
     onResize();
     return await con.done;
   } finally {
+    clearTimeout(stopTimer);
     unsubscribe();
     input.off("data", onInput);
     process.off("SIGWINCH", onResize);
