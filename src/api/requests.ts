@@ -35,6 +35,10 @@ export const WorkspaceRequestSchema = z.strictObject({
   /** Run the image's own Entrypoint/Cmd (default: boot idle, serving exec and the console). */
   imageCommand: z.boolean().optional(),
   env: env.optional(),
+  /** Working directory of the workload and every exec (default: the image's WorkingDir, else /). */
+  cwd: z.string().min(1).optional(),
+  /** Guest user of the workload and every exec, `USER[:GROUP]` (name or id, resolved in the guest; default: the image's User). */
+  user: z.string().min(1).optional(),
   /** Shell commands run before the workload at every boot, in order. */
   setup: z.array(z.string()).optional(),
   hostname: z.string().regex(HOSTNAME_PATTERN).optional(),

@@ -3,6 +3,11 @@
  * if needed), boot it, stream the workload's stdout/stderr, and tear it down (unless `keep`). The
  * result carries the guest command's exit code. The supervisor owns the VM throughout: if this
  * process dies, the workspace finishes on its own and `--rm` is simply not applied.
+ *
+ * The boot workload has no stdin and no terminal. So with `stdin` (`run -i`) or `tty` (`run -t`) the
+ * workspace boots idle and the command (resolved exactly as the workload's would be) runs as an exec
+ * with streamed stdin, or on a guest PTY, in it; when it ends the VM is halted. `detach` (`run -d`)
+ * returns once the VM is started, leaving the workspace to `logs`, `wait`, `exec` and `delete`.
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -19,6 +24,10 @@ import { defaultStateDir, workspacePaths } from "../workspace/paths.ts";
 import { SupervisorClient } from "../supervisor/client.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 import type { WorkloadResult } from "../supervisor/protocol.ts";
+import type { ConsoleConnection } from "../supervisor/client.ts";
+import type { ConsoleExit, ExecResult } from "../supervisor/protocol.ts";
+import { CommonErrors } from "../contract/errors.ts";
+import { execExitCode } from "./exec.ts";
 import { startWorkspace, stopWorkspace, waitWorkspace, type StartResult } from "./lifecycle.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 
@@ -28,6 +37,18 @@ export interface RunOptions {
   cmd?: string[];
   /** A shell command string (`run --exec "..."`): runs as `/bin/sh -c` instead of the image's Entrypoint/Cmd. */
   exec?: string;
+  /** Replaces the image's Entrypoint, exec form (docker's `--entrypoint X IMAGE a b` runs `X a b`); drops its Cmd. */
+  entrypoint?: string[];
+  /** Working directory (default: the image's WorkingDir, else /). */
+  cwd?: string;
+  /** Guest user `USER[:GROUP]`, name or id (default: the image's User, else root). */
+  user?: string;
+  /** The command's stdin (`run -i`): streamed, flow-controlled; its end closes the command's stdin. */
+  stdin?: AsyncIterable<Uint8Array>;
+  /** Run the command on a guest PTY (`run -t`) of this size; `attach` drives it and resolves when it ends. With no command and none in the image, the workspace shell runs. */
+  tty?: { cols: number; rows: number; attach: (con: ConsoleConnection) => Promise<ConsoleExit | undefined> };
+  /** Return once the VM is started (`run -d`); the workspace is kept. */
+  detach?: boolean;
   name?: string;
   stateDir?: string;
   /** Keep the workspace afterwards (default: delete it). */
@@ -75,6 +96,8 @@ export interface RunResult {
   /** The accelerator the VM booted with, and why. */
   accel?: StartResult["accel"];
   accelReason?: string;
+  /** `detach`: the run returned once the VM was started; the workspace is running and kept. */
+  detached?: boolean;
 }
 
 const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
@@ -99,16 +122,27 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   const name = opts.name ?? generateRunName();
   const access = { ...(opts.stateDir ? { stateDir: opts.stateDir } : {}) };
   const progress = opts.onProgress ?? (() => {});
+  if (opts.exec !== undefined && opts.entrypoint !== undefined) {
+    throw CommonErrors.USAGE({ message: "pass either --exec or --entrypoint, not both", remediation: "--entrypoint X IMAGE ARG... runs X ARG...; --exec \"...\" runs a shell command." });
+  }
+  const held = opts.stdin !== undefined || opts.tty !== undefined;
+  if (opts.detach && (held || opts.timeoutMs)) {
+    throw CommonErrors.USAGE({ message: "a detached run (-d) cannot also take -i, -t or --timeout: nothing stays attached to feed, show or time it", remediation: "Drop -d, or drop the others; follow a detached run with `microagent logs -f NAME` and `microagent wait NAME`." });
+  }
+  const keep = Boolean(opts.keep || opts.detach);
   progress(`creating workspace ${name} from ${opts.image}`);
   // Options left undefined fall back to the spec file or the defaults inside createWorkspace.
-  await createWorkspace({
+  const created = await createWorkspace({
     name,
     image: opts.image,
     ...access,
-    entrypoint: opts.exec,
+    entrypoint: opts.exec ?? opts.entrypoint,
     cmd: opts.cmd && opts.cmd.length > 0 ? opts.cmd : undefined,
     // `run IMAGE` with no command runs what the image says (Entrypoint/Cmd).
     imageCommand: true,
+    holdCommand: held,
+    cwd: opts.cwd,
+    user: opts.user,
     env: opts.env,
     setup: opts.setup,
     specFile: opts.specFile,
@@ -132,8 +166,43 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   const kill = () => stopWorkspace(name, "kill", access).catch(() => {});
   try {
     progress(`booting ${name}`);
-    const started = await startWorkspace(name, { ...access, detach: true, ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
+    // A detached run returns once the workspace is running (exec works right after, as after `docker run -d`).
+    const started = await startWorkspace(name, { ...access, ...(opts.detach ? {} : { detach: true }), ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
     opts.onStarted?.(started);
+    if (opts.detach) {
+      return {
+        workspace: name,
+        kept: true,
+        finalState: started.state,
+        exitCode: 0,
+        timedOut: false,
+        interrupted: false,
+        result: undefined,
+        timings: { createMs, totalMs: performance.now() - t0 },
+        accel: started.accel,
+        accelReason: started.accelReason,
+        detached: true,
+      };
+    }
+    if (held) {
+      const r = await runHeld(name, created.heldCommand ?? [], started.supervisorPid, opts);
+      // The idle guest would serve on: halt it (kept) or kill it (about to be deleted anyway).
+      if (keep) await stopWorkspace(name, "halt", access).catch(() => {});
+      else await kill();
+      const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000, intervalMs: 20 }).catch(() => undefined);
+      return {
+        workspace: name,
+        kept: keep,
+        finalState: waited?.state,
+        exitCode: r.exitCode,
+        timedOut: r.timedOut,
+        interrupted: r.interrupted,
+        result: r.result,
+        timings: { createMs, bootMs: r.bootMs, totalMs: performance.now() - t0 },
+        accel: started.accel,
+        accelReason: started.accelReason,
+      };
+    }
     const bootStart = performance.now();
     const abort = new AbortController();
     const onAbort = () => {
@@ -177,10 +246,118 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       accelReason: started.accelReason,
     };
   } finally {
-    if (!opts.keep) {
+    if (!keep) {
       await deleteWorkspace(name, { ...access, force: true, kill: async () => void (await kill()) }).catch(() => {});
     }
   }
+}
+
+interface HeldOutcome {
+  exitCode: number;
+  timedOut: boolean;
+  interrupted: boolean;
+  result: WorkloadResult | undefined;
+  bootMs: number;
+}
+
+/**
+ * Run the held command in the idle workspace once its guest is up: an exec with the caller's stdin,
+ * or a PTY console. The timeout and the caller's signal end the command (not the VM; the caller
+ * halts or deletes it afterwards).
+ */
+async function runHeld(name: string, argv: string[], supervisorPid: number, opts: RunOptions): Promise<HeldOutcome> {
+  const bootStart = performance.now();
+  const client = await waitGuestUp(name, supervisorPid, opts);
+  if (!client) return { exitCode: 130, timedOut: false, interrupted: true, result: undefined, bootMs: performance.now() - bootStart };
+  const bootMs = performance.now() - bootStart;
+  const startedAt = new Date().toISOString();
+  if (opts.tty) {
+    const con = await client.console({ cols: opts.tty.cols, rows: opts.tty.rows, ...(argv.length > 0 ? { argv } : {}) });
+    let timedOut = false;
+    const timer = opts.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          con.close();
+        }, opts.timeoutMs)
+      : undefined;
+    const onAbort = () => con.close();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let exit: ConsoleExit | undefined;
+    try {
+      exit = await opts.tty.attach(con);
+    } finally {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+    const interrupted = Boolean(opts.signal?.aborted) && !timedOut;
+    if (!exit && !timedOut && !interrupted) {
+      throw SupervisorErrors.BOOT_FAILED({ message: `the terminal session in ${name} ended without its command's exit status (the VM may have stopped)`, remediation: `Read \`microagent logs ${name}\` (with --keep) to see what the guest did.` });
+    }
+    return {
+      exitCode: timedOut ? 124 : interrupted ? 130 : execExitCode(exit as ConsoleExit),
+      timedOut,
+      interrupted,
+      result: exit ? workloadOf(exit, startedAt) : undefined,
+      bootMs,
+    };
+  }
+  if (argv.length === 0) {
+    throw CommonErrors.USAGE({ message: `the image names no command (no Entrypoint or Cmd) for run -i to feed`, remediation: "Pass the command after IMAGE, or add -t for the image's shell." });
+  }
+  let r: ExecResult;
+  try {
+    r = await client.exec(
+      { argv, ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}) },
+      opts.onOutput ?? (() => {}),
+      opts.signal,
+      { ...(opts.stdin ? { stdin: opts.stdin } : {}) },
+    );
+  } catch (e) {
+    if (opts.signal?.aborted) {
+      return { exitCode: 130, timedOut: false, interrupted: true, result: undefined, bootMs };
+    }
+    throw e;
+  }
+  const interrupted = Boolean(opts.signal?.aborted) && r.status !== "exited";
+  return {
+    exitCode: interrupted ? 130 : execExitCode(r),
+    timedOut: r.status === "timed_out",
+    interrupted,
+    result: workloadOf(r, startedAt),
+    bootMs,
+  };
+}
+
+/** A client once the guest is up (the control socket appears a moment after spawn); undefined when the caller aborted first. */
+async function waitGuestUp(name: string, supervisorPid: number, opts: RunOptions): Promise<SupervisorClient | undefined> {
+  const { openWorkspace } = await import("../workspace/access.ts");
+  const paths = await openWorkspace(name, opts.stateDir ? { stateDir: opts.stateDir } : {});
+  const client = new SupervisorClient(paths.controlSocket);
+  for (;;) {
+    try {
+      await client.waitReady();
+      return client;
+    } catch (e) {
+      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!pidExists(supervisorPid)) {
+        const state = await readState(paths);
+        throw SupervisorErrors.BOOT_FAILED({ message: `workspace ${name} ended (${state?.state ?? "unknown"}) before its guest came up: ${state?.detail ?? "no detail"}` });
+      }
+    }
+    if (opts.signal?.aborted) return undefined;
+    await sleep(20);
+  }
+}
+
+function workloadOf(r: Pick<ExecResult, "status" | "exitCode" | "signal" | "error">, startedAt: string): WorkloadResult {
+  return {
+    ran: true,
+    startedAt,
+    exitedAt: new Date().toISOString(),
+    ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+    ...(r.signal ? { signal: r.signal } : {}),
+    ...(r.status === "failed_to_start" ? { startError: r.error ?? "failed to start" } : {}),
+  };
 }
 
 /**

@@ -69,6 +69,8 @@ export class Workspace {
       cmd: req.cmd,
       imageCommand: req.imageCommand,
       env: req.env,
+      cwd: req.cwd,
+      user: req.user,
       setup: req.setup,
       hostname: req.hostname,
       profile: req.resources?.profile,
@@ -126,9 +128,12 @@ export class Workspace {
     return new ExecHandle(this.#client ?? new LiveClient(this), argv, opts);
   }
 
-  /** Open the guest's interactive console (a PTY running the workspace shell). */
-  async console(size: { cols: number; rows: number } = { cols: 80, rows: 24 }): Promise<ConsoleConnection> {
-    return (await this.client()).console(size);
+  /**
+   * Open an interactive PTY in the guest: the workspace shell, or `opts.argv` (a command, with the
+   * env/cwd/user an exec takes). `done` resolves with how the process ended when the guest reported it.
+   */
+  async console(opts: { cols: number; rows: number; argv?: string[]; env?: Record<string, string>; cwd?: string; user?: string } = { cols: 80, rows: 24 }): Promise<ConsoleConnection> {
+    return (await this.client()).console(opts);
   }
 
   /** Round trip to the guest (no process started there); `guestMs` is the supervisor<->guest part. */

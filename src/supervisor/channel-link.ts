@@ -8,7 +8,7 @@ import { ChannelErrors } from "../channel/errors.ts";
 import { isMicroagentError } from "../contract/errors.ts";
 import { BackendErrors } from "../backend/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
-import type { ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
+import type { ConsoleExit, ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
 import type { ConsoleSession, OutputStream } from "./server.ts";
 
 void ChannelErrors; // the channel's codes are registered by importing its error module
@@ -23,13 +23,19 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
   let closeRequested!: () => void;
   // Ends when the shell exits, or as soon as the host closes it (the guest then kills the shell's
   // process group; its exit report may never come back on a stream we closed).
-  const closed = Promise.race([
+  const exit = Promise.race([
     h.exited.then(
-      () => undefined,
+      (r): ConsoleExit => ({
+        status: r.status,
+        ...(r.exitCode !== undefined ? { exitCode: r.exitCode } : {}),
+        ...(r.signal ? { signal: r.signal } : {}),
+        ...(r.error ? { error: `${r.error.code}: ${r.error.message}` } : {}),
+      }),
       () => undefined,
     ),
-    new Promise<void>((r) => (closeRequested = r)),
+    new Promise<undefined>((r) => (closeRequested = () => r(undefined))),
   ]);
+  const closed = exit.then(() => undefined);
   return {
     write: (data) => void h.write(data).catch(() => {}),
     resize: (cols, rows) => {
@@ -45,6 +51,7 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
     },
     onData: (cb) => void h.onData(cb),
     closed,
+    exit,
   };
 }
 
@@ -129,8 +136,8 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
         completedAt: r.exitedAt,
       };
     },
-    async openConsole(size) {
-      return consoleSession(ch.openConsole(size));
+    async openConsole(opts) {
+      return consoleSession(ch.openConsole(opts));
     },
     onWorkloadOutput(cb) {
       outputListeners.push(cb);

@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { CommonErrors, MicroagentError, definedErrorCodes, isMicroagentError, type ErrorObject } from "../contract/errors.ts";
 import {
   CONTROL_PROTOCOL_VERSION,
+  ConsoleExitSchema,
   ExecResultSchema,
   LineDecoder,
   MAX_STDIN_CHUNK_BYTES,
@@ -16,6 +17,8 @@ import {
   StatusSchema,
   WorkloadResultSchema,
   encodeLine,
+  type ConsoleExit,
+  type ConsoleOpenOptions,
   type ExecRequest,
   type ExecResult,
   type Readiness,
@@ -61,8 +64,8 @@ export interface ConsoleConnection {
   close(): void;
   /** Receive console output (the first listener also gets what arrived before it); returns an unsubscribe. */
   onData(cb: (data: Buffer) => void): () => void;
-  /** Resolves when the console closed from either side. */
-  done: Promise<void>;
+  /** Resolves when the console closed from either side: with how its process ended, when the guest reported it. */
+  done: Promise<ConsoleExit | undefined>;
 }
 
 export class SupervisorClient {
@@ -258,8 +261,11 @@ export class SupervisorClient {
     return this.call({ op: "quarantine" });
   }
 
-  /** Open the guest console. Resolves once the supervisor has the console open. */
-  async console(size: { cols: number; rows: number }): Promise<ConsoleConnection> {
+  /**
+   * Open a PTY in the guest: the workspace shell, or `opts.argv` (with env/cwd/user like exec).
+   * Resolves once the supervisor has the console open.
+   */
+  async console(opts: ConsoleOpenOptions): Promise<ConsoleConnection> {
     const listeners: ((d: Buffer) => void)[] = [];
     const pending: Buffer[] = [];
     let socket: Socket | undefined;
@@ -270,7 +276,7 @@ export class SupervisorClient {
       openedReject = rej;
     });
     const done = this.call(
-      { op: "console", cols: size.cols, rows: size.rows },
+      { op: "console", ...opts },
       {
         onOutput: (_s, d) => {
           if (listeners.length === 0) pending.push(d);
@@ -282,7 +288,10 @@ export class SupervisorClient {
         },
       },
     ).then(
-      () => undefined,
+      (v) => {
+        const exit = ConsoleExitSchema.safeParse((v as { exit?: unknown } | undefined)?.exit);
+        return exit.success ? exit.data : undefined;
+      },
       (e) => {
         openedReject(e);
         throw e;
@@ -309,7 +318,7 @@ export class SupervisorClient {
       },
       done: done.catch((e) => {
         // A console closed by the peer or the VM is an ordinary end.
-        if (e instanceof MicroagentError && e.code === "SUPERVISOR_UNREACHABLE") return;
+        if (e instanceof MicroagentError && e.code === "SUPERVISOR_UNREACHABLE") return undefined;
         throw e;
       }),
     };

@@ -2,7 +2,7 @@
  * What the supervisor needs from the guest channel, as one small interface. The adapter over the
  * channel library lives in channel-link.ts; tests drive the supervisor with a fake link.
  */
-import type { ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
+import type { ConsoleOpenOptions, ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
 import type { ConsoleSession, ExecIo, OutputSink, OutputStream } from "./server.ts";
 
 export interface GuestHello {
@@ -24,7 +24,7 @@ export interface GuestLink {
    * the next chunk is taken from the guest (and credited back) only after its promise resolves.
    */
   exec(req: ExecRequest, onOutput: OutputSink | undefined, signal?: AbortSignal, io?: ExecIo): Promise<ExecResult>;
-  openConsole(size: { cols: number; rows: number }): Promise<ConsoleSession>;
+  openConsole(opts: ConsoleOpenOptions): Promise<ConsoleSession>;
   /** Workload stdout/stderr as the guest streams it; a returned promise defers the guest's credit until it settles. */
   onWorkloadOutput(cb: (stream: OutputStream, data: Buffer) => unknown): void;
   /** Resolves when the workload exits (never, for an idle boot). */

@@ -117,6 +117,11 @@ export const RequestSchema = z.discriminatedUnion("op", [
     op: z.literal("console"),
     cols: z.number().int().positive().max(1000).default(80),
     rows: z.number().int().positive().max(1000).default(24),
+    /** A command on the PTY instead of the workspace shell (`exec -t`, `run -t`); its exit is the result. */
+    argv: z.array(z.string()).min(1).optional(),
+    env: z.record(z.string(), z.string()).optional(),
+    cwd: z.string().optional(),
+    user: z.string().optional(),
   }),
   z.strictObject({
     v: z.literal(1),
@@ -139,6 +144,24 @@ export const ConsoleInputSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("close") }),
 ]);
 export type ConsoleInput = z.infer<typeof ConsoleInputSchema>;
+
+/** How a console's process ended (the console op's result; absent when the host closed it first). */
+export const ConsoleExitSchema = z.object({
+  status: z.enum(EXEC_STATUSES),
+  exitCode: z.number().int().optional(),
+  signal: z.string().optional(),
+  error: z.string().optional(),
+});
+export type ConsoleExit = z.infer<typeof ConsoleExitSchema>;
+/** What a console is opened with: the PTY size and, optionally, a command instead of the shell. */
+export interface ConsoleOpenOptions {
+  cols: number;
+  rows: number;
+  argv?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+}
 
 /** Lines an exec client with `stdinStream` sends after its request. */
 export const ExecInputSchema = z.discriminatedUnion("type", [

@@ -16,6 +16,8 @@ import {
   MAX_STDIN_CHUNK_BYTES,
   RequestSchema,
   encodeLine,
+  type ConsoleExit,
+  type ConsoleOpenOptions,
   type ExecRequest,
   type ExecResult,
   type Readiness,
@@ -67,6 +69,8 @@ export interface ConsoleSession {
   onData(cb: (data: Buffer) => unknown): void;
   /** Resolves when the guest side closed (shell exited, VM died, quarantine). */
   closed: Promise<void>;
+  /** Resolves once closed: how the process ended, or undefined when it did not report (host close, VM gone). */
+  exit?: Promise<ConsoleExit | undefined>;
 }
 
 export interface ControlHandlers {
@@ -78,7 +82,7 @@ export interface ControlHandlers {
   /** Replay the workload's output so far, follow it, and resolve with its result. */
   attach(onOutput: OutputSink, signal: AbortSignal): Promise<WorkloadResult>;
   waitResult(signal: AbortSignal): Promise<WorkloadResult>;
-  console(size: { cols: number; rows: number }): Promise<ConsoleSession>;
+  console(opts: ConsoleOpenOptions): Promise<ConsoleSession>;
   shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown>;
   kill(): Promise<unknown>;
   quarantine(): Promise<unknown>;
@@ -426,12 +430,14 @@ function serveConnection(socket: Socket, handlers: ControlHandlers, gate: Output
           value = await handlers.waitResult(abort.signal);
           break;
         case "console": {
-          const session = await handlers.console({ cols: req.cols, rows: req.rows });
+          const { cols, rows, argv, env, cwd, user } = req;
+          const session = await handlers.console({ cols, rows, ...(argv ? { argv } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}), ...(user ? { user } : {}) });
           consoleSession = session;
           session.onData((data) => output(req.id, "console", data));
           send({ id: req.id, type: "opened" });
           await session.closed;
-          value = { closed: true };
+          const exit = await session.exit?.catch(() => undefined);
+          value = { closed: true, ...(exit ? { exit } : {}) };
           break;
         }
         case "shutdown":

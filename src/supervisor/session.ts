@@ -17,7 +17,7 @@ import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
-import type { ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
+import type { ConsoleOpenOptions, ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
 import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
 
 export interface ResolvedSupervisorConfig {
@@ -406,9 +406,9 @@ export class Supervisor implements ControlHandlers {
     });
   }
 
-  async console(size: { cols: number; rows: number }): Promise<ConsoleSession> {
+  async console(opts: ConsoleOpenOptions): Promise<ConsoleSession> {
     const link = this.#requireLink("console");
-    const session = await this.#guard(link.openConsole(size));
+    const session = await this.#guard(link.openConsole(opts));
     this.#consoles.add(session);
     void session.closed.then(() => this.#consoles.delete(session));
     return session;

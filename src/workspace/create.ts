@@ -51,6 +51,15 @@ export interface CreateWorkspaceOptions {
   cmd?: string[];
   /** Run the image's Entrypoint/Cmd when no entrypoint or cmd is given; otherwise the workspace boots idle. */
   imageCommand?: boolean;
+  /**
+   * Resolve the command as above but boot idle and hand it back (`CreateResult.heldCommand`): the
+   * caller runs it itself, as an exec or on a PTY (`run -i`/`run -t`; the boot workload has no stdin).
+   */
+  holdCommand?: boolean;
+  /** Working directory of the workload and every exec (default: the image's WorkingDir, else /). */
+  cwd?: string;
+  /** User of the workload and every exec, `USER[:GROUP]`, name or id, resolved in the guest (default: the image's User, else root). */
+  user?: string;
   /** Merged over the spec's env, key by key. */
   env?: Record<string, string>;
   network?: NetworkMode;
@@ -82,6 +91,8 @@ export interface CreateResult {
   state: StateRecord;
   rootfsCacheHit: boolean;
   timings: CreateTimings;
+  /** With `holdCommand`: the command the workspace would have run (empty when the image names none). */
+  heldCommand?: string[];
 }
 
 export async function createWorkspace(options: CreateWorkspaceOptions): Promise<CreateResult> {
@@ -113,7 +124,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
     options.onProgress?.(`resolving ${resolved.image}`);
     const { info: image, image: localImage } = await providers.resolveImage(resolved.image, ctx);
     // The boot config needs only the image config: build (and size-check) it before the slow steps.
-    const boot = mergeBootSpec(name, image.config, {
+    const merged = mergeBootSpec(name, image.config, {
       ...(resolved.entrypoint !== undefined ? { entrypoint: resolved.entrypoint } : {}),
       ...(options.cmd !== undefined ? { cmd: options.cmd } : {}),
       ...(options.imageCommand ? { imageCommand: true } : {}),
@@ -121,7 +132,11 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
       setup: resolved.setup,
       files: spec?.files ?? [],
       ...(resolved.hostname !== undefined ? { hostname: resolved.hostname } : {}),
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+      ...(options.user !== undefined ? { user: options.user } : {}),
     });
+    // A held command is not the workspace's: the manifest and boot config say idle, which is what a restart does.
+    const boot = options.holdCommand ? { ...merged, argv: [], entrypoint: [], cmd: [] } : merged;
     const guestConfig = await buildGuestBootConfig(boot);
     const tk = performance.now();
     options.onProgress?.("checking the kernel");
@@ -180,6 +195,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
       manifest,
       state,
       rootfsCacheHit: base.cacheHit,
+      ...(options.holdCommand ? { heldCommand: merged.argv } : {}),
       timings: {
         imageMs: tk - ti,
         kernelMs: tr - tk,

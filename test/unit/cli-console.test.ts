@@ -28,7 +28,7 @@ function fakeShell(reply: (line: string) => string): ConsoleConnection & { liste
       listeners.add(cb);
       return () => listeners.delete(cb);
     },
-    done: new Promise<void>(() => {}),
+    done: new Promise<undefined>(() => {}),
   };
 }
 

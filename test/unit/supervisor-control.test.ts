@@ -39,16 +39,19 @@ function fakeHandlers(): ControlHandlers {
       return { ran: true, exitCode: 0 };
     },
     waitResult: async () => ({ ran: true, exitCode: 0 }),
-    console: async () => {
+    console: async (opts) => {
       const ee = new EventEmitter();
       let close!: () => void;
       const closed = new Promise<void>((r) => (close = r));
+      // A console opened with a command (exec -t) "runs" it: it prints its options and exits 3 at once.
+      if (opts.argv) setTimeout(() => (ee.emit("data", Buffer.from(JSON.stringify(opts))), close()), 20);
       const session: ConsoleSession = {
         write: (d) => ee.emit("data", Buffer.concat([Buffer.from("echo:"), d])),
         resize: (c, r) => ee.emit("data", Buffer.from(`size ${c}x${r}`)),
         close: () => close(),
         onData: (cb) => ee.on("data", cb),
         closed,
+        ...(opts.argv ? { exit: closed.then(() => ({ status: "exited" as const, exitCode: 3 })) } : {}),
       };
       return session;
     },
@@ -127,6 +130,21 @@ test("supervisor: console input, resize and close", async () => {
     con.close();
     await con.done;
     assert.deepEqual(seen, ["echo:ls\n", "size 100x40"]);
+  });
+});
+
+test("supervisor: a console with a command forwards argv/env/cwd/user and resolves with the command's exit", async () => {
+  await withServer(async (c) => {
+    const con = await c.console({ cols: 90, rows: 20, argv: ["sh", "-c", "x"], env: { A: "1" }, cwd: "/tmp", user: "nobody" });
+    const seen: string[] = [];
+    con.onData((d) => seen.push(d.toString()));
+    const exit = await con.done;
+    assert.deepEqual(exit, { status: "exited", exitCode: 3 });
+    assert.deepEqual(JSON.parse(seen.join("")), { cols: 90, rows: 20, argv: ["sh", "-c", "x"], env: { A: "1" }, cwd: "/tmp", user: "nobody" });
+    // The shell console (no argv) closed by the client reports no exit.
+    const shell = await c.console({ cols: 80, rows: 24 });
+    shell.close();
+    assert.equal(await shell.done, undefined);
   });
 });
 

@@ -3,7 +3,7 @@ import { action } from "../action.ts";
 import { createJson } from "../../api/results.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
-import { addResourceOptions, collectEnv, collectList, collectSecret, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, parseNetworkMode, refuseDockerFlags, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
 
 interface CreateFlags extends ResourceFlags {
   image?: string;
@@ -12,13 +12,16 @@ interface CreateFlags extends ResourceFlags {
   entrypoint?: string;
   imageCommand?: boolean;
   env?: Record<string, string>;
+  envFile?: Record<string, string>;
+  workdir?: string;
+  user?: string;
   network?: "isolated" | "user";
   hostname?: string;
   secret?: SecretRef[];
 }
 
 export function createCommand(): Command {
-  return addResourceOptions(new Command("create"))
+  return addRefusedDockerFlags(addResourceOptions(new Command("create")))
     .description("create a persistent workspace from an image (state prepared; boot it with `start`)")
     .argument("<name>", "workspace name: [a-z0-9][a-z0-9_.-]{0,62}")
     .option("--image <ref>", "image reference (tags are accepted; the resolved digest is recorded)")
@@ -26,12 +29,17 @@ export function createCommand(): Command {
     .option("--setup <cmd>", "shell command run before the entrypoint at every boot (repeatable, in order)", collectList)
     .option("--entrypoint <cmd>", "shell command run as the workload (replaces the image's Entrypoint and Cmd)")
     .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
-    .option("-e, --env <KEY=VALUE>", "environment variable for the workload (repeatable)", collectEnv)
+    .option("-e, --env <KEY=VALUE>", "environment variable for the workload and every exec (repeatable; wins over --env-file)", collectEnv)
+    .option("--env-file <file>", "environment variables from a file, docker's format: KEY=VAL lines, KEY alone takes this host's value, # comments (repeatable)", collectEnvFile)
+    .option("-w, --workdir <dir>", "working directory of the workload and every exec (default: the image's WorkingDir)")
+    .option("-u, --user <user[:group]>", "guest user of the workload and every exec, name or uid, resolved in the guest at boot (default: the image's User)")
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND, resolved at every start (repeatable); NAME=SOURCE@HOST,... swaps a placeholder on requests to HOST", collectSecret)
     .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
     .action(
       action(async (ctx, name: string, o: CreateFlags) => {
+        refuseDockerFlags("create", o as Record<string, unknown>);
+        const env = o.envFile || o.env ? { ...(o.envFile ?? {}), ...(o.env ?? {}) } : undefined;
         const r = await createWorkspace({
           name,
           stateDir: ctx.globals.stateDir,
@@ -41,7 +49,9 @@ export function createCommand(): Command {
           ...(o.setup !== undefined ? { setup: o.setup } : {}),
           ...(o.entrypoint !== undefined ? { entrypoint: o.entrypoint } : {}),
           ...(o.imageCommand ? { imageCommand: true } : {}),
-          ...(o.env !== undefined ? { env: o.env } : {}),
+          ...(env !== undefined ? { env } : {}),
+          ...(o.workdir !== undefined ? { cwd: o.workdir } : {}),
+          ...(o.user !== undefined ? { user: o.user } : {}),
           ...(o.secret !== undefined ? { secrets: o.secret } : {}),
           ...(o.network !== undefined ? { network: o.network } : {}),
           ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),

@@ -4,7 +4,8 @@ import { action } from "../action.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { execExitCode } from "../../api/exec.ts";
 import { execJson } from "../../api/results.ts";
-import { formatDurationMs, parseDurationFlag } from "./workspace-flags.ts";
+import { addRefusedDockerFlags, collectEnvFile, formatDurationMs, parseDurationFlag, refuseDockerFlags } from "./workspace-flags.ts";
+import { attachTerminal, requireTerminal, terminalSize } from "../tty.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import { parseWholeNumber } from "./workspace-flags.ts";
 import { EXIT_BROKEN_PIPE, watchBrokenPipe } from "../pipe.ts";
@@ -65,39 +66,88 @@ function openStdin(path: string): AsyncIterable<Uint8Array> {
   return createReadStream(path, { fd, highWaterMark: 64 * 1024 });
 }
 
+interface ExecFlags {
+  interactive?: boolean;
+  tty?: boolean;
+  detach?: boolean;
+  env: string[];
+  envFile?: Record<string, string>;
+  workdir?: string;
+  cwd?: string;
+  user?: string;
+  timeout: number;
+  stream?: boolean;
+  stdin?: string;
+  stdoutLimit?: number;
+  stderrLimit?: number;
+}
+
 export function execCommand(): Command {
-  return new Command("exec")
-    .description("run a command in a running workspace; the exit code is the command's (timed out 124, signaled 128+n, failed to start 127)")
+  // Docker's flags first (`docker exec -it NAME sh`), then ours.
+  const cmd = new Command("exec")
+    .description("run a command in a running workspace (-it for a terminal); the exit code is the command's (timed out 124, signaled 128+n, failed to start 127)")
     .argument("<name>", "workspace name")
     .argument("<argv...>", "the command and its arguments (put them after --)")
-    .option("-e, --env <KEY=VAL>", "environment variable for the command (repeatable)", collect, [])
-    .option("--cwd <dir>", "working directory in the guest")
-    .option("--user <user>", "run as this guest user (name or uid[:gid])")
-    .addOption(new Option("--timeout <duration>", "kill the command after this long").argParser(parseDurationFlag("--timeout")).default(300_000, "5m"))
+    .option("-i, --interactive", "stream this terminal's stdin into the command (same as --stdin -; without it the command's stdin is empty)")
+    .option("-t, --tty", "run the command on a terminal in the guest (needs a terminal here; no time limit unless --timeout is given)")
+    .addOption(new Option("-d, --detach").hideHelp())
+    .option("-e, --env <KEY=VAL>", "environment variable for the command (repeatable; wins over --env-file)", collect, [])
+    .option("--env-file <file>", "environment variables from a file, docker's format: KEY=VAL lines, KEY alone takes this host's value, # comments (repeatable)", collectEnvFile)
+    .option("-w, --workdir <dir>", "working directory in the guest (default: the workspace's)")
+    .addOption(new Option("--cwd <dir>", "same as --workdir").hideHelp())
+    .option("-u, --user <user[:group]>", "guest user, name or uid, resolved in the guest (default: the workspace's)")
+    .addOption(new Option("--timeout <duration>", "kill the command after this long (default 5m; none with -t)").argParser(parseDurationFlag("--timeout")))
     .option("--stream", "write output as it arrives (text mode)")
     .option("--stdin <path>", "feed this file (or - for the CLI's stdin) to the command")
     .option("--stdout-limit <bytes>", "cap on stdout bytes (default 16 MiB; beyond it output is dropped and marked truncated)", parseLimitBytes)
-    .option("--stderr-limit <bytes>", "cap on stderr bytes (default 16 MiB)", parseLimitBytes)
+    .option("--stderr-limit <bytes>", "cap on stderr bytes (default 16 MiB)", parseLimitBytes);
+  return addRefusedDockerFlags(cmd)
     .action(
       action(
-        async (
-          ctx,
-          name: string,
-          argv: string[],
-          o: { env: string[]; cwd?: string; user?: string; timeout: number; stream?: boolean; stdin?: string; stdoutLimit?: number; stderrLimit?: number },
-        ) => {
+        async (ctx, name: string, argv: string[], o: ExecFlags) => {
+          refuseDockerFlags("exec", o as unknown as Record<string, unknown>);
+          if (o.detach) {
+            throw CommonErrors.USAGE({
+              message: "exec does not take docker's -d: an exec's command is killed when its client goes away, so it cannot be left running in the background",
+              remediation: "Run the command in the foreground (`microagent exec NAME -- CMD &` in your shell), or start a detached workspace whose command it is: `microagent run -d IMAGE CMD`.",
+            });
+          }
+          if (o.workdir !== undefined && o.cwd !== undefined && o.workdir !== o.cwd) throw CommonErrors.USAGE({ message: "-w/--workdir and --cwd name different directories: pass one" });
+          if (o.interactive && o.stdin !== undefined) throw CommonErrors.USAGE({ message: "-i and --stdin both name the command's stdin: pass one", remediation: "-i is --stdin -." });
+          const cwd = o.workdir ?? o.cwd;
+          const env = { ...(o.envFile ?? {}), ...parseEnvPairs(o.env) };
+          if (o.tty) {
+            if (ctx.globals.format === "json") throw CommonErrors.USAGE({ message: "exec -t is a terminal session and has no JSON form", remediation: "Drop -t (keep -i to stream stdin), or drop --json." });
+            if (o.stdin !== undefined) throw CommonErrors.USAGE({ message: "--stdin cannot feed a terminal session (-t)", remediation: "Use -it to type into it, or drop -t to feed a file." });
+            requireTerminal("exec");
+            const ws = await Workspace.connect(name, { stateDir: ctx.globals.stateDir });
+            const con = await ws.console({ ...terminalSize(ctx.streams.stdout), argv, ...(Object.keys(env).length ? { env } : {}), ...(cwd ? { cwd } : {}), ...(o.user ? { user: o.user } : {}) });
+            const timer = o.timeout ? setTimeout(() => con.close(), o.timeout) : undefined;
+            let exit;
+            try {
+              exit = await attachTerminal(con, { stdin: process.stdin, stdout: ctx.streams.stdout }, Boolean(o.interactive));
+            } finally {
+              if (timer) clearTimeout(timer);
+            }
+            if (!exit) {
+              ctx.streams.stderr.write(`error: the terminal session ended without ${argv[0]}'s exit status (${timer ? "timed out, or " : ""}the workspace stopped)\n`);
+              return { exitCode: 1, passthrough: true };
+            }
+            if (exit.status === "failed_to_start") ctx.streams.stderr.write(`error: ${argv[0]} failed to start: ${exit.error ?? "unknown"}\n`);
+            return { exitCode: execExitCode(exit), passthrough: true };
+          }
           if (ctx.globals.format === "json" || ctx.globals.mode === "ax") checkJsonLimits(o.stdoutLimit, o.stderrLimit);
-          const env = parseEnvPairs(o.env);
+          const timeout = o.timeout ?? 300_000;
           const ws = await Workspace.connect(name, { stateDir: ctx.globals.stateDir });
-          const stdin = o.stdin === undefined ? undefined : openStdin(o.stdin);
+          const stdin = o.interactive ? openStdin("-") : o.stdin === undefined ? undefined : openStdin(o.stdin);
           // A reader that closes our stdout early ends the command quietly (and kills it in the guest).
           const abort = new AbortController();
           const pipe = watchBrokenPipe([ctx.streams.stdout, ctx.streams.stderr], () => abort.abort(new Error("broken pipe")));
           const handle = ws.exec(argv, {
             env,
-            ...(o.cwd ? { cwd: o.cwd } : {}),
+            ...(cwd ? { cwd } : {}),
             ...(o.user ? { user: o.user } : {}),
-            timeoutMs: o.timeout,
+            timeoutMs: timeout,
             ...(stdin ? { stdin } : {}),
             ...(o.stdoutLimit ? { stdoutLimitBytes: o.stdoutLimit } : {}),
             ...(o.stderrLimit ? { stderrLimitBytes: o.stderrLimit } : {}),
@@ -124,7 +174,7 @@ export function execCommand(): Command {
           if (ctx.streaming) {
             if (r.stdoutTruncated || r.stderrTruncated) ctx.streams.stderr.write(`note: output was truncated (${[r.stdoutTruncated && "stdout", r.stderrTruncated && "stderr"].filter(Boolean).join(", ")} over its limit)\n`);
             if (r.status === "failed_to_start") ctx.streams.stderr.write(`error: ${argv[0]} failed to start: ${r.error ?? "unknown"}\n`);
-            if (r.status === "timed_out") ctx.streams.stderr.write(`error: ${argv[0]} timed out after ${formatDurationMs(o.timeout)}\n`);
+            if (r.status === "timed_out") ctx.streams.stderr.write(`error: ${argv[0]} timed out after ${formatDurationMs(timeout)}\n`);
           }
           return {
             json: execJson(r),

@@ -3,7 +3,9 @@
  * commander's InvalidArgumentError echoing the bad value, so a bad flag is a usage error (exit 2)
  * raised while commander parses, before the command does anything (no probe, no note, no file).
  */
-import { InvalidArgumentError, type Command } from "commander";
+import { readFileSync } from "node:fs";
+import { InvalidArgumentError, Option, type Command } from "commander";
+import { CommonErrors } from "../../contract/errors.ts";
 import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, RESOURCE_LIMITS, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
@@ -120,4 +122,70 @@ export function resourceOptions(o: ResourceFlags): { profile?: ProfileName; memo
     ...(o.mke2fs !== undefined ? { mke2fs: o.mke2fs } : {}),
     ...(o.debugfs !== undefined ? { debugfs: o.debugfs } : {}),
   };
+}
+
+/**
+ * Repeatable `--env-file FILE`, in docker's format: one `KEY=VALUE` per line, taken verbatim (no
+ * quote or escape processing, trailing spaces kept); `KEY` alone takes the host's value and is left
+ * out when the host has none; blank lines and lines starting with `#` are skipped. Files are read in
+ * order, a later one winning; `-e` flags win over every file (the command merges them last).
+ */
+export function collectEnvFile(path: string, previous: Record<string, string> = {}): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InvalidArgumentError(`'${path}' cannot be read (${code === "ENOENT" ? "no such file" : (code ?? (e as Error).message)})`);
+  }
+  return { ...previous, ...parseEnvFile(text, path) };
+}
+
+/** The body of an env file (see collectEnvFile); `where` names it in errors. Pure, but for the host's env. */
+export function parseEnvFile(text: string, where: string, hostEnv: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = {};
+  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.replace(/^\s+/, "");
+    if (line === "" || line.startsWith("#")) return;
+    const eq = line.indexOf("=");
+    const key = eq < 0 ? line.replace(/\s+$/, "") : line.slice(0, eq);
+    if (key === "") throw new InvalidArgumentError(`${where} line ${i + 1}: no variable name before '='`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError(`${where} line ${i + 1}: '${key}' is not a valid environment variable name`);
+    if (eq >= 0) env[key] = line.slice(eq + 1);
+    else if (hostEnv[key] !== undefined) env[key] = hostEnv[key] as string;
+  });
+  return env;
+}
+
+/** Docker flags a workspace cannot honour, and the sentence saying why and what to use instead. */
+export const REFUSED_DOCKER_FLAGS: ReadonlyArray<{ flags: string; key: string; why: string }> = [
+  { flags: "--privileged", key: "privileged", why: "a workspace is a VM whose guest already runs as root inside its own kernel; there is no host privilege to grant, and the isolation is the point" },
+  { flags: "--pid <mode>", key: "pid", why: "the guest has its own kernel, so it cannot share the host's (or another workspace's) process table" },
+  { flags: "--ipc <mode>", key: "ipc", why: "the guest has its own kernel, so there is no host IPC namespace to join" },
+  { flags: "--uts <mode>", key: "uts", why: "the guest has its own kernel; set its hostname with --hostname on create or hostname: in the spec" },
+  { flags: "--userns <mode>", key: "userns", why: "the guest has its own kernel and user database; pick the guest user with -u/--user" },
+  { flags: "--device <dev>", key: "device", why: "host devices are not passed into workspaces (the VM sees only its disk, console and channel)" },
+  { flags: "--gpus <gpus>", key: "gpus", why: "GPUs are not passed into workspaces" },
+  { flags: "--cap-add <cap>", key: "capAdd", why: "capabilities are the guest kernel's business: the command already runs as the guest user you choose with -u (root by default)" },
+  { flags: "--cap-drop <cap>", key: "capDrop", why: "capabilities are the guest kernel's business; run the command as an unprivileged guest user with -u instead" },
+  { flags: "--security-opt <opt>", key: "securityOpt", why: "host security profiles (seccomp, AppArmor, SELinux) do not apply inside a VM; the VM boundary is the isolation" },
+  { flags: "-v, --volume <spec>", key: "volume", why: "host directories are not mounted into workspaces; copy files in with files: in the spec file (microagent.yaml) instead" },
+  { flags: "--mount <spec>", key: "mount", why: "host directories are not mounted into workspaces; copy files in with files: in the spec file (microagent.yaml) instead" },
+  { flags: "--restart <policy>", key: "restart", why: "workspaces are not restarted on their own; start one again with `microagent start NAME`" },
+];
+
+/** Register the refused docker flags (hidden from help): accepted by the parser so refuseDockerFlags can say why. */
+export function addRefusedDockerFlags(cmd: Command): Command {
+  for (const f of REFUSED_DOCKER_FLAGS) cmd.addOption(new Option(f.flags).hideHelp());
+  return cmd;
+}
+
+/** A usage error naming the first refused docker flag that was given, with why and what instead. */
+export function refuseDockerFlags(command: string, opts: Record<string, unknown>): void {
+  for (const f of REFUSED_DOCKER_FLAGS) {
+    if (opts[f.key] === undefined) continue;
+    const flag = f.flags.replace(/ <.*$/, "").replace(", ", "/");
+    throw CommonErrors.USAGE({ message: `${command} does not take docker's ${flag}: ${f.why}`, remediation: `Drop ${flag}; \`microagent ${command} --help\` lists what ${command} takes.` });
+  }
 }
