@@ -17,7 +17,8 @@ import { readTail } from "../workspace/serial.ts";
 import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
 import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
 import { assertBootArtifactsVerified } from "../workspace/verify.ts";
-import { SupervisorClient } from "../supervisor/client.ts";
+import { SupervisorClient, type CallHandlers } from "../supervisor/client.ts";
+import type { Op, OpRequestInput, OpResult } from "../supervisor/ops.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 import { runtimeRoot, spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
 import { chooseAccel } from "../supervisor/accel.ts";
@@ -173,9 +174,9 @@ class WorkspaceSupervisorClient extends SupervisorClient {
     this.#paths = paths;
   }
 
-  override async call(...args: Parameters<SupervisorClient["call"]>): Promise<unknown> {
+  override async call<K extends Op>(op: K, body: OpRequestInput<K>, handlers?: CallHandlers): Promise<OpResult<K>> {
     try {
-      return await super.call(...args);
+      return await super.call(op, body, handlers);
     } catch (e) {
       throw await explainUnreachable(this.#paths, e);
     }
@@ -230,10 +231,13 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   if (runtime && alive?.supervisorAlive) {
     const client = new SupervisorClient(runtime.sockets.control);
     try {
-      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
-        throw await explainUnreachable(paths, e);
-      })) as { state?: WorkspaceState };
-      return { workspace: name, state: value.state ?? target, previousState, changed: true };
+      const value =
+        mode === "kill"
+          ? await client.kill()
+          : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
+              throw await explainUnreachable(paths, e);
+            });
+      return { workspace: name, state: value.state, previousState, changed: true };
     } catch (e) {
       if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;
       // kill must work even when the supervisor is wedged: end its processes directly.
@@ -282,7 +286,7 @@ async function killRuntimeProcesses(runtime: RuntimeRecord): Promise<void> {
 /** Sever every host path into the guest; disk and events are kept; start is refused until halt/stop/kill. */
 export async function quarantineWorkspace(name: string, opts: LifecycleOptions = {}): Promise<{ workspace: string; state: WorkspaceState; frozen: boolean }> {
   const { client } = await supervisorFor(name, opts);
-  const value = (await client.quarantine()) as { state: WorkspaceState; frozen?: boolean };
+  const value = await client.quarantine();
   return { workspace: name, state: value.state, frozen: value.frozen ?? false };
 }
 
