@@ -5,7 +5,6 @@
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isMicroagentError } from "../contract/errors.ts";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
@@ -184,7 +183,7 @@ class WorkspaceSupervisorClient extends SupervisorClient {
 }
 
 async function explainUnreachable(paths: WorkspacePaths, e: unknown): Promise<unknown> {
-  if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) return e;
+  if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) return e;
   // A supervisor that just closed our connection may need a moment to be gone (or to be reaped).
   let outcome = await reconcile(paths).catch(() => undefined);
   for (let i = 0; i < 20 && outcome?.runtime && runtimeLiveness(outcome.runtime).supervisorAlive; i++) {
@@ -239,7 +238,7 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
             });
       return { workspace: name, state: value.state, previousState, changed: true };
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e) || mode !== "kill") throw e;
       // kill must work even when the supervisor is wedged: end its processes directly.
       await killRuntimeProcesses(runtime);
     }

@@ -6,7 +6,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isMicroagentError } from "../contract/errors.ts";
 import type { Arch, BackendName } from "../contract/backend.ts";
 import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import type { SecretRef } from "../secrets/ref.ts";
@@ -204,7 +203,7 @@ async function attachWithRetry(
       onFirstByte();
       return await client.attach(onOutput, signal);
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) throw e;
       if (!pidExists(supervisorPid)) {
         // It finished (or died) before we connected: its result.json and state say how.
         const { readResult } = await import("../workspace/result.ts");

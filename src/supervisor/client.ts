@@ -321,7 +321,7 @@ export class SupervisorClient {
       },
       done: done.catch((e) => {
         // A console closed by the peer or the VM is an ordinary end.
-        if (e instanceof MicroagentError && e.code === "SUPERVISOR_UNREACHABLE") return;
+        if (SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) return;
         throw e;
       }),
     };
