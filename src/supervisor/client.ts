@@ -32,8 +32,11 @@ export interface CallHandlers {
   onConnected?: (send: (line: ClientLine) => void) => void;
 }
 
-/** Rebuild an error the supervisor sent: same code, kind and remediation, even for codes this process never loaded. */
-export function errorFromObject(obj: ErrorObject): MicroagentError {
+/**
+ * Rebuild an error the supervisor sent: same code, kind and remediation, even for codes (and kinds)
+ * this process never loaded, so `kind` is any string here.
+ */
+export function errorFromObject(obj: Omit<ErrorObject, "kind"> & { kind: string }): MicroagentError {
   const known = definedErrorCodes().has(obj.code);
   const err = known
     ? new MicroagentError(obj.code, { message: obj.message, remediation: obj.remediation, ...(obj.details ? { details: obj.details } : {}) })
@@ -160,7 +163,7 @@ export class SupervisorClient {
               );
             }
           }
-          else settle(() => reject(errorFromObject(reply.error as ErrorObject)));
+          else settle(() => reject(errorFromObject(reply.error)));
         }
       });
       socket.on("error", () => {});
