@@ -168,5 +168,7 @@ export { SupervisorErrors } from "./supervisor/errors.ts";
 export { SupervisorClient } from "./supervisor/client.ts";
 export type { ConsoleConnection } from "./supervisor/client.ts";
 export { spawnSupervisor, waitForSupervisorReady } from "./supervisor/spawn.ts";
-export { CONTROL_PROTOCOL_VERSION, RequestSchema as ControlRequestSchema, ReplySchema as ControlReplySchema } from "./supervisor/protocol.ts";
+export { CONTROL_PROTOCOL_VERSION } from "./supervisor/protocol.ts";
+export { OPS as CONTROL_OPS, RequestSchema as ControlRequestSchema, ReplySchema as ControlReplySchema } from "./supervisor/ops.ts";
+export type { Op as ControlOp, OpResult as ControlOpResult, OpRequestInput as ControlOpRequest } from "./supervisor/ops.ts";
 export type { ExecRequest as ControlExecRequest, ExecResult as ControlExecResult, Readiness as ReadinessReport, ReadinessProbe as ReadinessProbeResult, SupervisorStatus, WorkloadResult as LiveWorkloadResult } from "./supervisor/protocol.ts";

@@ -6,7 +6,6 @@
 import { stopRecordedProcesses } from "../util/kill.ts";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isMicroagentError } from "../contract/errors.ts";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
@@ -17,7 +16,8 @@ import { readTail } from "../workspace/serial.ts";
 import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
 import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
 import { assertBootArtifactsVerified } from "../workspace/verify.ts";
-import { SupervisorClient } from "../supervisor/client.ts";
+import { SupervisorClient, type CallHandlers } from "../supervisor/client.ts";
+import type { Op, OpRequestInput, OpResult } from "../supervisor/ops.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 import { runtimeRoot, spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
 import { chooseAccel } from "../supervisor/accel.ts";
@@ -173,9 +173,9 @@ class WorkspaceSupervisorClient extends SupervisorClient {
     this.#paths = paths;
   }
 
-  override async call(...args: Parameters<SupervisorClient["call"]>): Promise<unknown> {
+  override async call<K extends Op>(op: K, body: OpRequestInput<K>, handlers?: CallHandlers): Promise<OpResult<K>> {
     try {
-      return await super.call(...args);
+      return await super.call(op, body, handlers);
     } catch (e) {
       throw await explainUnreachable(this.#paths, e);
     }
@@ -183,7 +183,7 @@ class WorkspaceSupervisorClient extends SupervisorClient {
 }
 
 async function explainUnreachable(paths: WorkspacePaths, e: unknown): Promise<unknown> {
-  if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) return e;
+  if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) return e;
   // A supervisor that just closed our connection may need a moment to be gone (or to be reaped).
   let outcome = await reconcile(paths).catch(() => undefined);
   for (let i = 0; i < 20 && outcome?.runtime && runtimeLiveness(outcome.runtime).supervisorAlive; i++) {
@@ -230,12 +230,15 @@ export async function stopWorkspace(name: string, mode: StopMode, opts: Lifecycl
   if (runtime && alive?.supervisorAlive) {
     const client = new SupervisorClient(runtime.sockets.control);
     try {
-      const value = (mode === "kill" ? await client.kill() : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
-        throw await explainUnreachable(paths, e);
-      })) as { state?: WorkspaceState };
-      return { workspace: name, state: value.state ?? target, previousState, changed: true };
+      const value =
+        mode === "kill"
+          ? await client.kill()
+          : await client.shutdown(mode, opts.timeoutMs).catch(async (e: unknown) => {
+              throw await explainUnreachable(paths, e);
+            });
+      return { workspace: name, state: value.state, previousState, changed: true };
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") || mode !== "kill") throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e) || mode !== "kill") throw e;
       // kill must work even when the supervisor is wedged: end its processes directly.
       await killRuntimeProcesses(runtime);
     }
@@ -274,7 +277,7 @@ async function killRuntimeProcesses(runtime: RuntimeRecord): Promise<void> {
 /** Sever every host path into the guest; disk and events are kept; start is refused until halt/stop/kill. */
 export async function quarantineWorkspace(name: string, opts: LifecycleOptions = {}): Promise<{ workspace: string; state: WorkspaceState; frozen: boolean }> {
   const { client } = await supervisorFor(name, opts);
-  const value = (await client.quarantine()) as { state: WorkspaceState; frozen?: boolean };
+  const value = await client.quarantine();
   return { workspace: name, state: value.state, frozen: value.frozen ?? false };
 }
 

@@ -11,7 +11,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isMicroagentError } from "../contract/errors.ts";
 import type { Arch, BackendName } from "../contract/backend.ts";
 import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import type { SecretRef } from "../secrets/ref.ts";
@@ -338,7 +337,7 @@ async function waitGuestUp(name: string, supervisorPid: number, opts: RunOptions
       await client.waitReady();
       return client;
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) throw e;
       if (!pidExists(supervisorPid)) {
         const state = await readState(paths);
         throw SupervisorErrors.BOOT_FAILED({ message: `workspace ${name} ended (${state?.state ?? "unknown"}) before its guest came up: ${state?.detail ?? "no detail"}` });
@@ -381,7 +380,7 @@ async function attachWithRetry(
       onFirstByte();
       return await client.attach(onOutput, signal);
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) throw e;
       if (!pidExists(supervisorPid)) {
         // It finished (or died) before we connected: its result.json and state say how.
         const { readResult } = await import("../workspace/result.ts");

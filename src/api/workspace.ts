@@ -8,7 +8,8 @@
  * Workspace object may be dropped and re-got at any time, and two processes may hold one each.
  */
 import { Buffer } from "node:buffer";
-import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
+import { CommonErrors } from "../contract/errors.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
 import type { CreateJson, DeleteJson, ListJson, QuarantineJson, StartJson, StopJson, WaitJson } from "../contract/results.ts";
 import { openWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { createWorkspace } from "../workspace/create.ts";
@@ -230,7 +231,7 @@ class LiveClient extends SupervisorClient {
     try {
       return await client.exec(...args);
     } catch (e) {
-      if (isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE") this.#ws.forgetClient();
+      if (SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) this.#ws.forgetClient();
       throw e;
     }
   }

@@ -82,20 +82,30 @@ export class MicroagentError extends Error {
 }
 
 /**
- * Declare a family of error codes. Returns one constructor function per code, so call sites read
- * `throw KernelErrors.SHA_MISMATCH({ message, details })`.
+ * One code's constructor, which also names the code it makes: `Errors.CODE.is(e)` is the checked
+ * form of `e.code === "CODE"` (a misspelt or removed code is a compile error, not a silent false).
  */
-export function defineErrors<const T extends Record<string, ErrorSpec>>(
-  specs: T,
-): { [K in keyof T]: (init: MicroagentErrorInit) => MicroagentError } {
-  const out = {} as { [K in keyof T]: (init: MicroagentErrorInit) => MicroagentError };
+export type ErrorFactory<C extends string> = ((init: MicroagentErrorInit) => MicroagentError & { readonly code: C }) & {
+  readonly code: C;
+  /** True when `e` is a MicroagentError with this code. */
+  is(e: unknown): e is MicroagentError & { readonly code: C };
+};
+
+/**
+ * Declare a family of error codes. Returns one constructor function per code, so call sites read
+ * `throw KernelErrors.SHA_MISMATCH({ message, details })` and test with `KernelErrors.SHA_MISMATCH.is(e)`.
+ */
+export function defineErrors<const T extends Record<string, ErrorSpec>>(specs: T): { [K in keyof T & string]: ErrorFactory<K> } {
+  const out: Record<string, ErrorFactory<string>> = {};
   for (const [code, spec] of Object.entries(specs)) {
     const existing = registry.get(code);
     if (existing && existing !== spec) throw new Error(`internal: error code ${code} defined twice`);
     registry.set(code, spec);
-    out[code as keyof T] = (init: MicroagentErrorInit) => new MicroagentError(code, init);
+    const make = (init: MicroagentErrorInit) => new MicroagentError(code, init);
+    const is = (e: unknown): e is MicroagentError => e instanceof MicroagentError && e.code === code;
+    out[code] = Object.assign(make, { code, is });
   }
-  return out;
+  return out as { [K in keyof T & string]: ErrorFactory<K> };
 }
 
 /** Every code defined so far (for the table-driven test and `docs/errors`). */

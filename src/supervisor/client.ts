@@ -8,34 +8,37 @@ import { randomUUID } from "node:crypto";
 import { CommonErrors, MicroagentError, definedErrorCodes, isMicroagentError, type ErrorObject } from "../contract/errors.ts";
 import {
   CONTROL_PROTOCOL_VERSION,
-  ConsoleExitSchema,
-  ExecResultSchema,
   LineDecoder,
   MAX_STDIN_CHUNK_BYTES,
-  ReadinessSchema,
-  ReplySchema,
-  StatusSchema,
-  WorkloadResultSchema,
   encodeLine,
   type ConsoleExit,
   type ConsoleOpenOptions,
+  type ConsoleInput,
+  type ExecInput,
   type ExecRequest,
-  type ExecResult,
-  type Readiness,
-  type Reply,
-  type RequestInput,
-  type SupervisorStatus,
-  type WorkloadResult,
 } from "./protocol.ts";
+import { ReplySchema, decodeResult, type Op, type OpRequestInput, type OpResult, type Reply } from "./ops.ts";
 import { SupervisorErrors } from "./errors.ts";
 
 /** A returned promise pauses reading from the supervisor until it settles (backpressure to the guest). */
 type OutputHandler = (stream: "stdout" | "stderr" | "console", data: Buffer) => unknown;
-type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
-type RequestBody = DistributiveOmit<RequestInput, "v" | "id">;
+/** Lines a client sends after its request (exec: stdin/stdin_eof/signal; console: input/resize/close). */
+type ClientLine = ExecInput | ConsoleInput;
 
-/** Rebuild an error the supervisor sent: same code, kind and remediation, even for codes this process never loaded. */
-export function errorFromObject(obj: ErrorObject): MicroagentError {
+/** What `call` may do besides sending the request line. */
+export interface CallHandlers {
+  onOutput?: OutputHandler;
+  onOpened?: (socket: Socket) => void;
+  signal?: AbortSignal;
+  stdin?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+  onConnected?: (send: (line: ClientLine) => void) => void;
+}
+
+/**
+ * Rebuild an error the supervisor sent: same code, kind and remediation, even for codes (and kinds)
+ * this process never loaded, so `kind` is any string here.
+ */
+export function errorFromObject(obj: Omit<ErrorObject, "kind"> & { kind: string }): MicroagentError {
   const known = definedErrorCodes().has(obj.code);
   const err = known
     ? new MicroagentError(obj.code, { message: obj.message, remediation: obj.remediation, ...(obj.details ? { details: obj.details } : {}) })
@@ -94,20 +97,13 @@ export class SupervisorClient {
   }
 
   /**
-   * Send one request; stream lines go to `onOutput`/`onOpened`; resolves with the final value.
-   * `stdin` is sent after the request as `stdin` lines (within the socket's flow control), then
-   * `stdin_eof`; `onConnected` gets the socket to send further lines (e.g. `signal`).
+   * Send one request; stream lines go to `onOutput`/`onOpened`; resolves with the op's result,
+   * checked against the op's result schema (a supervisor of another version answering something
+   * else is SUPERVISOR_PROTOCOL naming the op and the field). `stdin` is sent after the request as
+   * `stdin` lines (within the socket's flow control), then `stdin_eof`; `onConnected` gets a
+   * function to send further lines (e.g. `signal`).
    */
-  async call(
-    body: RequestBody,
-    handlers: {
-      onOutput?: OutputHandler;
-      onOpened?: (socket: Socket) => void;
-      signal?: AbortSignal;
-      stdin?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
-      onConnected?: (send: (line: unknown) => void) => void;
-    } = {},
-  ): Promise<unknown> {
+  async call<K extends Op>(op: K, body: OpRequestInput<K>, handlers: CallHandlers = {}): Promise<OpResult<K>> {
     const socket = await this.open();
     const id = randomUUID();
     return new Promise((resolve, reject) => {
@@ -155,8 +151,21 @@ export class SupervisorClient {
             }
           }
           else if (reply.type === "opened") handlers.onOpened?.(socket);
-          else if (reply.type === "result") settle(() => resolve(reply.value));
-          else settle(() => reject(errorFromObject(reply.error as ErrorObject)));
+          else if (reply.type === "result") {
+            const decoded = decodeResult(op, reply.value);
+            if (decoded.ok) settle(() => resolve(decoded.value));
+            else {
+              settle(() =>
+                reject(
+                  SupervisorErrors.SUPERVISOR_PROTOCOL({
+                    message: `the supervisor's \`${op}\` result does not match this client's protocol: ${decoded.field}: ${decoded.problem}`,
+                    details: { op, field: decoded.field, problem: decoded.problem },
+                  }),
+                ),
+              );
+            }
+          }
+          else settle(() => reject(errorFromObject(reply.error)));
         }
       });
       socket.on("error", () => {});
@@ -169,7 +178,7 @@ export class SupervisorClient {
           ),
         ),
       );
-      socket.write(encodeLine({ v: CONTROL_PROTOCOL_VERSION, id, ...body }));
+      socket.write(encodeLine({ v: CONTROL_PROTOCOL_VERSION, id, op, ...body }));
       handlers.onConnected?.((line) => {
         if (!settled && !socket.destroyed) socket.write(encodeLine(line));
       });
@@ -200,22 +209,21 @@ export class SupervisorClient {
     });
   }
 
-  async status(): Promise<SupervisorStatus> {
-    return StatusSchema.parse(await this.call({ op: "status" }));
+  async status(): Promise<OpResult<"status">> {
+    return this.call("status", {});
   }
 
   /** Round trip to the guest through the supervisor; `guestMs` is the supervisor<->guest part. */
-  async ping(): Promise<{ guestMs: number }> {
-    const v = (await this.call({ op: "ping" })) as { guestMs?: unknown };
-    return { guestMs: typeof v?.guestMs === "number" ? v.guestMs : NaN };
+  async ping(): Promise<OpResult<"ping">> {
+    return this.call("ping", {});
   }
 
-  async waitReady(timeoutMs?: number): Promise<SupervisorStatus> {
-    return StatusSchema.parse(await this.call({ op: "wait_ready", ...(timeoutMs ? { timeoutMs } : {}) }));
+  async waitReady(timeoutMs?: number): Promise<OpResult<"wait_ready">> {
+    return this.call("wait_ready", timeoutMs ? { timeoutMs } : {});
   }
 
-  async readiness(timeoutMs?: number): Promise<Readiness> {
-    return ReadinessSchema.parse(await this.call({ op: "readiness", ...(timeoutMs ? { timeoutMs } : {}) }));
+  async readiness(timeoutMs?: number): Promise<OpResult<"readiness">> {
+    return this.call("readiness", timeoutMs ? { timeoutMs } : {});
   }
 
   /**
@@ -227,38 +235,43 @@ export class SupervisorClient {
     onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown,
     signal?: AbortSignal,
     io: { stdin?: AsyncIterable<Uint8Array> | Iterable<Uint8Array>; onSignal?: (send: (signal: string) => void) => void } = {},
-  ): Promise<ExecResult> {
-    const value = await this.call(
-      { op: "exec", exec: { ...req, stream: Boolean(onOutput), ...(io.stdin ? { stdinStream: true } : {}) } },
+  ): Promise<OpResult<"exec">> {
+    return this.call(
+      "exec",
+      { exec: { ...req, stream: Boolean(onOutput), ...(io.stdin ? { stdinStream: true } : {}) } },
       {
-        ...(onOutput ? { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d) } : {}),
+        ...(onOutput ? { onOutput: (s, d) => (s === "console" ? undefined : onOutput(s, d)) } : {}),
         ...(signal ? { signal } : {}),
         ...(io.stdin ? { stdin: io.stdin } : {}),
-        ...(io.onSignal ? { onConnected: (send: (line: unknown) => void) => io.onSignal?.((sig) => send({ type: "signal", signal: sig })) } : {}),
+        ...(io.onSignal ? { onConnected: (send) => io.onSignal?.((sig) => send({ type: "signal", signal: sig })) } : {}),
       },
     );
-    return ExecResultSchema.parse(value);
   }
 
-  async attach(onOutput: (stream: "stdout" | "stderr", data: Buffer) => unknown, signal?: AbortSignal): Promise<WorkloadResult> {
-    const value = await this.call({ op: "attach" }, { onOutput: (s, d) => onOutput(s as "stdout" | "stderr", d), ...(signal ? { signal } : {}) });
-    return WorkloadResultSchema.parse(value);
+  async attach(onOutput: (stream: "stdout" | "stderr", data: Buffer) => unknown, signal?: AbortSignal): Promise<OpResult<"attach">> {
+    return this.call("attach", {}, { onOutput: (s, d) => (s === "console" ? undefined : onOutput(s, d)), ...(signal ? { signal } : {}) });
   }
 
-  async waitResult(signal?: AbortSignal): Promise<WorkloadResult> {
-    return WorkloadResultSchema.parse(await this.call({ op: "wait_result" }, signal ? { signal } : {}));
+  async waitResult(signal?: AbortSignal): Promise<OpResult<"wait_result">> {
+    return this.call("wait_result", {}, signal ? { signal } : {});
   }
 
-  async shutdown(mode: "halt" | "stop", timeoutMs?: number): Promise<unknown> {
-    return this.call({ op: "shutdown", mode, ...(timeoutMs ? { timeoutMs } : {}) });
+  /** Resolves with the state the VM ended in. */
+  async shutdown(mode: "halt" | "stop", timeoutMs?: number): Promise<OpResult<"shutdown">> {
+    return this.call("shutdown", { mode, ...(timeoutMs ? { timeoutMs } : {}) });
   }
 
-  async kill(): Promise<unknown> {
-    return this.call({ op: "kill" });
+  async kill(): Promise<OpResult<"kill">> {
+    return this.call("kill", {});
   }
 
-  async quarantine(): Promise<unknown> {
-    return this.call({ op: "quarantine" });
+  async quarantine(): Promise<OpResult<"quarantine">> {
+    return this.call("quarantine", {});
+  }
+
+  /** What each supervisor service reports about itself, by name (`{}` when none run). */
+  async services(): Promise<OpResult<"services">> {
+    return this.call("services", {});
   }
 
   /**
@@ -276,7 +289,8 @@ export class SupervisorClient {
       openedReject = rej;
     });
     const done = this.call(
-      { op: "console", ...opts },
+      "console",
+      opts,
       {
         onOutput: (_s, d) => {
           if (listeners.length === 0) pending.push(d);
@@ -288,10 +302,7 @@ export class SupervisorClient {
         },
       },
     ).then(
-      (v) => {
-        const exit = ConsoleExitSchema.safeParse((v as { exit?: unknown } | undefined)?.exit);
-        return exit.success ? exit.data : undefined;
-      },
+      (v) => v.exit,
       (e) => {
         openedReject(e);
         throw e;
@@ -301,7 +312,7 @@ export class SupervisorClient {
     // an unhandled rejection.
     done.catch(() => {});
     await opened;
-    const sendLine = (v: unknown) => {
+    const sendLine = (v: ConsoleInput) => {
       if (socket && !socket.destroyed) socket.write(encodeLine(v));
     };
     return {
@@ -318,7 +329,7 @@ export class SupervisorClient {
       },
       done: done.catch((e) => {
         // A console closed by the peer or the VM is an ordinary end.
-        if (e instanceof MicroagentError && e.code === "SUPERVISOR_UNREACHABLE") return undefined;
+        if (SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) return undefined;
         throw e;
       }),
     };

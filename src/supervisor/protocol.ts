@@ -6,7 +6,8 @@
  * with `stdinStream` also stays open: the client sends `stdin` chunks, then `stdin_eof` (and may
  * send `signal` lines for the running command).
  * Every line is validated with zod at decode; a line longer than MAX_LINE_BYTES is a protocol
- * error detected before it is buffered whole.
+ * error detected before it is buffered whole. The ops, each with its request and result schema,
+ * are listed in `ops.ts`; this module holds the framing and the shapes several ops share.
  */
 import { z } from "zod";
 
@@ -23,7 +24,7 @@ export const MAX_STDIN_CHUNK_BYTES = 64 * 1024;
  */
 export const MAX_INLINE_OUTPUT_BYTES = 256 * 1024;
 
-const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64");
+export const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64");
 
 export const ExecRequestSchema = z.strictObject({
   argv: z.array(z.string()).min(1),
@@ -77,12 +78,15 @@ export const ReadinessProbeSchema = z.object({
   error: z.string().optional(),
 });
 export type ReadinessProbe = z.infer<typeof ReadinessProbeSchema>;
-export const ReadinessSchema = z.object({
-  guestReady: ReadinessProbeSchema,
-  execReady: ReadinessProbeSchema,
-  shellReady: ReadinessProbeSchema,
-  resultReady: ReadinessProbeSchema,
-});
+/** The four built-in probes, plus any a supervisor service adds under its own name (e.g. `mediationReady`). */
+export const ReadinessSchema = z
+  .object({
+    guestReady: ReadinessProbeSchema,
+    execReady: ReadinessProbeSchema,
+    shellReady: ReadinessProbeSchema,
+    resultReady: ReadinessProbeSchema,
+  })
+  .catchall(ReadinessProbeSchema);
 export type Readiness = z.infer<typeof ReadinessSchema>;
 
 export const SUPERVISOR_PHASES = ["booting", "running", "stopping", "quarantined", "exited"] as const;
@@ -101,41 +105,6 @@ export const StatusSchema = z.object({
   workload: WorkloadResultSchema.optional(),
 });
 export type SupervisorStatus = z.infer<typeof StatusSchema>;
-
-export const RequestSchema = z.discriminatedUnion("op", [
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("status") }),
-  /** Round trip through the guest's event loop (no process started): `{guestMs}`. */
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("ping") }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("wait_ready"), timeoutMs: z.number().int().positive().optional() }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("readiness"), timeoutMs: z.number().int().positive().optional() }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("exec"), exec: ExecRequestSchema }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("attach") }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("wait_result") }),
-  z.strictObject({
-    v: z.literal(1),
-    id: z.string(),
-    op: z.literal("console"),
-    cols: z.number().int().positive().max(1000).default(80),
-    rows: z.number().int().positive().max(1000).default(24),
-    /** A command on the PTY instead of the workspace shell (`exec -t`, `run -t`); its exit is the result. */
-    argv: z.array(z.string()).min(1).optional(),
-    env: z.record(z.string(), z.string()).optional(),
-    cwd: z.string().optional(),
-    user: z.string().optional(),
-  }),
-  z.strictObject({
-    v: z.literal(1),
-    id: z.string(),
-    op: z.literal("shutdown"),
-    mode: z.enum(["halt", "stop"]),
-    timeoutMs: z.number().int().positive().optional(),
-  }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("kill") }),
-  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("quarantine") }),
-]);
-export type Request = z.infer<typeof RequestSchema>;
-export type RequestInput = z.input<typeof RequestSchema>;
-export type Op = Request["op"];
 
 /** Lines a console client sends after its request. */
 export const ConsoleInputSchema = z.discriminatedUnion("type", [
@@ -171,24 +140,6 @@ export const ExecInputSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("signal"), signal: z.string().regex(/^SIG[A-Z0-9]{1,10}$/, "a signal name like SIGTERM") }),
 ]);
 export type ExecInput = z.infer<typeof ExecInputSchema>;
-
-const ErrorObjectSchema = z.object({
-  kind: z.string(),
-  code: z.string(),
-  message: z.string(),
-  remediation: z.string(),
-  retryable: z.boolean(),
-  correlation_id: z.string(),
-  details: z.record(z.string(), z.unknown()).optional(),
-});
-
-export const ReplySchema = z.discriminatedUnion("type", [
-  z.object({ id: z.string(), type: z.literal("result"), value: z.unknown() }),
-  z.object({ id: z.string(), type: z.literal("error"), error: ErrorObjectSchema }),
-  z.object({ id: z.string(), type: z.literal("output"), stream: z.enum(["stdout", "stderr", "console"]), data: Base64 }),
-  z.object({ id: z.string(), type: z.literal("opened") }),
-]);
-export type Reply = z.infer<typeof ReplySchema>;
 
 export class LineTooLongError extends Error {}
 

@@ -14,18 +14,12 @@ import {
   MAX_INLINE_OUTPUT_BYTES,
   MAX_LINE_BYTES,
   MAX_STDIN_CHUNK_BYTES,
-  RequestSchema,
   encodeLine,
   type ConsoleExit,
   type ConsoleOpenOptions,
   type ExecRequest,
-  type ExecResult,
-  type Readiness,
-  type Reply,
-  type Request,
-  type SupervisorStatus,
-  type WorkloadResult,
 } from "./protocol.ts";
+import { RequestSchema, type Op, type OpRequest, type OpResult, type Reply, type Request } from "./ops.ts";
 import { SupervisorErrors } from "./errors.ts";
 
 export type OutputStream = "stdout" | "stderr";
@@ -73,19 +67,85 @@ export interface ConsoleSession {
   exit?: Promise<ConsoleExit | undefined>;
 }
 
+/** What each op does; the result types come from the op table (`ops.ts`). */
 export interface ControlHandlers {
-  status(): SupervisorStatus;
-  ping(): Promise<{ guestMs: number }>;
-  waitReady(timeoutMs: number | undefined): Promise<SupervisorStatus>;
-  readiness(timeoutMs: number | undefined): Promise<Readiness>;
-  exec(req: ExecRequest, onOutput: OutputSink | undefined, signal: AbortSignal, io?: ExecIo): Promise<ExecResult>;
+  status(): OpResult<"status">;
+  ping(): Promise<OpResult<"ping">>;
+  waitReady(timeoutMs: number | undefined): Promise<OpResult<"wait_ready">>;
+  readiness(timeoutMs: number | undefined): Promise<OpResult<"readiness">>;
+  exec(req: ExecRequest, onOutput: OutputSink | undefined, signal: AbortSignal, io?: ExecIo): Promise<OpResult<"exec">>;
   /** Replay the workload's output so far, follow it, and resolve with its result. */
-  attach(onOutput: OutputSink, signal: AbortSignal): Promise<WorkloadResult>;
-  waitResult(signal: AbortSignal): Promise<WorkloadResult>;
+  attach(onOutput: OutputSink, signal: AbortSignal): Promise<OpResult<"attach">>;
+  waitResult(signal: AbortSignal): Promise<OpResult<"wait_result">>;
   console(opts: ConsoleOpenOptions): Promise<ConsoleSession>;
-  shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown>;
-  kill(): Promise<unknown>;
-  quarantine(): Promise<unknown>;
+  shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<OpResult<"shutdown">>;
+  kill(): Promise<OpResult<"kill">>;
+  quarantine(): Promise<OpResult<"quarantine">>;
+  /** Each service's `describe()`, by service name. Absent: the supervisor runs no services (`{}`). */
+  services?(): OpResult<"services"> | Promise<OpResult<"services">>;
+}
+
+/** What the dispatch of one op may use besides its request. */
+interface OpContext {
+  output(stream: OutputStream | "console", data: Buffer): Promise<void>;
+  signal: AbortSignal;
+  stdin: StdinQueue | undefined;
+  onSignal(cb: (signal: string) => void): void;
+  /** A console op hands its session over for the client's later lines, then says `opened`. */
+  opened(session: ConsoleSession): void;
+}
+
+/** One entry per op: the compiler checks that every op is dispatched and returns its op's result type. */
+type OpDispatch = { [K in Op]: (req: OpRequest<K>, ctx: OpContext) => OpResult<K> | Promise<OpResult<K>> };
+
+function dispatchTable(handlers: ControlHandlers): OpDispatch {
+  return {
+    status: () => handlers.status(),
+    ping: () => handlers.ping(),
+    wait_ready: (req) => handlers.waitReady(req.timeoutMs),
+    readiness: (req) => handlers.readiness(req.timeoutMs),
+    exec: (req, ctx) => {
+      if (!req.exec.stream) {
+        // The output rides in the one result line: keep it within a line and the heap.
+        for (const [flag, v] of [["stdoutLimitBytes", req.exec.stdoutLimitBytes], ["stderrLimitBytes", req.exec.stderrLimitBytes]] as const) {
+          if (v !== undefined && v > MAX_INLINE_OUTPUT_BYTES) {
+            throw CommonErrors.INVALID_ARGUMENT({
+              message: `${flag} ${v} is over ${MAX_INLINE_OUTPUT_BYTES} for a non-streamed exec`,
+              remediation: "Ask for streamed output (stream: true; the CLI and library always do) to capture more.",
+            });
+          }
+        }
+      }
+      const exec = req.exec.stream
+        ? req.exec
+        : { ...req.exec, stdoutLimitBytes: req.exec.stdoutLimitBytes ?? MAX_INLINE_OUTPUT_BYTES, stderrLimitBytes: req.exec.stderrLimitBytes ?? MAX_INLINE_OUTPUT_BYTES };
+      return handlers.exec(exec, req.exec.stream ? (stream, data) => ctx.output(stream, data) : undefined, ctx.signal, {
+        ...(ctx.stdin ? { stdin: ctx.stdin } : {}),
+        onSignal: ctx.onSignal,
+      });
+    },
+    attach: (_req, ctx) => handlers.attach((stream, data) => ctx.output(stream, data), ctx.signal),
+    wait_result: (_req, ctx) => handlers.waitResult(ctx.signal),
+    console: async (req, ctx) => {
+      const { cols, rows, argv, env, cwd, user } = req;
+      const session = await handlers.console({ cols, rows, ...(argv ? { argv } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}), ...(user ? { user } : {}) });
+      session.onData((data) => ctx.output("console", data));
+      ctx.opened(session);
+      await session.closed;
+      const exit = await session.exit?.catch(() => undefined);
+      return { closed: true as const, ...(exit ? { exit } : {}) };
+    },
+    shutdown: (req) => handlers.shutdown(req.mode, req.timeoutMs),
+    kill: () => handlers.kill(),
+    quarantine: () => handlers.quarantine(),
+    services: () => handlers.services?.() ?? {},
+  };
+}
+
+/** Run one decoded request through its op's entry (the request's `op` selects the entry it fits). */
+function runOp<K extends Op>(table: OpDispatch, req: OpRequest<K>, ctx: OpContext): OpResult<K> | Promise<OpResult<K>> {
+  const fn: (req: OpRequest<K>, ctx: OpContext) => OpResult<K> | Promise<OpResult<K>> = table[req.op];
+  return fn(req, ctx);
 }
 
 export interface ControlServer {
@@ -130,6 +190,7 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
     stalledLingerMs: options.stalledLingerMs ?? 60_000,
   };
   const gate = new OutputGate();
+  const table = dispatchTable(handlers);
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     sockets.add(socket);
@@ -140,7 +201,7 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
       gate.sockets.delete(socket);
       gate.wake();
     });
-    serveConnection(socket, handlers, gate, opts);
+    serveConnection(socket, table, gate, opts);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -227,7 +288,7 @@ function outputLine(id: string, stream: OutputStream | "console", data: Buffer):
   return Buffer.from(`{"id":${JSON.stringify(id)},"type":"output","stream":"${stream}","data":"${data.toString("base64")}"}\n`);
 }
 
-function serveConnection(socket: Socket, handlers: ControlHandlers, gate: OutputGate, opts: ResolvedServerOptions): void {
+function serveConnection(socket: Socket, table: OpDispatch, gate: OutputGate, opts: ResolvedServerOptions): void {
   const decoder = new LineDecoder();
   const abort = new AbortController();
   let request: Request | undefined;
@@ -386,75 +447,17 @@ function serveConnection(socket: Socket, handlers: ControlHandlers, gate: Output
 
   const dispatch = async (req: Request) => {
     try {
-      let value: unknown;
-      switch (req.op) {
-        case "status":
-          value = handlers.status();
-          break;
-        case "ping":
-          value = await handlers.ping();
-          break;
-        case "wait_ready":
-          value = await handlers.waitReady(req.timeoutMs);
-          break;
-        case "readiness":
-          value = await handlers.readiness(req.timeoutMs);
-          break;
-        case "exec": {
-          if (!req.exec.stream) {
-            // The output rides in the one result line: keep it within a line and the heap.
-            for (const [flag, v] of [["stdoutLimitBytes", req.exec.stdoutLimitBytes], ["stderrLimitBytes", req.exec.stderrLimitBytes]] as const) {
-              if (v !== undefined && v > MAX_INLINE_OUTPUT_BYTES) {
-                throw CommonErrors.INVALID_ARGUMENT({
-                  message: `${flag} ${v} is over ${MAX_INLINE_OUTPUT_BYTES} for a non-streamed exec`,
-                  remediation: "Ask for streamed output (stream: true; the CLI and library always do) to capture more.",
-                });
-              }
-            }
-          }
-          const exec = req.exec.stream
-            ? req.exec
-            : { ...req.exec, stdoutLimitBytes: req.exec.stdoutLimitBytes ?? MAX_INLINE_OUTPUT_BYTES, stderrLimitBytes: req.exec.stderrLimitBytes ?? MAX_INLINE_OUTPUT_BYTES };
-          value = await handlers.exec(
-            exec,
-            req.exec.stream ? (stream, data) => output(req.id, stream, data) : undefined,
-            abort.signal,
-            { ...(stdin ? { stdin } : {}), onSignal: (cb) => void signalListeners.push(cb) },
-          );
-          break;
-        }
-        case "attach":
-          value = await handlers.attach((stream, data) => output(req.id, stream, data), abort.signal);
-          break;
-        case "wait_result":
-          value = await handlers.waitResult(abort.signal);
-          break;
-        case "console": {
-          const { cols, rows, argv, env, cwd, user } = req;
-          const session = await handlers.console({ cols, rows, ...(argv ? { argv } : {}), ...(env ? { env } : {}), ...(cwd ? { cwd } : {}), ...(user ? { user } : {}) });
+      const value = await runOp(table, req, {
+        output: (stream, data) => output(req.id, stream, data),
+        signal: abort.signal,
+        stdin,
+        onSignal: (cb) => void signalListeners.push(cb),
+        opened: (session) => {
           consoleSession = session;
-          session.onData((data) => output(req.id, "console", data));
           send({ id: req.id, type: "opened" });
-          await session.closed;
-          const exit = await session.exit?.catch(() => undefined);
-          value = { closed: true, ...(exit ? { exit } : {}) };
-          break;
-        }
-        case "shutdown":
-          value = await handlers.shutdown(req.mode, req.timeoutMs);
-          break;
-        case "kill":
-          value = await handlers.kill();
-          break;
-        case "quarantine":
-          value = await handlers.quarantine();
-          break;
-        default: {
-          const never: never = req;
-          throw CommonErrors.INTERNAL({ message: `unhandled op ${(never as Request).op}` });
-        }
-      }
-      finish({ id: req.id, type: "result", value: value ?? null });
+        },
+      });
+      finish({ id: req.id, type: "result", value });
     } catch (e) {
       fail(req.id, e);
     }

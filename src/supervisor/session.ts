@@ -18,6 +18,7 @@ import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
 import type { ConsoleOpenOptions, ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
+import type { OpResult } from "./ops.ts";
 import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
 
 export interface ResolvedSupervisorConfig {
@@ -452,7 +453,7 @@ export class Supervisor implements ControlHandlers {
     return { guestReady, execReady, shellReady, resultReady };
   }
 
-  async shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown> {
+  async shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<OpResult<"shutdown">> {
     const limit = timeoutMs ?? this.config.shutdownTimeoutMs;
     if (this.#finalState) {
       // Ended just before this request (a kill or crash racing the halt): not a clean halt either.
@@ -507,7 +508,7 @@ export class Supervisor implements ControlHandlers {
     });
   }
 
-  async kill(): Promise<unknown> {
+  async kill(): Promise<OpResult<"kill">> {
     if (this.#finalState) return { state: this.#finalState };
     this.#intent = "kill";
     this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was killed while booting` }));
@@ -516,7 +517,7 @@ export class Supervisor implements ControlHandlers {
     return { state: await this.#done };
   }
 
-  async quarantine(): Promise<unknown> {
+  async quarantine(): Promise<OpResult<"quarantine">> {
     if (this.phase === "quarantined") return { state: "quarantined" };
     if (this.phase !== "running" && this.phase !== "booting") {
       throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}; only a running or starting workspace can be quarantined` });

@@ -11,7 +11,6 @@ import { runtimeDirFor, type WorkspacePaths } from "../workspace/paths.ts";
 import { dirname, join } from "node:path";
 import { pidExists } from "../util/process.ts";
 import { readTail } from "../workspace/serial.ts";
-import { isMicroagentError } from "../contract/errors.ts";
 import { SupervisorClient } from "./client.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { SupervisorStatus } from "./protocol.ts";
@@ -81,7 +80,7 @@ export async function waitForSupervisorReady(paths: WorkspacePaths, pid: number,
       // A predecessor that has not finished exiting may still answer on the same path: not ours.
       if (status.supervisorPid === pid) return status;
     } catch (e) {
-      if (!(isMicroagentError(e) && e.code === "SUPERVISOR_UNREACHABLE")) throw e;
+      if (!SupervisorErrors.SUPERVISOR_UNREACHABLE.is(e)) throw e;
     }
     if (!pidExists(pid)) {
       const supLog = (await readTail(paths.supervisorLog, 2048)).trimEnd();

@@ -75,3 +75,21 @@ test("contract-errors: text rendering names the cause and the fix; JSON mode pri
 test("contract-errors: retryable errors exit 75", () => {
   assert.equal(exitCodeFor(CommonErrors.INTERRUPTED({ message: "x" })), 75);
 });
+
+test("errors: Table.CODE.is(e) is the checked form of e.code === CODE", () => {
+  const e: unknown = CommonErrors.TOOL_MISSING({ message: "mke2fs not found" });
+  assert.equal(CommonErrors.TOOL_MISSING.is(e), true);
+  assert.equal(CommonErrors.TOOL_MISSING.code, "TOOL_MISSING");
+  assert.equal(CommonErrors.INTERNAL.is(e), false);
+  // Same code, but not a MicroagentError (e.g. a Node error carrying a code): not a match.
+  assert.equal(CommonErrors.TOOL_MISSING.is(Object.assign(new Error("x"), { code: "TOOL_MISSING" })), false);
+  if (CommonErrors.TOOL_MISSING.is(e)) {
+    const code: "TOOL_MISSING" = e.code;
+    assert.equal(code, "TOOL_MISSING");
+  }
+  // Compile-time: a code the table does not define is a type error (typecheck fails without the directive).
+  const misspelt = () =>
+    // @ts-expect-error TOOL_MISING is not in CommonErrors
+    CommonErrors.TOOL_MISING.is(e);
+  assert.equal(typeof misspelt, "function");
+});
