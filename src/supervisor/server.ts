@@ -82,6 +82,8 @@ export interface ControlHandlers {
   shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown>;
   kill(): Promise<unknown>;
   quarantine(): Promise<unknown>;
+  /** What each supervisor service reports about itself: `{[service name]: describe()}`. */
+  services(): Record<string, Record<string, unknown>>;
 }
 
 export interface ControlServer {
