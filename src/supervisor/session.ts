@@ -22,7 +22,7 @@ import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
-import { INITIAL_PHASE, canStop, canTransitionPhase, nextPhase, type FinalState, type PhaseCause, type PhaseRecord, type StopCause } from "./phase.ts";
+import { GUEST_REACHABLE_PHASES, INITIAL_PHASE, canStop, canTransitionPhase, nextPhase, type FinalState, type PhaseCause, type PhaseRecord, type StopCause } from "./phase.ts";
 import type { ExecRequest, ExecResult, Readiness, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
 import { probeReadiness } from "./readiness.ts";
 import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
@@ -465,7 +465,7 @@ export class Supervisor implements ControlHandlers {
     if (this.phase === "quarantined") {
       throw SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} is quarantined: ${what} is severed` });
     }
-    if (this.phase !== "running" || !this.#link) {
+    if (!GUEST_REACHABLE_PHASES.has(this.phase) || !this.#link) {
       if (what === "console") {
         throw SupervisorErrors.CONSOLE_UNAVAILABLE({ message: `console input is unavailable: workspace ${this.config.workspace} is ${this.phase}, not running` });
       }
@@ -497,7 +497,7 @@ export class Supervisor implements ControlHandlers {
   }
 
   readiness(timeoutMs: number | undefined): Promise<Readiness> {
-    const reachable = this.phase === "running" && !this.#severed;
+    const reachable = GUEST_REACHABLE_PHASES.has(this.phase) && !this.#severed;
     return probeReadiness({
       link: reachable ? this.#link : undefined,
       unreachable: `phase ${this.phase}`,

@@ -37,9 +37,9 @@ export function fakeVm() {
 export function fakeLink(vm: ReturnType<typeof fakeVm>, opts: { rejectBoot?: boolean; ignoreShutdown?: boolean } = {}) {
   let resolveResult!: (r: WorkloadResult) => void;
   const result = new Promise<WorkloadResult>((r) => (resolveResult = r));
-  let outputCb: ((s: "stdout" | "stderr", d: Buffer) => void) | undefined;
+  let outputCb: ((s: "stdout" | "stderr", d: Buffer) => unknown) | undefined;
   let closed = false;
-  const link: GuestLink & { sentConfigs: unknown[]; finish(r: WorkloadResult): void; emit(s: string): void; isClosed(): boolean } = {
+  const link: GuestLink & { sentConfigs: unknown[]; finish(r: WorkloadResult): void; emit(s: string): Promise<unknown> | undefined; isClosed(): boolean } = {
     hello: { protocolVersion: 1 },
     sentConfigs: [],
     sendBootConfig: async (cfg) => {
@@ -63,7 +63,7 @@ export function fakeLink(vm: ReturnType<typeof fakeVm>, opts: { rejectBoot?: boo
     close: () => (closed = true),
     closed: new Promise(() => {}),
     finish: (r) => resolveResult(r),
-    emit: (s) => outputCb?.("stdout", Buffer.from(s)),
+    emit: (s) => outputCb?.("stdout", Buffer.from(s)) as Promise<unknown> | undefined,
     isClosed: () => closed,
   };
   return link;

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { WorkloadRelay } from "../../src/supervisor/workload-relay.ts";
 import { SupervisorErrors } from "../../src/supervisor/errors.ts";
+import { setup } from "../helpers/supervisor-fakes.ts";
 
 const signal = new AbortController().signal;
 const died = () => SupervisorErrors.VM_DIED({ message: "ended (failed) before its workload reported a result" });
@@ -107,4 +108,52 @@ test("workload relay: an aborted waiter or attacher is dropped with 'client went
   await assert.rejects(a, /client went away/);
   assert.equal(relay.attachers, 0);
   relay.settle({ ran: true, exitCode: 0 });
+});
+
+test("supervisor relay through the real control server: a stalled attacher holds the workload back, is cut off with SUPERVISOR_CLIENT_STALLED, and the workload runs free again", async () => {
+  const { mkdtemp, rm } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { connect } = await import("node:net");
+  const { startControlServer } = await import("../../src/supervisor/server.ts");
+  const { LineDecoder } = await import("../../src/supervisor/protocol.ts");
+  const { sup, link } = setup();
+  await sup.boot();
+  const dir = await mkdtemp(join(tmpdir(), "ma-relay-"));
+  const server = await startControlServer(join(dir, "c.sock"), sup, { stallMs: 300, stalledLingerMs: 5000 });
+  try {
+    const s = connect(join(dir, "c.sock"));
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    s.pause();
+    s.write(`${JSON.stringify({ v: 1, id: "a", op: "attach" })}\n`);
+    await new Promise((r) => setTimeout(r, 50));
+    const chunk = "y".repeat(32 * 1024);
+    let produced = 0;
+    let heldAt: number | undefined;
+    const started = Date.now();
+    while (produced < 64 * 1024 * 1024 && Date.now() - started < 5000) {
+      const wait = link.emit(chunk);
+      produced += chunk.length;
+      if (wait) {
+        const t = Date.now();
+        await wait;
+        if (Date.now() - t > 150) heldAt ??= produced;
+      }
+    }
+    assert.ok(heldAt !== undefined && heldAt < 8 * 1024 * 1024, `the workload was held back (at ${heldAt} bytes)`);
+    assert.ok(produced >= 64 * 1024 * 1024, "after the cut-off the workload runs free");
+    const lines: string[] = [];
+    const decoder = new LineDecoder(2 * 1024 * 1024);
+    const closed = new Promise<void>((r) => s.on("close", () => r()));
+    s.on("data", (d: Buffer) => lines.push(...decoder.push(d)));
+    s.resume();
+    await closed;
+    const last = JSON.parse(lines.at(-1)!);
+    assert.equal(last.type, "error");
+    assert.equal(last.error.code, "SUPERVISOR_CLIENT_STALLED");
+  } finally {
+    await sup.kill();
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  }
 });
