@@ -56,6 +56,7 @@ const handlers: Handlers = {
   shutdown: never,
   kill: never,
   quarantine: never,
+  services: () => ({}),
 };
 
 const dir = await mkdtemp(join(tmpdir(), "ma-bench-bp-"));

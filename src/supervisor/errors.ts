@@ -57,6 +57,14 @@ export const SupervisorErrors = defineErrors({
     retryable: true,
     remediation: "Wait longer (raise --timeout), or check `microagent status <name>`.",
   },
+  SUPERVISOR_INVARIANT: {
+    kind: "permanent",
+    remediation: "A bug in the supervisor's phase handling: report it with supervisor.log; `microagent kill <name>` ends the workspace.",
+  },
+  SERVICE_FAILED: {
+    kind: "permanent",
+    remediation: "A supervisor service (network, egress, ...) could not start for this VM: read supervisor.log for its error, fix its cause, then `microagent start <name>` again.",
+  },
   EXEC_UNAVAILABLE: {
     kind: "transient",
     retryable: true,

@@ -23,6 +23,8 @@ import { connectChannelLink } from "./channel-link.ts";
 import type { WorkloadResult } from "./protocol.ts";
 import { startControlServer } from "./server.ts";
 import { SerialLog, DEFAULT_SERIAL_LOG_MAX_BYTES } from "./serial-log.ts";
+import type { SupervisorService } from "./service.ts";
+import { servicesFor } from "./services.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -108,6 +110,9 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     return cutToLine(serialLog.tail().slice(-2048)).split("\n").slice(-20).join("\n");
   };
 
+  // Per-VM services (network, egress, ...), in hook order: services.ts is where they are registered.
+  const services: SupervisorService[] = await servicesFor(manifest, paths, env);
+
   const pause = backend.pause;
   const supervisor = new Supervisor(config, {
     backend,
@@ -127,7 +132,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
     serialTail,
     // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
-    ...(pause ? { freeze: (vm: RunningVm) => pause.pause(vm, config.launch) } : {}),
+    ...(pause ? { freeze: (vm: RunningVm): Promise<void> => pause.pause(vm, supervisor.launch) } : {}),
+    services,
     log,
   });
 

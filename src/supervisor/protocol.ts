@@ -10,6 +10,7 @@
  * are listed in `ops.ts`; this module holds the framing and the shapes several ops share.
  */
 import { z } from "zod";
+import { SUPERVISOR_PHASES } from "./phase.ts";
 
 export const CONTROL_PROTOCOL_VERSION = 1;
 /** Largest accepted line (a 256 KiB chunk base64-encoded plus JSON overhead fits). */
@@ -78,7 +79,7 @@ export const ReadinessProbeSchema = z.object({
   error: z.string().optional(),
 });
 export type ReadinessProbe = z.infer<typeof ReadinessProbeSchema>;
-/** The four built-in probes, plus any a supervisor service adds under its own name (e.g. `mediationReady`). */
+/** The four built-in probes, plus one key per probe a supervisor service contributes (e.g. `mediationReady`). */
 export const ReadinessSchema = z
   .object({
     guestReady: ReadinessProbeSchema,
@@ -89,8 +90,8 @@ export const ReadinessSchema = z
   .catchall(ReadinessProbeSchema);
 export type Readiness = z.infer<typeof ReadinessSchema>;
 
-export const SUPERVISOR_PHASES = ["booting", "running", "stopping", "quarantined", "exited"] as const;
-export type SupervisorPhase = (typeof SUPERVISOR_PHASES)[number];
+// The phase machine lives in phase.ts; status reports its current phase.
+export { SUPERVISOR_PHASES, type SupervisorPhase } from "./phase.ts";
 
 export const StatusSchema = z.object({
   workspace: z.string(),

@@ -5,9 +5,14 @@
  * quarantine, readiness). Everything with side effects comes in through `SupervisorDeps`, so the
  * whole life cycle is unit-tested with a fake backend and a fake guest link.
  *
- * Quarantine decision: the guest channel and every console are severed at once, and the VM is
- * frozen (vCPUs stopped via QMP when available) but kept, so its disk and memory stay as evidence
- * until halt/stop/kill; those end it without talking to the guest.
+ * Its phase moves only through `#transitionPhase` (the table and invariants are in phase.ts); the
+ * workload's output and result live in a WorkloadRelay (workload-relay.ts), the readiness probes in
+ * readiness.ts, and per-VM components (network, egress, ...) plug in as SupervisorServices
+ * (service.ts) at fixed points of the boot, quarantine and exit.
+ *
+ * Quarantine decision: the guest channel, every console and every service are severed at once, and
+ * the VM is frozen (vCPUs stopped via QMP when available) but kept, so its disk and memory stay as
+ * evidence until halt/stop/kill; those end it without talking to the guest.
  */
 import type { Duplex } from "node:stream";
 import { randomUUID } from "node:crypto";
@@ -17,9 +22,16 @@ import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
-import type { ConsoleOpenOptions, ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
+import { GUEST_REACHABLE_PHASES, INITIAL_PHASE, canStop, canTransitionPhase, nextPhase, type FinalState, type PhaseCause, type PhaseRecord, type StopCause } from "./phase.ts";
+import type { ConsoleOpenOptions, ExecRequest, ExecResult, Readiness, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
 import type { OpResult } from "./ops.ts";
+import { probeReadiness } from "./readiness.ts";
 import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
+import type { ServiceContext, SupervisorService } from "./service.ts";
+import { WorkloadRelay } from "./workload-relay.ts";
+
+/** Bound of each service's `stop` (the supervisor must exit even when a service hangs). */
+const SERVICE_STOP_TIMEOUT_MS = 5000;
 
 export interface ResolvedSupervisorConfig {
   workspace: string;
@@ -51,32 +63,29 @@ export interface SupervisorDeps {
   serialTail(): Promise<string>;
   /** Freeze the VM's vCPUs (quarantine); optional. */
   freeze?(vm: RunningVm): Promise<void>;
+  /** Per-VM services, in registration order (service.ts says when each hook runs). */
+  services?: readonly SupervisorService[];
   log(message: string): void;
 }
-
-type StopIntent = "halt" | "halt-timeout" | "stop" | "kill" | "workload" | "boot-failed";
-
-/**
- * Output retained for late attachers: bounded, oldest dropped first. It is credited to the guest at
- * once when nobody is attached (the workload runs free); while clients are attached, a chunk is
- * credited only once every attacher has room, so a stalled attacher holds the workload back
- * (blocked on its stdout) until the control server disconnects it.
- */
-const WORKLOAD_BUFFER_BYTES = 8 * 1024 * 1024;
 
 export class Supervisor implements ControlHandlers {
   readonly config: ResolvedSupervisorConfig;
   readonly deps: SupervisorDeps;
   readonly startedAt = new Date();
   readonly bootId = randomUUID();
-  phase: SupervisorPhase = "booting";
-  vm: RunningVm | undefined;
-  link: GuestLink | undefined;
-  bootMs: number | undefined;
-  workload: WorkloadResult | undefined;
-  #intent: StopIntent | undefined;
-  #finalState: WorkspaceState | undefined;
-  #finalDetail = "";
+  #phase: PhaseRecord = INITIAL_PHASE;
+  #vm: RunningVm | undefined;
+  #link: GuestLink | undefined;
+  #bootMs: number | undefined;
+  /** Set as soon as the guest reports it (the relay hands it out once result.json is written). */
+  #workload: WorkloadResult | undefined;
+  #launch: VmLaunchSpec;
+  readonly #services: readonly SupervisorService[];
+  /** Services whose beforeLaunch was called: the ones `stop` is owed to. */
+  #startedServices: SupervisorService[] = [];
+  #servicesStopped = false;
+  /** Quarantined: the link and consoles are closed and must not be used again. */
+  #severed = false;
   #ioPause: IoPauseWatch | undefined;
   #bootError: MicroagentError | undefined;
   #ready: Promise<void>;
@@ -86,19 +95,16 @@ export class Supervisor implements ControlHandlers {
   #doneResolve!: (s: WorkspaceState) => void;
   #vmDeath: Promise<never>;
   #vmDeathReject!: (e: unknown) => void;
-  #output: { seq: number; stream: OutputStream; data: Buffer }[] = [];
-  #outputSeq = 0;
-  #outputBytes = 0;
-  #outputTruncated = false;
-  #attachers = new Set<OutputSink>();
-  #attachedOnce = false;
-  #resultWaiters: ((r: WorkloadResult) => void)[] = [];
+  readonly #relay: WorkloadRelay;
   #consoles = new Set<ConsoleSession>();
   #guestReadyAt: string | undefined;
 
   constructor(config: ResolvedSupervisorConfig, deps: SupervisorDeps) {
     this.config = config;
     this.deps = deps;
+    this.#launch = config.launch;
+    this.#services = [...(deps.services ?? [])];
+    this.#relay = new WorkloadRelay({ log: deps.log });
     this.#ready = new Promise((res, rej) => {
       this.#readyResolve = res;
       this.#readyReject = rej;
@@ -116,41 +122,156 @@ export class Supervisor implements ControlHandlers {
 
   /** Whether a client ever attached to the workload output (the main loop lingers otherwise). */
   get attachedOnce(): boolean {
-    return this.#attachedOnce;
+    return this.#relay.attachedOnce;
+  }
+
+  get phase(): SupervisorPhase {
+    return this.#phase.phase;
+  }
+
+  /** The launched VM (undefined before launch). */
+  get vm(): RunningVm | undefined {
+    return this.#vm;
+  }
+
+  /** The guest link (undefined before the guest's hello). */
+  get link(): GuestLink | undefined {
+    return this.#link;
+  }
+
+  get bootMs(): number | undefined {
+    return this.#bootMs;
+  }
+
+  /** The workload's result, once the guest reported it. */
+  get workload(): WorkloadResult | undefined {
+    return this.#workload;
+  }
+
+  /** The launch spec as the services left it (the config's until the boot ran beforeLaunch). */
+  get launch(): VmLaunchSpec {
+    return this.#launch;
+  }
+
+  /** The one writer of the phase: checks the table and invariants (phase.ts), then logs the move. */
+  #transitionPhase(to: SupervisorPhase, cause: StopCause | PhaseCause, final?: FinalState): void {
+    const from = this.#phase.phase;
+    this.#phase = nextPhase(this.#phase, to, cause, final);
+    if (from !== to || to === "stopping") this.deps.log(`phase ${from} -> ${to} (${cause})`);
+  }
+
+  #serviceContext(s: SupervisorService, deadline?: number): ServiceContext {
+    const vm = this.#vm;
+    if (!vm) throw SupervisorErrors.SUPERVISOR_INVARIANT({ message: `service ${s.name}: a service context needs a launched VM` });
+    return {
+      workspace: this.config.workspace,
+      vm,
+      launch: this.#launch,
+      remainingMs: () => (deadline === undefined ? 0 : Math.max(0, deadline - Date.now())),
+      log: (m) => this.deps.log(`service ${s.name}: ${m}`),
+    };
+  }
+
+  /** A service hook's failure, as the boot records it. */
+  #serviceFailed(s: SupervisorService, hook: string, e: unknown): MicroagentError {
+    if (isMicroagentError(e) && (e.code === "VM_DIED" || e.code === "DISK_FULL" || e.code === "SERVICE_FAILED")) return e;
+    const cause = toMicroagentError(e);
+    return SupervisorErrors.SERVICE_FAILED({
+      message: `service ${s.name} failed in ${hook}: ${isMicroagentError(e) ? `${cause.code}: ` : ""}${cause.message}`,
+      ...(isMicroagentError(e) ? { remediation: cause.remediation } : {}),
+      cause,
+      details: { service: s.name, hook, code: cause.code },
+    });
+  }
+
+  /** Every started service's `stop`, in reverse order, once; bounded and never throwing. */
+  async #stopServices(): Promise<void> {
+    if (this.#servicesStopped) return;
+    this.#servicesStopped = true;
+    for (const s of [...this.#startedServices].reverse()) {
+      if (!s.stop) continue;
+      try {
+        await this.#bounded(Promise.resolve().then(() => s.stop?.()), SERVICE_STOP_TIMEOUT_MS, `service ${s.name} to stop`);
+      } catch (e) {
+        this.deps.log(`service ${s.name}: stop failed: ${(e as Error).message}`);
+      }
+    }
   }
 
   /** Boot the VM and bring the guest up. Never throws: failures are recorded and end the session. */
   async boot(): Promise<void> {
     const started = Date.now();
     const deadline = started + this.config.bootTimeoutMs;
+    const remaining = () => Math.max(1, deadline - Date.now());
+    const bound = this.config.bootTimeoutMs;
     try {
-      const vm = await this.deps.backend.lifecycle.launch(this.config.launch);
-      this.vm = vm;
-      this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: this.config.launch.disk.path, ...this.config.ioPause, log: this.deps.log });
+      // Services first: each may change the launch spec (a NIC, listeners the VMM connects to).
+      let launch = this.config.launch;
+      for (const s of this.#services) {
+        this.#startedServices.push(s);
+        if (!s.beforeLaunch) continue;
+        const hook = s.beforeLaunch.bind(s);
+        launch = await this.#bounded(Promise.resolve().then(() => hook(launch)), remaining(), `service ${s.name} to prepare the launch`, bound).catch((e: unknown) => {
+          throw this.#serviceFailed(s, "beforeLaunch", e);
+        });
+      }
+      this.#launch = launch;
+      if (this.phase !== "booting") return; // stopped or killed before the VMM started
+      const vm = await this.deps.backend.lifecycle.launch(launch);
+      this.#vm = vm;
+      this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: launch.disk.path, ...this.config.ioPause, log: this.deps.log });
       void vm.exited.then((exit) => this.#onVmExit(exit));
+      if (this.#phase.final) {
+        // Killed while the VMM was starting (nothing to kill yet then): end it now.
+        await vm.kill().catch(() => {});
+        return;
+      }
       await this.deps.vmLaunched(vm);
+      for (const s of this.#services) {
+        if (!s.afterLaunch) continue;
+        await this.#guard(this.#bounded(s.afterLaunch(this.#serviceContext(s, deadline)), remaining(), `service ${s.name} after launch`, bound)).catch((e: unknown) => {
+          throw this.#serviceFailed(s, "afterLaunch", e);
+        });
+      }
       const channel = this.deps.backend.channel;
       if (!channel) throw SupervisorErrors.BOOT_FAILED({ message: `backend ${this.deps.backend.name} has no guest channel` });
-      const stream = await this.#guard(channel.openChannel(vm, this.config.launch));
-      const remaining = () => Math.max(1, deadline - Date.now());
+      const stream = await this.#guard(channel.openChannel(vm, launch));
       // The boot bound is this #bounded; the link's own hello timeout is only a backstop, set past it so
       // that one message ("timed out after N ms waiting for ...") reports an overrun boot.
-      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello", this.config.bootTimeoutMs));
-      this.link = link;
+      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello", bound));
+      this.#link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
-      await this.#guard(this.#bounded(link.sendBootConfig(this.config.bootConfig), remaining(), "the guest to accept its boot config", this.config.bootTimeoutMs));
-      this.bootMs = Date.now() - started;
-      if (this.#intent) return; // stopped or killed while booting
-      this.phase = "running";
-      await this.deps.record("running", `guest ready in ${this.bootMs} ms (accel ${this.config.launch.accel})`);
+      let bootConfig: unknown = this.config.bootConfig;
+      for (const s of this.#services) {
+        if (!s.bootConfig) continue;
+        const hook = s.bootConfig.bind(s);
+        const before = { ...(bootConfig as Record<string, unknown>) };
+        bootConfig = await this.#bounded(Promise.resolve().then(() => hook(before)), remaining(), `service ${s.name}'s boot config`, bound).catch((e: unknown) => {
+          throw this.#serviceFailed(s, "bootConfig", e);
+        });
+      }
+      await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", bound));
+      this.#bootMs = Date.now() - started;
+      if (this.phase !== "booting") return; // stopped, killed or quarantined while booting
+      this.#transitionPhase("running", "booted");
+      await this.deps.record("running", `guest ready in ${this.#bootMs} ms (accel ${launch.accel})`);
+      for (const s of this.#services) {
+        // A halt, kill or quarantine may land while an earlier service's onRunning ran.
+        if (!s.onRunning || (this.phase as SupervisorPhase) !== "running") continue;
+        const hook = s.onRunning.bind(s);
+        const ctx = this.#serviceContext(s, deadline);
+        await this.#bounded(Promise.resolve().then(() => hook(ctx)), remaining(), `service ${s.name} on running`, bound).catch((e: unknown) =>
+          this.deps.log(`service ${s.name}: onRunning failed (the workspace runs on): ${(e as Error).message}`),
+        );
+      }
       this.#readyResolve();
       void link.workloadResult().then(
         (r) => this.#onWorkloadResult(r),
         () => {},
       );
       void link.closed.then((reason) => {
-        if (this.phase === "running" && !this.#intent) this.deps.log(`guest channel closed: ${reason?.message ?? "eof"}`);
+        if (this.phase === "running") this.deps.log(`guest channel closed: ${reason?.message ?? "eof"}`);
       });
     } catch (e) {
       await this.#bootFailed(e);
@@ -158,11 +279,12 @@ export class Supervisor implements ControlHandlers {
   }
 
   async #bootFailed(e: unknown): Promise<void> {
-    if (this.#intent && this.#intent !== "boot-failed") return; // a stop/kill during boot explains it
+    // A stop, kill or quarantine during the boot explains the failure (and records its own state).
+    if (!canStop(this.#phase, "boot-failed")) return;
     const tail = await this.deps.serialTail().catch(() => "");
     const cause = isMicroagentError(e) ? e : toMicroagentError(e);
     const err =
-      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL"
+      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL" || cause.code === "SERVICE_FAILED"
         ? cause
         : SupervisorErrors.BOOT_FAILED({
             message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
@@ -171,7 +293,8 @@ export class Supervisor implements ControlHandlers {
             details: { code: cause.code, serialTail: tail },
           });
     this.#bootError = err;
-    this.#intent = "boot-failed";
+    this.#transitionPhase("stopping", "boot-failed");
+    this.#relay.end(err);
     this.deps.log(err.message);
     // Record first, answer second: whoever waits on the boot reads `failed` once it hears why.
     await this.#finish("failed", firstLine(err.message));
@@ -185,7 +308,7 @@ export class Supervisor implements ControlHandlers {
    */
   #guard<T>(p: Promise<T>): Promise<T> {
     const translated = p.catch(async (e: unknown) => {
-      const vm = this.vm;
+      const vm = this.#vm;
       if (vm && isMicroagentError(e) && e.code.startsWith("CHANNEL_")) {
         const exited = await Promise.race([vm.exited.then(() => true), sleep(1500).then(() => false)]);
         if (exited) await this.#vmDeath;
@@ -209,24 +332,25 @@ export class Supervisor implements ControlHandlers {
   async #onVmExit(exit: VmExit): Promise<void> {
     const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
     const tail = await this.deps.serialTail().catch(() => "");
-    const stderr = this.vm?.stderrTail() ?? "";
-    const requested = this.#intent === "halt" || this.#intent === "halt-timeout" || this.#intent === "stop" || this.#intent === "kill";
+    const stderr = this.#vm?.stderrTail() ?? "";
+    const cause = this.#phase.stopCause;
+    const requested = cause === "halt" || cause === "halt-timeout" || cause === "stop" || cause === "kill";
     this.#vmDeathReject(
       requested
         ? // Requests in flight when someone halted/stopped/killed the workspace: not a crash.
           SupervisorErrors.NOT_RUNNING({
-            message: `workspace ${this.config.workspace} was ${this.#intent === "kill" ? "killed" : this.#intent === "stop" ? "stopped" : "halted"} on request while this request was in flight`,
-            details: { exit, intent: this.#intent },
+            message: `workspace ${this.config.workspace} was ${cause === "kill" ? "killed" : cause === "stop" ? "stopped" : "halted"} on request while this request was in flight`,
+            details: { exit, intent: cause },
           })
         : SupervisorErrors.VM_DIED({
             message: `the VM of workspace ${this.config.workspace} exited (${how})${tail ? `; serial log tail:\n${tail.trimEnd()}` : ""}${stderr ? `\nQEMU error output:\n${stderr.trimEnd()}` : ""}`,
             details: { exit, serialTail: tail, stderrTail: stderr },
           }),
     );
-    this.link?.close();
+    this.#link?.close();
     for (const c of this.#consoles) c.close();
-    if (this.#finalState) return;
-    switch (this.#intent) {
+    if (this.#phase.final) return;
+    switch (cause) {
       case "halt":
         return this.#finish("halted", "halted: the guest shut down cleanly");
       case "stop":
@@ -240,13 +364,13 @@ export class Supervisor implements ControlHandlers {
         return this.#finishWorkload();
       default:
         if (this.phase === "booting") return; // boot() sees the death through #guard
-        if (this.workload) return this.#finishWorkload();
+        if (this.#workload) return this.#finishWorkload();
         return this.#finish("failed", `the VM exited unexpectedly (${how})`);
     }
   }
 
   #finishWorkload(): Promise<void> {
-    const r = this.workload;
+    const r = this.#workload;
     if (!r) return this.#finish("failed", "the VM exited before the workload reported a result");
     if (r.startError) return this.#finish("failed", `workload failed to start: ${r.startError}`);
     if (r.signal) return this.#finish("failed", `workload killed by signal ${r.signal}`);
@@ -254,50 +378,43 @@ export class Supervisor implements ControlHandlers {
     return this.#finish("stopped", "workload exited with code 0");
   }
 
+  /** The one way to the end: record the final state, make sure the VM is gone, stop the services. */
   async #finish(state: WorkspaceState, detail: string): Promise<void> {
-    if (this.#finalState) return;
-    this.#finalState = state;
-    this.#finalDetail = detail;
-    this.phase = "exited";
+    if (this.#phase.final) return;
+    this.#transitionPhase("exited", "exit", { state, detail });
     for (const c of this.#consoles) c.close();
     await this.deps.record(state, detail).catch((e) => this.deps.log(`recording ${state} failed: ${(e as Error).message}`));
-    if (this.vm && !this.vm.exitStatus()) await this.vm.kill().catch(() => {});
+    if (this.#vm && !this.#vm.exitStatus()) await this.#vm.kill().catch(() => {});
+    await this.#stopServices();
+    // The VM ended: a result that arrived is handed out; waiters without one learn why there is none.
+    if (this.#workload) this.#relay.settle(this.#workload);
+    this.#relay.end(this.#bootError ?? SupervisorErrors.VM_DIED({ message: `workspace ${this.config.workspace} ended (${state}) before its workload reported a result` }));
     this.#doneResolve(state);
   }
 
   /** Returns a promise when the guest's credit must wait for attachers to have room. */
   #onWorkloadOutput(stream: OutputStream, frame: Buffer): Promise<unknown> | undefined {
-    // A copy: the frame may be a slice of a larger read buffer, which the ring must not pin.
-    const data = Buffer.from(frame);
-    this.#output.push({ seq: this.#outputSeq++, stream, data });
-    this.#outputBytes += data.length;
-    while (this.#outputBytes > WORKLOAD_BUFFER_BYTES && this.#output.length > 1) {
-      this.#outputBytes -= (this.#output.shift() as { data: Buffer }).data.length;
-      this.#outputTruncated = true;
-    }
-    const waits = [...this.#attachers].map((a) => a(stream, data)).filter((w) => w instanceof Promise);
-    return waits.length > 0 ? Promise.all(waits) : undefined;
+    return this.#relay.push(stream, frame);
   }
 
   async #onWorkloadResult(result: WorkloadResult): Promise<void> {
-    this.workload = result;
+    this.#workload = result;
     await this.deps.writeResult(result).catch((e) => this.deps.log(`writing result.json failed: ${(e as Error).message}`));
-    for (const w of this.#resultWaiters.splice(0)) w(result);
-    if (!result.ran || this.#intent) return;
+    this.#relay.settle(result);
+    if (!result.ran || this.phase !== "running") return;
     // The workload is the VM's purpose: when it ends, the VM ends.
-    this.#intent = "workload";
-    this.phase = "stopping";
+    this.#transitionPhase("stopping", "workload");
     await this.#powerOff(this.config.shutdownTimeoutMs);
   }
 
   /** Ask the guest to power off; terminate the VMM if it does not within `timeoutMs`. Returns true when clean. */
   async #powerOff(timeoutMs: number, beforeTerminate?: () => void): Promise<boolean> {
-    const vm = this.vm;
+    const vm = this.#vm;
     if (!vm) return true;
     if (vm.exitStatus()) return true;
     const exited = vm.exited.then(() => true);
     try {
-      if (this.link && this.phase !== "quarantined") await this.#bounded(this.link.shutdown(timeoutMs), timeoutMs, "the guest to accept shutdown");
+      if (this.#link && !this.#severed) await this.#bounded(this.#link.shutdown(timeoutMs), timeoutMs, "the guest to accept shutdown");
       else await vm.requestPowerdown();
     } catch (e) {
       this.deps.log(`graceful shutdown request failed: ${(e as Error).message}`);
@@ -317,12 +434,12 @@ export class Supervisor implements ControlHandlers {
       workspace: this.config.workspace,
       phase: this.phase,
       supervisorPid: process.pid,
-      ...(this.vm ? { vmmPid: this.vm.pid } : {}),
+      ...(this.#vm ? { vmmPid: this.#vm.pid } : {}),
       accel: this.config.launch.accel,
       bootId: this.bootId,
       startedAt: this.startedAt.toISOString(),
-      ...(this.bootMs !== undefined ? { bootMs: this.bootMs } : {}),
-      ...(this.workload ? { workload: this.workload } : {}),
+      ...(this.#bootMs !== undefined ? { bootMs: this.#bootMs } : {}),
+      ...(this.#workload ? { workload: this.#workload } : {}),
     };
   }
 
@@ -349,13 +466,13 @@ export class Supervisor implements ControlHandlers {
     if (this.phase === "quarantined") {
       throw SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} is quarantined: ${what} is severed` });
     }
-    if (this.phase !== "running" || !this.link) {
+    if (!GUEST_REACHABLE_PHASES.has(this.phase) || !this.#link) {
       if (what === "console") {
         throw SupervisorErrors.CONSOLE_UNAVAILABLE({ message: `console input is unavailable: workspace ${this.config.workspace} is ${this.phase}, not running` });
       }
       throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}, not running: cannot ${what}` });
     }
-    return this.link;
+    return this.#link;
   }
 
   async exec(req: ExecRequest, onOutput: OutputSink | undefined, signal: AbortSignal, io?: ExecIo): Promise<ExecResult> {
@@ -364,47 +481,12 @@ export class Supervisor implements ControlHandlers {
     return this.#guard(link.exec(req, onOutput, signal, io));
   }
 
-  async attach(onOutput: OutputSink, signal: AbortSignal): Promise<WorkloadResult> {
-    this.#attachedOnce = true;
-    if (this.#outputTruncated) this.deps.log("a late attach missed the oldest workload output (buffer cap)");
-    // Replay at the client's pace; output that arrives meanwhile joins the ring and is replayed too.
-    // Once caught up (checked and registered synchronously), the attacher follows live.
-    let next = 0;
-    for (;;) {
-      const pending = this.#output.filter((o) => o.seq >= next);
-      if (pending.length === 0 || signal.aborted) break;
-      for (const o of pending) {
-        if (signal.aborted) break;
-        await onOutput(o.stream, o.data);
-        next = o.seq + 1;
-      }
-    }
-    if (signal.aborted) throw new Error("client went away");
-    if (this.workload) return this.workload;
-    if (this.#bootError) throw this.#bootError;
-    this.#attachers.add(onOutput);
-    try {
-      return await this.waitResult(signal);
-    } finally {
-      this.#attachers.delete(onOutput);
-    }
+  attach(onOutput: OutputSink, signal: AbortSignal): Promise<WorkloadResult> {
+    return this.#relay.attach(onOutput, signal);
   }
 
   waitResult(signal: AbortSignal): Promise<WorkloadResult> {
-    if (this.workload) return Promise.resolve(this.workload);
-    if (this.#bootError) return Promise.reject(this.#bootError);
-    return new Promise<WorkloadResult>((resolve, reject) => {
-      this.#resultWaiters.push(resolve);
-      signal.addEventListener("abort", () => reject(new Error("client went away")), { once: true });
-      void this.#done.then((state) => {
-        // The VM ended without a result (killed, crashed, halted while the workload ran).
-        setImmediate(() => {
-          if (this.workload) resolve(this.workload);
-          else if (this.#bootError) reject(this.#bootError);
-          else reject(SupervisorErrors.VM_DIED({ message: `workspace ${this.config.workspace} ended (${state}) before its workload reported a result` }));
-        });
-      });
-    });
+    return this.#relay.waitResult(signal);
   }
 
   async console(opts: ConsoleOpenOptions): Promise<ConsoleSession> {
@@ -415,63 +497,62 @@ export class Supervisor implements ControlHandlers {
     return session;
   }
 
-  async readiness(timeoutMs: number | undefined): Promise<Readiness> {
-    const now = () => new Date().toISOString();
-    const probe = (ready: boolean, detail?: string, error?: string): ReadinessProbe => ({
-      ready,
-      observedAt: now(),
-      ...(detail ? { detail } : {}),
-      ...(error ? { error } : {}),
+  readiness(timeoutMs: number | undefined): Promise<Readiness> {
+    const reachable = GUEST_REACHABLE_PHASES.has(this.phase) && !this.#severed;
+    return probeReadiness({
+      link: reachable ? this.#link : undefined,
+      unreachable: `phase ${this.phase}`,
+      ...(this.#guestReadyAt ? { guestReadyAt: this.#guestReadyAt } : {}),
+      ...(this.#ioPause?.paused ? { ioPaused: this.#ioPause.error() } : {}),
+      workload: this.#workload,
+      shell: this.config.shell,
+      services: this.#services,
+      ...(timeoutMs ? { timeoutMs } : {}),
+      log: this.deps.log,
     });
-    const resultReady = this.workload ? probe(true, describeResult(this.workload)) : probe(false, "no workload result yet");
-    if (this.#ioPause?.paused) {
-      // Paused by the VMM on a failed disk write: nothing in the guest can answer; say why.
-      const why = this.#ioPause.error();
-      const paused = probe(false, undefined, `${why.code}: ${why.message}. ${why.remediation}`);
-      return { guestReady: paused, execReady: paused, shellReady: paused, resultReady };
-    }
-    const guestReady = this.link && this.phase === "running" ? probe(true, `handshake at ${this.#guestReadyAt}`) : probe(false, `phase ${this.phase}`);
-    let execReady = probe(false, "guest not running");
-    let shellReady = probe(false, "guest not running");
-    if (guestReady.ready && this.link) {
-      const limit = timeoutMs ?? 5000;
+  }
+
+  /** What each service reports about itself (`{[name]: describe()}`), for the `services` control op. */
+  services(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const s of this.#services) {
       try {
-        const started = Date.now();
-        // Any completed exec proves the round trip, even "failed_to_start" for an image without `true`.
-        const r = await this.#bounded(this.link.exec({ argv: ["true"], timeoutMs: limit }, undefined), limit, "an exec round trip");
-        execReady = probe(true, `no-op exec ${r.status} in ${Date.now() - started} ms`);
+        out[s.name] = s.describe?.() ?? {};
       } catch (e) {
-        execReady = probe(false, undefined, (e as Error).message);
-      }
-      try {
-        const r = await this.#bounded(this.link.exec({ argv: [this.config.shell, "-c", "exit 0"], timeoutMs: limit }, undefined), limit, "a shell");
-        shellReady = r.status === "exited" && r.exitCode === 0 ? probe(true, `${this.config.shell} answered`) : probe(false, `${this.config.shell}: ${r.status}${r.error ? ` ${r.error}` : ""}`);
-      } catch (e) {
-        shellReady = probe(false, undefined, (e as Error).message);
+        out[s.name] = { error: (e as Error).message };
       }
     }
-    return { guestReady, execReady, shellReady, resultReady };
+    return out;
   }
 
   async shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<OpResult<"shutdown">> {
     const limit = timeoutMs ?? this.config.shutdownTimeoutMs;
-    if (this.#finalState) {
+    const final = this.#phase.final;
+    if (final) {
       // Ended just before this request (a kill or crash racing the halt): not a clean halt either.
-      if (mode === "halt" && this.#finalState !== "halted" && this.#intent !== "workload") throw this.#haltNotClean(this.#finalState);
-      return { state: this.#finalState };
+      if (mode === "halt" && final.state !== "halted" && this.#phase.stopCause !== "workload") throw this.#haltNotClean(final.state);
+      return { state: final.state };
     }
-    if (this.#intent === "workload") return { state: await this.#done };
-    this.#intent = mode;
-    const wasQuarantined = this.phase === "quarantined";
-    this.phase = "stopping";
+    if (this.#phase.stopCause === "workload") return { state: await this.#done };
+    if (!canStop(this.#phase, mode)) {
+      // Already ending another way (a kill, a failed boot, a timed-out halt): report how it ends.
+      const state = await this.#done;
+      if (mode === "halt" && state !== "halted") throw this.#haltNotClean(state);
+      return { state };
+    }
+    const wasSevered = this.#severed;
+    this.#transitionPhase("stopping", mode);
     await this.deps.record("stopping", `${mode} requested`).catch((e) => this.deps.log(`recording stopping failed: ${(e as Error).message}`));
     this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
+    const haltTimedOut = () => {
+      if (mode === "halt" && canStop(this.#phase, "halt-timeout")) this.#transitionPhase("stopping", "halt-timeout");
+    };
     // A VM paused on a full disk cannot shut down: resume it if there is room again, else end it now
     // (asking a frozen guest would only wait out the timeout).
     if (this.#ioPause?.paused && !(await this.#ioPause.resumeIfSpace())) {
       const why = this.#ioPause.error();
-      if (mode === "halt") this.#intent = "halt-timeout";
-      await this.vm?.terminate({ graceMs: 2000 }).catch(() => {});
+      haltTimedOut();
+      await this.#vm?.terminate({ graceMs: 2000 }).catch(() => {});
       if (mode === "stop") return { state: await this.#done };
       await this.#finish("failed", `halt: the VM was paused on a full host disk and was terminated without a clean shutdown`);
       throw CommonErrors.DISK_FULL({
@@ -479,13 +560,12 @@ export class Supervisor implements ControlHandlers {
         remediation: why.remediation.replace(/: the VM resumes by itself.*$/, ", then `microagent start " + this.config.workspace + "`."),
       });
     }
-    if (!this.vm || wasQuarantined || !this.link) {
+    if (!this.#vm || wasSevered || !this.#link) {
       // No guest to ask (still booting, or severed): end the VMM. The disk is kept either way.
-      await this.vm?.terminate({ graceMs: 2000 });
+      if (this.#vm) await this.#vm.terminate({ graceMs: 2000 });
+      else if (!this.#phase.final) await this.#finish("stopped", `${mode} requested before the VM was launched`);
     } else {
-      const clean = await this.#powerOff(limit, () => {
-        if (mode === "halt") this.#intent = "halt-timeout";
-      });
+      const clean = await this.#powerOff(limit, haltTimedOut);
       if (!clean && mode === "halt") {
         const tail = await this.deps.serialTail().catch(() => "");
         await this.#finish("failed", `halt: the guest did not power off within ${limit} ms; the VM was terminated`);
@@ -502,34 +582,45 @@ export class Supervisor implements ControlHandlers {
   }
 
   #haltNotClean(state: WorkspaceState): MicroagentError {
+    const detail = this.#phase.final?.detail ?? "";
     return SupervisorErrors.HALT_NOT_CLEAN({
-      message: `workspace ${this.config.workspace} was not halted cleanly: it ended ${state} (${this.#finalDetail || "no detail"}) before the guest powered off; writes it had not flushed may be lost`,
-      details: { state, detail: this.#finalDetail },
+      message: `workspace ${this.config.workspace} was not halted cleanly: it ended ${state} (${detail || "no detail"}) before the guest powered off; writes it had not flushed may be lost`,
+      details: { state, detail },
     });
   }
 
   async kill(): Promise<OpResult<"kill">> {
-    if (this.#finalState) return { state: this.#finalState };
-    this.#intent = "kill";
+    if (this.#phase.final) return { state: this.#phase.final.state };
+    // A kill overtakes any stop but a failed boot's (which ends the VM itself).
+    if (canStop(this.#phase, "kill")) this.#transitionPhase("stopping", "kill");
     this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was killed while booting` }));
-    if (this.vm) await this.vm.kill();
-    else await this.#finish("stopped", "killed before the VM was launched");
+    if (this.#vm) await this.#vm.kill();
+    else if (this.#phase.stopCause === "kill") await this.#finish("stopped", "killed before the VM was launched");
     return { state: await this.#done };
   }
 
   async quarantine(): Promise<OpResult<"quarantine">> {
     if (this.phase === "quarantined") return { state: "quarantined" };
-    if (this.phase !== "running" && this.phase !== "booting") {
+    if (!canTransitionPhase(this.phase, "quarantined")) {
       throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}; only a running or starting workspace can be quarantined` });
     }
-    this.phase = "quarantined";
-    // Sever first, record second: nothing may reach the guest once the request is accepted.
-    this.link?.close();
+    this.#transitionPhase("quarantined", "quarantine");
+    // Sever first, record second: nothing may reach the guest once the request is accepted. All of
+    // it is synchronous, so no request slips in between.
+    this.#severed = true;
+    this.#link?.close();
     for (const c of this.#consoles) c.close();
+    for (const s of this.#services) {
+      try {
+        s.sever?.("quarantined");
+      } catch (e) {
+        this.deps.log(`service ${s.name}: sever failed (severing the others anyway): ${(e as Error).message}`);
+      }
+    }
     this.#readyReject(SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} was quarantined while booting` }));
     let frozen = false;
-    if (this.vm && this.deps.freeze) {
-      frozen = await this.deps.freeze(this.vm).then(
+    if (this.#vm && this.deps.freeze) {
+      frozen = await this.deps.freeze(this.#vm).then(
         () => true,
         (e) => {
           this.deps.log(`freezing the VM failed: ${(e as Error).message}`);
@@ -540,13 +631,6 @@ export class Supervisor implements ControlHandlers {
     await this.deps.record("quarantined", `quarantined: guest channel and console input severed; VM ${frozen ? "frozen" : "kept running without any host path"}; disk and events kept`);
     return { state: "quarantined", frozen };
   }
-}
-
-function describeResult(r: WorkloadResult): string {
-  if (!r.ran) return "no workload";
-  if (r.startError) return `failed to start: ${r.startError}`;
-  if (r.signal) return `killed by ${r.signal}`;
-  return `exited with code ${r.exitCode}`;
 }
 
 function firstLine(s: string): string {

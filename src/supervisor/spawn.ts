@@ -16,10 +16,14 @@ import { SupervisorErrors } from "./errors.ts";
 import type { SupervisorStatus } from "./protocol.ts";
 
 /**
- * Node flags for the supervisor: it holds sockets and small buffers, never large data, so a small
- * V8 heap and no background V8 threads; measured by bench/workspace-idle.ts.
+ * Node flags for the supervisor: it holds sockets and capped Buffers (outside the V8 heap), never
+ * large data on the heap, so a small V8 heap and no background V8 threads. 32 MiB of old space: the
+ * worst case measured with the network stack's buffers full and TLS mediation (bench/supervisor-
+ * memory.ts) uses 15 MiB of heap; 24 left too little headroom for the mediator's per-flow state, and
+ * 64 let V8 defer collection so far that RSS grew by 50 MiB under the same load. See
+ * docs/architecture.md ("Memory").
  */
-export const SUPERVISOR_NODE_FLAGS: readonly string[] = ["--max-old-space-size=24", "--max-semi-space-size=1", "--single-threaded"];
+export const SUPERVISOR_NODE_FLAGS: readonly string[] = ["--max-old-space-size=32", "--max-semi-space-size=1", "--single-threaded"];
 
 export interface SpawnSupervisorOptions {
   /** `--supervisor`: an executable run as `<path> <workspace dir>` instead of Node + main. */

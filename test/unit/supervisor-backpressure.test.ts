@@ -67,6 +67,7 @@ function floodHandlers(producers: Producer[], stdinSeen: { hash?: string; bytes?
     shutdown: never,
     kill: never,
     quarantine: never,
+    services: () => ({}),
   };
 }
 

@@ -60,6 +60,7 @@ function fakeHandlers(): ControlHandlers {
     },
     kill: async () => ({ state: "stopped" }),
     quarantine: async () => ({ state: "quarantined" }),
+    services: () => ({ fake: { listening: true } }),
   };
 }
 

@@ -74,6 +74,7 @@ test("supervisor: the control server survives garbage and keeps serving (seeded)
     shutdown: never,
     kill: never,
     quarantine: never,
+    services: () => ({}),
   };
   const server = await startControlServer(sock, handlers);
   const r = prng(7);

@@ -1,115 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
-import { Supervisor, type ResolvedSupervisorConfig, type SupervisorDeps } from "../../src/supervisor/session.ts";
-import type { GuestLink } from "../../src/supervisor/guest-link.ts";
-import type { Backend, RunningVm, VmEvent, VmExit } from "../../src/backend/types.ts";
-import type { WorkloadResult } from "../../src/supervisor/protocol.ts";
-
-/** A fake VM: exits when powered off, killed or crashed. */
-function fakeVm() {
-  let resolveExit!: (e: VmExit) => void;
-  let status: VmExit | undefined;
-  const exited = new Promise<VmExit>((r) => (resolveExit = r));
-  const end = (e: VmExit) => {
-    if (status) return;
-    status = e;
-    resolveExit(e);
-  };
-  const vm: RunningVm & { end: typeof end; frozen: boolean } = {
-    pid: 999999,
-    exited,
-    frozen: false,
-    end,
-    exitStatus: () => status,
-    stderrTail: () => "",
-    requestPowerdown: async () => end({ code: 0, signal: null }),
-    terminate: async () => (end({ code: null, signal: "SIGTERM" }), exited),
-    kill: async () => (end({ code: null, signal: "SIGKILL" }), exited),
-  };
-  return vm;
-}
-
-function fakeLink(vm: ReturnType<typeof fakeVm>, opts: { rejectBoot?: boolean; ignoreShutdown?: boolean } = {}) {
-  let resolveResult!: (r: WorkloadResult) => void;
-  const result = new Promise<WorkloadResult>((r) => (resolveResult = r));
-  let outputCb: ((s: "stdout" | "stderr", d: Buffer) => void) | undefined;
-  let closed = false;
-  const link: GuestLink & { finish(r: WorkloadResult): void; emit(s: string): void; isClosed(): boolean } = {
-    hello: { protocolVersion: 1 },
-    sendBootConfig: async () => {
-      if (opts.rejectBoot) throw new Error("setup step 1 failed: exit 2");
-    },
-    ping: async () => 0.25,
-    exec: async (req, onOutput) => {
-      if (req.argv[0] === "hang") return new Promise(() => {});
-      onOutput?.("stdout", Buffer.from("out"));
-      return { status: "exited", exitCode: 0, stdout: "", stderr: "", stdoutTruncated: false, stderrTruncated: false, startedAt: "", completedAt: "" };
-    },
-    openConsole: async () => {
-      throw new Error("no console in fake");
-    },
-    onWorkloadOutput: (cb) => (outputCb = cb),
-    workloadResult: () => result,
-    shutdown: async () => {
-      if (!opts.ignoreShutdown) setTimeout(() => vm.end({ code: 0, signal: null }), 5);
-    },
-    close: () => (closed = true),
-    closed: new Promise(() => {}),
-    finish: (r) => resolveResult(r),
-    emit: (s) => outputCb?.("stdout", Buffer.from(s)),
-    isClosed: () => closed,
-  };
-  return link;
-}
-
-function setup(linkOpts: { rejectBoot?: boolean; ignoreShutdown?: boolean } = {}) {
-  const vm = fakeVm();
-  const link = fakeLink(vm, linkOpts);
-  const states: string[] = [];
-  const results: WorkloadResult[] = [];
-  const backend: Backend = {
-    name: "linux-qemu",
-    lifecycle: { launch: async () => vm },
-    channel: { transport: "virtio-serial", openChannel: async () => new PassThrough() },
-    pause: {
-      pause: async () => void (vm.frozen = true),
-      resume: async () => void (vm.frozen = false),
-    },
-  };
-  const deps: SupervisorDeps = {
-    backend,
-    connectLink: async () => link,
-    record: async (to, detail) => void states.push(`${to}: ${detail}`),
-    vmLaunched: async () => {},
-    writeResult: async (r) => void results.push(r),
-    serialTail: async () => "[serial] last line",
-    freeze: async (v) => backend.pause?.pause(v, config.launch),
-    log: () => {},
-  };
-  const config: ResolvedSupervisorConfig = {
-    workspace: "ws",
-    runtimeId: "r1",
-    launch: {
-      workspace: "ws",
-      kernelPath: "/k",
-      initramfsPath: "/i",
-      disk: { path: "/d", format: "qcow2" },
-      memoryMib: 256,
-      cpus: 1,
-      accel: "tcg",
-      serialLogPath: "/s",
-      channelSocketPath: "/c",
-      controlSocketPath: "/q",
-    },
-    bootConfig: {},
-    bootTimeoutMs: 2000,
-    shutdownTimeoutMs: 200,
-    lingerMs: 0,
-    shell: "/bin/sh",
-  };
-  return { vm, link, states, results, sup: new Supervisor(config, deps) };
-}
+import type { VmEvent } from "../../src/backend/types.ts";
+import { setup } from "../helpers/supervisor-fakes.ts";
 
 const signal = new AbortController().signal;
 
@@ -313,4 +205,30 @@ test("supervisor: a VM paused on a full disk while booting fails the start at on
   await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "DISK_FULL");
   assert.equal(await sup.done, "failed");
   assert.match(states.at(-1) as string, /^failed: workspace ws is paused: the host disk is full/);
+});
+
+test("supervisor: a quarantine while booting keeps the VM quarantined: the boot never records running", async () => {
+  const { sup, link, states, vm } = setup();
+  let accept!: () => void;
+  link.sendBootConfig = () => new Promise<void>((r) => (accept = r));
+  const booting = sup.boot();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(await sup.quarantine(), { state: "quarantined", frozen: true });
+  accept();
+  await booting;
+  assert.equal(sup.phase, "quarantined");
+  assert.deepEqual(states.map((s) => s.split(":")[0]), ["quarantined"]);
+  assert.equal(vm.exitStatus(), undefined, "the frozen VM is kept as evidence");
+  await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "QUARANTINED");
+  assert.deepEqual(await sup.kill(), { state: "stopped" });
+});
+
+test("supervisor: phase, vm, link and workload are read-only from outside", async () => {
+  const { sup } = setup();
+  await sup.boot();
+  for (const k of ["phase", "vm", "link", "workload"]) {
+    assert.throws(() => ((sup as unknown as Record<string, unknown>)[k] = undefined), TypeError, k);
+  }
+  assert.equal(sup.phase, "running");
+  await sup.kill();
 });
