@@ -84,6 +84,7 @@ export class SandboxTable {
     const name = `e2b-${id}`;
     const envs = req.envVars ?? {};
     this.#config.log?.(`sandbox ${id}: creating workspace ${name} from ${image}`);
+    const t0 = performance.now();
     const created = await Workspace.create(
       name,
       { image, network: this.#config.network, ...(this.#config.resources ? { resources: this.#config.resources } : {}) },
@@ -91,7 +92,9 @@ export class SandboxTable {
     );
     const ws = created;
     try {
+      const t1 = performance.now();
       await ws.start();
+      const t2 = performance.now();
       const now = new Date();
       const sb: Sandbox = {
         id,
@@ -111,7 +114,7 @@ export class SandboxTable {
       };
       this.#sandboxes.set(id, sb);
       this.setTimeout(sb, req.timeout ?? DEFAULT_TIMEOUT_S);
-      this.#config.log?.(`sandbox ${id}: running, timeout ${req.timeout ?? DEFAULT_TIMEOUT_S}s`);
+      this.#config.log?.(`sandbox ${id}: running after ${Math.round(t2 - t0)} ms (create ${Math.round(t1 - t0)} ms, boot ${Math.round(t2 - t1)} ms), timeout ${req.timeout ?? DEFAULT_TIMEOUT_S}s`);
       return sb;
     } catch (e) {
       await ws.delete({ force: true }).catch(() => {});
