@@ -158,7 +158,7 @@ export class Envd {
     return streamResponse(async (send, signal) => {
       const req = parse(StartRequest, body, "process.Start request");
       if (req.pty !== undefined && req.pty !== null) throw E2bErrors.E2B_UNSUPPORTED({ message: "PTY sessions are not implemented by microagent serve e2b" });
-      await this.#follow(send, signal, keepaliveS, (listener) =>
+      await this.#follow(sb, send, signal, keepaliveS, (listener) =>
         sb.processes.start(
           {
             config: { cmd: req.process.cmd, args: req.process.args, envs: req.process.envs, ...(req.process.cwd ? { cwd: req.process.cwd } : {}) },
@@ -178,7 +178,7 @@ export class Envd {
     return streamResponse(async (send, signal) => {
       const req = parse(ProcessRequest, body, "process.Connect request");
       const entry = sb.processes.find(req.process);
-      await this.#follow(send, signal, keepaliveS, async (listener) => {
+      await this.#follow(sb, send, signal, keepaliveS, async (listener) => {
         sb.processes.attach(entry, listener);
         listener({ start: { pid: entry.pid } });
       });
@@ -186,7 +186,7 @@ export class Envd {
   }
 
   /** Forward a process's events to a stream until its end event or the client leaving. */
-  async #follow(send: (m: unknown) => void, signal: AbortSignal, keepaliveS: number, subscribe: (listener: (e: ProcessEvent) => void) => Promise<unknown>): Promise<void> {
+  async #follow(sb: Sandbox, send: (m: unknown) => void, signal: AbortSignal, keepaliveS: number, subscribe: (listener: (e: ProcessEvent) => void) => Promise<unknown>): Promise<void> {
     let finish!: () => void;
     const ended = new Promise<void>((r) => (finish = r));
     const listener = (e: ProcessEvent) => {
@@ -203,6 +203,7 @@ export class Envd {
     } finally {
       clearInterval(ping);
       signal.removeEventListener("abort", onAbort);
+      sb.processes.unsubscribe(listener);
     }
   }
 

@@ -166,14 +166,14 @@ export class ProcessTable {
     return e;
   }
 
-  /** Attach another listener (the `Connect` RPC); returns the detach function. */
-  attach(entry: ProcessEntry, listener: (e: ProcessEvent) => void): () => void {
+  /** Attach another listener (the `Connect` RPC). */
+  attach(entry: ProcessEntry, listener: (e: ProcessEvent) => void): void {
     entry.listeners.add(listener);
-    return () => entry.listeners.delete(listener);
   }
 
-  detach(entry: ProcessEntry, listener: (e: ProcessEvent) => void): void {
-    entry.listeners.delete(listener);
+  /** Drop a listener wherever it is attached (its stream closed). */
+  unsubscribe(listener: (e: ProcessEvent) => void): void {
+    for (const e of this.#entries.values()) e.listeners.delete(listener);
   }
 
   async sendStdin(entry: ProcessEntry, data: Buffer): Promise<void> {
