@@ -55,6 +55,7 @@ interface E2bFlags {
   apiKeyFile?: string;
   allowRemote?: boolean;
   template: string[];
+  user?: string;
   network: NetworkMode;
   profile?: ProfileName;
   memory?: number;
@@ -76,6 +77,7 @@ export function e2bCommand(): Command {
     .option("--api-key-file <path>", "read the required key from this file (keeps it out of the process list)")
     .option("--allow-remote", "allow a non-loopback --listen (needs an API key)")
     .option("--template <name=image>", "template alias: Sandbox.create(NAME) boots IMAGE (repeatable; other names are image references)", collect, [])
+    .option("--user <name>", "run commands and file operations as this guest user when the SDK names none (E2B templates use `user`; default: the image's user)")
     .addOption(new Option("--network <mode>", "network mode of each sandbox's workspace").choices(NETWORK_MODES).default("isolated"))
     .addOption(new Option("--profile <name>", "resources of each sandbox").choices(PROFILE_NAMES))
     .option("--memory <mib>", "guest memory in MiB (overrides the profile)", positiveInt("--memory"))
@@ -98,6 +100,7 @@ export function e2bCommand(): Command {
         hostname,
         port,
         apiKey,
+        ...(o.user ? { defaultUser: o.user } : {}),
         host: stateDir ? { stateDir } : {},
         templates: parseTemplates(o.template),
         network: o.network,

@@ -41,15 +41,17 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   throw E2bErrors.E2B_BAD_REQUEST({ message: `invalid ${what}: ${issue?.path.join(".") || "(root)"}: ${issue?.message ?? "invalid"}` });
 }
 
-/** The user a request runs as: HTTP Basic `user:` (the SDK's form), or `username` on /files; none = the image's default. */
-function requestUser(req: Request, query?: URLSearchParams): string | undefined {
+/**
+ * The user a request runs as: HTTP Basic `user:` (the SDK's form), or `username` on /files; with
+ * neither, the server's --user (E2B templates default to `user`), else the image's default user.
+ */
+function requestUser(req: Request, fallback: string | undefined, query?: URLSearchParams): string | undefined {
   const q = query?.get("username");
   if (q) return q;
   const auth = req.headers.get("authorization");
   const m = auth && /^Basic\s+(.+)$/i.exec(auth);
-  if (!m) return undefined;
-  const user = Buffer.from(m[1]!, "base64").toString("utf8").split(":")[0];
-  return user || undefined;
+  const user = m ? Buffer.from(m[1]!, "base64").toString("utf8").split(":")[0] : undefined;
+  return user || fallback;
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -60,9 +62,11 @@ function sameSecret(a: string, b: string): boolean {
 
 export class Envd {
   readonly #table: SandboxTable;
+  readonly #defaultUser: string | undefined;
 
-  constructor(table: SandboxTable) {
+  constructor(table: SandboxTable, defaultUser?: string) {
     this.#table = table;
+    this.#defaultUser = defaultUser;
   }
 
   /** Route one data-plane request; `sandboxId` came from the multiplexing header. */
@@ -95,7 +99,7 @@ export class Envd {
 
   async #readFile(req: Request, url: URL, sb: Sandbox): Promise<Response> {
     const path = url.searchParams.get("path") ?? "";
-    const data = await guest.readFile(sb.workspace, path, { user: requestUser(req, url.searchParams) });
+    const data = await guest.readFile(sb.workspace, path, { user: requestUser(req, this.#defaultUser, url.searchParams) });
     const gzip = /\bgzip\b/.test(req.headers.get("accept-encoding") ?? "") && data.length > 0;
     const body = gzip ? gzipSync(data) : data;
     return new Response(body.length > 0 ? new Uint8Array(body) : null, {
@@ -105,7 +109,7 @@ export class Envd {
   }
 
   async #writeFiles(req: Request, url: URL, sb: Sandbox): Promise<Response> {
-    const user = requestUser(req, url.searchParams);
+    const user = requestUser(req, this.#defaultUser, url.searchParams);
     const queryPath = url.searchParams.get("path") ?? undefined;
     const type = req.headers.get("content-type") ?? "";
     const files: Array<{ path: string; data: Buffer }> = [];
@@ -133,7 +137,7 @@ export class Envd {
   }
 
   async #rpc(req: Request, sb: Sandbox, service: string, method: string): Promise<Response> {
-    const user = requestUser(req);
+    const user = requestUser(req, this.#defaultUser);
     if (service === "process.Process" && (method === "Start" || method === "Connect")) {
       let body: unknown;
       try {

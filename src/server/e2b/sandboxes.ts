@@ -59,6 +59,8 @@ export interface Sandbox {
 export class SandboxTable {
   readonly #config: SandboxConfig;
   readonly #sandboxes = new Map<string, Sandbox>();
+  /** Creates in flight: shutdown waits for them, then kills what they made. */
+  readonly #creating = new Set<Promise<unknown>>();
 
   constructor(config: SandboxConfig) {
     this.#config = config;
@@ -79,6 +81,16 @@ export class SandboxTable {
   }
 
   async create(req: NewSandbox): Promise<Sandbox> {
+    const p = this.#create(req);
+    this.#creating.add(p);
+    try {
+      return await p;
+    } finally {
+      this.#creating.delete(p);
+    }
+  }
+
+  async #create(req: NewSandbox): Promise<Sandbox> {
     const image = this.#config.templates[req.templateID] ?? req.templateID;
     const id = randomBytes(10).toString("hex");
     const name = `e2b-${id}`;
@@ -148,6 +160,7 @@ export class SandboxTable {
 
   /** Kill every sandbox (server shutdown: E2B sandboxes do not outlive their API). */
   async killAll(): Promise<void> {
+    await Promise.allSettled([...this.#creating]);
     await Promise.allSettled([...this.#sandboxes.keys()].map((id) => this.kill(id)));
   }
 }

@@ -21,6 +21,8 @@ export interface E2bServerOptions extends SandboxConfig {
   hostname: string;
   port: number;
   apiKey?: string | undefined;
+  /** The user commands and file operations run as when the SDK names none (default: the image's). */
+  defaultUser?: string | undefined;
 }
 
 export interface E2bServer {
@@ -30,9 +32,9 @@ export interface E2bServer {
   close(): Promise<void>;
 }
 
-export function e2bFetch(table: SandboxTable, apiKey: string | undefined): (req: Request) => Promise<Response> {
+export function e2bFetch(table: SandboxTable, apiKey: string | undefined, defaultUser?: string): (req: Request) => Promise<Response> {
   const control = controlApp(table, { apiKey });
-  const envd = new Envd(table);
+  const envd = new Envd(table, defaultUser);
   return async (req) => {
     const id = req.headers.get("e2b-sandbox-id");
     if (!id) return control.fetch(req);
@@ -46,7 +48,7 @@ export function e2bFetch(table: SandboxTable, apiKey: string | undefined): (req:
 
 export async function startE2bServer(opts: E2bServerOptions): Promise<E2bServer> {
   const table = new SandboxTable(opts);
-  const fetch = e2bFetch(table, opts.apiKey);
+  const fetch = e2bFetch(table, opts.apiKey, opts.defaultUser);
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch, port: opts.port, hostname: opts.hostname }, () => resolve(s as Server)) as Server;
     s.once("error", reject);
