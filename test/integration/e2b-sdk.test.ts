@@ -13,11 +13,13 @@ import { chown, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { gzipSync } from "node:zlib";
+import { Buffer } from "node:buffer";
 import { Sandbox, CommandExitError, NotFoundError, type CommandHandle } from "e2b";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { addTreeLayer, buildBusyboxImage, pushImage, type OciImage } from "../helpers/oci-image.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
-import { startE2bServer, type E2bServer } from "../../src/server/e2b/server.ts";
+import { e2bFetch, startE2bServer, type E2bServer } from "../../src/server/e2b/server.ts";
+import { envelope } from "../../src/server/e2b/connect.ts";
 import { Workspace } from "../../src/api/workspace.ts";
 
 let fx: WorkspaceFixture;
@@ -27,6 +29,23 @@ let server: E2bServer;
 let sbx: Sandbox;
 const API_KEY = "e2b-test-key";
 const serverLog: string[] = [];
+
+/** The sandbox's envd access token, from the control API (the SDK keeps its copy private). */
+async function accessToken(id: string): Promise<string> {
+  const detail = (await (await fetch(`${server.url}/sandboxes/${id}`, { headers: { "X-API-KEY": API_KEY } })).json()) as { envdAccessToken: string };
+  return detail.envdAccessToken;
+}
+
+/** The frames of a Connect server-stream body. */
+function frames(buf: Buffer): Array<{ flags: number; json: Record<string, unknown> }> {
+  const out = [];
+  for (let off = 0; off < buf.length; ) {
+    const len = buf.readUInt32BE(off + 1);
+    out.push({ flags: buf[off]!, json: JSON.parse(buf.subarray(off + 5, off + 5 + len).toString()) as Record<string, unknown> });
+    off += 5 + len;
+  }
+  return out;
+}
 
 /** The SDK's connection options, as a user sets them through the environment (docs/e2b.md). */
 function pointSdkAt(url: string): void {
@@ -68,7 +87,13 @@ before(async () => {
 
 after(async () => {
   await server?.close().catch(() => {});
-  const left = findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
+  // Orphan check: supervisors that just recorded their final state get a moment to exit.
+  const live = () => findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
+  let left = live();
+  for (let i = 0; i < 300 && left.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = live();
+  }
   for (const p of left) {
     try {
       process.kill(p.pid, "SIGKILL");
@@ -133,6 +158,25 @@ test("commands/envVars: command envs, sandbox cwd and user, login shell", async 
   assert.equal((await sbx.commands.run("echo via-bash")).stdout, "via-bash\n");
   assert.equal(await sbx.files.read("/tmp/bash-argv"), "bash -l -c echo via-bash\n");
   await sbx.files.remove("/bin/bash");
+
+  // --user: the user when the SDK names none (E2B templates default to `user`). Same sandbox, a
+  // second front end over the server's table, driven on the raw Connect wire.
+  const asUser = e2bFetch(server.table, API_KEY, "user");
+  const res = await asUser(
+    new Request(`${server.url}/process.Process/Start`, {
+      method: "POST",
+      headers: { "E2b-Sandbox-Id": sbx.sandboxId, "X-Access-Token": await accessToken(sbx.sandboxId), "Content-Type": "application/connect+json" },
+      body: Buffer.from(envelope({ process: { cmd: "/bin/bash", args: ["-l", "-c", "id -un"] }, stdin: false })),
+    }),
+  );
+  assert.equal(res.headers.get("content-type"), "application/connect+json");
+  const got = frames(Buffer.from(await res.arrayBuffer()));
+  const events = got.filter((f) => f.flags === 0).map((f) => f.json.event as Record<string, Record<string, unknown>>);
+  assert.equal(typeof events[0]!.start!.pid, "number");
+  const stdout = events.flatMap((e) => (e.data?.stdout ? [Buffer.from(e.data.stdout as string, "base64").toString()] : [])).join("");
+  assert.equal(stdout, "user\n");
+  assert.deepEqual(events.at(-1)!.end, { exitCode: 0, exited: true, status: "exit status 0" });
+  assert.deepEqual(got.at(-1), { flags: 2, json: {} });
 });
 
 test("commands/run: a user missing from the image is a clear error, not a silent root", async () => {
@@ -184,10 +228,9 @@ test("files/write, files/read: text, bytes, relative paths, gzip and octet-strea
   assert.equal(await sbx.files.read("/tmp/empty.txt"), "");
   await assert.rejects(sbx.files.read("/nope/missing.txt"), (e: Error) => e.name === "FileNotFoundError" || e instanceof NotFoundError);
   // The raw wire: an octet-stream upload with Content-Encoding gzip, as envd >= 0.5.7 takes it.
-  const detail = (await (await fetch(`${server.url}/sandboxes/${sbx.sandboxId}`, { headers: { "X-API-KEY": API_KEY } })).json()) as { envdAccessToken: string };
   const res = await fetch(`${server.url}/files?path=/tmp/raw.txt`, {
     method: "POST",
-    headers: { "E2b-Sandbox-Id": sbx.sandboxId, "E2b-Sandbox-Port": "49983", "X-Access-Token": detail.envdAccessToken, "Content-Type": "application/octet-stream", "Content-Encoding": "gzip" },
+    headers: { "E2b-Sandbox-Id": sbx.sandboxId, "E2b-Sandbox-Port": "49983", "X-Access-Token": await accessToken(sbx.sandboxId), "Content-Type": "application/octet-stream", "Content-Encoding": "gzip" },
     body: gzipSync("raw body"),
   });
   assert.equal(res.status, 200);
