@@ -257,6 +257,10 @@ test("files/list, files/makeDir, files/rename, files/remove, files/exists", asyn
   assert.equal(await sbx.files.exists("/tmp/d/one.txt"), false);
   assert.equal(await sbx.files.read("/tmp/d/sub/uno.txt"), "1");
   assert.equal((await sbx.files.getInfo("/tmp/d/sub")).type, "dir");
+  await sbx.commands.run("cd /tmp/d && ln -s sub/uno.txt ln");
+  const ln = await sbx.files.getInfo("/tmp/d/ln");
+  assert.deepEqual([ln.type, ln.symlinkTarget], ["symlink", "/tmp/d/sub/uno.txt"]);
+  assert.deepEqual((await sbx.files.list("/tmp/d")).map((e) => [e.name, e.type, e.symlinkTarget]), [["ln", "symlink", "/tmp/d/sub/uno.txt"], ["sub", "dir", undefined]]);
   await sbx.files.remove("/tmp/d");
   assert.equal(await sbx.files.exists("/tmp/d"), false);
   await assert.rejects(sbx.files.list("/tmp/d"), (e: Error) => e instanceof NotFoundError || e.name === "FileNotFoundError");
@@ -268,6 +272,11 @@ test("kill: Sandbox.list shows the sandbox, kill removes it and its workspace", 
   assert.deepEqual(listed.map((s) => s.sandboxId), [sbx.sandboxId]);
   assert.equal(listed[0]!.state, "running");
   assert.deepEqual(await Sandbox.list({ query: { metadata: { suite: "other" } } }).nextItems(), []);
+  // connect: a second handle on the running sandbox; a longer timeout extends its life.
+  const before = (await sbx.getInfo()).endAt.getTime();
+  const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
+  assert.equal((await again.commands.run("echo again")).stdout, "again\n");
+  assert.ok((await again.getInfo()).endAt.getTime() > before + 300_000, "connect extended the timeout");
   assert.equal(await sbx.kill(), true);
   assert.equal(await sbx.isRunning(), false);
   assert.equal(await Sandbox.kill(sbx.sandboxId), false, "killing twice finds nothing");

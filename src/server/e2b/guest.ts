@@ -26,6 +26,10 @@ const PRELUDE = [
 /** `stat -c` fields, tab separated, the name last (it may hold tabs of its own). */
 const STAT_FORMAT = "%F\t%s\t%a\t%A\t%U\t%G\t%Y\t%n";
 
+/** A sh function printing one entry: its stat line and, for a symlink, a `<TAB>L<TAB>target` line. */
+const ENTRY_FN = `entry() { stat -c "$F" "$1" || return 1; if [ -L "$1" ]; then printf '\\tL\\t%s\\n' "$(readlink -f "$1")"; fi; }`;
+const SYMLINK_LINE = "\tL\t";
+
 export interface EntryInfo {
   name: string;
   type: "FILE_TYPE_FILE" | "FILE_TYPE_DIRECTORY" | "FILE_TYPE_SYMLINK" | "FILE_TYPE_UNSPECIFIED";
@@ -36,6 +40,8 @@ export interface EntryInfo {
   owner: string;
   group: string;
   modifiedTime: string;
+  /** A symlink's target, resolved to an absolute path (as envd reports it). */
+  symlinkTarget?: string;
 }
 
 export interface GuestOpOptions {
@@ -103,16 +109,21 @@ export function parseStatLine(line: string): EntryInfo | undefined {
 }
 
 function parseStatOutput(out: Buffer): EntryInfo[] {
-  return out
-    .toString("utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map(parseStatLine)
-    .filter((e): e is EntryInfo => e !== undefined);
+  const entries: EntryInfo[] = [];
+  for (const line of out.toString("utf8").split("\n")) {
+    if (line.startsWith(SYMLINK_LINE)) {
+      const last = entries.at(-1);
+      if (last) last.symlinkTarget = line.slice(SYMLINK_LINE.length);
+      continue;
+    }
+    const e = line ? parseStatLine(line) : undefined;
+    if (e) entries.push(e);
+  }
+  return entries;
 }
 
 export async function stat(ws: Workspace, path: string, opts: GuestOpOptions = {}): Promise<EntryInfo> {
-  const r = await runScript(ws, `p=$(abs "$1"); [ -e "$p" ] || [ -L "$p" ] || exit ${NOT_FOUND}; exec stat -c "$2" "$p"`, [path, STAT_FORMAT], opts);
+  const r = await runScript(ws, `${ENTRY_FN}\nF=$2; p=$(abs "$1"); [ -e "$p" ] || [ -L "$p" ] || exit ${NOT_FOUND}; entry "$p"`, [path, STAT_FORMAT], opts);
   check(r, path, "stat");
   const [entry] = parseStatOutput(r.stdout);
   if (!entry) throw E2bErrors.E2B_GUEST_OP_FAILED({ message: `stat '${path}' printed nothing the server could read`, details: { path } });
@@ -120,8 +131,8 @@ export async function stat(ws: Workspace, path: string, opts: GuestOpOptions = {
 }
 
 export async function listDir(ws: Workspace, path: string, depth: number, opts: GuestOpOptions = {}): Promise<EntryInfo[]> {
-  const script = `p=$(abs "$1"); [ -e "$p" ] || exit ${NOT_FOUND}; [ -d "$p" ] || exit ${WRONG_TYPE}
-exec find "$p" -mindepth 1 -maxdepth "$3" -exec stat -c "$2" {} \\;`;
+  const script = `${ENTRY_FN}\nF=$2; p=$(abs "$1"); [ -e "$p" ] || exit ${NOT_FOUND}; [ -d "$p" ] || exit ${WRONG_TYPE}
+find "$p" -mindepth 1 -maxdepth "$3" | while IFS= read -r f; do entry "$f"; done`;
   const r = await runScript(ws, script, [path, STAT_FORMAT, String(depth)], opts);
   check(r, path, "list");
   return parseStatOutput(r.stdout).sort((a, b) => a.path.localeCompare(b.path));
