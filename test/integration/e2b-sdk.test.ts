@@ -238,6 +238,25 @@ test("files/write, files/read: text, bytes, relative paths, gzip and octet-strea
   assert.equal(await sbx.files.read("/tmp/raw.txt"), "raw body");
 });
 
+test("files/signing: signed download and upload URLs work bare; expired and tampered ones are refused", async () => {
+  const down = await sbx.downloadUrl("/home/user/notes/a.txt", { useSignatureExpiration: 10_000 });
+  assert.match(down, /signature=v1_/);
+  const got = await fetch(down);
+  assert.equal(got.status, 200);
+  assert.equal(await got.text(), "This is a test file.");
+  const expired = await fetch(await sbx.downloadUrl("/home/user/notes/a.txt", { useSignatureExpiration: -10_000 }));
+  assert.equal(expired.status, 401);
+  assert.deepEqual(await expired.json(), { code: 401, message: "signature is already expired" });
+  const tampered = await fetch(down.replace("a.txt", "b.txt"));
+  assert.equal(tampered.status, 401);
+  assert.deepEqual(await tampered.json(), { code: 401, message: "invalid signature" });
+  const form = new FormData();
+  form.append("file", new Blob(["uploaded bare"]), "up.txt");
+  const up = await fetch(await sbx.uploadUrl("/tmp/up.txt", { useSignatureExpiration: 10_000 }), { method: "POST", body: form });
+  assert.equal(up.status, 200);
+  assert.equal(await sbx.files.read("/tmp/up.txt"), "uploaded bare");
+});
+
 test("files/list, files/makeDir, files/rename, files/remove, files/exists", async () => {
   assert.equal(await sbx.files.makeDir("/tmp/d/sub"), true);
   assert.equal(await sbx.files.makeDir("/tmp/d/sub"), false, "an existing directory is not made again");

@@ -5,7 +5,7 @@
  * E2B_SANDBOX_URL is set), and the request must carry that sandbox's `X-Access-Token`.
  */
 import { Buffer } from "node:buffer";
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { z } from "zod";
 import { E2bErrors } from "./errors.ts";
@@ -60,6 +60,26 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * A signed /files URL (the SDK's `downloadUrl`/`uploadUrl` for a secured sandbox): the signature is
+ * `v1_` + base64(sha256("path:operation:user:token[:expiration]")), unpadded, keyed by the sandbox's
+ * access token, so the URL works without headers. "ok", "expired", or "invalid" for this sandbox.
+ */
+function checkSignature(url: URL, method: string, token: string): "ok" | "expired" | "invalid" {
+  const signature = url.searchParams.get("signature") ?? "";
+  const exp = url.searchParams.get("signature_expiration");
+  const op = method === "GET" ? "read" : "write";
+  const raw = [url.searchParams.get("path") ?? "", op, url.searchParams.get("username") ?? "", token, ...(exp !== null ? [exp] : [])].join(":");
+  const want = `v1_${createHash("sha256").update(raw).digest("base64").replace(/=+$/, "")}`;
+  if (!sameSecret(signature, want)) return "invalid";
+  if (exp !== null && Number(exp) * 1000 < Date.now()) return "expired";
+  return "ok";
+}
+
+function signatureError(message: string): Response {
+  return new Response(JSON.stringify({ code: 401, message }), { status: 401, headers: { "content-type": "application/json" } });
+}
+
 export class Envd {
   readonly #table: SandboxTable;
   readonly #defaultUser: string | undefined;
@@ -78,7 +98,8 @@ export class Envd {
       return new Response(JSON.stringify({ code: 502, message: `sandbox ${sandboxId} is not running [E2B_SANDBOX_NOT_FOUND]` }), { status: 502, headers: { "content-type": "application/json" } });
     }
     const sb = this.#table.get(sandboxId);
-    const token = req.headers.get("x-access-token") ?? url.searchParams.get("access_token") ?? "";
+    if (path === "/files" && url.searchParams.has("signature")) return this.#signedFiles(req, url, [sb]);
+    const token = req.headers.get("x-access-token") ?? "";
     if (!sameSecret(token, sb.accessToken)) {
       const err = E2bErrors.E2B_UNAUTHORIZED({ message: `missing or wrong X-Access-Token for sandbox ${sandboxId}` });
       return path.startsWith("/process.") || path.startsWith("/filesystem.") ? unaryErrorResponse(err) : httpErrorResponse(err);
@@ -95,6 +116,32 @@ export class Envd {
     const rpc = /^\/(process\.Process|filesystem\.Filesystem)\/([A-Za-z]+)$/.exec(path);
     if (rpc && req.method === "POST") return this.#rpc(req, sb, rpc[1]!, rpc[2]!);
     return httpErrorResponse(E2bErrors.E2B_UNSUPPORTED({ message: `envd ${req.method} ${path} is not implemented by microagent serve e2b` }));
+  }
+
+  /**
+   * A signed /files request. Without E2b-Sandbox-Id (a signed URL is fetched bare, and with
+   * E2B_SANDBOX_URL it points at this server, not at a per-sandbox host) the sandbox is the one
+   * whose token the signature verifies with.
+   */
+  async handleSigned(req: Request): Promise<Response> {
+    return this.#signedFiles(req, new URL(req.url), this.#table.list());
+  }
+
+  async #signedFiles(req: Request, url: URL, candidates: readonly Sandbox[]): Promise<Response> {
+    let expired = false;
+    for (const sb of candidates) {
+      const v = checkSignature(url, req.method, sb.accessToken);
+      if (v === "expired") expired = true;
+      if (v !== "ok") continue;
+      try {
+        if (req.method === "GET") return await this.#readFile(req, url, sb);
+        if (req.method === "POST") return await this.#writeFiles(req, url, sb);
+        return httpErrorResponse(E2bErrors.E2B_UNSUPPORTED({ message: `envd ${req.method} /files is not implemented` }));
+      } catch (e) {
+        return httpErrorResponse(e);
+      }
+    }
+    return signatureError(expired ? "signature is already expired" : "invalid signature");
   }
 
   async #readFile(req: Request, url: URL, sb: Sandbox): Promise<Response> {

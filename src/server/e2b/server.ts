@@ -37,7 +37,11 @@ export function e2bFetch(table: SandboxTable, apiKey: string | undefined, defaul
   const envd = new Envd(table, defaultUser);
   return async (req) => {
     const id = req.headers.get("e2b-sandbox-id");
-    if (!id) return control.fetch(req);
+    if (!id) {
+      // A signed file URL arrives bare: the signature names its sandbox (see Envd.handleSigned).
+      if (new URL(req.url).pathname === "/files" && new URL(req.url).searchParams.has("signature")) return envd.handleSigned(req);
+      return control.fetch(req);
+    }
     const port = req.headers.get("e2b-sandbox-port");
     if (port && Number(port) !== ENVD_PORT) {
       return httpErrorResponse(E2bErrors.E2B_UNSUPPORTED({ message: `port ${port} of sandbox ${id}: only envd (${ENVD_PORT}) is served; sandbox ports are not forwarded` }));
