@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { gzipSync } from "node:zlib";
 import { Buffer } from "node:buffer";
-import { Sandbox, CommandExitError, NotFoundError, type CommandHandle } from "e2b";
+import { Sandbox, CommandExitError, NotFoundError, TimeoutError, type CommandHandle } from "e2b";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { addTreeLayer, buildBusyboxImage, pushImage, type OciImage } from "../helpers/oci-image.ts";
 import { findProcessesMentioning } from "../helpers/global-setup.ts";
@@ -296,7 +296,12 @@ test("kill: Sandbox.list shows the sandbox, kill removes it and its workspace", 
   const again = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
   assert.equal((await again.commands.run("echo again")).stdout, "again\n");
   assert.ok((await again.getInfo()).endAt.getTime() > before + 300_000, "connect extended the timeout");
+  // sandboxKilledDuringRun: a command running when the sandbox dies fails as the SDK's TimeoutError.
+  const running = await sbx.commands.run("sleep 600", { background: true });
   assert.equal(await sbx.kill(), true);
+  const err = await running.wait().catch((e: unknown) => e);
+  assert.ok(err instanceof TimeoutError, `got ${String(err)}`);
+  assert.match(err.message, /sandbox was killed or reached its end of life/);
   assert.equal(await sbx.isRunning(), false);
   assert.equal(await Sandbox.kill(sbx.sandboxId), false, "killing twice finds nothing");
   await assert.rejects(Workspace.get(`e2b-${sbx.sandboxId}`, { stateDir: fx.stateDir }), (e: Error & { code?: string }) => e.code === "WORKSPACE_NOT_FOUND");

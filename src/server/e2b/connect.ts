@@ -109,6 +109,13 @@ export function parseStreamRequest(body: Buffer): unknown {
 }
 
 /**
+ * Thrown by a stream's producer when what it streams is gone without an answer (the sandbox's VM
+ * died under a running command): the response is cut instead of ended, as a dying E2B sandbox cuts
+ * it, so the SDK probes /health, sees the sandbox gone and reports that (not a bogus exit code).
+ */
+export class StreamLost extends Error {}
+
+/**
  * A server stream as a web Response: `run` gets `send` for messages and must resolve when the stream
  * is complete; a throw becomes the end-of-stream error. `onCancel` fires when the client goes away.
  */
@@ -122,7 +129,12 @@ export function streamResponse(run: (send: (message: unknown) => void, signal: A
       };
       run(send, abort.signal).then(
         () => finish(controller),
-        (e) => finish(controller, connectError(e)),
+        (e) => {
+          if (!(e instanceof StreamLost)) return finish(controller, connectError(e));
+          if (closed) return;
+          closed = true;
+          controller.error(e);
+        },
       );
     },
     cancel() {

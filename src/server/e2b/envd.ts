@@ -9,7 +9,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { z } from "zod";
 import { E2bErrors } from "./errors.ts";
-import { parseStreamRequest, streamResponse, unaryErrorResponse } from "./connect.ts";
+import { parseStreamRequest, StreamLost, streamResponse, unaryErrorResponse } from "./connect.ts";
 import { httpErrorResponse } from "./http-errors.ts";
 import * as guest from "./guest.ts";
 import type { ProcessEvent } from "./processes.ts";
@@ -240,7 +240,12 @@ export class Envd {
   async #follow(sb: Sandbox, send: (m: unknown) => void, signal: AbortSignal, keepaliveS: number, subscribe: (listener: (e: ProcessEvent) => void) => Promise<unknown>): Promise<void> {
     let finish!: () => void;
     const ended = new Promise<void>((r) => (finish = r));
+    let lost: string | undefined;
     const listener = (e: ProcessEvent) => {
+      if ("lost" in e) {
+        lost = e.lost.error;
+        return finish();
+      }
       send({ event: e });
       if ("end" in e) finish();
     };
@@ -251,6 +256,7 @@ export class Envd {
     try {
       await subscribe(listener);
       await ended;
+      if (lost !== undefined) throw new StreamLost(lost);
     } finally {
       clearInterval(ping);
       signal.removeEventListener("abort", onAbort);

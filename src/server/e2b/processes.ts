@@ -46,7 +46,9 @@ export interface ProcessConfig {
 export type ProcessEvent =
   | { start: { pid: number } }
   | { data: { stdout: string } | { stderr: string } }
-  | { end: { exitCode: number; exited: boolean; status: string; error?: string } };
+  | { end: { exitCode: number; exited: boolean; status: string; error?: string } }
+  /** Not an envd event: the exec channel broke under the command (the VM is gone); streams are cut. */
+  | { lost: { error: string } };
 
 export interface StartOptions {
   config: ProcessConfig;
@@ -142,7 +144,7 @@ export class ProcessTable {
         (e) => {
           if (!entry) return reject(e);
           this.#entries.delete(entry.pid);
-          emit({ end: { exitCode: -1, exited: false, status: "error", error: e instanceof Error ? e.message : String(e) } });
+          emit({ lost: { error: e instanceof Error ? e.message : String(e) } });
         },
       );
       this.#running.add(done);
