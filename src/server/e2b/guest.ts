@@ -153,7 +153,8 @@ mkdir -p "$(dirname "$d")" && mv "$s" "$d" || exit 1; exec stat -c "$3" "$d"`;
 }
 
 export async function remove(ws: Workspace, path: string, opts: GuestOpOptions = {}): Promise<void> {
-  const r = await runScript(ws, `p=$(abs "$1"); [ -e "$p" ] || [ -L "$p" ] || exit ${NOT_FOUND}; exec rm -rf "$p"`, [path], opts);
+  // Removing what is not there succeeds, as envd's does (rm -rf).
+  const r = await runScript(ws, `p=$(abs "$1"); exec rm -rf "$p"`, [path], opts);
   check(r, path, "remove");
 }
 
