@@ -255,6 +255,11 @@ test("files/signing: signed download and upload URLs work bare; expired and tamp
   const up = await fetch(await sbx.uploadUrl("/tmp/up.txt", { useSignatureExpiration: 10_000 }), { method: "POST", body: form });
   assert.equal(up.status, 200);
   assert.equal(await sbx.files.read("/tmp/up.txt"), "uploaded bare");
+  const textForm = new FormData();
+  textForm.append("file", "a plain field"); // no file name: the field's text is the content
+  const upText = await fetch(await sbx.uploadUrl("/tmp/up2.txt"), { method: "POST", body: textForm });
+  assert.deepEqual(await upText.json(), [{ name: "up2.txt", type: "file", path: "/tmp/up2.txt" }]);
+  assert.equal(await sbx.files.read("/tmp/up2.txt"), "a plain field");
 });
 
 test("files/list, files/makeDir, files/rename, files/remove, files/exists", async () => {

@@ -164,10 +164,11 @@ export class Envd {
       const form = await req.formData();
       const parts = form.getAll("file");
       for (const p of parts) {
-        if (typeof p === "string") continue;
-        const name = parts.length === 1 && queryPath ? queryPath : p.name || queryPath;
+        // A plain field (no file name) is content too: browsers' FormData.append("file", text) sends one.
+        const isText = typeof p === "string";
+        const name = parts.length === 1 && queryPath ? queryPath : (isText ? undefined : p.name) || queryPath;
         if (!name) throw E2bErrors.E2B_BAD_REQUEST({ message: "an uploaded file has neither a path query parameter nor a file name" });
-        files.push({ path: name, data: Buffer.from(await p.arrayBuffer()) });
+        files.push({ path: name, data: isText ? Buffer.from(p, "utf8") : Buffer.from(await p.arrayBuffer()) });
       }
     } else {
       if (!queryPath) throw E2bErrors.E2B_BAD_REQUEST({ message: "an octet-stream upload needs the path query parameter" });
