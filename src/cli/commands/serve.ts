@@ -8,8 +8,8 @@ import { Command, Option } from "commander";
 import { action } from "../action.ts";
 import { runDaemon } from "../../server/http/daemon.ts";
 import { runMcpStdio } from "../../server/mcp/stdio.ts";
-// ---- serve e2b: the E2B-compatible server registers its subcommand here (owned by src/server/e2b) ----
-// import { e2bCommand } from "../../server/e2b/command.ts";
+// serve e2b: the E2B-compatible server's subcommand (built in src/server/e2b).
+import { e2bCommand } from "../../server/e2b/command.ts";
 
 export function serveCommand(): Command {
   const serve = new Command("serve")
@@ -45,7 +45,7 @@ export function serveCommand(): Command {
       }),
     );
 
-  // ---- serve e2b: `serve.addCommand(e2bCommand());` goes here ----
+  serve.addCommand(e2bCommand());
 
   return serve;
 }
