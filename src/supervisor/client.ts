@@ -254,6 +254,11 @@ export class SupervisorClient {
     return this.call({ op: "kill" });
   }
 
+  /** Each service's describe(), by name (`network`: addressing, published ports, counters). */
+  async services(): Promise<Record<string, Record<string, unknown>>> {
+    return (await this.call({ op: "services" })) as Record<string, Record<string, unknown>>;
+  }
+
   async quarantine(): Promise<unknown> {
     return this.call({ op: "quarantine" });
   }

@@ -23,6 +23,7 @@ import { connectChannelLink } from "./channel-link.ts";
 import type { WorkloadResult } from "./protocol.ts";
 import { startControlServer } from "./server.ts";
 import { SerialLog, DEFAULT_SERIAL_LOG_MAX_BYTES } from "./serial-log.ts";
+import { servicesFor } from "./services.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -128,6 +129,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     serialTail,
     // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
     ...(pause ? { freeze: (vm: RunningVm) => pause.pause(vm, config.launch) } : {}),
+    services: servicesFor(manifest, paths, env),
     log,
   });
 

@@ -127,6 +127,8 @@ export const RequestSchema = z.discriminatedUnion("op", [
   }),
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("kill") }),
   z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("quarantine") }),
+  /** Each service's describe() (network: addressing, published ports, counters). */
+  z.strictObject({ v: z.literal(1), id: z.string(), op: z.literal("services") }),
 ]);
 export type Request = z.infer<typeof RequestSchema>;
 export type RequestInput = z.input<typeof RequestSchema>;

@@ -82,6 +82,8 @@ export interface ControlHandlers {
   shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<unknown>;
   kill(): Promise<unknown>;
   quarantine(): Promise<unknown>;
+  /** Each service's describe(), by service name. */
+  services?(): Record<string, Record<string, unknown>>;
 }
 
 export interface ControlServer {
@@ -395,6 +397,9 @@ function serveConnection(socket: Socket, handlers: ControlHandlers, gate: Output
           break;
         case "readiness":
           value = await handlers.readiness(req.timeoutMs);
+          break;
+        case "services":
+          value = handlers.services?.() ?? {};
           break;
         case "exec": {
           if (!req.exec.stream) {

@@ -3,22 +3,21 @@ import { action } from "../action.ts";
 import { createJson } from "../../api/results.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
-import { addResourceOptions, collectEnv, collectList, collectSecret, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addNetworkOptions, addResourceOptions, collectEnv, collectList, collectSecret, networkOptions, resourceOptions, type NetworkFlags, type ResourceFlags } from "./workspace-flags.ts";
 
-interface CreateFlags extends ResourceFlags {
+interface CreateFlags extends ResourceFlags, NetworkFlags {
   image?: string;
   file?: string;
   setup?: string[];
   entrypoint?: string;
   imageCommand?: boolean;
   env?: Record<string, string>;
-  network?: "isolated" | "user";
   hostname?: string;
   secret?: SecretRef[];
 }
 
 export function createCommand(): Command {
-  return addResourceOptions(new Command("create"))
+  return addNetworkOptions(addResourceOptions(new Command("create")))
     .description("create a persistent workspace from an image (state prepared; boot it with `start`)")
     .argument("<name>", "workspace name: [a-z0-9][a-z0-9_.-]{0,62}")
     .option("--image <ref>", "image reference (tags are accepted; the resolved digest is recorded)")
@@ -28,7 +27,6 @@ export function createCommand(): Command {
     .option("--image-command", "run the image's own Entrypoint/Cmd as the workload (default: boot idle, serving exec and the console)")
     .option("-e, --env <KEY=VALUE>", "environment variable for the workload (repeatable)", collectEnv)
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND, resolved at every start (repeatable); NAME=SOURCE@HOST,... swaps a placeholder on requests to HOST", collectSecret)
-    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
     .action(
       action(async (ctx, name: string, o: CreateFlags) => {
@@ -43,7 +41,7 @@ export function createCommand(): Command {
           ...(o.imageCommand ? { imageCommand: true } : {}),
           ...(o.env !== undefined ? { env: o.env } : {}),
           ...(o.secret !== undefined ? { secrets: o.secret } : {}),
-          ...(o.network !== undefined ? { network: o.network } : {}),
+          ...networkOptions(o),
           ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
           ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
           ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),

@@ -5,11 +5,10 @@ import { runJson } from "../../api/results.ts";
 import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import { EXIT_BROKEN_PIPE, watchBrokenPipe } from "../pipe.ts";
-import type { NetworkMode } from "../../workspace/manifest.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
-import { addResourceOptions, collectEnv, collectList, collectSecret, formatDurationMs, parseDurationFlag, parseNetworkMode, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addNetworkOptions, addResourceOptions, collectEnv, collectList, collectSecret, formatDurationMs, networkOptions, parseDurationFlag, resourceOptions, type NetworkFlags, type ResourceFlags } from "./workspace-flags.ts";
 
-interface RunFlags extends ResourceFlags {
+interface RunFlags extends ResourceFlags, NetworkFlags {
   image?: string;
   exec?: string;
   keep?: boolean;
@@ -20,12 +19,11 @@ interface RunFlags extends ResourceFlags {
   env?: Record<string, string>;
   setup?: string[];
   file?: string;
-  network?: NetworkMode;
   secret?: SecretRef[];
 }
 
 export function runCommand(): Command {
-  return addResourceOptions(new Command("run"))
+  return addNetworkOptions(addResourceOptions(new Command("run")))
     .description("boot a scratch workspace from IMAGE, run a command in it, stream its output and exit with its code; the workspace is deleted afterwards unless --keep")
     .usage("[flags] IMAGE [CMD ARG...]  |  run --image REF --exec \"shell command\"")
     .argument("[image]", "image reference (tag or digest); pulled if needed")
@@ -41,7 +39,6 @@ export function runCommand(): Command {
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND (repeatable); see `microagent secret --help`", collectSecret)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
     .option("--file <path>", "a microagent.yaml spec; flags override it")
-    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .action(
       action(async (ctx, imageArg: string | undefined, cmd: string[], o: RunFlags) => {
         if (o.keep && o.rm) throw CommonErrors.USAGE({ message: "--keep and --rm contradict each other: pass one" });
@@ -76,7 +73,7 @@ export function runCommand(): Command {
             ...(o.file ? { specFile: o.file } : {}),
             ...(o.secret ? { secrets: o.secret } : {}),
             ...resourceOptions(o),
-            ...(o.network ? { network: o.network } : {}),
+            ...networkOptions(o),
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
             ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
             ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}),
