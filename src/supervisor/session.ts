@@ -19,6 +19,7 @@ import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
 import type { ExecRequest, ExecResult, Readiness, ReadinessProbe, SupervisorPhase, SupervisorStatus, WorkloadResult } from "./protocol.ts";
 import type { ConsoleSession, ControlHandlers, ExecIo, OutputSink, OutputStream } from "./server.ts";
+import type { ServiceContext, SupervisorService } from "./service.ts";
 
 export interface ResolvedSupervisorConfig {
   workspace: string;
@@ -50,6 +51,8 @@ export interface SupervisorDeps {
   serialTail(): Promise<string>;
   /** Freeze the VM's vCPUs (quarantine); optional. */
   freeze?(vm: RunningVm): Promise<void>;
+  /** Per-VM services (network stack, ...), called at the hook points of service.ts. */
+  services?: readonly SupervisorService[];
   log(message: string): void;
 }
 
@@ -94,6 +97,7 @@ export class Supervisor implements ControlHandlers {
   #resultWaiters: ((r: WorkloadResult) => void)[] = [];
   #consoles = new Set<ConsoleSession>();
   #guestReadyAt: string | undefined;
+  #servicesStopped: Promise<void> | undefined;
 
   constructor(config: ResolvedSupervisorConfig, deps: SupervisorDeps) {
     this.config = config;
@@ -122,12 +126,17 @@ export class Supervisor implements ControlHandlers {
   async boot(): Promise<void> {
     const started = Date.now();
     const deadline = started + this.config.bootTimeoutMs;
+    const services = this.deps.services ?? [];
     try {
-      const vm = await this.deps.backend.lifecycle.launch(this.config.launch);
+      let launch = this.config.launch;
+      for (const s of services) if (s.beforeLaunch) launch = await s.beforeLaunch(launch);
+      const vm = await this.deps.backend.lifecycle.launch(launch);
       this.vm = vm;
       this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: this.config.launch.disk.path, ...this.config.ioPause, log: this.deps.log });
       void vm.exited.then((exit) => this.#onVmExit(exit));
       await this.deps.vmLaunched(vm);
+      const ctx: ServiceContext = { vm, launch, remainingMs: () => Math.max(0, deadline - Date.now()), log: this.deps.log };
+      for (const s of services) if (s.afterLaunch) await this.#guard(s.afterLaunch(ctx));
       const channel = this.deps.backend.channel;
       if (!channel) throw SupervisorErrors.BOOT_FAILED({ message: `backend ${this.deps.backend.name} has no guest channel` });
       const stream = await this.#guard(channel.openChannel(vm, this.config.launch));
@@ -138,7 +147,9 @@ export class Supervisor implements ControlHandlers {
       this.link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
-      await this.#guard(this.#bounded(link.sendBootConfig(this.config.bootConfig), remaining(), "the guest to accept its boot config", this.config.bootTimeoutMs));
+      let bootConfig = this.config.bootConfig as Record<string, unknown>;
+      for (const s of services) if (s.bootConfig) bootConfig = await s.bootConfig(bootConfig);
+      await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", this.config.bootTimeoutMs));
       this.bootMs = Date.now() - started;
       if (this.#intent) return; // stopped or killed while booting
       this.phase = "running";
@@ -161,7 +172,7 @@ export class Supervisor implements ControlHandlers {
     const tail = await this.deps.serialTail().catch(() => "");
     const cause = isMicroagentError(e) ? e : toMicroagentError(e);
     const err =
-      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL"
+      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL" || cause.code.startsWith("NETWORK_")
         ? cause
         : SupervisorErrors.BOOT_FAILED({
             message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
@@ -224,6 +235,7 @@ export class Supervisor implements ControlHandlers {
     );
     this.link?.close();
     for (const c of this.#consoles) c.close();
+    void this.#stopServices();
     if (this.#finalState) return;
     switch (this.#intent) {
       case "halt":
@@ -261,6 +273,7 @@ export class Supervisor implements ControlHandlers {
     for (const c of this.#consoles) c.close();
     await this.deps.record(state, detail).catch((e) => this.deps.log(`recording ${state} failed: ${(e as Error).message}`));
     if (this.vm && !this.vm.exitStatus()) await this.vm.kill().catch(() => {});
+    await this.#stopServices();
     this.#doneResolve(state);
   }
 
@@ -307,6 +320,23 @@ export class Supervisor implements ControlHandlers {
       await vm.terminate({ graceMs: 2000 }).catch(() => {});
     }
     return clean;
+  }
+
+  /** The VM is gone: release every service (reverse order), once. */
+  #stopServices(): Promise<void> {
+    this.#servicesStopped ??= (async () => {
+      for (const s of [...(this.deps.services ?? [])].reverse()) {
+        await Promise.resolve(s.stop?.()).catch((e: unknown) => this.deps.log(`service ${s.name}: stop failed: ${(e as Error).message}`));
+      }
+    })();
+    return this.#servicesStopped;
+  }
+
+  /** What each service reports (`microagent network`, `status`). */
+  services(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const s of this.deps.services ?? []) if (s.describe) out[s.name] = s.describe();
+    return out;
   }
 
   // ---- control handlers ----
@@ -523,6 +553,13 @@ export class Supervisor implements ControlHandlers {
     }
     this.phase = "quarantined";
     // Sever first, record second: nothing may reach the guest once the request is accepted.
+    for (const s of this.deps.services ?? []) {
+      try {
+        s.sever?.("quarantine");
+      } catch (e) {
+        this.deps.log(`service ${s.name}: sever failed: ${(e as Error).message}`);
+      }
+    }
     this.link?.close();
     for (const c of this.#consoles) c.close();
     this.#readyReject(SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} was quarantined while booting` }));
