@@ -24,6 +24,7 @@ import { imageCommand } from "./image.ts";
 import { registryCommand } from "./registry.ts";
 import { rootfsCommand } from "./rootfs.ts";
 import { secretCommand } from "./secret.ts";
+import { networkCommand } from "./network.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -50,4 +51,5 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   registryCommand,
   rootfsCommand,
   secretCommand,
+  networkCommand,
 ];
