@@ -2,7 +2,11 @@
  * The services a workspace's supervisor runs next to its VM, chosen from the manifest: today the
  * userspace network stack for `user` networking (isolated workspaces get none, so no NIC).
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { VmLaunchSpec } from "../backend/types.ts";
 import { macFor } from "../backend/linux-qemu.ts";
 import type { Manifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
@@ -17,8 +21,7 @@ export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): st
 export function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: NodeJS.ProcessEnv = process.env): SupervisorService[] {
   const services: SupervisorService[] = [];
   if (manifest.network.mode === "user") {
-    services.push(
-      new NetworkService({
+    const net = new NetworkService({
         workspace: manifest.name,
         socketPath: networkSocketPath(paths),
         mac: macFor(manifest.name),
@@ -26,8 +29,42 @@ export function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: Node
         hostname: manifest.boot.hostname,
         log: (m) => process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${m}\n`),
         ...(env.MICROAGENT_HOST_RESOLV_CONF ? { resolvConf: env.MICROAGENT_HOST_RESOLV_CONF } : {}),
-      }),
-    );
+      });
+    services.push(env.MICROAGENT_NET_DATAPATH === "passt" ? new PasstBenchService(net, join(paths.runtimeDir, "passt.sock")) : net);
   }
   return services;
+}
+
+/**
+ * Bench seam (`MICROAGENT_NET_DATAPATH=passt`): the same NIC and guest config, but frames go to a
+ * passt process instead of our stack, so bench/net-user.ts can compare the two on one host. passt's
+ * default maps the gateway address to the host's loopback, which is all the bench dials; it applies no
+ * destination policy, so this is not a user-facing datapath.
+ */
+export class PasstBenchService implements SupervisorService {
+  readonly name = "network";
+  readonly #inner: NetworkService;
+  readonly #socketPath: string;
+  #child: ChildProcess | undefined;
+  constructor(inner: NetworkService, socketPath: string) {
+    this.#inner = inner;
+    this.#socketPath = socketPath;
+  }
+  async beforeLaunch(spec: VmLaunchSpec): Promise<VmLaunchSpec> {
+    await rm(this.#socketPath, { force: true });
+    const child = spawn("passt", ["-f", "-q", "-4", "-t", "none", "-u", "none", "--no-dhcp", "-a", "10.200.0.2", "-n", "24", "-g", "10.200.0.1", "-s", this.#socketPath], { stdio: ["ignore", "inherit", "inherit"] });
+    this.#child = child;
+    for (let i = 0; i < 200 && !existsSync(this.#socketPath); i++) await new Promise((r) => setTimeout(r, 10));
+    if (!existsSync(this.#socketPath)) throw new Error("passt did not create its socket within 2 s");
+    return { ...spec, network: { kind: "stream", socketPath: this.#socketPath, mac: macFor(spec.workspace) } };
+  }
+  bootConfig(config: Record<string, unknown>): Record<string, unknown> {
+    return this.#inner.bootConfig(config);
+  }
+  stop(): void {
+    this.#child?.kill("SIGKILL");
+  }
+  describe(): Record<string, unknown> {
+    return { mode: "user", datapath: "passt (bench)" };
+  }
 }

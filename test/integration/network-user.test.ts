@@ -70,6 +70,7 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
   }
   let concurrent = 0;
   let maxConcurrent = 0;
+  const held: (() => void)[] = [];
   const http = createHttpServer((req, res) => {
     concurrent++;
     maxConcurrent = Math.max(maxConcurrent, concurrent);
@@ -88,18 +89,15 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
       pump();
       return;
     }
-    // Held briefly so the parallel requests overlap.
-    setTimeout(() => res.end(`small ${req.url}\n`), 300);
+    // Held until all 50 are open at once (or 60 s), so the test proves 50 concurrent flows.
+    held.push(() => res.end(`small ${req.url}\n`));
+    if (held.length >= 50) for (const r of held.splice(0)) r();
+    else setTimeout(() => held.splice(0).forEach((r) => r()), 60_000).unref();
   });
   const httpPort = await listen(http as unknown as Server);
   // The upload sink: hashes what the guest sends and closes once it has it all (busybox nc does not half-close).
   const uploads: { bytes: number; hash: string }[] = [];
-  const UPLOAD_LINES = 7_500_000;
-  let expectUpload = "";
-  for (let i = 1; i <= UPLOAD_LINES; i++) expectUpload += `${i}\n`;
-  const expectUploadHash = createHash("sha256").update(expectUpload).digest("hex");
-  const expectUploadBytes = Buffer.byteLength(expectUpload);
-  expectUpload = "";
+  const expectUploadBytes = BIG;
   const sink = createServer((s) => {
     const h = createHash("sha256");
     let n = 0;
@@ -152,33 +150,34 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
 
     // 64 MiB host -> guest, hashed in the guest.
     let t0 = performance.now();
-    const down = await sh(name, `wget -q -O - http://host.microagent.internal:${httpPort}/big | sha256sum`);
+    const down = await sh(name, `wget -q -O /tmp/big http://host.microagent.internal:${httpPort}/big && sha256sum /tmp/big`);
     const downMs = performance.now() - t0;
     assert.equal(down.code, 0, down.stderr);
     assert.equal(down.stdout.split(/\s/)[0], bigHash, "download byte-exact");
-    // ~61 MiB guest -> host, hashed on the host.
+    // The same 64 MiB guest -> host, hashed on the host.
     t0 = performance.now();
-    const up = await sh(name, `seq 1 ${UPLOAD_LINES} | nc host.microagent.internal ${sinkPort}`);
+    const up = await cli("exec", name, "--timeout", "180s", "--", "sh", "-c", `nc host.microagent.internal ${sinkPort} < /tmp/big; rm /tmp/big`);
     const upMs = performance.now() - t0;
     assert.equal(uploads.length, 1, `the sink got the upload (nc: ${up.code} ${up.stderr})`);
     assert.equal(uploads[0]!.bytes, expectUploadBytes);
-    assert.equal(uploads[0]!.hash, expectUploadHash, "upload byte-exact");
-    test.diagnostic?.(`download 64 MiB in ${downMs.toFixed(0)} ms, upload ${(expectUploadBytes / 1048576).toFixed(0)} MiB in ${upMs.toFixed(0)} ms`);
+    assert.equal(uploads[0]!.hash, bigHash, "upload byte-exact");
+    console.log(`# download 64 MiB in ${downMs.toFixed(0)} ms, upload ${(expectUploadBytes / 1048576).toFixed(0)} MiB in ${upMs.toFixed(0)} ms`);
 
     // 50 parallel connections.
     const par = await sh(name, `for i in $(seq 1 50); do wget -q -O /tmp/p$i http://host.microagent.internal:${httpPort}/s$i & done; wait; cat /tmp/p* | sort | uniq | wc -l`);
     assert.equal(par.code, 0, par.stderr);
     assert.equal(par.stdout.trim(), "50");
-    assert.ok(maxConcurrent >= 10, `the requests overlapped (max ${maxConcurrent} at once)`);
+    assert.equal(maxConcurrent, 50, "all 50 connections were open at once");
 
     // Denied: an inside address (RFC 1918) fails fast, and a host port nobody allowed is never reached.
     t0 = performance.now();
-    const inside = await sh(name, "wget -q -T 10 -O - http://192.168.77.1:80/ 2>&1; echo rc=$?");
+    const inside = await sh(name, "nc -w 10 192.168.77.1 80 </dev/null 2>&1; echo rc=$?");
     const insideMs = performance.now() - t0;
     assert.match(inside.stdout, /rc=1/);
-    assert.match(inside.stdout, /refused|reset|unreachable/i, inside.stdout);
+    assert.match(inside.stdout, /refused/i, inside.stdout);
     assert.ok(insideMs < 5000, `an inside destination fails fast (${insideMs.toFixed(0)} ms, exec included)`);
-    const denied = await sh(name, `wget -q -T 10 -O - http://host.microagent.internal:${forbiddenPort}/ 2>&1; echo rc=$?`);
+    const denied = await sh(name, `nc -w 10 host.microagent.internal ${forbiddenPort} </dev/null 2>&1; echo rc=$?`);
+    assert.match(denied.stdout, /refused/i, denied.stdout);
     assert.match(denied.stdout, /rc=1/);
     assert.equal(forbiddenHits, 0, "a host port not allowed is never dialled");
 
