@@ -1,7 +1,7 @@
 /**
  * `user` networking on real VMs, in one run: start cost of `user` over `isolated` (p50 of N starts
  * each), bulk TCP host->guest and guest->host (64 MiB through busybox wget/nc against loopback servers
- * reached as host.microagent.internal / the gateway), TCP connect (20 `nc -z` in one guest shell, per
+ * reached as host.microagent.internal / the gateway), TCP connect (20 `nc` to a server that closes at once, per
  * connect; process spawn included, equal for both datapaths), all through our userspace stack and the same
  * through passt (2023_03_09, `MICROAGENT_NET_DATAPATH=passt` bench seam: the same NIC and guest config, frames to
  * passt instead), and the exec round trip p99 idle against while the guest floods the network.
@@ -85,12 +85,13 @@ try {
     }
   }
 
+  console.log(`start p50: isolated ${q(start.iso!, 0.5).toFixed(0)} ms, user ${q(start.usr!, 0.5).toFixed(0)} ms`);
   const sh = (w: string, script: string) => cli("exec", w, "--timeout", "600s", "--", "sh", "-c", script);
   const measure = async (w: string, host: string) => {
     const base = await timed(() => sh(w, "true"));
     const down = (await timed(() => sh(w, `wget -q -O /tmp/big http://${host}:${httpPort}/`))) - base;
     const up = (await timed(() => sh(w, `nc ${host} ${sinkPort} < /tmp/big; rm /tmp/big`))) - base;
-    const loop = (n: number) => sh(w, `i=0; while [ $i -lt ${n} ]; do nc -z ${host} ${connectPort} || exit 1; i=$((i+1)); done`);
+    const loop = (n: number) => sh(w, `i=0; while [ $i -lt ${n} ]; do nc ${host} ${connectPort} </dev/null || exit 1; i=$((i+1)); done`);
     const one = await timed(() => loop(1));
     const many = await timed(() => loop(21));
     return { downMiBps: 64 / (down / 1000), upMiBps: 64 / (up / 1000), connectMs: (many - one) / 20 };
@@ -98,6 +99,7 @@ try {
 
   await cli("start", "usr");
   const ours = await measure("usr", "host.microagent.internal");
+  console.log(`ours: ${JSON.stringify(ours)}`);
   // Exec round trip idle, then while the guest pulls 64 MiB downloads in a loop.
   const rtt = async () => {
     const xs: number[] = [];

@@ -1,5 +1,5 @@
 /**
- * `user` networking end to end on real VMs: busybox's wget, nc and httpd in the guest against servers
+ * `user` networking end to end on real VMs: curl, python3 urllib and busybox nc/httpd/wget in the guest against servers
  * this test runs on 127.0.0.1, reached through host.microagent.internal (allowed port by port with
  * --egress-allow), and a host client against a port the guest publishes. One `user` workspace carries
  * most checks; one `isolated` boot shows there is no NIC. Loopback only: the inside addresses the guest
@@ -14,9 +14,12 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { runCli } from "../helpers/cli.ts";
+import { pushImage } from "../helpers/oci-image.ts";
+import { buildToolsImage } from "../helpers/tools-image.ts";
 
 let fx: WorkspaceFixture;
 let imageRef: string;
+let toolsCleanup: () => Promise<void> = async () => {};
 const servers: Server[] = [];
 
 async function cli(...args: string[]) {
@@ -51,13 +54,16 @@ function bigChunk(offset: number, len: number): Buffer {
 
 before(async () => {
   fx = await workspaceFixture("network");
-  imageRef = await fx.image("network/busybox:1", { files: { "/www/index.html": "published from the guest\n" } });
+  const tools = await buildToolsImage({ files: { "/www/index.html": "published from the guest\n" } });
+  toolsCleanup = () => tools.cleanup();
+  imageRef = (await pushImage(tools, fx.registry, "network/tools:1")).ref;
   process.env.MICROAGENT_INSECURE_REGISTRIES = fx.registry.host;
   process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");
 });
 
 after(async () => {
   for (const s of servers) s.close();
+  await toolsCleanup();
   await fx.cleanup();
 });
 
@@ -150,7 +156,7 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
 
     // 64 MiB host -> guest, hashed in the guest.
     let t0 = performance.now();
-    const down = await sh(name, `wget -q -O /tmp/big http://host.microagent.internal:${httpPort}/big && sha256sum /tmp/big`);
+    const down = await sh(name, `curl -sS --fail -o /tmp/big http://host.microagent.internal:${httpPort}/big && sha256sum /tmp/big`);
     const downMs = performance.now() - t0;
     assert.equal(down.code, 0, down.stderr);
     assert.equal(down.stdout.split(/\s/)[0], bigHash, "download byte-exact");
@@ -162,6 +168,11 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
     assert.equal(uploads[0]!.bytes, expectUploadBytes);
     assert.equal(uploads[0]!.hash, bigHash, "upload byte-exact");
     console.log(`# download 64 MiB in ${downMs.toFixed(0)} ms, upload ${(expectUploadBytes / 1048576).toFixed(0)} MiB in ${upMs.toFixed(0)} ms`);
+
+    // python3's urllib (a second real client) through the stack's DNS: the same 64 MiB, hashed in the guest.
+    const py = await sh(name, `python3 -c "import hashlib,urllib.request as u; r=u.urlopen('http://host.microagent.internal:${httpPort}/big', timeout=120); h=hashlib.sha256(); [h.update(b) for b in iter(lambda: r.read(1<<20), b'')]; print(h.hexdigest())"`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.equal(py.stdout.trim(), bigHash, "python urllib download byte-exact");
 
     // 50 parallel connections.
     const par = await sh(name, `for i in $(seq 1 50); do wget -q -O /tmp/p$i http://host.microagent.internal:${httpPort}/s$i & done; wait; cat /tmp/p* | sort | uniq | wc -l`);
