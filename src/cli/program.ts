@@ -23,6 +23,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   ps: "Inspect:",
   logs: "Inspect:",
   events: "Inspect:",
+  network: "Inspect:",
   image: "Images and kernels:",
   registry: "Images and kernels:",
   rootfs: "Images and kernels:",

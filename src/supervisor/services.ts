@@ -52,7 +52,9 @@ export class PasstBenchService implements SupervisorService {
   }
   async beforeLaunch(spec: VmLaunchSpec): Promise<VmLaunchSpec> {
     await rm(this.#socketPath, { force: true });
-    const child = spawn("passt", ["-f", "-q", "-4", "-t", "none", "-u", "none", "--no-dhcp", "-a", "10.200.0.2", "-n", "24", "-g", "10.200.0.1", "-s", this.#socketPath], { stdio: ["ignore", "inherit", "inherit"] });
+    // As root passt drops to nobody before binding, which cannot write the 0700 runtime dir: stay root.
+    const runas = process.getuid?.() === 0 ? ["--runas", "0:0"] : [];
+    const child = spawn("passt", ["-f", "-q", "-4", ...runas, "-t", "none", "-u", "none", "--no-dhcp", "-a", "10.200.0.2", "-n", "24", "-g", "10.200.0.1", "-s", this.#socketPath], { stdio: ["ignore", "inherit", "inherit"] });
     this.#child = child;
     for (let i = 0; i < 200 && !existsSync(this.#socketPath); i++) await new Promise((r) => setTimeout(r, 10));
     if (!existsSync(this.#socketPath)) throw new Error("passt did not create its socket within 2 s");
