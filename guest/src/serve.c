@@ -7,6 +7,7 @@
 #include "serve.h"
 #include "boot.h"
 #include "json.h"
+#include "net.h"
 #include "proc.h"
 #include "proto.h"
 #include "util.h"
@@ -693,6 +694,24 @@ static void apply_boot_config(const struct jval *cfg) {
     return;
   }
   if (G.o->pid1) set_hostname(G.cfg.hostname);
+  const struct jval *net = json_get(cfg, "network");
+  if (net) {
+    double prefix = 0, mtu = 0;
+    struct net_config nc = {json_str(net, "iface"), json_str(net, "address"), json_str(net, "gateway"), json_str(net, "resolvConf"), json_str(net, "hosts"), 0, 0};
+    if (net->type != J_OBJ || !json_num(net, "prefix", &prefix) || !json_num(net, "mtu", &mtu)) {
+      boot_failed("network", -1, NULL, -1, "network: needs iface, address, prefix, gateway and mtu");
+      return;
+    }
+    nc.prefix = (int)prefix;
+    nc.mtu = (int)mtu;
+    char msg[512];
+    if (!G.o->pid1) {
+      LOG("network: not PID 1, leaving %s unconfigured", nc.iface ? nc.iface : "(none)");
+    } else if (!net_configure(&nc, msg, sizeof msg)) {
+      boot_failed("network", -1, NULL, -1, msg);
+      return;
+    }
+  }
   const struct jval *files = json_get(cfg, "files");
   for (size_t i = 0; files && files->type == J_ARR && i < files->n; i++) {
     char msg[4400];

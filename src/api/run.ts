@@ -16,6 +16,7 @@ import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import type { SecretRef } from "../secrets/ref.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import type { NetworkMode } from "../workspace/manifest.ts";
+import type { AddHost, DnsUpstream, PortForward } from "../workspace/network.ts";
 import type { ProfileName } from "../workspace/profiles.ts";
 import { pidExists } from "../util/process.ts";
 import { readState } from "../workspace/state.ts";
@@ -64,6 +65,10 @@ export interface RunOptions {
   cpus?: number;
   sizeMib?: number;
   network?: NetworkMode;
+  addHosts?: AddHost[];
+  dns?: DnsUpstream;
+  egressAllow?: string[];
+  forwards?: PortForward[];
   backend?: BackendName;
   arch?: Arch;
   /** mke2fs / debugfs for building the base rootfs on a cache miss. */
@@ -153,6 +158,10 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     mke2fs: opts.mke2fs,
     debugfs: opts.debugfs,
     network: opts.network,
+    addHosts: opts.addHosts,
+    dns: opts.dns,
+    egressAllow: opts.egressAllow,
+    forwards: opts.forwards,
     backend: opts.backend,
     arch: opts.arch,
     providers: opts.providers,

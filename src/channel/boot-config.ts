@@ -50,6 +50,22 @@ export const bootConfigSchema = z.object({
   shell: z.string().startsWith("/").max(4096).default("/bin/sh"),
   /** Also stream the workload's stdout/stderr to the host (it always goes to the serial console). */
   streamOutput: z.boolean().default(false),
+  /** The NIC (user networking; absent = no NIC configured): static address, route, per-boot resolv.conf and hosts. */
+  network: z
+    .object({
+      iface: z.string().regex(/^[a-z][a-z0-9]{0,14}$/, "an interface name such as eth0"),
+      mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/),
+      address: z.ipv4(),
+      prefix: z.number().int().min(8).max(30),
+      gateway: z.ipv4(),
+      mtu: z.number().int().min(576).max(65520),
+      /** Bind-mounted over /etc/resolv.conf (the image's file is never written). */
+      resolvConf: z.string().max(64 * 1024),
+      /** Bind-mounted over /etc/hosts. */
+      hosts: z.string().max(1024 * 1024),
+    })
+    .strict()
+    .optional(),
 });
 
 /** What callers write (defaults optional). */

@@ -25,6 +25,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   logs: "Inspect:",
   events: "Inspect:",
   egress: "Inspect:",
+  network: "Inspect:",
   image: "Images and kernels:",
   registry: "Images and kernels:",
   rootfs: "Images and kernels:",

@@ -337,6 +337,15 @@ export type DoctorJson = z.infer<typeof DoctorJsonSchema>;
 export const VersionJsonSchema = z.strictObject({ version: z.string(), node: z.string() });
 export type VersionJson = z.infer<typeof VersionJsonSchema>;
 
+/** `microagent network NAME`: the fixed fields; the rest (addressing, forwards, counters) is described in docs/cli/network.md. */
+export const NetworkJsonSchema = z.looseObject({
+  workspace: z.string(),
+  mode: z.enum(["user", "isolated"]),
+  datapath: z.string(),
+  live: z.boolean(),
+});
+export type NetworkJson = z.infer<typeof NetworkJsonSchema>;
+
 /** Every result schema by the command that prints it (the docs and the schema test iterate this). */
 export const RESULT_SCHEMAS = {
   run: RunJsonSchema,
@@ -350,6 +359,7 @@ export const RESULT_SCHEMAS = {
   stop: StopJsonSchema,
   kill: StopJsonSchema,
   quarantine: QuarantineJsonSchema,
+  network: NetworkJsonSchema,
   wait: WaitJsonSchema,
   delete: DeleteJsonSchema,
   cp: CpJsonSchema,

@@ -168,7 +168,9 @@ export function summarize(backend: BackendName, facts: HostFacts, checks: HostCh
   const onOs = checks.every((c) => !c.detail.startsWith("wrong host OS"));
   const requiredCore = ["vmm", "accel", "kvm"].filter((n) => checks.find((c) => c.name === n)?.required);
   const virtualizationSupported = onOs && requiredCore.length > 0 && requiredCore.every(okOf);
-  const userReady = Boolean(l && onOs && l.pasta.available && l.userns.available && l.tun.available);
+  // `user` mode's datapath is the supervisor's userspace stack behind a -netdev stream socket: it
+  // needs the VMM and nothing else (no root, no tap, no nftables, no pasta or user namespaces).
+  const userReady = Boolean(l && onOs);
   const vmmOk = okOf("vmm");
   const features = featuresOf(row);
   const h: HostSupport = {
@@ -238,7 +240,7 @@ export function capabilities(backend: BackendName, h: HostSupport, checks: HostC
     snapshots: cap(f.snapshots, core, h.snapshotAvailable, "snapshots"),
     networking: {
       isolated: cap(f.isolated, core, h.isolatedNetworkReady, "isolated networking"),
-      user: cap(f.user, [...core, "pasta", "userns", "tun"], h.userNetworkReady, "user-mode networking"),
+      user: cap(f.user, core, h.userNetworkReady, "user-mode networking"),
     },
   };
 }

@@ -48,18 +48,11 @@ function kernelLine(r: HostResponse): string {
 
 function networkingLine(r: HostResponse): string {
   const h = r.host;
-  if (!h.checks.some((c) => c.name === "pasta")) {
-    return `isolated ${h.isolatedNetworkReady ? "ready" : "not ready"}; user ${h.userNetworkReady ? "ready" : "not ready"}`;
-  }
-  const missing: string[] = [];
-  if (!h.userNetworkingAvailable) missing.push("pasta");
-  if (!h.userNamespacesAvailable) missing.push("unprivileged user namespaces");
-  if (!h.tunAvailable) missing.push("/dev/net/tun");
   const user = h.userNetworkReady
-    ? `user ready (pasta ${h.userNetworkingBinary ?? ""}, user namespaces work, /dev/net/tun present)`.replace("pasta  ", "pasta ")
-    : `user not ready (${missing.length ? `missing: ${missing.join(", ")}` : "the backend is not usable"})`;
-  // The host side of user mode can be ready before microagent's user-mode datapath ships: say both.
-  return `isolated ${h.isolatedNetworkReady ? "ready" : "not ready"}; ${user}; workspaces use isolated (user mode is not available in this release)`;
+    ? "user ready (the default; datapath userspace-stack: the supervisor's own network stack behind QEMU's -netdev stream socket; needs no root, no tap device, no nftables)"
+    : "user not ready (the VMM is not usable)";
+  const passt = h.userNetworkingAvailable ? `; passt ${h.userNetworkingVersion ?? ""} present (not used by user mode)`.replace("passt  ", "passt ") : "";
+  return `isolated ${h.isolatedNetworkReady ? "ready" : "not ready"}; ${user}${passt}`;
 }
 
 function statusLine(r: HostResponse): string {

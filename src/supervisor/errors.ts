@@ -70,4 +70,17 @@ export const SupervisorErrors = defineErrors({
     retryable: true,
     remediation: "The guest's exec service is not answering yet; retry in a moment or check `microagent logs <name>`.",
   },
+  NETWORK_LINK_FAILED: {
+    kind: "permanent",
+    remediation:
+      "The VM's NIC never connected to (or lost) the supervisor's network stack; the workspace was not started without it. Read supervisor.log and `microagent logs <name>`, check `microagent doctor`, or create the workspace with --network isolated if it needs no network.",
+  },
+  NETWORK_PORT_IN_USE: {
+    kind: "conflict",
+    remediation: "Another process holds that host port: pick another with -p HOST_PORT:GUEST_PORT (recreate the workspace), or stop the process using it (`ss -ltnp`).",
+  },
+  NETWORK_SETUP_FAILED: {
+    kind: "permanent",
+    remediation: "The workspace's network could not be set up, so it was not started (fail closed). Read supervisor.log; check the --dns / --add-host / --egress-allow values recorded in the manifest.",
+  },
 });

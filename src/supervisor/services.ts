@@ -1,14 +1,77 @@
 /**
- * The one registration point for supervisor services: which per-VM services (service.ts) a
- * workspace gets, in the order their hooks run. `main.ts` passes the list to the Supervisor as is.
- * Empty today; the network stack (for `network: user`), the egress mediator, port forwards, secret
- * delivery and snapshots are added here, each decided from the manifest.
+ * The services a workspace's supervisor runs next to its VM, chosen from the manifest: today the
+ * userspace network stack for `user` networking (isolated workspaces get none, so no NIC).
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { VmLaunchSpec } from "../backend/types.ts";
+import { macFor } from "../backend/linux-qemu.ts";
 import type { Manifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
+import { NetworkService } from "./network-service.ts";
 import type { SupervisorService } from "./service.ts";
 
-export async function servicesFor(_manifest: Manifest, _paths: WorkspacePaths, _env: NodeJS.ProcessEnv): Promise<SupervisorService[]> {
+/** The stream socket QEMU's NIC connects to: next to the channel socket (short: under 108 bytes). */
+export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): string {
+  return join(paths.runtimeDir, "net.sock");
+}
+
+/**
+ * The one registration point for supervisor services (service.ts): which per-VM services a workspace
+ * gets, in the order their hooks run, decided from the manifest. `main.ts` passes the list to the
+ * Supervisor as is. Next here: the egress mediator, secret delivery, snapshots.
+ */
+export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: NodeJS.ProcessEnv = process.env): Promise<SupervisorService[]> {
   const services: SupervisorService[] = [];
+  if (manifest.network.mode === "user") {
+    const net = new NetworkService({
+        workspace: manifest.name,
+        socketPath: networkSocketPath(paths),
+        mac: macFor(manifest.name),
+        settings: manifest.network,
+        hostname: manifest.boot.hostname,
+        log: (m) => process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${m}\n`),
+        ...(env.MICROAGENT_HOST_RESOLV_CONF ? { resolvConf: env.MICROAGENT_HOST_RESOLV_CONF } : {}),
+      });
+    services.push(env.MICROAGENT_NET_DATAPATH === "passt" ? new PasstBenchService(net, join(paths.runtimeDir, "passt.sock")) : net);
+  }
   return services;
+}
+
+/**
+ * Bench seam (`MICROAGENT_NET_DATAPATH=passt`): the same NIC and guest config, but frames go to a
+ * passt process instead of our stack, so bench/net-user.ts can compare the two on one host. passt's
+ * default maps the gateway address to the host's loopback, which is all the bench dials; it applies no
+ * destination policy, so this is not a user-facing datapath.
+ */
+export class PasstBenchService implements SupervisorService {
+  readonly name = "network";
+  readonly #inner: NetworkService;
+  readonly #socketPath: string;
+  #child: ChildProcess | undefined;
+  constructor(inner: NetworkService, socketPath: string) {
+    this.#inner = inner;
+    this.#socketPath = socketPath;
+  }
+  async beforeLaunch(spec: VmLaunchSpec): Promise<VmLaunchSpec> {
+    await rm(this.#socketPath, { force: true });
+    // As root passt drops to nobody before binding, which cannot write the 0700 runtime dir: stay root.
+    const runas = process.getuid?.() === 0 ? ["--runas", "0:0"] : [];
+    const child = spawn("passt", ["-f", "-q", "-4", ...runas, "-t", "none", "-u", "none", "--no-dhcp", "-a", "10.200.0.2", "-n", "24", "-g", "10.200.0.1", "-s", this.#socketPath], { stdio: ["ignore", "inherit", "inherit"] });
+    this.#child = child;
+    for (let i = 0; i < 200 && !existsSync(this.#socketPath); i++) await new Promise((r) => setTimeout(r, 10));
+    if (!existsSync(this.#socketPath)) throw new Error("passt did not create its socket within 2 s");
+    return { ...spec, network: { kind: "stream", socketPath: this.#socketPath, mac: macFor(spec.workspace) } };
+  }
+  bootConfig(config: Record<string, unknown>): Record<string, unknown> {
+    return this.#inner.bootConfig(config);
+  }
+  stop(): void {
+    this.#child?.kill("SIGKILL");
+  }
+  describe(): Record<string, unknown> {
+    return { mode: "user", datapath: "passt (bench)" };
+  }
 }

@@ -21,6 +21,7 @@ import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from 
 import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
+import { resolveNetworkSettings, type AddHost, type DnsUpstream, type NetworkSettings, type PortForward } from "./network.ts";
 import { overlaySizeMib } from "./overlay.ts";
 import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
@@ -63,6 +64,11 @@ export interface CreateWorkspaceOptions {
   /** Merged over the spec's env, key by key. */
   env?: Record<string, string>;
   network?: NetworkMode;
+  /** User-mode settings (flags); each list replaces the spec's when given. */
+  addHosts?: AddHost[];
+  dns?: DnsUpstream;
+  egressAllow?: string[];
+  forwards?: PortForward[];
   hostname?: string;
   /** Secret references (parseSecretRef), merged over the spec's by name. */
   secrets?: SecretRef[];
@@ -101,7 +107,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
-  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network }, Object.keys(resolved.env));
+  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network.mode }, Object.keys(resolved.env));
   const providers =
     options.providers ??
     defaultCreateProviders({ ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}), ...(options.debugfs ? { debugfs: options.debugfs } : {}) });
@@ -168,7 +174,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
         ...(image.configDigest ? { configDigest: image.configDigest } : {}),
       },
       resources: { ...resolved.resources, sizeMib: disk.sizeMib, ...(disk.raised ? { requestedSizeMib: resolved.resources.sizeMib } : {}) },
-      network: { mode: resolved.network },
+      network: resolved.network,
       boot,
       artifacts: {
         kernel: kernel.kernel,
@@ -214,7 +220,7 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
 export interface ResolvedCreateWorkspaceOptions {
   image: string;
   resources: ReturnType<typeof resolveResources>;
-  network: NetworkMode;
+  network: NetworkSettings;
   setup: string[];
   env: Record<string, string>;
   entrypoint?: string | string[];
@@ -231,14 +237,16 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
       message: `no image for workspace ${options.name}: pass --image REF${spec ? ` or set image: in ${spec.path}` : " or --file with an image: key"}`,
     });
   }
-  const network = options.network ?? spec?.network ?? "isolated";
-  if (network !== "isolated") {
-    throw WorkspaceErrors.WORKSPACE_UNSUPPORTED({
-      message: `network mode '${network}' is not available yet: workspaces have no network interface for now`,
-      remediation: "Use --network isolated (the default), or leave network: out of the spec file.",
-      details: { network },
-    });
-  }
+  const network = resolveNetworkSettings(
+    {
+      ...(options.network !== undefined ? { mode: options.network } : {}),
+      ...(options.addHosts !== undefined ? { addHosts: options.addHosts } : {}),
+      ...(options.dns !== undefined ? { dns: options.dns } : {}),
+      ...(options.egressAllow !== undefined ? { egressAllow: options.egressAllow } : {}),
+      ...(options.forwards !== undefined ? { forwards: options.forwards } : {}),
+    },
+    spec ? { ...(spec.network !== undefined ? { mode: spec.network } : {}), ...spec.networkOptions } : undefined,
+  );
   const backend = options.backend ?? "linux-qemu";
   if (!options.providers?.disk && !backendDisk(backend)) throw noDisks(backend);
   const env = { ...(spec?.env ?? {}), ...(options.env ?? {}) };

@@ -11,6 +11,7 @@ import { readJsonFile } from "../util/json-file.ts";
 import { ProfileNameSchema } from "./profiles.ts";
 import type { WorkspacePaths } from "./paths.ts";
 import { SecretRefSchema } from "../secrets/ref.ts";
+import { NetworkSettingsSchema } from "./network.ts";
 
 export const MANIFEST_VERSION = 1;
 
@@ -23,9 +24,8 @@ export const ArtifactSchema = z.object({
 });
 export type Artifact = z.infer<typeof ArtifactSchema>;
 
-export const NETWORK_MODES = ["isolated", "user"] as const;
-export const NetworkModeSchema = z.enum(NETWORK_MODES);
-export type NetworkMode = z.infer<typeof NetworkModeSchema>;
+export { NETWORK_MODES, NetworkModeSchema } from "./network.ts";
+export type { NetworkMode } from "./network.ts";
 
 /** A host file copied into the guest at boot. */
 export const BootFileSchema = z.object({
@@ -84,7 +84,8 @@ export const ManifestSchema = z.object({
     /** Set when less was asked for than the image's root filesystem needs (sizeMib was raised to that). */
     requestedSizeMib: z.number().int().positive().optional(),
   }),
-  network: z.object({ mode: NetworkModeSchema }),
+  /** Mode and the user-mode settings (add-hosts, DNS upstream, egress allows, published ports); older manifests carry only the mode. */
+  network: NetworkSettingsSchema,
   boot: BootSpecSchema,
   artifacts: z.object({
     kernel: ArtifactSchema,

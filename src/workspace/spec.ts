@@ -15,6 +15,7 @@ import { sha256Bytes, sha256FileCached } from "../util/hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
 import { ProfileNameSchema, RESOURCE_LIMITS, type ProfileName } from "./profiles.ts";
 import { tryParseSecretRef, tryParseSecretSource, type SecretRef } from "../secrets/ref.ts";
+import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish, type NetworkInputs } from "./network.ts";
 
 /** Alias expansions allowed while reading a spec file (the yaml package's default is 100). */
 const MAX_YAML_ALIAS_COUNT = 100;
@@ -43,6 +44,21 @@ const ResourcesSchema = z
   })
   .strict();
 
+/** `network:` as a mapping: the mode and the user-mode settings, as the flags write them. */
+const NetworkSpecSchema = z
+  .object({
+    mode: NetworkModeSchema.optional(),
+    /** `NAME:IP` entries (--add-host). */
+    addHosts: z.array(z.string()).optional(),
+    /** `IP[:PORT]` (--dns). */
+    dns: z.string().optional(),
+    /** --egress-allow entries. */
+    egressAllow: z.array(z.string()).optional(),
+    /** `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]` entries (-p/--publish). */
+    forwards: z.array(z.string()).optional(),
+  })
+  .strict();
+
 export const SpecSchema = z
   .object({
     image: z.string().min(1).optional(),
@@ -52,7 +68,7 @@ export const SpecSchema = z
     entrypoint: z.union([z.string().min(1), z.array(z.string()).min(1)]).optional(),
     env: z.record(z.string().regex(ENV_KEY_PATTERN, "env keys must be shell identifiers"), z.union([z.string(), z.number(), z.boolean()])).optional(),
     resources: ResourcesSchema.optional(),
-    network: z.union([NetworkModeSchema, z.object({ mode: NetworkModeSchema }).strict()]).optional(),
+    network: z.union([NetworkModeSchema, NetworkSpecSchema]).optional(),
     hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be one RFC 1123 label: letters, digits and inner '-', at most 63 characters").optional(),
     /** `NAME: SOURCE[@HOSTS]` (a map) or `- NAME=SOURCE[@HOSTS]` (a list); parsed by secrets/ref.ts. */
     secrets: z
@@ -76,6 +92,8 @@ export interface LoadedSpec {
   env?: Record<string, string>;
   resources?: { profile?: ProfileName; memoryMib?: number; cpus?: number; sizeMib?: number };
   network?: NetworkMode;
+  /** The user-mode settings of a `network:` mapping, parsed. */
+  networkOptions?: Omit<NetworkInputs, "mode">;
   hostname?: string;
   /** References only (file: paths and cmd: directories resolved against the spec's dir); never values. */
   secrets?: SecretRef[];
@@ -122,6 +140,7 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
   const secrets = spec.secrets !== undefined ? specSecrets(specPath, dir, spec.secrets) : undefined;
   const env = spec.env ? Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, String(v)])) : undefined;
   const network = typeof spec.network === "string" ? spec.network : spec.network?.mode;
+  const networkOptions = typeof spec.network === "object" ? specNetworkOptions(specPath, spec.network) : undefined;
   return {
     path: resolve(specPath),
     dir,
@@ -133,6 +152,7 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
     ...(env !== undefined ? { env } : {}),
     ...(spec.resources !== undefined ? { resources: spec.resources } : {}),
     ...(network !== undefined ? { network } : {}),
+    ...(networkOptions !== undefined ? { networkOptions } : {}),
     ...(spec.hostname !== undefined ? { hostname: spec.hostname } : {}),
     ...(secrets !== undefined ? { secrets } : {}),
   };
@@ -214,6 +234,23 @@ function formatPath(path: readonly PropertyKey[]): string {
 function acceptedKeys(path: readonly PropertyKey[]): string[] {
   if (path[0] === "resources") return Object.keys(ResourcesSchema.shape);
   if (path[0] === "files") return Object.keys(FileEntrySchema.shape);
-  if (path[0] === "network") return ["mode"];
+  if (path[0] === "network") return Object.keys(NetworkSpecSchema.shape);
   return Object.keys(SpecSchema.shape);
+}
+
+/** The `network:` mapping's strings through the flags' parsers; a bad entry is SPEC_INVALID naming its key. */
+function specNetworkOptions(specPath: string, n: z.infer<typeof NetworkSpecSchema>): Omit<NetworkInputs, "mode"> {
+  const at = <T>(key: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: network.${key}: ${(e as Error).message}`, details: { spec: specPath, key: `network.${key}` }, cause: e });
+    }
+  };
+  return {
+    ...(n.addHosts ? { addHosts: n.addHosts.map((v, i) => at(`addHosts[${i}]`, () => parseAddHost(v))) } : {}),
+    ...(n.dns !== undefined ? { dns: at("dns", () => parseDnsUpstream(n.dns as string)) } : {}),
+    ...(n.egressAllow ? { egressAllow: n.egressAllow.map((v, i) => at(`egressAllow[${i}]`, () => parseEgressAllow(v))) } : {}),
+    ...(n.forwards ? { forwards: n.forwards.map((v, i) => at(`forwards[${i}]`, () => parsePublish(v))) } : {}),
+  };
 }

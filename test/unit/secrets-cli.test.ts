@@ -213,7 +213,7 @@ test("secrets-cli: create keeps the references (spec merged with flags) in the m
       // A swap secret needs the user network with guarded/strict egress: usage error, nothing created.
       await assert.rejects(
         createWorkspace({ name: "swap", stateDir, image: "reg/img:1", secrets: [parseSecretRef("GH=env:SECRETS_CLI_GH@api.github.com", { baseDir: dir })], providers }),
-        (e: unknown) => isMicroagentError(e) && e.code === "USAGE" && /swap delivery of secret GH \(@api\.github\.com\) needs --network user with guarded or strict egress: network mode 'isolated'/.test(e.message),
+        (e: unknown) => isMicroagentError(e) && e.code === "USAGE" && /swap delivery of secret GH \(@api\.github\.com\) needs --network user with guarded or strict egress: egress 'off' does not intercept/.test(e.message),
       );
       assert.equal(existsSync(join(stateDir, "workspaces", "swap")), false);
     } finally {

@@ -7,6 +7,7 @@ import { isMicroagentError } from "../../src/contract/errors.ts";
 import { loadSpec } from "../../src/workspace/spec.ts";
 import { resolveCreateInputs } from "../../src/workspace/create.ts";
 import { mergeBootSpec } from "../../src/workspace/boot-spec.ts";
+import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish } from "../../src/workspace/network.ts";
 
 async function specDir(yaml: string, files: Record<string, string> = {}) {
   const dir = await mkdtemp(join(tmpdir(), "ws-spec-"));
@@ -130,8 +131,45 @@ test("workspace: flags override the spec field by field (env key by key)", async
   }
 });
 
-test("workspace: network user is unsupported for now; no image is an error", () => {
-  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", network: "user" }), (e: unknown) => isMicroagentError(e) && e.kind === "unsupported" && /not available yet/.test(e.message));
+test("workspace: network user is the default; settings need a NIC; no image is an error", () => {
+  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x" }).network, { mode: "user" });
+  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x", network: "isolated" }).network, { mode: "isolated" });
+  const full = resolveCreateInputs({
+    name: "w",
+    image: "x",
+    addHosts: [parseAddHost("DB.internal:192.168.1.20")],
+    dns: parseDnsUpstream("127.0.0.1:5353"),
+    egressAllow: [parseEgressAllow("host.microagent.internal:8080"), parseEgressAllow("10.0.0.0/8")],
+    forwards: [parsePublish("8080:80"), parsePublish("0.0.0.0:2222:22/tcp")],
+  });
+  assert.deepEqual(full.network, {
+    mode: "user",
+    addHosts: [{ name: "db.internal", ip: "192.168.1.20" }],
+    dns: { ip: "127.0.0.1", port: 5353 },
+    egressAllow: ["host.microagent.internal:8080", "10.0.0.0/8"],
+    forwards: [
+      { hostIp: "127.0.0.1", hostPort: 8080, guestPort: 80, proto: "tcp" },
+      { hostIp: "0.0.0.0", hostPort: 2222, guestPort: 22, proto: "tcp" },
+    ],
+  });
+  assert.throws(
+    () => resolveCreateInputs({ name: "w", image: "x", network: "isolated", forwards: [parsePublish("8080:80")] }),
+    (e: unknown) => isMicroagentError(e) && e.code === "INVALID_ARGUMENT" && /--publish need a network interface/.test(e.message),
+  );
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", forwards: [parsePublish("8080:80"), parsePublish("8080:81")] }), /published twice/);
+  for (const [f, v, re] of [
+    [parseAddHost, "nocolon", /not NAME:IP/],
+    [parseAddHost, "a:::1", /not a dotted IPv4/],
+    [parseAddHost, "host.microagent.internal:1.2.3.4", /cannot redefine/],
+    [parseDnsUpstream, "dns.google", /not IPV4/],
+    [parseDnsUpstream, "1.1.1.1:70000", /out of range/],
+    [parseEgressAllow, "api.example.com", /needs the egress mediator/],
+    [parsePublish, "80", /not \[HOST_IP:\]HOST_PORT:GUEST_PORT/],
+    [parsePublish, "8080:80/udp", /only TCP/],
+    [parsePublish, "0:80", /out of range/],
+  ] as const) {
+    assert.throws(() => (f as (s: string) => unknown)(v), (e: unknown) => isMicroagentError(e) && e.code === "INVALID_ARGUMENT" && re.test(e.message), v);
+  }
   assert.throws(() => resolveCreateInputs({ name: "w" }), /no image/);
 });
 

@@ -3,9 +3,9 @@ import { action } from "../action.ts";
 import { createJson } from "../../api/results.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
-import { addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, parseNetworkMode, refuseDockerFlags, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addNetworkOptions, addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, networkOptions, refuseDockerFlags, resourceOptions, type NetworkFlags, type ResourceFlags } from "./workspace-flags.ts";
 
-interface CreateFlags extends ResourceFlags {
+interface CreateFlags extends ResourceFlags, NetworkFlags {
   image?: string;
   file?: string;
   setup?: string[];
@@ -15,13 +15,12 @@ interface CreateFlags extends ResourceFlags {
   envFile?: Record<string, string>;
   workdir?: string;
   user?: string;
-  network?: "isolated" | "user";
   hostname?: string;
   secret?: SecretRef[];
 }
 
 export function createCommand(): Command {
-  return addRefusedDockerFlags(addResourceOptions(new Command("create")))
+  return addRefusedDockerFlags(addNetworkOptions(addResourceOptions(new Command("create"))))
     .description("create a persistent workspace from an image (state prepared; boot it with `start`)")
     .argument("<name>", "workspace name: [a-z0-9][a-z0-9_.-]{0,62}")
     .option("--image <ref>", "image reference (tags are accepted; the resolved digest is recorded)")
@@ -34,7 +33,6 @@ export function createCommand(): Command {
     .option("-w, --workdir <dir>", "working directory of the workload and every exec (default: the image's WorkingDir)")
     .option("-u, --user <user[:group]>", "guest user of the workload and every exec, name or uid, resolved in the guest at boot (default: the image's User)")
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND, resolved at every start (repeatable); NAME=SOURCE@HOST,... swaps a placeholder on requests to HOST", collectSecret)
-    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
     .action(
       action(async (ctx, name: string, o: CreateFlags) => {
@@ -53,7 +51,7 @@ export function createCommand(): Command {
           ...(o.workdir !== undefined ? { cwd: o.workdir } : {}),
           ...(o.user !== undefined ? { user: o.user } : {}),
           ...(o.secret !== undefined ? { secrets: o.secret } : {}),
-          ...(o.network !== undefined ? { network: o.network } : {}),
+          ...networkOptions(o),
           ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
           ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
           ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),

@@ -27,6 +27,7 @@ import { rootfsCommand } from "./rootfs.ts";
 import { secretCommand } from "./secret.ts";
 import { serveCommand } from "./serve.ts";
 import { egressCommand } from "./egress.ts";
+import { networkCommand } from "./network.ts";
 
 export const COMMANDS: ReadonlyArray<() => Command> = [
   versionCommand,
@@ -56,4 +57,5 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   secretCommand,
   serveCommand,
   egressCommand,
+  networkCommand,
 ];

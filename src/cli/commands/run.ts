@@ -5,12 +5,11 @@ import { runJson } from "../../api/results.ts";
 import { tcgNote } from "../notes.ts";
 import { CommonErrors } from "../../contract/errors.ts";
 import { EXIT_BROKEN_PIPE, watchBrokenPipe } from "../pipe.ts";
-import type { NetworkMode } from "../../workspace/manifest.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
-import { addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, formatDurationMs, parseDurationFlag, parseNetworkMode, refuseDockerFlags, resourceOptions, type ResourceFlags } from "./workspace-flags.ts";
+import { addNetworkOptions, addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, formatDurationMs, networkOptions, parseDurationFlag, refuseDockerFlags, resourceOptions, type NetworkFlags, type ResourceFlags } from "./workspace-flags.ts";
 import { attachTerminal, requireTerminal, terminalSize } from "../tty.ts";
 
-interface RunFlags extends ResourceFlags {
+interface RunFlags extends ResourceFlags, NetworkFlags {
   interactive?: boolean;
   tty?: boolean;
   detach?: boolean;
@@ -28,7 +27,6 @@ interface RunFlags extends ResourceFlags {
   env?: Record<string, string>;
   setup?: string[];
   file?: string;
-  network?: NetworkMode;
   secret?: SecretRef[];
 }
 
@@ -56,9 +54,8 @@ export function runCommand(): Command {
     .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", parseDurationFlag("--timeout"))
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND (repeatable); see `microagent secret --help`", collectSecret)
     .option("--setup <command>", "shell command run before the command (repeatable, in order)", collectList)
-    .option("--file <path>", "a microagent.yaml spec; flags override it")
-    .option("--network <mode>", "network mode: isolated (default; user is not available yet)", parseNetworkMode);
-  return addRefusedDockerFlags(addResourceOptions(cmd))
+    .option("--file <path>", "a microagent.yaml spec; flags override it");
+  return addRefusedDockerFlags(addNetworkOptions(addResourceOptions(cmd)))
     .action(
       action(async (ctx, imageArg: string | undefined, cmd: string[], o: RunFlags) => {
         refuseDockerFlags("run", o as Record<string, unknown>);
@@ -116,7 +113,7 @@ export function runCommand(): Command {
             ...(o.file ? { specFile: o.file } : {}),
             ...(o.secret ? { secrets: o.secret } : {}),
             ...resourceOptions(o),
-            ...(o.network ? { network: o.network } : {}),
+            ...networkOptions(o),
             ...(ctx.globals.backend ? { backend: ctx.globals.backend } : {}),
             ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}),
             ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}),

@@ -3,6 +3,7 @@ import { action } from "../action.ts";
 import { statusJson } from "../../api/results.ts";
 import { workspaceStatus, type WorkspaceStatus } from "../../api/status.ts";
 import { sanitizeTerminalText } from "../../util/terminal.ts";
+import { forwardsText } from "./network.ts";
 
 export function statusCommand(): Command {
   return new Command("status")
@@ -17,6 +18,17 @@ export function statusCommand(): Command {
     );
 }
 
+/** `user` workspaces: the fixed LAN, the datapath and the published ports (`microagent network` has the counters). */
+function networkLine(n: WorkspaceStatus["workspace"]["network"]): string {
+  if (n.mode === "isolated") return "isolated (no NIC)";
+  const extra = [
+    n.addHosts?.length ? `add-hosts ${n.addHosts.map((h) => `${h.name}=${h.ip}`).join(",")}` : "",
+    n.egressAllow?.length ? `allowed ${n.egressAllow.join(",")}` : "",
+    n.dns ? `dns upstream ${n.dns.ip}:${n.dns.port}` : "",
+  ].filter(Boolean);
+  return `user, userspace-stack, guest 10.200.0.2/24 via 10.200.0.1 (DNS 10.200.0.1); published: ${forwardsText(n.forwards ?? [])}${extra.length ? `; ${extra.join("; ")}` : ""}`;
+}
+
 /** The text rendering; sanitized as a whole, since details and probe errors may quote guest output. */
 export function statusText(s: WorkspaceStatus): string {
   const w = s.workspace;
@@ -26,6 +38,7 @@ export function statusText(s: WorkspaceStatus): string {
     `  image:        ${w.image.ref} -> ${w.image.resolvedRef}`,
     `  resources:    ${w.resources.profile}: ${w.resources.memoryMib} MiB, ${w.resources.cpus} vCPU, ${w.resources.sizeMib} MiB disk; network ${w.network.mode}; ${s.backend}/${w.arch}`,
   ];
+  lines.push(`  network:      ${networkLine(w.network)}`);
   if (w.runtime) lines.push(`  runtime:      supervisor pid ${w.runtime.supervisorPid}${w.runtime.vmmPid ? `, VMM pid ${w.runtime.vmmPid}` : ""}, ${w.runtime.accel}, since ${w.runtime.startedAt}`);
   if (s.verification) {
     if (s.verification.ok) {

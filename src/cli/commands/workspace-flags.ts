@@ -10,6 +10,7 @@ import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, RESOURCE_LIMITS, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
 import { parseSecretRef, type SecretRef } from "../../secrets/ref.ts";
+import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish, type AddHost, type DnsUpstream, type NetworkMode, type PortForward } from "../../workspace/network.ts";
 
 export function parseWholeNumber(what: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -88,8 +89,58 @@ export function collectList(value: string, previous: string[] = []): string[] {
 }
 
 export function parseNetworkMode(value: string): "isolated" | "user" {
-  if (value !== "isolated" && value !== "user") throw new InvalidArgumentError(`'${value}' is not a network mode; expected isolated (or user, not available yet)`);
+  if (value === "host" || value === "bridge" || value === "none" || value.startsWith("container:")) {
+    throw new InvalidArgumentError(
+      `--network ${value} is docker's; a workspace is a VM with its own network stack: use user (a NIC behind the supervisor's stack; publish ports with -p) or isolated (no NIC, docker's none)`,
+    );
+  }
+  if (value !== "isolated" && value !== "user") throw new InvalidArgumentError(`'${value}' is not a network mode; expected user (the default: a NIC through the supervisor's network stack) or isolated (no NIC)`);
   return value;
+}
+
+/** The library's parser as a commander one: a bad value is a usage error echoing it. */
+function usage<T>(parse: (v: string) => T): (v: string) => T {
+  return (v) => {
+    try {
+      return parse(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+}
+
+function collectWith<T>(parse: (v: string) => T): (v: string, previous?: T[]) => T[] {
+  const p = usage(parse);
+  return (v, previous = []) => [...previous, p(v)];
+}
+
+/** The network flags `create` and `run` share. */
+export interface NetworkFlags {
+  network?: NetworkMode;
+  addHost?: AddHost[];
+  dns?: DnsUpstream;
+  egressAllow?: string[];
+  publish?: PortForward[];
+}
+
+export function addNetworkOptions(cmd: Command): Command {
+  return cmd
+    .option("--network <mode>", "network mode: user (default: a NIC behind the supervisor's userspace network stack) or isolated (no NIC)", parseNetworkMode)
+    .option("--add-host <NAME:IP>", "resolve NAME to IP in the guest (repeatable); also allows that address", collectWith(parseAddHost))
+    .option("--dns <IP[:PORT]>", "upstream resolver the workspace's DNS forwards to (default: the host's resolvers)", usage(parseDnsUpstream))
+    .option("--egress-allow <ADDR[:PORT]|CIDR|host.microagent.internal:PORT>", "allow an inside destination (private, loopback, link-local; repeatable); host.microagent.internal:PORT reaches the host's 127.0.0.1:PORT", collectWith(parseEgressAllow))
+    .option("-p, --publish <[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]>", "publish a guest TCP port on the host (repeatable; default bind 127.0.0.1)", collectWith(parsePublish));
+}
+
+/** NetworkFlags as the library's option names, omitting what was not given. */
+export function networkOptions(o: NetworkFlags): { network?: NetworkMode; addHosts?: AddHost[]; dns?: DnsUpstream; egressAllow?: string[]; forwards?: PortForward[] } {
+  return {
+    ...(o.network !== undefined ? { network: o.network } : {}),
+    ...(o.addHost !== undefined ? { addHosts: o.addHost } : {}),
+    ...(o.dns !== undefined ? { dns: o.dns } : {}),
+    ...(o.egressAllow !== undefined ? { egressAllow: o.egressAllow } : {}),
+    ...(o.publish !== undefined ? { forwards: o.publish } : {}),
+  };
 }
 
 /** The resource and rootfs-build flags `create` and `run` share. */

@@ -1,0 +1,128 @@
+/**
+ * The network service without a VM: a fake QEMU connects to its stream socket and speaks the 4-byte
+ * framing (an ARP request for the gateway gets the gateway's answer), the link deadline fails closed,
+ * a taken published port is named, the boot config carries eth0 and the per-boot files, and the
+ * resolver forwards to (and times out on) UDP servers on 127.0.0.1. Loopback and Unix sockets only.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
+import { mkdtempSync, rmSync } from "node:fs";
+import { connect, createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { NetworkService } from "../../src/supervisor/network-service.ts";
+import { ForwardingResolver, hostResolvers } from "../../src/supervisor/net-host.ts";
+import type { RunningVm, VmLaunchSpec } from "../../src/backend/types.ts";
+import type { ServiceContext } from "../../src/supervisor/service.ts";
+import { StreamFrameDecoder, encodeStreamFrame } from "../../src/net/index.ts";
+import { isMicroagentError } from "../../src/contract/errors.ts";
+import { arpFrame, gwIp, ip } from "../helpers/net-guest.ts";
+import { parseMac } from "../../src/net/addr.ts";
+
+const MAC = "52:54:00:aa:bb:cc";
+
+function service(dir: string, extra: Partial<ConstructorParameters<typeof NetworkService>[0]> = {}) {
+  return new NetworkService({ workspace: "w", socketPath: join(dir, "net.sock"), mac: MAC, settings: { mode: "user" }, log: () => {}, resolvConf: join(dir, "none"), ...extra });
+}
+
+const spec = { workspace: "w" } as VmLaunchSpec;
+function ctx(ms: number, exited: Promise<never> = new Promise(() => {})): ServiceContext {
+  return { workspace: "w", vm: { exited } as unknown as RunningVm, launch: spec, remainingMs: () => ms, log: () => {} };
+}
+
+test("supervisor-network: the NIC socket carries framed Ethernet both ways; the boot config names eth0 and the per-boot files", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-"));
+  const s = service(dir, { settings: { mode: "user", addHosts: [{ name: "db.test", ip: "10.99.0.7" }] }, hostname: "box" });
+  try {
+    const launched = await s.beforeLaunch(spec);
+    assert.deepEqual(launched.network, { kind: "stream", socketPath: join(dir, "net.sock"), mac: MAC });
+    const qemu = connect(join(dir, "net.sock"));
+    await s.afterLaunch(ctx(5000));
+    const mac = parseMac(MAC)!;
+    const got = new Promise<Buffer>((resolve) => {
+      const dec = new StreamFrameDecoder();
+      qemu.on("data", (c: Buffer) => {
+        const f = dec.push(c);
+        if (f.length) resolve(f[0]!);
+      });
+    });
+    qemu.write(encodeStreamFrame(arpFrame(1, mac, ip("10.200.0.2"), gwIp)));
+    const reply = await got;
+    assert.equal(reply.readUInt16BE(12), 0x0806, "an ARP frame");
+    assert.equal(reply.readUInt16BE(14 + 6), 2, "a reply");
+    assert.deepEqual([...reply.subarray(0, 6)], [...mac], "addressed to the guest's MAC");
+    assert.equal(reply.readUInt32BE(14 + 14), gwIp, "for the gateway");
+    const d = s.describe() as { link: string; counters: { framesIn: number; framesOut: number } };
+    assert.equal(d.link, "connected");
+    assert.equal(d.counters.framesIn, 1);
+    assert.equal(d.counters.framesOut, 1);
+    const cfg = s.bootConfig({ argv: [] }) as { network: Record<string, unknown> };
+    assert.deepEqual({ ...cfg.network, resolvConf: undefined, hosts: undefined }, { iface: "eth0", mac: MAC, address: "10.200.0.2", prefix: 24, gateway: "10.200.0.1", mtu: 65520, resolvConf: undefined, hosts: undefined });
+    assert.match(cfg.network.resolvConf as string, /^nameserver 10\.200\.0\.1$/m);
+    assert.match(cfg.network.hosts as string, /^10\.200\.0\.1\thost\.microagent\.internal$/m);
+    assert.match(cfg.network.hosts as string, /^10\.99\.0\.7\tdb\.test$/m);
+    assert.match(cfg.network.hosts as string, /^10\.200\.0\.2\tbox$/m);
+    // Quarantine: later frames are dropped, nothing answers.
+    s.sever("test");
+    qemu.write(encodeStreamFrame(arpFrame(1, mac, ip("10.200.0.2"), gwIp)));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((s.describe() as { counters: { framesOut: number } }).counters.framesOut, 1);
+    qemu.destroy();
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("supervisor-network: no NIC connection within the deadline fails closed with NETWORK_LINK_FAILED", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-"));
+  const s = service(dir);
+  try {
+    await s.beforeLaunch(spec);
+    await assert.rejects(s.afterLaunch(ctx(100)), (e: unknown) => isMicroagentError(e) && e.code === "NETWORK_LINK_FAILED" && /did not connect its NIC/.test(e.message) && /fail closed/.test(e.message));
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("supervisor-network: a taken published port fails before launch, naming it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-"));
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
+  const port = (taken.address() as AddressInfo).port;
+  const s = service(dir, { settings: { mode: "user", forwards: [{ hostIp: "127.0.0.1", hostPort: port, guestPort: 80, proto: "tcp" }] } });
+  try {
+    await assert.rejects(s.beforeLaunch(spec), (e: unknown) => isMicroagentError(e) && e.code === "NETWORK_PORT_IN_USE" && e.message.includes(`127.0.0.1:${port} is already in use`));
+  } finally {
+    await s.stop();
+    taken.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("supervisor-network: the resolver forwards raw queries to a loopback upstream and times out on a silent one", async () => {
+  const up = createSocket("udp4");
+  up.on("message", (m, r) => up.send(Buffer.concat([m.subarray(0, 2), Buffer.from("answer-tail-0123")]), r.port, r.address));
+  await new Promise<void>((r) => up.bind(0, "127.0.0.1", () => r()));
+  const silent = createSocket("udp4");
+  await new Promise<void>((r) => silent.bind(0, "127.0.0.1", () => r()));
+  const counters = { denied: {}, connectErrors: 0, dnsForwarded: 0, dnsFailed: 0 };
+  try {
+    const q = Buffer.alloc(20, 1);
+    q.writeUInt16BE(0xbeef, 0);
+    const ok = new ForwardingResolver([{ ip: "127.0.0.1", port: up.address().port }], 2000, counters);
+    const a = await ok.query(q);
+    assert.equal(a.readUInt16BE(0), 0xbeef);
+    assert.equal(a.subarray(2).toString(), "answer-tail-0123");
+    const bad = new ForwardingResolver([{ ip: "127.0.0.1", port: silent.address().port }], 300, counters);
+    await assert.rejects(bad.query(q), /did not answer within/);
+    await assert.rejects(new ForwardingResolver([], 300, counters).query(q), /no upstream resolver/);
+    assert.deepEqual([counters.dnsForwarded, counters.dnsFailed], [1, 1]);
+    assert.deepEqual(hostResolvers("/nonexistent"), []);
+  } finally {
+    up.close();
+    silent.close();
+  }
+});
