@@ -77,7 +77,7 @@ before(async () => {
     apiKey: API_KEY,
     host: { stateDir: fx.stateDir, providers: realProviders() },
     templates: { base: imageRef },
-    network: "isolated",
+    network: "user", // one sandbox = one workspace in the default user network mode
     resources: { profile: "tiny" },
     log: (line) => serverLog.push(line),
   });
@@ -317,7 +317,7 @@ test("kill: Sandbox.list shows the sandbox, kill removes it and its workspace", 
 /** The library path a caller of src/api takes: create, start, first exec (the same image and resources). */
 async function libraryCreateToFirstCommand(name: string): Promise<number> {
   const t0 = performance.now();
-  const lib = await Workspace.create(name, { image: imageRef, network: "isolated", resources: { profile: "tiny" } }, { stateDir: fx.stateDir, providers: realProviders() });
+  const lib = await Workspace.create(name, { image: imageRef, network: "user", resources: { profile: "tiny" } }, { stateDir: fx.stateDir, providers: realProviders() });
   await lib.start();
   const out = await lib.exec(["/bin/sh", "-c", "echo ready"]);
   const ms = performance.now() - t0;

@@ -78,7 +78,7 @@ export function e2bCommand(): Command {
     .option("--allow-remote", "allow a non-loopback --listen (needs an API key)")
     .option("--template <name=image>", "template alias: Sandbox.create(NAME) boots IMAGE (repeatable; other names are image references)", collect, [])
     .option("--user <name>", "run commands and file operations as this guest user when the SDK names none (E2B templates use `user`; default: the image's user)")
-    .addOption(new Option("--network <mode>", "network mode of each sandbox's workspace").choices(NETWORK_MODES).default("isolated"))
+    .addOption(new Option("--network <mode>", "network mode of each sandbox's workspace").choices(NETWORK_MODES).default("user"))
     .addOption(new Option("--profile <name>", "resources of each sandbox").choices(PROFILE_NAMES))
     .option("--memory <mib>", "guest memory in MiB (overrides the profile)", positiveInt("--memory"))
     .option("--cpus <n>", "vCPUs (overrides the profile)", positiveInt("--cpus"))
