@@ -32,7 +32,8 @@ export const BackendErrors = defineErrors({
   BOOT_TIMEOUT: {
     kind: "transient",
     retryable: true,
-    remediation: "The guest did not come up in time. Read `microagent logs <name>`; on a slow or busy host (TCG emulation) retry, or raise the boot timeout with MICROAGENT_BOOT_TIMEOUT_MS.",
+    remediation:
+      "The guest did not come up within the boot bound. Read `microagent logs <name>` for where it stopped; on a slow or busy host (TCG emulation) retry, give it longer with `start --timeout` (or MICROAGENT_BOOT_TIMEOUT_MS), or use fewer vCPUs or less memory.",
   },
   GUEST_CHANNEL_FAILED: {
     kind: "permanent",

@@ -20,6 +20,7 @@ import { CommonErrors, isMicroagentError, toMicroagentError, type MicroagentErro
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
+import { BackendErrors } from "../backend/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
 import { GUEST_REACHABLE_PHASES, INITIAL_PHASE, canStop, canTransitionPhase, nextPhase, type FinalState, type PhaseCause, type PhaseRecord, type StopCause } from "./phase.ts";
@@ -67,6 +68,9 @@ export interface SupervisorDeps {
   services?: readonly SupervisorService[];
   log(message: string): void;
 }
+
+/** An overrun boot bound: a timeout with its own fix (more time, fewer vCPUs), never "a bug". */
+const bootTimeout = (message: string): Error => BackendErrors.BOOT_TIMEOUT({ message });
 
 export class Supervisor implements ControlHandlers {
   readonly config: ResolvedSupervisorConfig;
@@ -238,7 +242,7 @@ export class Supervisor implements ControlHandlers {
       const stream = await this.#guard(channel.openChannel(vm, launch));
       // The boot bound is this #bounded; the link's own hello timeout is only a backstop, set past it so
       // that one message ("timed out after N ms waiting for ...") reports an overrun boot.
-      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello", bound));
+      const link = await this.#guard(this.#bounded(this.deps.connectLink(stream, remaining() + 1000), remaining(), "the guest's hello", bound, bootTimeout));
       this.#link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
@@ -251,7 +255,7 @@ export class Supervisor implements ControlHandlers {
           throw this.#serviceFailed(s, "bootConfig", e);
         });
       }
-      await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", bound));
+      await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", bound, bootTimeout));
       this.#bootMs = Date.now() - started;
       if (this.phase !== "booting") return; // stopped, killed or quarantined while booting
       this.#transitionPhase("running", "booted");
@@ -321,10 +325,10 @@ export class Supervisor implements ControlHandlers {
   }
 
   /** `p`, or a timeout after `ms`; the message names `boundMs` (the whole bound a boot step is part of). */
-  #bounded<T>(p: Promise<T>, ms: number, what: string, boundMs = ms): Promise<T> {
+  #bounded<T>(p: Promise<T>, ms: number, what: string, boundMs = ms, timeoutError: (message: string) => Error = (m) => new Error(m)): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_r, rej) => {
-      timer = setTimeout(() => rej(new Error(`timed out after ${boundMs} ms waiting for ${what}`)), ms);
+      timer = setTimeout(() => rej(timeoutError(`timed out after ${boundMs} ms waiting for ${what}`)), ms);
     });
     return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }

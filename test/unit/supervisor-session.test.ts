@@ -133,7 +133,16 @@ test("supervisor: a boot bound names the real bound in its message", async () =>
   (sup.config as { bootTimeoutMs: number }).bootTimeoutMs = 150;
   link.sendBootConfig = () => new Promise(() => {});
   await sup.boot();
-  await assert.rejects(sup.waitReady(100), (e: Error & { code?: string }) => e.code === "BOOT_FAILED" && /timed out after 150 ms waiting for the guest to accept its boot config/.test(e.message));
+  await assert.rejects(
+    sup.waitReady(100),
+    (e: Error & { code?: string; remediation?: string; details?: { code?: string } }) =>
+      e.code === "BOOT_FAILED" &&
+      /timed out after 150 ms waiting for the guest to accept its boot config/.test(e.message) &&
+      // An overrun boot is a timeout with its own fix, never "a bug in microagent".
+      e.details?.code === "BOOT_TIMEOUT" &&
+      /--timeout/.test(e.remediation ?? "") &&
+      !/bug/.test(e.remediation ?? ""),
+  );
   assert.equal(await sup.done, "failed");
   // and a wait_ready bound names its own
   const other = setup();
