@@ -93,7 +93,7 @@ test("workspace-state: create from a registry image -> prepared, digest recorded
   assert.equal(out.image.digest, digest);
   assert.equal(out.image.resolvedRef.endsWith(`@${digest}`), true);
   assert.deepEqual(out.resources, { profile: "tiny", memoryMib: 256, cpus: 2, sizeMib: 512 });
-  assert.deepEqual(out.network, { mode: "isolated" });
+  assert.deepEqual(out.network, { mode: "user" }, "user networking is the default");
 
   const paths = workspacePaths(fx.stateDir, "s1");
   assert.equal(statSync(paths.dir).mode & 0o777, 0o700);
@@ -179,7 +179,7 @@ test("workspace-state: list, ps, events and logs of a prepared workspace", async
   assert.equal(row.image, ref);
   const table = await cli("ls");
   assert.match(table.stdout, /^NAME\s+STATE\s+BACKEND\s+PROFILE\s+NETWORK\s+IMAGE\n/);
-  assert.match(table.stdout, /s1\s+prepared\s+linux-qemu\s+tiny\s+isolated/);
+  assert.match(table.stdout, /s1\s+prepared\s+linux-qemu\s+tiny\s+user/);
   assert.equal((await cli("ps")).stdout.trim(), "No workspaces.");
   const events = (await cli("--json", "events", "s1")).json().events;
   assert.equal(events.length, 1);
