@@ -34,6 +34,7 @@ async function cli(...args: string[]) {
   return { code: r.code, stdout: r.out, stderr: r.err };
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function shaped(command: ResultCommand, stdout: string): any {
   const body = JSON.parse(stdout);
   const r = RESULT_SCHEMAS[command].safeParse(body);
