@@ -222,7 +222,14 @@ export class Supervisor implements ControlHandlers {
       if (this.phase !== "booting") return; // stopped or killed before the VMM started
       const vm = await this.deps.backend.lifecycle.launch(launch);
       this.#vm = vm;
-      this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: launch.disk.path, ...this.config.ioPause, log: this.deps.log });
+      this.#ioPause = new IoPauseWatch(vm, {
+        workspace: this.config.workspace,
+        diskPath: launch.disk.path,
+        ...this.config.ioPause,
+        // A VM frozen on purpose stays frozen when disk space comes back.
+        holdResume: () => this.phase === "paused" || this.phase === "quarantined",
+        log: this.deps.log,
+      });
       void vm.exited.then((exit) => this.#onVmExit(exit));
       if (this.#phase.final) {
         // Killed while the VMM was starting (nothing to kill yet then): end it now.
