@@ -56,6 +56,8 @@ const handlers: Handlers = {
   shutdown: never,
   kill: never,
   quarantine: never,
+  pause: never,
+  resume: never,
   services: () => ({}),
 };
 

@@ -13,7 +13,7 @@ import { reconcile } from "../workspace/reconcile.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
 import { pidExists } from "../util/process.ts";
 import { readTail } from "../workspace/serial.ts";
-import { assertCanStart, LIVE_STATES, readState, transition, type StateRecord } from "../workspace/state.ts";
+import { assertCanStart, LIVE_STATES, quarantinedError, readState, transition, type StateRecord } from "../workspace/state.ts";
 import { SETTLED_STATES, type WorkspaceState } from "../workspace/events.ts";
 import { assertBootArtifactsVerified } from "../workspace/verify.ts";
 import { SupervisorClient, type CallHandlers } from "../supervisor/client.ts";
@@ -279,6 +279,17 @@ export async function quarantineWorkspace(name: string, opts: LifecycleOptions =
   const { client } = await supervisorFor(name, opts);
   const value = await client.quarantine();
   return { workspace: name, state: value.state, frozen: value.frozen ?? false };
+}
+
+/**
+ * Freeze (`pause`) or thaw (`resume`) the workspace's vCPUs through its supervisor; memory, disk,
+ * network flows and the guest channel are kept. Idempotent: `changed` is false when it already was.
+ */
+export async function pauseWorkspace(name: string, action: "pause" | "resume", opts: LifecycleOptions = {}): Promise<{ workspace: string; state: WorkspaceState; changed: boolean; ms: number }> {
+  const { client, state } = await supervisorFor(name, opts);
+  if (state.state === "quarantined") throw quarantinedError(name);
+  const value = action === "pause" ? await client.pause() : await client.resume();
+  return { workspace: name, state: value.state, changed: value.changed, ms: Math.round(value.ms * 10) / 10 };
 }
 
 export interface WaitResult {

@@ -10,7 +10,7 @@
 import { Buffer } from "node:buffer";
 import { CommonErrors } from "../contract/errors.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
-import type { CreateJson, DeleteJson, ListJson, QuarantineJson, StartJson, StopJson, WaitJson } from "../contract/results.ts";
+import type { CreateJson, DeleteJson, ListJson, PauseJson, QuarantineJson, StartJson, StopJson, WaitJson } from "../contract/results.ts";
 import { openWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { createWorkspace } from "../workspace/create.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
@@ -23,6 +23,7 @@ import {
   startWorkspace,
   stopWorkspace,
   quarantineWorkspace,
+  pauseWorkspace,
   supervisorFor,
   waitWorkspace,
   type LifecycleOptions,
@@ -170,6 +171,16 @@ export class Workspace {
 
   quarantine(): Promise<QuarantineJson> {
     return quarantineWorkspace(this.name, this.#lifecycle());
+  }
+
+  /** Freeze the vCPUs (memory, disk, flows and channel kept); exec/console are refused until `resume()`. */
+  pause(): Promise<PauseJson> {
+    return pauseWorkspace(this.name, "pause", this.#lifecycle());
+  }
+
+  /** Thaw a paused workspace; the guest continues where it stopped. */
+  resume(): Promise<PauseJson> {
+    return pauseWorkspace(this.name, "resume", this.#lifecycle());
   }
 
   wait(opts: WorkspaceAccessOptions & { timeoutMs?: number } = {}): Promise<WaitResult & WaitJson> {

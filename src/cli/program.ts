@@ -18,6 +18,8 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   stop: "Lifecycle:",
   kill: "Lifecycle:",
   quarantine: "Lifecycle:",
+  pause: "Lifecycle:",
+  resume: "Lifecycle:",
   delete: "Lifecycle:",
   status: "Inspect:",
   list: "Inspect:",

@@ -20,7 +20,7 @@ const arch = z.enum(ARCHES);
 /** Base64 of raw bytes (guest output is not necessarily UTF-8). */
 const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/);
 
-export const WORKSPACE_STATE_NAMES = ["prepared", "starting", "running", "stopping", "halted", "stopped", "quarantined", "failed"] as const;
+export const WORKSPACE_STATE_NAMES = ["prepared", "starting", "running", "paused", "stopping", "halted", "stopped", "quarantined", "failed"] as const;
 const workspaceState = z.enum(WORKSPACE_STATE_NAMES);
 
 export const ErrorObjectSchema = z.strictObject({
@@ -111,6 +111,9 @@ export type StopJson = z.infer<typeof StopJsonSchema>;
 
 export const QuarantineJsonSchema = z.strictObject({ workspace: z.string(), state: workspaceState, frozen: z.boolean() });
 export type QuarantineJson = z.infer<typeof QuarantineJsonSchema>;
+/** `pause`/`resume`: the state after the request and how long the VMM took to stop or start the vCPUs. */
+export const PauseJsonSchema = z.strictObject({ workspace: z.string(), state: workspaceState, changed: z.boolean(), ms: z.number() });
+export type PauseJson = z.infer<typeof PauseJsonSchema>;
 
 /** `cp`: `destination` is where the copy landed (the copied path, or the directory receiving `SRC/.`); `bytes` counts file content. */
 export const CpJsonSchema = z.strictObject({
@@ -360,6 +363,8 @@ export const RESULT_SCHEMAS = {
   kill: StopJsonSchema,
   quarantine: QuarantineJsonSchema,
   network: NetworkJsonSchema,
+  pause: PauseJsonSchema,
+  resume: PauseJsonSchema,
   wait: WaitJsonSchema,
   delete: DeleteJsonSchema,
   cp: CpJsonSchema,

@@ -236,7 +236,7 @@ export function capabilities(backend: BackendName, h: HostSupport, checks: HostC
   return {
     console: cap(f.console, [...core, "console"], h.consoleAvailable, "an interactive console"),
     exec: cap(f.exec, [...core, "console"], h.consoleAvailable, "exec"),
-    pauseResume: note(cap(f.pauseResume, core, h.pauseResumeAvailable, "pause/resume"), "quarantine freezes the VM with it; there is no pause command yet"),
+    pauseResume: note(cap(f.pauseResume, core, h.pauseResumeAvailable, "pause/resume"), "`pause`/`resume` and quarantine freeze the VM with it"),
     snapshots: cap(f.snapshots, core, h.snapshotAvailable, "snapshots"),
     networking: {
       isolated: cap(f.isolated, core, h.isolatedNetworkReady, "isolated networking"),

@@ -269,6 +269,14 @@ export class SupervisorClient {
     return this.call("quarantine", {});
   }
 
+  async pause(): Promise<OpResult<"pause">> {
+    return this.call("pause", {});
+  }
+
+  async resume(): Promise<OpResult<"resume">> {
+    return this.call("resume", {});
+  }
+
   /** What each supervisor service reports about itself, by name (`{}` when none run). */
   async services(): Promise<OpResult<"services">> {
     return this.call("services", {});

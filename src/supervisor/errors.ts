@@ -31,6 +31,10 @@ export const SupervisorErrors = defineErrors({
     kind: "conflict",
     remediation: "Start the workspace (`microagent start <name>`) and wait for it to be running, then connect again.",
   },
+  PAUSE_UNSUPPORTED: {
+    kind: "unsupported",
+    remediation: "This backend cannot freeze a VM's vCPUs; use `microagent halt <name>` and `start` instead, or a backend with the pause capability (linux-qemu).",
+  },
   QUARANTINED: {
     kind: "policy_denied",
     remediation: "The workspace is quarantined: every host path into the guest is severed. Run `microagent halt <name>` (or stop / kill), then `microagent start <name>`.",

@@ -32,6 +32,8 @@ export interface IoPauseWatchOptions {
   pollMs?: number;
   /** Free bytes on the file system holding `path` (default: statfs). */
   freeBytes?: (path: string) => Promise<number>;
+  /** True while the VM is frozen on purpose (`pause`, quarantine): space coming back must not thaw it. */
+  holdResume?: () => boolean;
   log(message: string): void;
 }
 
@@ -93,7 +95,7 @@ export class IoPauseWatch {
   async resumeIfSpace(): Promise<boolean> {
     const p = this.#paused;
     if (!p) return true;
-    if (!p.nospace || !this.#vm.resume) return false;
+    if (!p.nospace || !this.#vm.resume || this.#opts.holdResume?.()) return false;
     const free = await (this.#opts.freeBytes ?? statfsFreeBytes)(dirname(this.#opts.diskPath)).catch(() => 0);
     if (free < this.#resumeFreeBytes) return false;
     this.#opts.log(`${Math.round(free / 1048576)} MiB free again on the disk's file system: resuming the VM`);

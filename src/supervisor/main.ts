@@ -133,6 +133,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     serialTail,
     // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
     ...(pause ? { freeze: (vm: RunningVm): Promise<void> => pause.pause(vm, supervisor.launch) } : {}),
+    // `pause`/`resume` thaw with the same capability; without it both are refused (PAUSE_UNSUPPORTED).
+    ...(pause ? { thaw: (vm: RunningVm): Promise<void> => pause.resume(vm, supervisor.launch) } : {}),
     services,
     log,
   });

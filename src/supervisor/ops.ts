@@ -30,6 +30,9 @@ const Size = z.number().int().positive().max(1000);
 /** `{state}` of a VM that has ended (halt, stop, kill). */
 const EndedSchema = z.object({ state: WorkspaceStateSchema });
 
+/** `pause`/`resume`: the state after the request, whether it changed, and how long the VMM took (ms). */
+const PauseResultSchema = z.object({ state: z.enum(["paused", "running"]), changed: z.boolean(), ms: z.number().nonnegative() });
+
 interface OpSpec {
   /** One sentence for the docs and the JSON Schema's description. */
   summary: string;
@@ -115,6 +118,16 @@ export const OPS = {
     request: z.strictObject({}),
     result: z.object({ state: z.literal("quarantined"), frozen: z.boolean().optional() }),
   },
+  pause: {
+    summary: "Freeze the VM's vCPUs (memory, disk, network flows and the channel kept); exec and console are refused until resume. `changed` is false when it was already paused.",
+    request: z.strictObject({}),
+    result: PauseResultSchema,
+  },
+  resume: {
+    summary: "Thaw a paused VM's vCPUs; the guest continues where it stopped. `changed` is false when it was already running.",
+    request: z.strictObject({}),
+    result: PauseResultSchema,
+  },
   services: {
     summary: "What each supervisor service (network, egress, snapshots) reports about itself, by service name.",
     request: z.strictObject({}),
@@ -145,6 +158,8 @@ export const RequestSchema = z.discriminatedUnion("op", [
   OPS.shutdown.request.extend(envelope("shutdown")),
   OPS.kill.request.extend(envelope("kill")),
   OPS.quarantine.request.extend(envelope("quarantine")),
+  OPS.pause.request.extend(envelope("pause")),
+  OPS.resume.request.extend(envelope("resume")),
   OPS.services.request.extend(envelope("services")),
 ]);
 export type Request = z.infer<typeof RequestSchema>;

@@ -81,6 +81,8 @@ export interface ControlHandlers {
   shutdown(mode: "halt" | "stop", timeoutMs: number | undefined): Promise<OpResult<"shutdown">>;
   kill(): Promise<OpResult<"kill">>;
   quarantine(): Promise<OpResult<"quarantine">>;
+  pause(): Promise<OpResult<"pause">>;
+  resume(): Promise<OpResult<"resume">>;
   /** Each service's `describe()`, by service name. Absent: the supervisor runs no services (`{}`). */
   services?(): OpResult<"services"> | Promise<OpResult<"services">>;
 }
@@ -138,6 +140,8 @@ function dispatchTable(handlers: ControlHandlers): OpDispatch {
     shutdown: (req) => handlers.shutdown(req.mode, req.timeoutMs),
     kill: () => handlers.kill(),
     quarantine: () => handlers.quarantine(),
+    pause: () => handlers.pause(),
+    resume: () => handlers.resume(),
     services: () => handlers.services?.() ?? {},
   };
 }

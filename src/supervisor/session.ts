@@ -21,6 +21,7 @@ import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.
 import type { WorkspaceState } from "../workspace/events.ts";
 import { SupervisorErrors } from "./errors.ts";
 import { BackendErrors } from "../backend/errors.ts";
+import { WorkspaceErrors } from "../workspace/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import { IoPauseWatch } from "./io-pause.ts";
 import { GUEST_REACHABLE_PHASES, INITIAL_PHASE, canStop, canTransitionPhase, nextPhase, type FinalState, type PhaseCause, type PhaseRecord, type StopCause } from "./phase.ts";
@@ -64,6 +65,8 @@ export interface SupervisorDeps {
   serialTail(): Promise<string>;
   /** Freeze the VM's vCPUs (quarantine); optional. */
   freeze?(vm: RunningVm): Promise<void>;
+  /** Thaw the vCPUs again (resume; a halt/stop of a paused VM); pause/resume need both. */
+  thaw?(vm: RunningVm): Promise<void>;
   /** Per-VM services, in registration order (service.ts says when each hook runs). */
   services?: readonly SupervisorService[];
   log(message: string): void;
@@ -223,7 +226,14 @@ export class Supervisor implements ControlHandlers {
       if (this.phase !== "booting") return; // stopped or killed before the VMM started
       const vm = await this.deps.backend.lifecycle.launch(launch);
       this.#vm = vm;
-      this.#ioPause = new IoPauseWatch(vm, { workspace: this.config.workspace, diskPath: launch.disk.path, ...this.config.ioPause, log: this.deps.log });
+      this.#ioPause = new IoPauseWatch(vm, {
+        workspace: this.config.workspace,
+        diskPath: launch.disk.path,
+        ...this.config.ioPause,
+        // A VM frozen on purpose stays frozen when disk space comes back.
+        holdResume: () => this.phase === "paused" || this.phase === "quarantined",
+        log: this.deps.log,
+      });
       void vm.exited.then((exit) => this.#onVmExit(exit));
       if (this.#phase.final) {
         // Killed while the VMM was starting (nothing to kill yet then): end it now.
@@ -467,6 +477,8 @@ export class Supervisor implements ControlHandlers {
   }
 
   #requireLink(what: "exec" | "console"): GuestLink {
+    // Refused at once: a request to frozen vCPUs would only wait out its timeout.
+    if (this.phase === "paused") throw this.#pausedError(what);
     if (this.phase === "quarantined") {
       throw SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} is quarantined: ${what} is severed` });
     }
@@ -545,8 +557,11 @@ export class Supervisor implements ControlHandlers {
       return { state };
     }
     const wasSevered = this.#severed;
+    const wasPaused = this.phase === "paused";
     this.#transitionPhase("stopping", mode);
-    await this.deps.record("stopping", `${mode} requested`).catch((e) => this.deps.log(`recording stopping failed: ${(e as Error).message}`));
+    await this.deps.record("stopping", `${mode} requested${wasPaused ? " (paused: resumed to power off)" : ""}`).catch((e) => this.deps.log(`recording stopping failed: ${(e as Error).message}`));
+    // A paused guest cannot power off: thaw it first (a failed thaw leaves the timeout to terminate it).
+    if (wasPaused && this.#vm && this.deps.thaw) await this.deps.thaw(this.#vm).catch((e) => this.deps.log(`resuming the paused VM to shut it down failed: ${(e as Error).message}`));
     this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
     const haltTimedOut = () => {
       if (mode === "halt" && canStop(this.#phase, "halt-timeout")) this.#transitionPhase("stopping", "halt-timeout");
@@ -601,6 +616,61 @@ export class Supervisor implements ControlHandlers {
     if (this.#vm) await this.#vm.kill();
     else if (this.#phase.stopCause === "kill") await this.#finish("stopped", "killed before the VM was launched");
     return { state: await this.#done };
+  }
+
+  #pausedError(what: string): MicroagentError {
+    const name = this.config.workspace;
+    return WorkspaceErrors.WORKSPACE_PAUSED({
+      message: `workspace ${name} is paused (vCPUs frozen): cannot ${what}`,
+      remediation: `Run \`microagent resume ${name}\`, then retry.`,
+      details: { workspace: name, state: "paused" },
+    });
+  }
+
+  /**
+   * Freeze the vCPUs. The phase moves first (synchronously), so no exec or console slips in while
+   * the VMM is asked; a failed freeze moves it back. Memory, disk, the channel and network flows
+   * are kept: the guest simply does not run until resume.
+   */
+  async pause(): Promise<OpResult<"pause">> {
+    if (this.phase === "paused") return { state: "paused", changed: false, ms: 0 };
+    const vm = this.#vm;
+    if (!this.deps.freeze || !this.deps.thaw) {
+      throw SupervisorErrors.PAUSE_UNSUPPORTED({ message: `the ${this.deps.backend.name} backend cannot pause workspace ${this.config.workspace}` });
+    }
+    if (this.phase !== "running" || !vm) {
+      throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}; only a running workspace can be paused` });
+    }
+    this.#transitionPhase("paused", "pause");
+    const t0 = performance.now();
+    try {
+      await this.deps.freeze(vm);
+    } catch (e) {
+      if ((this.phase as SupervisorPhase) === "paused") this.#transitionPhase("running", "resume");
+      throw e;
+    }
+    const ms = performance.now() - t0;
+    // A kill or quarantine during the freeze owns the state now.
+    if ((this.phase as SupervisorPhase) !== "paused") return { state: "paused", changed: true, ms };
+    await this.deps.record("paused", `paused on request (vCPUs frozen in ${ms.toFixed(1)} ms; memory, disk and flows kept)`);
+    return { state: "paused", changed: true, ms };
+  }
+
+  /** Thaw the vCPUs; the phase returns to running only once the VMM runs them again. */
+  async resume(): Promise<OpResult<"resume">> {
+    if (this.phase === "running") return { state: "running", changed: false, ms: 0 };
+    const vm = this.#vm;
+    if (this.phase !== "paused" || !vm || !this.deps.thaw) {
+      throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}, not paused: nothing to resume` });
+    }
+    const t0 = performance.now();
+    await this.deps.thaw(vm);
+    const ms = performance.now() - t0;
+    // A kill or a stop may have overtaken the thaw: then it is no longer ours to move back.
+    if ((this.phase as SupervisorPhase) !== "paused") return { state: "running", changed: false, ms };
+    this.#transitionPhase("running", "resume");
+    await this.deps.record("running", `resumed on request (vCPUs running again in ${ms.toFixed(1)} ms)`);
+    return { state: "running", changed: true, ms };
   }
 
   async quarantine(): Promise<OpResult<"quarantine">> {

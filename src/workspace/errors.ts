@@ -32,6 +32,10 @@ export const WorkspaceErrors = defineErrors({
     retryable: true,
     remediation: "The workspace changed state while the command ran; check `microagent status <name>` and retry.",
   },
+  WORKSPACE_PAUSED: {
+    kind: "conflict",
+    remediation: "The workspace is paused (its vCPUs are frozen): run `microagent resume <name>` first.",
+  },
   WORKSPACE_QUARANTINED: {
     kind: "conflict",
     remediation: "Run `microagent halt <name>` (or stop / kill), then `microagent start <name>`.",

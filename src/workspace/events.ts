@@ -13,6 +13,7 @@ export const WORKSPACE_STATES = [
   "prepared",
   "starting",
   "running",
+  "paused",
   "stopping",
   "halted",
   "stopped",

@@ -24,7 +24,7 @@ export interface WorkspaceSummary {
 }
 
 /** States `ps` shows: a VM exists (or is being brought up or down). */
-export const PS_STATES: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "stopping", "quarantined"]);
+export const PS_STATES: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "paused", "stopping", "quarantined"]);
 
 /** Every workspace, sorted by name. A missing state dir is an empty list. */
 export async function listWorkspaces(options: WorkspaceAccessOptions = {}): Promise<WorkspaceSummary[]> {

@@ -1,6 +1,6 @@
 /**
  * Reconcile on read: the recorded state must never claim a VM that no longer exists. A workspace
- * recorded as starting/running/stopping whose supervisor process is gone is recorded `failed`
+ * recorded as starting/running/paused/stopping whose supervisor process is gone is recorded `failed`
  * (or `stopped` when the workload had already exited 0), with the reason and the serial log's last
  * line, and an orphaned VMM left by a SIGKILLed supervisor is killed so nothing runs unrecorded.
  *
@@ -23,7 +23,7 @@ import type { WorkspaceState } from "./events.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
 /** States that claim a supervisor is at work. */
-const CLAIMS_SUPERVISOR: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "stopping"]);
+const CLAIMS_SUPERVISOR: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "paused", "stopping"]);
 
 export interface ReconcileOptions {
   /** A lock the caller holds; otherwise one is taken only when a change must be written. */

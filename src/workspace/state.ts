@@ -24,7 +24,10 @@ export type { WorkspaceState, Identity, WorkspaceEvent } from "./events.ts";
  * - start: prepared/halted/stopped/failed -> starting -> running (or failed when boot fails).
  * - halt/stop/kill: running -> stopping -> halted (halt) / stopped (stop, kill).
  * - the workload exits: running -> stopped (code 0) / failed (non-zero, detail says why).
- * - quarantine: running or starting -> quarantined; halt/stop/kill of a quarantined workspace ->
+ * - pause/resume: running -> paused -> running (vCPUs frozen; memory, disk, flows kept). From paused:
+ *   kill -> stopping/stopped, halt/stop -> stopping (the supervisor resumes the guest to ask it to
+ *   power off), quarantine -> quarantined (stays frozen), a dead VM or supervisor -> failed.
+ * - quarantine: running, paused or starting -> quarantined; halt/stop/kill of a quarantined workspace ->
  *   stopping/halted/stopped. `start` of a quarantined one is refused (see assertCanStart).
  * - reconcile: starting/running/stopping whose supervisor or VMM died -> failed (or stopped when a
  *   clean result exists).
@@ -32,7 +35,8 @@ export type { WorkspaceState, Identity, WorkspaceEvent } from "./events.ts";
 export const TRANSITIONS: Readonly<Record<WorkspaceState, readonly WorkspaceState[]>> = {
   prepared: ["starting"],
   starting: ["running", "stopping", "stopped", "failed", "quarantined"],
-  running: ["stopping", "stopped", "failed", "quarantined"],
+  running: ["paused", "stopping", "stopped", "failed", "quarantined"],
+  paused: ["running", "stopping", "stopped", "failed", "quarantined"],
   stopping: ["halted", "stopped", "failed"],
   halted: ["starting"],
   stopped: ["starting"],
@@ -41,7 +45,7 @@ export const TRANSITIONS: Readonly<Record<WorkspaceState, readonly WorkspaceStat
 };
 
 /** States in which a VM (and its supervisor) is expected to exist. */
-export const LIVE_STATES: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "stopping", "quarantined"]);
+export const LIVE_STATES: ReadonlySet<WorkspaceState> = new Set(["starting", "running", "paused", "stopping", "quarantined"]);
 /** States from which `start` may boot the workspace. */
 export const STARTABLE_STATES: ReadonlySet<WorkspaceState> = new Set(["prepared", "halted", "stopped", "failed"]);
 
@@ -180,6 +184,13 @@ export function quarantinedError(name: string) {
 export function assertCanStart(name: string, state: WorkspaceState): void {
   if (STARTABLE_STATES.has(state)) return;
   if (state === "quarantined") throw quarantinedError(name);
+  if (state === "paused") {
+    throw WorkspaceErrors.WORKSPACE_PAUSED({
+      message: `cannot start workspace ${name}: it is paused (its vCPUs are frozen, memory and disk kept)`,
+      remediation: `Run \`microagent resume ${name}\` to thaw it.`,
+      details: { workspace: name, state },
+    });
+  }
   throw WorkspaceErrors.WORKSPACE_INVALID_TRANSITION({
     message: `cannot start workspace ${name} from state ${state}${LIVE_STATES.has(state) ? ": it is already running" : ""}`,
     remediation: `Run \`microagent status ${name}\`; a running workspace needs no start (use \`microagent halt ${name}\` first to restart it).`,

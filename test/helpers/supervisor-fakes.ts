@@ -58,7 +58,8 @@ export function fakeLink(vm: ReturnType<typeof fakeVm>, opts: { rejectBoot?: boo
     onWorkloadOutput: (cb) => (outputCb = cb),
     workloadResult: () => result,
     shutdown: async () => {
-      if (!opts.ignoreShutdown) setTimeout(() => vm.end({ code: 0, signal: null }), 5);
+      // A frozen guest cannot act on a shutdown request: it would only time out.
+      if (!opts.ignoreShutdown && !vm.frozen) setTimeout(() => vm.end({ code: 0, signal: null }), 5);
     },
     close: () => (closed = true),
     closed: new Promise(() => {}),
@@ -74,6 +75,8 @@ export interface SetupOptions {
   ignoreShutdown?: boolean;
   services?: SupervisorService[];
   bootConfig?: unknown;
+  /** The backend has no pause capability (no freeze/thaw). */
+  noPause?: boolean;
   /** Called by the fake backend's launch with the spec it got. */
   onLaunch?: (spec: Parameters<Backend["lifecycle"]["launch"]>[0]) => void;
 }
@@ -105,7 +108,9 @@ export function setup(linkOpts: SetupOptions = {}) {
     vmLaunched: async () => {},
     writeResult: async (r) => void results.push(r),
     serialTail: async () => "[serial] last line",
-    freeze: async (v) => backend.pause?.pause(v, config.launch),
+    ...(linkOpts.noPause
+      ? {}
+      : { freeze: async (v) => backend.pause?.pause(v, config.launch), thaw: async (v) => backend.pause?.resume(v, config.launch) }),
     ...(linkOpts.services ? { services: linkOpts.services } : {}),
     log: (m) => void logs.push(m),
   };

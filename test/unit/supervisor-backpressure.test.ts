@@ -67,6 +67,8 @@ function floodHandlers(producers: Producer[], stdinSeen: { hash?: string; bytes?
     shutdown: never,
     kill: never,
     quarantine: never,
+    pause: never,
+    resume: never,
     services: () => ({}),
   };
 }

@@ -60,6 +60,8 @@ function fakeHandlers(): ControlHandlers {
     },
     kill: async () => ({ state: "stopped" }),
     quarantine: async () => ({ state: "quarantined" }),
+    pause: async () => ({ state: "paused", changed: true, ms: 1 }),
+    resume: async () => ({ state: "running", changed: true, ms: 1 }),
     services: () => ({ fake: { listening: true } }),
   };
 }

@@ -74,6 +74,8 @@ test("supervisor: the control server survives garbage and keeps serving (seeded)
     shutdown: never,
     kill: never,
     quarantine: never,
+    pause: never,
+    resume: never,
     services: () => ({}),
   };
   const server = await startControlServer(sock, handlers);

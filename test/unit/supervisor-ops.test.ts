@@ -42,7 +42,7 @@ test("control protocol: docs/control-protocol.md has a section for every op and 
 test("control protocol: every op's minimal request line decodes, and unknown fields are refused", () => {
   const minimal: Record<Op, Record<string, unknown>> = {
     status: {}, ping: {}, wait_ready: {}, readiness: {}, exec: { exec: { argv: ["true"] } }, attach: {}, wait_result: {},
-    console: {}, shutdown: { mode: "halt" }, kill: {}, quarantine: {}, services: {},
+    console: {}, shutdown: { mode: "halt" }, kill: {}, quarantine: {}, pause: {}, resume: {}, services: {},
   };
   for (const op of OP_NAMES) {
     const line = { v: 1, id: "i", op, ...minimal[op] };
@@ -134,6 +134,8 @@ function handlers(extra: Partial<ControlHandlers> = {}): ControlHandlers {
     shutdown: async (mode) => ({ state: mode === "halt" ? "halted" : "stopped" }),
     kill: async () => ({ state: "stopped" }),
     quarantine: async () => ({ state: "quarantined", frozen: true }),
+    pause: async () => ({ state: "paused", changed: true, ms: 2.5 }),
+    resume: async () => ({ state: "running", changed: false, ms: 0 }),
     ...extra,
   };
 }
@@ -161,6 +163,8 @@ test("control protocol: shutdown, kill and quarantine results arrive typed throu
     assert.equal((await c.shutdown("halt")).state, "halted");
     assert.equal((await c.shutdown("stop", 100)).state, "stopped");
     assert.deepEqual(await c.quarantine(), { state: "quarantined", frozen: true });
+    assert.deepEqual(await c.pause(), { state: "paused", changed: true, ms: 2.5 });
+    assert.deepEqual(await c.resume(), { state: "running", changed: false, ms: 0 });
     assert.equal((await c.ping()).guestMs, 1);
     assert.equal((await c.waitReady(100)).workspace, "t");
   });

@@ -241,3 +241,90 @@ test("supervisor: phase, vm, link and workload are read-only from outside", asyn
   assert.equal(sup.phase, "running");
   await sup.kill();
 });
+
+test("supervisor: pause freezes the VM and refuses exec/console at once; resume thaws it; both are idempotent", async () => {
+  const { sup, vm, states } = setup();
+  await sup.boot();
+  const paused = await sup.pause();
+  assert.equal(paused.state, "paused");
+  assert.equal(paused.changed, true);
+  assert.ok(paused.ms >= 0);
+  assert.equal(sup.phase, "paused");
+  assert.ok(vm.frozen);
+  assert.equal(sup.status().phase, "paused");
+  assert.deepEqual(await sup.pause(), { state: "paused", changed: false, ms: 0 });
+  const t0 = Date.now();
+  await assert.rejects(sup.exec({ argv: ["true"] }, undefined, signal), (e: Error & { code?: string; kind?: string; remediation?: string }) => {
+    assert.equal(e.code, "WORKSPACE_PAUSED");
+    assert.equal(e.kind, "conflict");
+    assert.match(e.remediation ?? "", /microagent resume ws/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 500, "refused at once");
+  await assert.rejects(sup.console({ cols: 80, rows: 24 }), (e: Error & { code?: string }) => e.code === "WORKSPACE_PAUSED");
+  await assert.rejects(sup.ping(), (e: Error & { code?: string }) => e.code === "WORKSPACE_PAUSED");
+  const r = await sup.readiness(100);
+  assert.equal(r.execReady.ready, false);
+  const resumed = await sup.resume();
+  assert.equal(resumed.state, "running");
+  assert.equal(resumed.changed, true);
+  assert.equal(vm.frozen, false);
+  assert.deepEqual(await sup.resume(), { state: "running", changed: false, ms: 0 });
+  assert.equal((await sup.exec({ argv: ["true"] }, undefined, signal)).exitCode, 0);
+  assert.deepEqual(states.map((s) => s.split(":")[0]), ["running", "paused", "running"]);
+});
+
+test("supervisor: halt of a paused VM thaws it first and halts cleanly", async () => {
+  const { sup, vm, states } = setup();
+  await sup.boot();
+  await sup.pause();
+  // The fake guest ignores shutdown while frozen: a halt that forgot to thaw would time out.
+  assert.deepEqual(await sup.shutdown("halt", 1000), { state: "halted" });
+  assert.equal(vm.frozen, false);
+  assert.deepEqual(states.map((s) => s.split(":")[0]), ["running", "paused", "stopping", "halted"]);
+  assert.match(states[2] as string, /resumed to power off/);
+});
+
+test("supervisor: kill and quarantine work from paused; quarantine keeps the VM frozen", async () => {
+  {
+    const { sup, states } = setup();
+    await sup.boot();
+    await sup.pause();
+    assert.deepEqual(await sup.kill(), { state: "stopped" });
+    assert.deepEqual(states.map((s) => s.split(":")[0]), ["running", "paused", "stopped"]);
+  }
+  {
+    const { sup, vm, states } = setup();
+    await sup.boot();
+    await sup.pause();
+    assert.deepEqual(await sup.quarantine(), { state: "quarantined", frozen: true });
+    assert.ok(vm.frozen);
+    await assert.rejects(sup.resume(), (e: Error & { code?: string }) => e.code === "NOT_RUNNING");
+    assert.ok(vm.frozen, "a quarantined VM is never thawed by resume");
+    assert.deepEqual(states.map((s) => s.split(":")[0]), ["running", "paused", "quarantined"]);
+    await sup.kill();
+  }
+});
+
+test("supervisor: pause is refused without the capability and outside running; a VM dying while paused is failed", async () => {
+  {
+    const { sup } = setup({ noPause: true });
+    await sup.boot();
+    await assert.rejects(sup.pause(), (e: Error & { code?: string; kind?: string }) => e.code === "PAUSE_UNSUPPORTED" && e.kind === "unsupported");
+    assert.equal(sup.phase, "running");
+    await sup.kill();
+  }
+  {
+    const { sup } = setup();
+    await assert.rejects(sup.pause(), (e: Error & { code?: string }) => e.code === "NOT_RUNNING");
+    await assert.rejects(sup.resume(), (e: Error & { code?: string }) => e.code === "NOT_RUNNING");
+  }
+  {
+    const { sup, vm, states } = setup();
+    await sup.boot();
+    await sup.pause();
+    vm.end({ code: 1, signal: null });
+    assert.equal(await sup.done, "failed");
+    assert.deepEqual(states.map((s) => s.split(":")[0]), ["running", "paused", "failed"]);
+  }
+});

@@ -11,6 +11,7 @@ test("workspace: error table (code, kind, retryable)", () => {
     ["WORKSPACE_LOCKED", "conflict", true],
     ["WORKSPACE_INVALID_TRANSITION", "conflict", false],
     ["WORKSPACE_STATE_CHANGED", "conflict", true],
+    ["WORKSPACE_PAUSED", "conflict", false],
     ["WORKSPACE_QUARANTINED", "conflict", false],
     ["WORKSPACE_RUNNING", "conflict", false],
     ["WORKSPACE_INVARIANT", "permanent", false],

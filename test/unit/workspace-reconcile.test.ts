@@ -172,3 +172,20 @@ test("workspace: a recorded pid without start time whose command line names the 
     await rm(stateDir, { recursive: true, force: true });
   }
 });
+
+test("workspace: a paused workspace whose supervisor died is reconciled failed (paused is a live state)", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "ws-rec-"));
+  try {
+    const paths = await running(stateDir, "frozen");
+    await transition(paths, "paused");
+    const pid = deadPid();
+    await writeRuntime(paths, runtime(pid));
+    const out = await reconcile(paths);
+    assert.equal(out.changed, true);
+    assert.equal(out.state?.state, "failed");
+    assert.match(out.state?.detail ?? "", new RegExp(`supervisor pid ${pid} died while the workspace was paused`));
+    assert.deepEqual((await readEventsFile(paths.events)).map((e) => e.state), ["prepared", "starting", "running", "paused", "failed"]);
+  } finally {
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});

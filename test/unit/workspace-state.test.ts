@@ -13,7 +13,8 @@ import { TRANSITIONS, assertCanStart, canTransition, readState, recordInitialSta
 const EXPECTED: Record<WorkspaceState, WorkspaceState[]> = {
   prepared: ["starting"],
   starting: ["running", "stopping", "stopped", "failed", "quarantined"],
-  running: ["stopping", "stopped", "failed", "quarantined"],
+  running: ["paused", "stopping", "stopped", "failed", "quarantined"],
+  paused: ["running", "stopping", "stopped", "failed", "quarantined"],
   stopping: ["halted", "stopped", "failed"],
   halted: ["starting"],
   stopped: ["starting"],
@@ -40,6 +41,7 @@ async function workspaceIn(stateDir: string, name: string, state: WorkspaceState
     prepared: [],
     starting: ["starting"],
     running: ["starting", "running"],
+    paused: ["starting", "running", "paused"],
     stopping: ["starting", "running", "stopping"],
     halted: ["starting", "running", "stopping", "halted"],
     stopped: ["starting", "running", "stopping", "stopped"],
@@ -120,6 +122,10 @@ test("workspace: start of a quarantined workspace is refused with the seed's rem
     (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_QUARANTINED" && /halt box/.test(e.remediation) && /then `microagent start box`/.test(e.remediation),
   );
   assert.throws(() => assertCanStart("box", "running"), /already running/);
+  assert.throws(
+    () => assertCanStart("box", "paused"),
+    (e: unknown) => isMicroagentError(e) && e.code === "WORKSPACE_PAUSED" && e.kind === "conflict" && /microagent resume box/.test(e.remediation),
+  );
   for (const s of ["prepared", "halted", "stopped", "failed"] as const) assertCanStart("box", s);
 });
 

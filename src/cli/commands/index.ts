@@ -17,6 +17,7 @@ import { haltCommand } from "./halt.ts";
 import { stopCommand } from "./stop.ts";
 import { killCommand } from "./kill.ts";
 import { quarantineCommand } from "./quarantine.ts";
+import { pauseCommand, resumeCommand } from "./pause.ts";
 import { execCommand } from "./exec.ts";
 import { cpCommand } from "./cp.ts";
 import { connectCommand } from "./connect.ts";
@@ -47,6 +48,8 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   stopCommand,
   killCommand,
   quarantineCommand,
+  pauseCommand,
+  resumeCommand,
   execCommand,
   cpCommand,
   connectCommand,
