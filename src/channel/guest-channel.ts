@@ -127,15 +127,11 @@ function withDeath(err: MicroagentError, describe: (() => string | undefined) | 
   return ChannelErrors.CHANNEL_PEER_CLOSED({ message: err.message, cause: err.cause, details: { ...(err.details ?? {}), logTail: tail } });
 }
 
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  promise.catch(() => {}); // rejections are observed by whoever awaits; never unhandled
-  return { promise, resolve, reject };
+/** `Promise.withResolvers`, with rejections marked observed: whoever awaits sees them; never unhandled. */
+function deferred<T>(): PromiseWithResolvers<T> {
+  const d = Promise.withResolvers<T>();
+  d.promise.catch(() => {});
+  return d;
 }
 
 function envList(env: ExecRequest["env"]): string[] | undefined {
@@ -374,9 +370,9 @@ export class GuestChannel {
   readonly #helloWait = deferred<Hello>();
   readonly #closed = deferred<MicroagentError>();
   readonly #result = deferred<WorkloadResult>();
-  #bootWait: ReturnType<typeof deferred<BootReport>> | undefined;
+  #bootWait: PromiseWithResolvers<BootReport> | undefined;
   #workloadStarted: { pid: number; startedAt: string } | undefined;
-  #shutdownWait: ReturnType<typeof deferred<void>> | undefined;
+  #shutdownWait: PromiseWithResolvers<void> | undefined;
   #pings = new Map<number, () => void>();
   #nextPing = 1;
   readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => unknown>();

@@ -20,7 +20,7 @@ export interface ChannelLinkOptions {
 }
 
 function consoleSession(h: ConsoleHandle): ConsoleSession {
-  let closeRequested!: () => void;
+  const closeRequested = Promise.withResolvers<undefined>();
   // Ends when the shell exits, or as soon as the host closes it (the guest then kills the shell's
   // process group; its exit report may never come back on a stream we closed).
   const exit = Promise.race([
@@ -33,7 +33,7 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
       }),
       () => undefined,
     ),
-    new Promise<undefined>((r) => (closeRequested = () => r(undefined))),
+    closeRequested.promise,
   ]);
   const closed = exit.then(() => undefined);
   return {
@@ -47,7 +47,7 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
     },
     close: () => {
       h.close();
-      closeRequested();
+      closeRequested.resolve(undefined);
     },
     onData: (cb) => void h.onData(cb),
     closed,
