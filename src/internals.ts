@@ -146,11 +146,12 @@ export type { GuestBootConfig, BootOverrides, ImageRuntimeConfig } from "./works
 export { qemuImgInfo as overlayInfo } from "./backend/qemu-img.ts";
 // Workspaces: the live lifecycle (backend, supervisor, Workspace facade, run).
 export { Workspace, WorkspaceFiles } from "./api/workspace.ts";
-export { ExecHandle as WorkspaceExecHandle, execExitCode } from "./api/exec.ts";
+export { ExecHandle as WorkspaceExecHandle } from "./api/exec.ts";
+export { exitCodeFor as execExitCode, workloadExitCode } from "./api/exit-code.ts";
 export type { ExecOptions, ExecOutput, ExecOutcome } from "./api/exec.ts";
 export { startWorkspace, stopWorkspace, quarantineWorkspace, waitWorkspace, probeReadiness, readinessForRuntime, supervisorFor } from "./api/lifecycle.ts";
 export type { LifecycleOptions, StartOptions, StartResult, StopResult, WaitResult } from "./api/lifecycle.ts";
-export { runWorkspace, generateRunName, workloadExitCode } from "./api/run.ts";
+export { runWorkspace, generateRunName } from "./api/run.ts";
 export type { RunOptions, RunResult } from "./api/run.ts";
 export { workspaceStatus as probedWorkspaceStatus } from "./api/status.ts";
 export { runJson, execJson, startJson, createJson, imageJson, imageSummaryJson, kernelInstallJson } from "./api/results.ts";
