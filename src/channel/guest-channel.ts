@@ -123,7 +123,7 @@ export interface BootReport {
 
 function withDeath(err: MicroagentError, describe: (() => string | undefined) | undefined): MicroagentError {
   const tail = describe?.();
-  if (!tail || err.code !== "CHANNEL_PEER_CLOSED") return err;
+  if (!tail || !ChannelErrors.CHANNEL_PEER_CLOSED.is(err)) return err;
   return ChannelErrors.CHANNEL_PEER_CLOSED({ message: err.message, cause: err.cause, details: { ...(err.details ?? {}), logTail: tail } });
 }
 
@@ -556,7 +556,7 @@ export class GuestChannel {
     this.#state = "closed";
     this.#helloWait.reject(e);
     this.#bootWait?.reject(e);
-    if (wasShuttingDown && e.code === "CHANNEL_PEER_CLOSED") this.#shutdownWait!.resolve();
+    if (wasShuttingDown && ChannelErrors.CHANNEL_PEER_CLOSED.is(e)) this.#shutdownWait!.resolve();
     else this.#shutdownWait?.reject(e);
     this.#result.reject(e);
     for (const p of this.#pings.values()) p();

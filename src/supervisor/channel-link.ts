@@ -5,7 +5,6 @@
 import type { Duplex } from "node:stream";
 import { GuestChannel, type ConsoleHandle } from "../channel/guest-channel.ts";
 import { ChannelErrors } from "../channel/errors.ts";
-import { isMicroagentError } from "../contract/errors.ts";
 import { BackendErrors } from "../backend/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import type { ConsoleExit, ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
@@ -60,7 +59,7 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
   try {
     ch = await GuestChannel.connect(stream, { helloTimeoutMs: opts.timeoutMs, ...(opts.describeDeath ? { describeDeath: opts.describeDeath } : {}) });
   } catch (e) {
-    if (isMicroagentError(e) && e.code === "CHANNEL_TIMEOUT") {
+    if (ChannelErrors.CHANNEL_TIMEOUT.is(e)) {
       throw BackendErrors.BOOT_TIMEOUT({ message: `the guest did not say hello within ${opts.timeoutMs} ms`, cause: e });
     }
     throw e;

@@ -164,7 +164,7 @@ export class Supervisor implements ControlHandlers {
 
   /** A service hook's failure, as the boot records it. */
   #serviceFailed(s: SupervisorService, hook: string, e: unknown): MicroagentError {
-    if (isMicroagentError(e) && (e.code === "VM_DIED" || e.code === "DISK_FULL" || e.code === "SERVICE_FAILED")) return e;
+    if (SupervisorErrors.VM_DIED.is(e) || CommonErrors.DISK_FULL.is(e) || SupervisorErrors.SERVICE_FAILED.is(e)) return e;
     const cause = toMicroagentError(e);
     return SupervisorErrors.SERVICE_FAILED({
       message: `service ${s.name} failed in ${hook}: ${isMicroagentError(e) ? `${cause.code}: ` : ""}${cause.message}`,
@@ -274,7 +274,7 @@ export class Supervisor implements ControlHandlers {
     const tail = await this.deps.serialTail().catch(() => "");
     const cause = isMicroagentError(e) ? e : toMicroagentError(e);
     const err =
-      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL" || cause.code === "SERVICE_FAILED"
+      SupervisorErrors.VM_DIED.is(cause) || SupervisorErrors.BOOT_FAILED.is(cause) || CommonErrors.DISK_FULL.is(cause) || SupervisorErrors.SERVICE_FAILED.is(cause)
         ? cause
         : SupervisorErrors.BOOT_FAILED({
             message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
