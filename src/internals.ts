@@ -61,7 +61,7 @@ export type { QemuSpec, QemuDisk, QemuSerial, QemuNetwork, QemuHandle, QemuExit,
 export { VmmErrors } from "./vmm/errors.ts";
 
 // Guest channel.
-export { GuestChannel, ExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
+export { GuestChannel, GuestExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
 export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, WorkloadResult, BootReport } from "./channel/guest-channel.ts";
 export { bootConfigSchema, bootFileSchema, parseBootConfig } from "./channel/boot-config.ts";
 export type { BootConfig, BootConfigInput, BootFile } from "./channel/boot-config.ts";

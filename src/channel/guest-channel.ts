@@ -141,8 +141,12 @@ function envList(env: ExecRequest["env"]): string[] | undefined {
 
 const DEFAULT_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
 
-/** One exec session: await it for the result, or iterate it for output chunks (with backpressure). */
-export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOutputChunk> {
+/**
+ * One exec session on the guest channel (the supervisor side; the library's public `ExecHandle` in
+ * api/exec.ts is the client of a supervisor): await it for the result, or iterate it for output
+ * chunks (with backpressure).
+ */
+export class GuestExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOutputChunk> {
   readonly #stream: MuxStream;
   readonly #done = deferred<ExecResult>();
   #mode: "undecided" | "collect" | "iterate" = "undecided";
@@ -434,7 +438,7 @@ export class GuestChannel {
     return this.#withTimeout(wait.promise, opts.timeoutMs ?? 10 * 60_000, "boot-config");
   }
 
-  exec(req: ExecRequest): ExecHandle {
+  exec(req: ExecRequest): GuestExecHandle {
     this.#assertOpen();
     if (!Array.isArray(req.argv) || req.argv.length === 0) throw CommonErrors.INVALID_ARGUMENT({ message: "exec needs a non-empty argv", remediation: "Pass the command as an argv array." });
     const stdinData = typeof req.stdin === "string" || req.stdin instanceof Uint8Array ? req.stdin : undefined;
@@ -450,7 +454,7 @@ export class GuestChannel {
       stdoutLimitBytes: req.stdoutLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
       stderrLimitBytes: req.stderrLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
     });
-    const h = new ExecHandle(stream, this.#opts.describeDeath);
+    const h = new GuestExecHandle(stream, this.#opts.describeDeath);
     if (req.timeoutMs) {
       // The guest enforces the timeout; this is the backstop for a guest that stopped answering.
       const backstopMs = req.timeoutMs + this.#opts.execBackstopMs;
