@@ -62,7 +62,7 @@ export { VmmErrors } from "./vmm/errors.ts";
 
 // Guest channel.
 export { GuestChannel, GuestExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
-export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, WorkloadResult, BootReport } from "./channel/guest-channel.ts";
+export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, GuestWorkloadResult, BootReport } from "./channel/guest-channel.ts";
 export { bootConfigSchema, bootFileSchema, parseBootConfig } from "./channel/boot-config.ts";
 export type { BootConfig, BootConfigInput, BootFile } from "./channel/boot-config.ts";
 export { ChannelErrors } from "./channel/errors.ts";
@@ -124,8 +124,8 @@ export { reconcile } from "./workspace/reconcile.ts";
 export type { ReconcileOptions, ReconcileOutcome } from "./workspace/reconcile.ts";
 export { verifyManifest, assertBootArtifactsVerified } from "./workspace/verify.ts";
 export type { Verification, Divergence, VerifiedArtifact } from "./workspace/verify.ts";
-export { WorkloadResultSchema as WorkspaceResultSchema, readResult as readWorkspaceResult, writeResult as writeWorkspaceResult } from "./workspace/result.ts";
-export type { WorkloadResult as WorkspaceResult } from "./workspace/result.ts";
+export { WorkloadRecordSchema as WorkspaceResultSchema, readResult as readWorkspaceResult, writeResult as writeWorkspaceResult } from "./workspace/result.ts";
+export type { WorkloadRecord as WorkspaceResult } from "./workspace/result.ts";
 export { SpecSchema, loadSpec } from "./workspace/spec.ts";
 export type { LoadedSpec, SpecFile } from "./workspace/spec.ts";
 export { createWorkspace, resolveCreateInputs } from "./workspace/create.ts";

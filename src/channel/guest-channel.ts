@@ -104,7 +104,8 @@ export interface ExecResult {
   exitedAt: string;
 }
 
-export interface WorkloadResult {
+/** How the workload ended, as the guest reports it; channel-link turns it into the wire WorkloadResult (supervisor/protocol.ts). */
+export interface GuestWorkloadResult {
   exitCode?: number;
   signal?: string;
   startedAt?: string;
@@ -373,7 +374,7 @@ export class GuestChannel {
   #hello: Hello | undefined;
   readonly #helloWait = deferred<Hello>();
   readonly #closed = deferred<MicroagentError>();
-  readonly #result = deferred<WorkloadResult>();
+  readonly #result = deferred<GuestWorkloadResult>();
   #bootWait: PromiseWithResolvers<BootReport> | undefined;
   #workloadStarted: { pid: number; startedAt: string } | undefined;
   #shutdownWait: PromiseWithResolvers<void> | undefined;
@@ -502,7 +503,7 @@ export class GuestChannel {
   }
 
   /** Resolves when the workload exits (or reports it never started). */
-  result(): Promise<WorkloadResult> {
+  result(): Promise<GuestWorkloadResult> {
     return this.#result.promise;
   }
 
@@ -661,7 +662,7 @@ function lateAck(s: MuxStream, n: number): void {
   }
 }
 
-function toWorkloadResult(m: WorkloadResultMessage): WorkloadResult {
+function toWorkloadResult(m: WorkloadResultMessage): GuestWorkloadResult {
   return {
     ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}),
     ...(m.signal !== undefined ? { signal: m.signal } : m.signalNumber !== undefined ? { signal: String(m.signalNumber) } : {}),
