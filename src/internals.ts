@@ -61,8 +61,8 @@ export type { QemuSpec, QemuDisk, QemuSerial, QemuNetwork, QemuHandle, QemuExit,
 export { VmmErrors } from "./vmm/errors.ts";
 
 // Guest channel.
-export { GuestChannel, ExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
-export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, WorkloadResult, BootReport } from "./channel/guest-channel.ts";
+export { GuestChannel, GuestExecHandle, ConsoleHandle, resolveGuestChannelOptions } from "./channel/guest-channel.ts";
+export type { GuestChannelOptions, ResolvedGuestChannelOptions, ExecRequest, ExecResult, ExecOutputChunk, ConsoleOptions, GuestWorkloadResult, BootReport } from "./channel/guest-channel.ts";
 export { bootConfigSchema, bootFileSchema, parseBootConfig } from "./channel/boot-config.ts";
 export type { BootConfig, BootConfigInput, BootFile } from "./channel/boot-config.ts";
 export { ChannelErrors } from "./channel/errors.ts";
@@ -124,8 +124,8 @@ export { reconcile } from "./workspace/reconcile.ts";
 export type { ReconcileOptions, ReconcileOutcome } from "./workspace/reconcile.ts";
 export { verifyManifest, assertBootArtifactsVerified } from "./workspace/verify.ts";
 export type { Verification, Divergence, VerifiedArtifact } from "./workspace/verify.ts";
-export { WorkloadResultSchema as WorkspaceResultSchema, readResult as readWorkspaceResult, writeResult as writeWorkspaceResult } from "./workspace/result.ts";
-export type { WorkloadResult as WorkspaceResult } from "./workspace/result.ts";
+export { WorkloadRecordSchema as WorkspaceResultSchema, readResult as readWorkspaceResult, writeResult as writeWorkspaceResult } from "./workspace/result.ts";
+export type { WorkloadRecord as WorkspaceResult } from "./workspace/result.ts";
 export { SpecSchema, loadSpec } from "./workspace/spec.ts";
 export type { LoadedSpec, SpecFile } from "./workspace/spec.ts";
 export { createWorkspace, resolveCreateInputs } from "./workspace/create.ts";
@@ -146,11 +146,12 @@ export type { GuestBootConfig, BootOverrides, ImageRuntimeConfig } from "./works
 export { qemuImgInfo as overlayInfo } from "./backend/qemu-img.ts";
 // Workspaces: the live lifecycle (backend, supervisor, Workspace facade, run).
 export { Workspace, WorkspaceFiles } from "./api/workspace.ts";
-export { ExecHandle as WorkspaceExecHandle, execExitCode } from "./api/exec.ts";
+export { ExecHandle as WorkspaceExecHandle } from "./api/exec.ts";
+export { exitCodeFor as execExitCode, workloadExitCode } from "./api/exit-code.ts";
 export type { ExecOptions, ExecOutput, ExecOutcome } from "./api/exec.ts";
 export { startWorkspace, stopWorkspace, quarantineWorkspace, waitWorkspace, probeReadiness, readinessForRuntime, supervisorFor } from "./api/lifecycle.ts";
 export type { LifecycleOptions, StartOptions, StartResult, StopResult, WaitResult } from "./api/lifecycle.ts";
-export { runWorkspace, generateRunName, workloadExitCode } from "./api/run.ts";
+export { runWorkspace, generateRunName } from "./api/run.ts";
 export type { RunOptions, RunResult } from "./api/run.ts";
 export { workspaceStatus as probedWorkspaceStatus } from "./api/status.ts";
 export { runJson, execJson, startJson, createJson, imageJson, imageSummaryJson, kernelInstallJson } from "./api/results.ts";

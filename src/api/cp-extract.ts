@@ -16,6 +16,7 @@ import { chmodSync, closeSync, constants, fchmodSync, fchownSync, futimesSync, l
 import { dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { isMicroagentError } from "../contract/errors.ts";
+import { RootfsErrors } from "../rootfs/errors.ts";
 import { normalizeEntryPath } from "../rootfs/paths.ts";
 import { readTar } from "../rootfs/tar.ts";
 import { CpErrors } from "./errors.ts";
@@ -202,7 +203,7 @@ function lstatOrUndefined(path: string): Stats | undefined {
 
 function translate(e: unknown, label: string, root: string): unknown {
   if (isMicroagentError(e)) {
-    if (e.code === "ROOTFS_LAYER_INVALID" || e.code === "ROOTFS_LAYER_UNSUPPORTED" || e.code === "ROOTFS_LAYER_UNSAFE")
+    if (RootfsErrors.ROOTFS_LAYER_INVALID.is(e) || RootfsErrors.ROOTFS_LAYER_UNSUPPORTED.is(e) || RootfsErrors.ROOTFS_LAYER_UNSAFE.is(e))
       return CpErrors.CP_ARCHIVE_INVALID({ message: e.message.replace(/^layer /, "archive from "), details: { source: label }, cause: e });
     return e;
   }

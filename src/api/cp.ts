@@ -15,7 +15,7 @@
 import { lstatSync, statSync, type Stats } from "node:fs";
 import { basename, dirname, posix, resolve } from "node:path";
 import { Buffer } from "node:buffer";
-import { isMicroagentError } from "../contract/errors.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
 import type { CpJson } from "../contract/results.ts";
 import { WORKSPACE_NAME_PATTERN } from "../workspace/paths.ts";
 import { CpErrors } from "./errors.ts";
@@ -73,7 +73,7 @@ export async function connect(name: string, stateDir?: string): Promise<Workspac
   try {
     return await Workspace.connect(name, stateDir ? { stateDir } : {});
   } catch (e) {
-    if (isMicroagentError(e) && e.code === "NOT_RUNNING") {
+    if (SupervisorErrors.NOT_RUNNING.is(e)) {
       const state = (e.details as { state?: string } | undefined)?.state;
       const remedy = state === "paused" ? `Resume it: \`microagent resume ${name}\`.` : `Start it: \`microagent start ${name}\`.`;
       throw CpErrors.CP_WORKSPACE_NOT_RUNNING({ message: `cannot copy: workspace ${name} is ${state ?? "not running"}`, remediation: remedy, details: { workspace: name, ...(state ? { state } : {}) }, cause: e });
@@ -218,7 +218,7 @@ export async function copyOut(ws: Workspace, guestSrc: string, hostDst: string, 
     await handle.result.catch(() => {});
     // A tar that failed in the guest explains a short or broken stream better than the reader can.
     const r = await settled(handle.result);
-    if (r && (r.status !== "exited" || r.exitCode !== 0) && isMicroagentError(e) && e.code === "CP_ARCHIVE_INVALID") throw tarFailure(ws.name, `archiving ${srcPath}`, { ...r, stderr: Buffer.concat(stderr) });
+    if (r && (r.status !== "exited" || r.exitCode !== 0) && CpErrors.CP_ARCHIVE_INVALID.is(e)) throw tarFailure(ws.name, `archiving ${srcPath}`, { ...r, stderr: Buffer.concat(stderr) });
     throw e;
   }
   const r = await handle.result;

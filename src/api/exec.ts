@@ -32,30 +32,6 @@ export interface ExecOutcome extends Omit<ExecResult, "stdout" | "stderr"> {
   stderr: Buffer;
 }
 
-/** Exit code the CLI uses for a status: exited -> its code (0-255), timed_out 124, signaled 128+n, failed_to_start 127. */
-export function execExitCode(r: Pick<ExecResult, "status" | "exitCode" | "signal">): number {
-  switch (r.status) {
-    case "exited": {
-      const c = r.exitCode ?? 1;
-      return c < 0 ? 1 : Math.min(c, 255);
-    }
-    case "timed_out":
-      return 124;
-    case "failed_to_start":
-      return 127;
-    case "signaled":
-      return 128 + signalNumber(r.signal);
-  }
-}
-
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-
-function signalNumber(sig: string | undefined): number {
-  if (!sig) return 9;
-  if (/^\d+$/.test(sig)) return Number(sig);
-  return SIGNALS[sig.toUpperCase().startsWith("SIG") ? sig.toUpperCase() : `SIG${sig.toUpperCase()}`] ?? 9;
-}
-
 /** The guest's default output limit per stream (guest-channel's DEFAULT_OUTPUT_LIMIT_BYTES). */
 const DEFAULT_LIMIT_BYTES = 16 * 1024 * 1024;
 /** Unconsumed chunks an iterating caller may fall behind by before the stream is paused. */

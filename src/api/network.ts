@@ -7,7 +7,7 @@ import { macFor } from "../backend/linux-qemu.ts";
 import { DEFAULT_CAPS, MAX_MTU } from "../net/index.ts";
 import { readManifest } from "../workspace/manifest.ts";
 import { openWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
-import { isMicroagentError } from "../contract/errors.ts";
+import { SupervisorErrors } from "../supervisor/errors.ts";
 import { supervisorFor } from "./lifecycle.ts";
 
 export interface WorkspaceNetwork {
@@ -52,7 +52,7 @@ export async function workspaceNetwork(name: string, opts: WorkspaceAccessOption
     const live = (await client.services()).network;
     if (live) return { ...base, ...live, workspace: m.name, mode: "user", live: true } as WorkspaceNetwork;
   } catch (e) {
-    if (!(isMicroagentError(e) && e.code === "NOT_RUNNING")) throw e;
+    if (!SupervisorErrors.NOT_RUNNING.is(e)) throw e;
   }
   return base;
 }

@@ -27,7 +27,7 @@ import type { WorkloadResult } from "../supervisor/protocol.ts";
 import type { ConsoleConnection } from "../supervisor/client.ts";
 import type { ConsoleExit, ExecResult } from "../supervisor/protocol.ts";
 import { CommonErrors } from "../contract/errors.ts";
-import { execExitCode } from "./exec.ts";
+import { exitCodeFor, workloadExitCode } from "./exit-code.ts";
 import { startWorkspace, stopWorkspace, waitWorkspace, type StartResult } from "./lifecycle.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
 
@@ -110,15 +110,6 @@ const NOUNS = ["otter", "badger", "falcon", "heron", "lynx", "marmot", "newt", "
 export function generateRunName(): string {
   const b = randomBytes(4);
   return `run-${ADJECTIVES[(b[0] as number) % ADJECTIVES.length]}-${NOUNS[(b[1] as number) % NOUNS.length]}-${b.subarray(2).toString("hex")}`;
-}
-
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-
-export function workloadExitCode(r: WorkloadResult): number {
-  if (r.startError) return 127;
-  if (r.signal) return 128 + (SIGNAL_NUMBERS[r.signal] ?? 9);
-  const c = r.exitCode ?? 1;
-  return c < 0 ? 1 : Math.min(c, 255);
 }
 
 export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
@@ -302,7 +293,7 @@ async function runHeld(name: string, argv: string[], supervisorPid: number, opts
       throw SupervisorErrors.BOOT_FAILED({ message: `the terminal session in ${name} ended without its command's exit status (the VM may have stopped)`, remediation: `Read \`microagent logs ${name}\` (with --keep) to see what the guest did.` });
     }
     return {
-      exitCode: timedOut ? 124 : interrupted ? 130 : execExitCode(exit as ConsoleExit),
+      exitCode: timedOut ? 124 : interrupted ? 130 : exitCodeFor(exit as ConsoleExit),
       timedOut,
       interrupted,
       result: exit ? workloadOf(exit, startedAt) : undefined,
@@ -328,7 +319,7 @@ async function runHeld(name: string, argv: string[], supervisorPid: number, opts
   }
   const interrupted = Boolean(opts.signal?.aborted) && r.status !== "exited";
   return {
-    exitCode: interrupted ? 130 : execExitCode(r),
+    exitCode: interrupted ? 130 : exitCodeFor(r),
     timedOut: r.status === "timed_out",
     interrupted,
     result: workloadOf(r, startedAt),

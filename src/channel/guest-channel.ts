@@ -104,7 +104,8 @@ export interface ExecResult {
   exitedAt: string;
 }
 
-export interface WorkloadResult {
+/** How the workload ended, as the guest reports it; channel-link turns it into the wire WorkloadResult (supervisor/protocol.ts). */
+export interface GuestWorkloadResult {
   exitCode?: number;
   signal?: string;
   startedAt?: string;
@@ -123,19 +124,15 @@ export interface BootReport {
 
 function withDeath(err: MicroagentError, describe: (() => string | undefined) | undefined): MicroagentError {
   const tail = describe?.();
-  if (!tail || err.code !== "CHANNEL_PEER_CLOSED") return err;
+  if (!tail || !ChannelErrors.CHANNEL_PEER_CLOSED.is(err)) return err;
   return ChannelErrors.CHANNEL_PEER_CLOSED({ message: err.message, cause: err.cause, details: { ...(err.details ?? {}), logTail: tail } });
 }
 
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((a, b) => {
-    resolve = a;
-    reject = b;
-  });
-  promise.catch(() => {}); // rejections are observed by whoever awaits; never unhandled
-  return { promise, resolve, reject };
+/** `Promise.withResolvers`, with rejections marked observed: whoever awaits sees them; never unhandled. */
+function deferred<T>(): PromiseWithResolvers<T> {
+  const d = Promise.withResolvers<T>();
+  d.promise.catch(() => {});
+  return d;
 }
 
 function envList(env: ExecRequest["env"]): string[] | undefined {
@@ -145,8 +142,12 @@ function envList(env: ExecRequest["env"]): string[] | undefined {
 
 const DEFAULT_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024;
 
-/** One exec session: await it for the result, or iterate it for output chunks (with backpressure). */
-export class ExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOutputChunk> {
+/**
+ * One exec session on the guest channel (the supervisor side; the library's public `ExecHandle` in
+ * api/exec.ts is the client of a supervisor): await it for the result, or iterate it for output
+ * chunks (with backpressure).
+ */
+export class GuestExecHandle implements PromiseLike<ExecResult>, AsyncIterable<ExecOutputChunk> {
   readonly #stream: MuxStream;
   readonly #done = deferred<ExecResult>();
   #mode: "undecided" | "collect" | "iterate" = "undecided";
@@ -373,10 +374,10 @@ export class GuestChannel {
   #hello: Hello | undefined;
   readonly #helloWait = deferred<Hello>();
   readonly #closed = deferred<MicroagentError>();
-  readonly #result = deferred<WorkloadResult>();
-  #bootWait: ReturnType<typeof deferred<BootReport>> | undefined;
+  readonly #result = deferred<GuestWorkloadResult>();
+  #bootWait: PromiseWithResolvers<BootReport> | undefined;
   #workloadStarted: { pid: number; startedAt: string } | undefined;
-  #shutdownWait: ReturnType<typeof deferred<void>> | undefined;
+  #shutdownWait: PromiseWithResolvers<void> | undefined;
   #pings = new Map<number, () => void>();
   #nextPing = 1;
   readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => unknown>();
@@ -438,7 +439,7 @@ export class GuestChannel {
     return this.#withTimeout(wait.promise, opts.timeoutMs ?? 10 * 60_000, "boot-config");
   }
 
-  exec(req: ExecRequest): ExecHandle {
+  exec(req: ExecRequest): GuestExecHandle {
     this.#assertOpen();
     if (!Array.isArray(req.argv) || req.argv.length === 0) throw CommonErrors.INVALID_ARGUMENT({ message: "exec needs a non-empty argv", remediation: "Pass the command as an argv array." });
     const stdinData = typeof req.stdin === "string" || req.stdin instanceof Uint8Array ? req.stdin : undefined;
@@ -454,7 +455,7 @@ export class GuestChannel {
       stdoutLimitBytes: req.stdoutLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
       stderrLimitBytes: req.stderrLimitBytes ?? DEFAULT_OUTPUT_LIMIT_BYTES,
     });
-    const h = new ExecHandle(stream, this.#opts.describeDeath);
+    const h = new GuestExecHandle(stream, this.#opts.describeDeath);
     if (req.timeoutMs) {
       // The guest enforces the timeout; this is the backstop for a guest that stopped answering.
       const backstopMs = req.timeoutMs + this.#opts.execBackstopMs;
@@ -502,7 +503,7 @@ export class GuestChannel {
   }
 
   /** Resolves when the workload exits (or reports it never started). */
-  result(): Promise<WorkloadResult> {
+  result(): Promise<GuestWorkloadResult> {
     return this.#result.promise;
   }
 
@@ -560,7 +561,7 @@ export class GuestChannel {
     this.#state = "closed";
     this.#helloWait.reject(e);
     this.#bootWait?.reject(e);
-    if (wasShuttingDown && e.code === "CHANNEL_PEER_CLOSED") this.#shutdownWait!.resolve();
+    if (wasShuttingDown && ChannelErrors.CHANNEL_PEER_CLOSED.is(e)) this.#shutdownWait!.resolve();
     else this.#shutdownWait?.reject(e);
     this.#result.reject(e);
     for (const p of this.#pings.values()) p();
@@ -661,7 +662,7 @@ function lateAck(s: MuxStream, n: number): void {
   }
 }
 
-function toWorkloadResult(m: WorkloadResultMessage): WorkloadResult {
+function toWorkloadResult(m: WorkloadResultMessage): GuestWorkloadResult {
   return {
     ...(m.exitCode !== undefined ? { exitCode: m.exitCode } : {}),
     ...(m.signal !== undefined ? { signal: m.signal } : m.signalNumber !== undefined ? { signal: String(m.signalNumber) } : {}),

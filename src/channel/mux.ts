@@ -232,7 +232,7 @@ export class Mux {
     } catch (e) {
       if (isMicroagentError(e)) {
         // Tell the guest why before hanging up (best effort; the transport may already be gone).
-        if (e.code === "CHANNEL_PROTOCOL_VIOLATION") {
+        if (ChannelErrors.CHANNEL_PROTOCOL_VIOLATION.is(e)) {
           try {
             this.#duplex.write(encodeFrame({ type: "goaway", stream: 0, channel: 0, payload: encodeJson({ code: "PROTOCOL_VIOLATION", message: e.message.slice(0, 1000) }) }, 1 << 20));
           } catch {

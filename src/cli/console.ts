@@ -122,8 +122,7 @@ export async function attachConsole(con: ConsoleConnection, input: NodeJS.ReadSt
   const wasRaw = input.isRaw;
   if (input.isTTY) input.setRawMode(true);
   input.resume();
-  let detached!: () => void;
-  const detach = new Promise<void>((r) => (detached = r));
+  const { promise: detach, resolve: detached } = Promise.withResolvers<void>();
   const onInput = (d: Buffer) => {
     const i = d.indexOf(DETACH_BYTE);
     if (i >= 0) {

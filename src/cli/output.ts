@@ -75,7 +75,7 @@ export function emitOutcome(outcome: CommandOutcome, globals: GlobalOptions, str
 }
 
 export function exitCodeFor(error: MicroagentError): number {
-  if (error.code === "USAGE") return EXIT_USAGE;
+  if (CommonErrors.USAGE.is(error)) return EXIT_USAGE;
   return error.retryable ? EXIT_RETRYABLE : EXIT_FAILED;
 }
 

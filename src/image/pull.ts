@@ -18,7 +18,6 @@ import { defaultStateDir, type ImageStore } from "./store.ts";
 import { MANIFEST_ACCEPT, type Descriptor, type LocalImage } from "./types.ts";
 import { DigestVerifier, sha256Digest } from "./verify.ts";
 import { setTimeout as sleep } from "node:timers/promises";
-import { isMicroagentError } from "../contract/errors.ts";
 
 export type PullProgress =
   | { type: "resolved"; ref: string; manifestDigest: string; platform: string; layers: number; totalBytes: number }
@@ -162,7 +161,7 @@ export async function resolveImage(reference: string, options: ResolveImageOptio
       return image;
     } catch (e) {
       // A record whose blobs went missing is as good as absent: pull again when allowed.
-      if (!(isMicroagentError(e) && e.code === "IMAGE_BLOB_MISSING") || options.pull === false) throw e;
+      if (!ImageErrors.IMAGE_BLOB_MISSING.is(e) || options.pull === false) throw e;
     }
   } else if (options.pull === false) {
     throw ImageErrors.IMAGE_NOT_LOCAL({

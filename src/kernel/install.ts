@@ -146,7 +146,7 @@ async function installLocked(r: ResolvedInstallKernelOptions, dir: string): Prom
   const initSha = sha256Bytes(init);
   const existing = await readManifest(dir).catch((e: unknown) => {
     // A damaged manifest is replaced by a fresh install.
-    if (isMicroagentError(e) && e.code === "KERNEL_MANIFEST_INVALID") return undefined;
+    if (KernelErrors.KERNEL_MANIFEST_INVALID.is(e)) return undefined;
     throw e;
   });
 

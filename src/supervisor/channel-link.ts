@@ -5,7 +5,6 @@
 import type { Duplex } from "node:stream";
 import { GuestChannel, type ConsoleHandle } from "../channel/guest-channel.ts";
 import { ChannelErrors } from "../channel/errors.ts";
-import { isMicroagentError } from "../contract/errors.ts";
 import { BackendErrors } from "../backend/errors.ts";
 import type { GuestLink } from "./guest-link.ts";
 import type { ConsoleExit, ExecRequest, ExecResult, WorkloadResult } from "./protocol.ts";
@@ -20,7 +19,7 @@ export interface ChannelLinkOptions {
 }
 
 function consoleSession(h: ConsoleHandle): ConsoleSession {
-  let closeRequested!: () => void;
+  const closeRequested = Promise.withResolvers<undefined>();
   // Ends when the shell exits, or as soon as the host closes it (the guest then kills the shell's
   // process group; its exit report may never come back on a stream we closed).
   const exit = Promise.race([
@@ -33,7 +32,7 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
       }),
       () => undefined,
     ),
-    new Promise<undefined>((r) => (closeRequested = () => r(undefined))),
+    closeRequested.promise,
   ]);
   const closed = exit.then(() => undefined);
   return {
@@ -47,7 +46,7 @@ function consoleSession(h: ConsoleHandle): ConsoleSession {
     },
     close: () => {
       h.close();
-      closeRequested();
+      closeRequested.resolve(undefined);
     },
     onData: (cb) => void h.onData(cb),
     closed,
@@ -60,7 +59,7 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
   try {
     ch = await GuestChannel.connect(stream, { helloTimeoutMs: opts.timeoutMs, ...(opts.describeDeath ? { describeDeath: opts.describeDeath } : {}) });
   } catch (e) {
-    if (isMicroagentError(e) && e.code === "CHANNEL_TIMEOUT") {
+    if (ChannelErrors.CHANNEL_TIMEOUT.is(e)) {
       throw BackendErrors.BOOT_TIMEOUT({ message: `the guest did not say hello within ${opts.timeoutMs} ms`, cause: e });
     }
     throw e;

@@ -290,12 +290,7 @@ export class SupervisorClient {
     const listeners: ((d: Buffer) => void)[] = [];
     const pending: Buffer[] = [];
     let socket: Socket | undefined;
-    let openedResolve!: () => void;
-    let openedReject!: (e: unknown) => void;
-    const opened = new Promise<void>((res, rej) => {
-      openedResolve = res;
-      openedReject = rej;
-    });
+    const opened = Promise.withResolvers<void>();
     const done = this.call(
       "console",
       opts,
@@ -306,20 +301,20 @@ export class SupervisorClient {
         },
         onOpened: (s) => {
           socket = s;
-          openedResolve();
+          opened.resolve();
         },
       },
     ).then(
       (v) => v.exit,
       (e) => {
-        openedReject(e);
+        opened.reject(e);
         throw e;
       },
     );
     // When opening fails, `opened` carries the error to the caller; `done` must not also surface as
     // an unhandled rejection.
     done.catch(() => {});
-    await opened;
+    await opened.promise;
     const sendLine = (v: ConsoleInput) => {
       if (socket && !socket.destroyed) socket.write(encodeLine(v));
     };

@@ -95,13 +95,9 @@ export class Supervisor implements ControlHandlers {
   #severed = false;
   #ioPause: IoPauseWatch | undefined;
   #bootError: MicroagentError | undefined;
-  #ready: Promise<void>;
-  #readyResolve!: () => void;
-  #readyReject!: (e: unknown) => void;
-  #done: Promise<WorkspaceState>;
-  #doneResolve!: (s: WorkspaceState) => void;
-  #vmDeath: Promise<never>;
-  #vmDeathReject!: (e: unknown) => void;
+  readonly #ready = Promise.withResolvers<void>();
+  readonly #done = Promise.withResolvers<WorkspaceState>();
+  readonly #vmDeath = Promise.withResolvers<never>();
   readonly #relay: WorkloadRelay;
   #consoles = new Set<ConsoleSession>();
   #guestReadyAt: string | undefined;
@@ -112,19 +108,13 @@ export class Supervisor implements ControlHandlers {
     this.#launch = config.launch;
     this.#services = [...(deps.services ?? [])];
     this.#relay = new WorkloadRelay({ log: deps.log });
-    this.#ready = new Promise((res, rej) => {
-      this.#readyResolve = res;
-      this.#readyReject = rej;
-    });
-    this.#ready.catch(() => {});
-    this.#done = new Promise((res) => (this.#doneResolve = res));
-    this.#vmDeath = new Promise((_res, rej) => (this.#vmDeathReject = rej));
-    this.#vmDeath.catch(() => {});
+    this.#ready.promise.catch(() => {});
+    this.#vmDeath.promise.catch(() => {});
   }
 
   /** Resolves with the final state once the VM is gone and the state recorded. */
   get done(): Promise<WorkspaceState> {
-    return this.#done;
+    return this.#done.promise;
   }
 
   /** Whether a client ever attached to the workload output (the main loop lingers otherwise). */
@@ -181,7 +171,7 @@ export class Supervisor implements ControlHandlers {
 
   /** A service hook's failure, as the boot records it. */
   #serviceFailed(s: SupervisorService, hook: string, e: unknown): MicroagentError {
-    if (isMicroagentError(e) && (e.code === "VM_DIED" || e.code === "DISK_FULL" || e.code === "SERVICE_FAILED")) return e;
+    if (SupervisorErrors.VM_DIED.is(e) || CommonErrors.DISK_FULL.is(e) || SupervisorErrors.SERVICE_FAILED.is(e)) return e;
     const cause = toMicroagentError(e);
     return SupervisorErrors.SERVICE_FAILED({
       message: `service ${s.name} failed in ${hook}: ${isMicroagentError(e) ? `${cause.code}: ` : ""}${cause.message}`,
@@ -279,7 +269,7 @@ export class Supervisor implements ControlHandlers {
           this.deps.log(`service ${s.name}: onRunning failed (the workspace runs on): ${(e as Error).message}`),
         );
       }
-      this.#readyResolve();
+      this.#ready.resolve();
       void link.workloadResult().then(
         (r) => this.#onWorkloadResult(r),
         () => {},
@@ -298,7 +288,7 @@ export class Supervisor implements ControlHandlers {
     const tail = await this.deps.serialTail().catch(() => "");
     const cause = isMicroagentError(e) ? e : toMicroagentError(e);
     const err =
-      cause.code === "VM_DIED" || cause.code === "BOOT_FAILED" || cause.code === "DISK_FULL" || cause.code === "SERVICE_FAILED"
+      SupervisorErrors.VM_DIED.is(cause) || SupervisorErrors.BOOT_FAILED.is(cause) || CommonErrors.DISK_FULL.is(cause) || SupervisorErrors.SERVICE_FAILED.is(cause)
         ? cause
         : SupervisorErrors.BOOT_FAILED({
             message: `workspace ${this.config.workspace} failed to boot: ${cause.message}\nserial log tail:\n${tail.trimEnd() || "(empty: the guest printed nothing yet)"}`,
@@ -312,7 +302,7 @@ export class Supervisor implements ControlHandlers {
     this.deps.log(err.message);
     // Record first, answer second: whoever waits on the boot reads `failed` once it hears why.
     await this.#finish("failed", firstLine(err.message));
-    this.#readyReject(err);
+    this.#ready.reject(err);
   }
 
   /**
@@ -325,11 +315,11 @@ export class Supervisor implements ControlHandlers {
       const vm = this.#vm;
       if (vm && isMicroagentError(e) && e.code.startsWith("CHANNEL_")) {
         const exited = await Promise.race([vm.exited.then(() => true), sleep(1500).then(() => false)]);
-        if (exited) await this.#vmDeath;
+        if (exited) await this.#vmDeath.promise;
       }
       throw e;
     });
-    const guarded = Promise.race([translated, this.#vmDeath]);
+    const guarded = Promise.race([translated, this.#vmDeath.promise]);
     // A VM paused on a full host disk answers nothing: fail at once with DISK_FULL instead.
     return this.#ioPause ? this.#ioPause.race(guarded) : guarded;
   }
@@ -349,7 +339,7 @@ export class Supervisor implements ControlHandlers {
     const stderr = this.#vm?.stderrTail() ?? "";
     const cause = this.#phase.stopCause;
     const requested = cause === "halt" || cause === "halt-timeout" || cause === "stop" || cause === "kill";
-    this.#vmDeathReject(
+    this.#vmDeath.reject(
       requested
         ? // Requests in flight when someone halted/stopped/killed the workspace: not a crash.
           SupervisorErrors.NOT_RUNNING({
@@ -403,7 +393,7 @@ export class Supervisor implements ControlHandlers {
     // The VM ended: a result that arrived is handed out; waiters without one learn why there is none.
     if (this.#workload) this.#relay.settle(this.#workload);
     this.#relay.end(this.#bootError ?? SupervisorErrors.VM_DIED({ message: `workspace ${this.config.workspace} ended (${state}) before its workload reported a result` }));
-    this.#doneResolve(state);
+    this.#done.resolve(state);
   }
 
   /** Returns a promise when the guest's credit must wait for attachers to have room. */
@@ -464,7 +454,7 @@ export class Supervisor implements ControlHandlers {
 
   async waitReady(timeoutMs: number | undefined): Promise<SupervisorStatus> {
     if (this.#bootError) throw this.#bootError;
-    const wait = timeoutMs ? this.#bounded(this.#ready, timeoutMs, "the workspace to be running") : this.#ready;
+    const wait = timeoutMs ? this.#bounded(this.#ready.promise, timeoutMs, "the workspace to be running") : this.#ready.promise;
     try {
       await wait;
     } catch (e) {
@@ -549,10 +539,10 @@ export class Supervisor implements ControlHandlers {
       if (mode === "halt" && final.state !== "halted" && this.#phase.stopCause !== "workload") throw this.#haltNotClean(final.state);
       return { state: final.state };
     }
-    if (this.#phase.stopCause === "workload") return { state: await this.#done };
+    if (this.#phase.stopCause === "workload") return { state: await this.#done.promise };
     if (!canStop(this.#phase, mode)) {
       // Already ending another way (a kill, a failed boot, a timed-out halt): report how it ends.
-      const state = await this.#done;
+      const state = await this.#done.promise;
       if (mode === "halt" && state !== "halted") throw this.#haltNotClean(state);
       return { state };
     }
@@ -562,7 +552,7 @@ export class Supervisor implements ControlHandlers {
     await this.deps.record("stopping", `${mode} requested${wasPaused ? " (paused: resumed to power off)" : ""}`).catch((e) => this.deps.log(`recording stopping failed: ${(e as Error).message}`));
     // A paused guest cannot power off: thaw it first (a failed thaw leaves the timeout to terminate it).
     if (wasPaused && this.#vm && this.deps.thaw) await this.deps.thaw(this.#vm).catch((e) => this.deps.log(`resuming the paused VM to shut it down failed: ${(e as Error).message}`));
-    this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
+    this.#ready.reject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was ${mode === "halt" ? "halted" : "stopped"} while booting` }));
     const haltTimedOut = () => {
       if (mode === "halt" && canStop(this.#phase, "halt-timeout")) this.#transitionPhase("stopping", "halt-timeout");
     };
@@ -572,7 +562,7 @@ export class Supervisor implements ControlHandlers {
       const why = this.#ioPause.error();
       haltTimedOut();
       await this.#vm?.terminate({ graceMs: 2000 }).catch(() => {});
-      if (mode === "stop") return { state: await this.#done };
+      if (mode === "stop") return { state: await this.#done.promise };
       await this.#finish("failed", `halt: the VM was paused on a full host disk and was terminated without a clean shutdown`);
       throw CommonErrors.DISK_FULL({
         message: `workspace ${this.config.workspace} could not be halted cleanly: ${why.message}; it was terminated and recorded failed (writes the guest had not flushed are lost)`,
@@ -593,7 +583,7 @@ export class Supervisor implements ControlHandlers {
         });
       }
     }
-    const state = await this.#done;
+    const state = await this.#done.promise;
     // Something else ended the VM before the guest flushed and powered off (a concurrent kill):
     // that is not a clean halt, whatever state it left.
     if (mode === "halt" && state !== "halted") throw this.#haltNotClean(state);
@@ -612,10 +602,10 @@ export class Supervisor implements ControlHandlers {
     if (this.#phase.final) return { state: this.#phase.final.state };
     // A kill overtakes any stop but a failed boot's (which ends the VM itself).
     if (canStop(this.#phase, "kill")) this.#transitionPhase("stopping", "kill");
-    this.#readyReject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was killed while booting` }));
+    this.#ready.reject(SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} was killed while booting` }));
     if (this.#vm) await this.#vm.kill();
     else if (this.#phase.stopCause === "kill") await this.#finish("stopped", "killed before the VM was launched");
-    return { state: await this.#done };
+    return { state: await this.#done.promise };
   }
 
   #pausedError(what: string): MicroagentError {
@@ -691,7 +681,7 @@ export class Supervisor implements ControlHandlers {
         this.deps.log(`service ${s.name}: sever failed (severing the others anyway): ${(e as Error).message}`);
       }
     }
-    this.#readyReject(SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} was quarantined while booting` }));
+    this.#ready.reject(SupervisorErrors.QUARANTINED({ message: `workspace ${this.config.workspace} was quarantined while booting` }));
     let frozen = false;
     if (this.#vm && this.deps.freeze) {
       frozen = await this.deps.freeze(this.#vm).then(

@@ -13,7 +13,7 @@ import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { hostArch, type Arch, type BackendName } from "../contract/backend.ts";
-import { CommonErrors, isMicroagentError } from "../contract/errors.ts";
+import { CommonErrors } from "../contract/errors.ts";
 import { workspaceExists } from "./access.ts";
 import { buildGuestBootConfig, mergeBootSpec } from "./boot-spec.ts";
 import { WorkspaceErrors } from "./errors.ts";
@@ -313,7 +313,7 @@ async function claimDirectory(paths: WorkspacePaths, stateDir: string): Promise<
     try {
       debrisLock = await acquireLock(paths.lock, { purpose: "create (clearing debris)", timeoutMs: 0 });
     } catch (e) {
-      if (isMicroagentError(e) && e.code === "WORKSPACE_LOCKED") throw exists(paths.name, "another process");
+      if (WorkspaceErrors.WORKSPACE_LOCKED.is(e)) throw exists(paths.name, "another process");
       if (isErrno(e, "ENOENT")) continue;
       throw e;
     }

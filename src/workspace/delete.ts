@@ -9,7 +9,6 @@
 import { randomBytes } from "node:crypto";
 import { readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { isMicroagentError } from "../contract/errors.ts";
 import { lockWorkspace, workspaceExists, type WorkspaceAccessOptions } from "./access.ts";
 import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
@@ -55,7 +54,7 @@ export async function deleteWorkspace(name: string, options: DeleteWorkspaceOpti
   try {
     lock = await lockWorkspace(paths, { purpose: "delete", ...(options.lockTimeoutMs !== undefined ? { timeoutMs: options.lockTimeoutMs } : {}) });
   } catch (e) {
-    if (isMicroagentError(e) && e.code === "WORKSPACE_NOT_FOUND") return { name, deleted: false, killed };
+    if (WorkspaceErrors.WORKSPACE_NOT_FOUND.is(e)) return { name, deleted: false, killed };
     throw e;
   }
   try {

@@ -1,6 +1,6 @@
 /** `list` and `ps`: every workspace in a state dir, each reconciled before it is reported. */
 import { readdir } from "node:fs/promises";
-import { isMicroagentError } from "../contract/errors.ts";
+import { WorkspaceErrors } from "./errors.ts";
 import { isErrno } from "../util/fs.ts";
 import { readManifest } from "./manifest.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, WORKSPACE_NAME_PATTERN } from "./paths.ts";
@@ -70,7 +70,7 @@ async function summarize(stateDir: string, name: string): Promise<WorkspaceSumma
       createdAt: manifest.createdAt,
     };
   } catch (e) {
-    if (isMicroagentError(e) && e.code === "WORKSPACE_NOT_FOUND") return undefined; // half-created or being deleted
+    if (WorkspaceErrors.WORKSPACE_NOT_FOUND.is(e)) return undefined; // half-created or being deleted
     return { name, state: "unknown", error: e instanceof Error ? e.message : String(e) };
   }
 }

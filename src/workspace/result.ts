@@ -9,7 +9,8 @@ import { writeJsonAtomic } from "../util/fs.ts";
 import { readJsonFile } from "../util/json-file.ts";
 import type { WorkspacePaths } from "./paths.ts";
 
-export const WorkloadResultSchema = z
+/** The result.json record (a workload result with its status and boot; the supervisor makes it from the wire WorkloadResult in protocol.ts). */
+export const WorkloadRecordSchema = z
   .object({
     /** The boot this result belongs to (runtime.json runtimeId). */
     runtimeId: z.string().optional(),
@@ -22,19 +23,19 @@ export const WorkloadResultSchema = z
     completedAt: z.string(),
   })
   .loose();
-export type WorkloadResult = z.infer<typeof WorkloadResultSchema>;
+export type WorkloadRecord = z.infer<typeof WorkloadRecordSchema>;
 
-export async function readResult(paths: Pick<WorkspacePaths, "result">): Promise<WorkloadResult | undefined> {
-  return readJsonFile(paths.result, WorkloadResultSchema, (p) =>
+export async function readResult(paths: Pick<WorkspacePaths, "result">): Promise<WorkloadRecord | undefined> {
+  return readJsonFile(paths.result, WorkloadRecordSchema, (p) =>
     WorkspaceErrors.WORKSPACE_CORRUPT({ message: `${paths.result} is not a workload result: ${p.problem}`, cause: p.cause, details: { path: paths.result } }),
   );
 }
 
-export async function writeResult(paths: Pick<WorkspacePaths, "result">, result: WorkloadResult): Promise<void> {
-  await writeJsonAtomic(paths.result, WorkloadResultSchema.parse(result));
+export async function writeResult(paths: Pick<WorkspacePaths, "result">, result: WorkloadRecord): Promise<void> {
+  await writeJsonAtomic(paths.result, WorkloadRecordSchema.parse(result));
 }
 
 /** A clean end: the workload exited with code 0. */
-export function isCleanResult(result: WorkloadResult | undefined): boolean {
+export function isCleanResult(result: WorkloadRecord | undefined): boolean {
   return result !== undefined && result.status === "exited" && result.exitCode === 0;
 }

@@ -8,7 +8,7 @@ import type { BackendName } from "../contract/backend.ts";
 import { notFound, openWorkspace, type WorkspaceAccessOptions } from "./access.ts";
 import { readManifest, type Manifest } from "./manifest.ts";
 import { reconcile } from "./reconcile.ts";
-import { readResult, type WorkloadResult } from "./result.ts";
+import { readResult, type WorkloadRecord } from "./result.ts";
 import { runtimeLiveness, type RuntimeRecord } from "./runtime.ts";
 import { LIVE_STATES, type StateRecord } from "./state.ts";
 import { verifyManifest, type Verification } from "./verify.ts";
@@ -51,13 +51,13 @@ export interface WorkspaceInfo {
   runtime?: { runtimeId: string; supervisorPid: number; vmmPid?: number; accel: string; startedAt: string };
 }
 
-export interface WorkspaceStatus extends Response<WorkloadResult> {
+export interface WorkspaceStatus extends Response<WorkloadRecord> {
   ok: boolean;
   backend: BackendName;
   event: StateRecord;
   verification?: Verification;
   readiness: Readiness;
-  result?: WorkloadResult;
+  result?: WorkloadRecord;
   workspace: WorkspaceInfo;
 }
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execExitCode } from "../../src/api/exec.ts";
-import { workloadExitCode, generateRunName } from "../../src/api/run.ts";
+import { exitCodeFor as execExitCode, workloadExitCode } from "../../src/api/exit-code.ts";
+import { generateRunName } from "../../src/api/run.ts";
 import { parseDurationMs } from "../../src/cli/duration.ts";
 import { WORKSPACE_NAME_PATTERN } from "../../src/workspace/paths.ts";
 

@@ -4,7 +4,7 @@ import { connectJson } from "../../api/results.ts";
 import { Workspace } from "../../api/workspace.ts";
 import { supervisorFor } from "../../api/lifecycle.ts";
 import { attachConsole, sendConsoleLine, waitForPrompt } from "../console.ts";
-import { CommonErrors, isMicroagentError } from "../../contract/errors.ts";
+import { CommonErrors } from "../../contract/errors.ts";
 import { SupervisorErrors } from "../../supervisor/errors.ts";
 
 export function connectCommand(): Command {
@@ -24,7 +24,7 @@ export function connectCommand(): Command {
         try {
           await supervisorFor(name, { stateDir: ctx.globals.stateDir });
         } catch (e) {
-          if (isMicroagentError(e) && e.code === "NOT_RUNNING") {
+          if (SupervisorErrors.NOT_RUNNING.is(e)) {
             throw SupervisorErrors.CONSOLE_UNAVAILABLE({ message: `console input is unavailable: ${e.message}`, remediation: `Start it first: \`microagent start ${name}\`, then connect again.` });
           }
           throw e;

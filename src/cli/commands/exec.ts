@@ -2,7 +2,7 @@ import { createReadStream, openSync } from "node:fs";
 import { Command, Option } from "commander";
 import { action } from "../action.ts";
 import { Workspace } from "../../api/workspace.ts";
-import { execExitCode } from "../../api/exec.ts";
+import { exitCodeFor } from "../../api/exit-code.ts";
 import { execJson } from "../../api/results.ts";
 import { addRefusedDockerFlags, collectEnvFile, formatDurationMs, parseDurationFlag, refuseDockerFlags } from "./workspace-flags.ts";
 import { attachTerminal, requireTerminal, terminalSize } from "../tty.ts";
@@ -134,7 +134,7 @@ export function execCommand(): Command {
               return { exitCode: 1, passthrough: true };
             }
             if (exit.status === "failed_to_start") ctx.streams.stderr.write(`error: ${argv[0]} failed to start: ${exit.error ?? "unknown"}\n`);
-            return { exitCode: execExitCode(exit), passthrough: true };
+            return { exitCode: exitCodeFor(exit), passthrough: true };
           }
           if (ctx.globals.format === "json" || ctx.globals.mode === "ax") checkJsonLimits(o.stdoutLimit, o.stderrLimit);
           const timeout = o.timeout ?? 300_000;
@@ -178,7 +178,7 @@ export function execCommand(): Command {
           }
           return {
             json: execJson(r),
-            exitCode: execExitCode(r),
+            exitCode: exitCodeFor(r),
             passthrough: true,
           };
         },

@@ -239,8 +239,7 @@ export class Envd {
 
   /** Forward a process's events to a stream until its end event or the client leaving. */
   async #follow(sb: Sandbox, send: (m: unknown) => void, signal: AbortSignal, keepaliveS: number, subscribe: (listener: (e: ProcessEvent) => void) => Promise<unknown>): Promise<void> {
-    let finish!: () => void;
-    const ended = new Promise<void>((r) => (finish = r));
+    const { promise: ended, resolve: finish } = Promise.withResolvers<void>();
     let lost: string | undefined;
     const listener = (e: ProcessEvent) => {
       if ("lost" in e) {

@@ -185,7 +185,7 @@ export class QmpClient {
     try {
       await this.execute("quit", undefined, { timeoutMs: 5000 });
     } catch (e) {
-      if ((e as MicroagentError).code !== "QMP_CLOSED") throw e;
+      if (!VmmErrors.QMP_CLOSED.is(e)) throw e;
     }
   }
 

@@ -190,7 +190,7 @@ export async function saveVmState(qmp: QmpClient, file: string, opts: SaveVmStat
     return { path: target, bytes: st.size, ms: performance.now() - t0, ...(info.ram?.transferred !== undefined ? { ramTransferredBytes: info.ram.transferred } : {}) };
   } catch (e) {
     await cleanup();
-    if ((e as MicroagentError).code === "QMP_COMMAND_FAILED") {
+    if (VmmErrors.QMP_COMMAND_FAILED.is(e)) {
       throw VmmErrors.SNAPSHOT_SAVE_FAILED({ message: `QEMU could not start saving the VM state: ${(e as Error).message}`, cause: e, details: { path: target } });
     }
     throw e;
@@ -257,7 +257,7 @@ export async function freezeDisk(qmp: QmpClient, opts: FreezeDiskOptions): Promi
     await qmp.execute("blockdev-snapshot-sync", { ...(entry.device ? { device: entry.device } : { "node-name": entry.inserted["node-name"] }), "snapshot-file": overlay, format: "qcow2", mode: "existing" }, { timeoutMs });
   } catch (e) {
     await rm(overlay, { force: true });
-    if ((e as MicroagentError).code === "QMP_COMMAND_FAILED") {
+    if (VmmErrors.QMP_COMMAND_FAILED.is(e)) {
       throw VmmErrors.SNAPSHOT_DISK_FREEZE_FAILED({ message: `QEMU could not switch ${opts.device} to ${overlay}: ${(e as Error).message}`, cause: e, details: { device: opts.device, path: overlay } });
     }
     throw e;
@@ -381,7 +381,7 @@ export async function restoreVmState(qmp: QmpClient, file: string, opts: Restore
     try {
       await qmp.execute("migrate-incoming", { uri: `exec:cat ${shellQuote(source)}` });
     } catch (e) {
-      if ((e as MicroagentError).code === "QMP_COMMAND_FAILED") {
+      if (VmmErrors.QMP_COMMAND_FAILED.is(e)) {
         throw VmmErrors.SNAPSHOT_NOT_INCOMING({ message: `QEMU refused to receive state: ${(e as Error).message}`, cause: e });
       }
       throw e;
@@ -402,7 +402,7 @@ export async function restoreVmState(qmp: QmpClient, file: string, opts: Restore
     return { ms: performance.now() - t0, loadedStatus };
   } catch (e) {
     // A stream QEMU cannot load makes it exit: the control connection closing is that failure.
-    if ((e as MicroagentError).code === "QMP_CLOSED") throw failed("QEMU exited while loading the state", e);
+    if (VmmErrors.QMP_CLOSED.is(e)) throw failed("QEMU exited while loading the state", e);
     throw e;
   }
 }
