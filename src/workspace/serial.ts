@@ -83,36 +83,37 @@ export async function* followBytes(path: string, options: FollowBytesOptions = {
   let ino: number | undefined;
   for (;;) {
     if (options.signal?.aborted) return;
-    let size = 0;
-    let nowIno: number | undefined;
+    // Size, inode and bytes all come from one open handle: a stat of the path followed by a separate
+    // open could see the file before a rotation and read the one after it.
+    let fh: Awaited<ReturnType<typeof open>> | undefined;
     try {
-      const st = await stat(path);
-      size = st.size;
-      nowIno = st.ino;
+      fh = await open(path, "r");
     } catch (e) {
       if (!isErrno(e, "ENOENT")) throw e;
     }
-    if (ino !== undefined && nowIno !== undefined && nowIno !== ino) {
-      // Replaced: rotated (finish the old file from its new name) or rewritten by a new boot.
-      if (options.rotatedPath) yield* readRest(options.rotatedPath, ino, offset);
-      offset = 0;
-    }
-    if (nowIno !== undefined) ino = nowIno;
-    if (size < offset) {
-      offset = 0; // truncated: a new boot rewrote the log
-      options.onRestart?.();
-    }
-    if (size > offset) {
-      const fh = await open(path, "r");
-      try {
+    try {
+      const st = fh ? await fh.stat() : undefined;
+      const size = st?.size ?? 0;
+      const nowIno = st?.ino;
+      if (ino !== undefined && nowIno !== undefined && nowIno !== ino) {
+        // Replaced: rotated (finish the old file from its new name) or rewritten by a new boot.
+        if (options.rotatedPath) yield* readRest(options.rotatedPath, ino, offset);
+        offset = 0;
+      }
+      if (nowIno !== undefined) ino = nowIno;
+      if (size < offset) {
+        offset = 0; // truncated: a new boot rewrote the log
+        options.onRestart?.();
+      }
+      if (fh && size > offset) {
         const buf = Buffer.alloc(size - offset);
         const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
         offset += bytesRead;
         if (bytesRead > 0) yield buf.subarray(0, bytesRead);
-      } finally {
-        await fh.close();
+        continue;
       }
-      continue;
+    } finally {
+      await fh?.close();
     }
     if (options.shouldStop && (await options.shouldStop())) {
       // One last look so output written just before the stop is not lost.
