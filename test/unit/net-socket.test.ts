@@ -89,6 +89,10 @@ test("net-socket: 16 MiB each way between the guest endpoint and a real loopback
       pump(h, [g]);
     }
     g.fin();
+    // Hold the guest back at first (no pumping: it reads nothing), so the server's 16 MiB must fill the
+    // flow's buffer and the stack must pause the real socket; then let the guest drain it all.
+    const holdUntil = Date.now() + 5_000;
+    while (connector.pauses === 0 && Date.now() < holdUntil) await new Promise((r) => setTimeout(r, 5));
     while (!g.finReceived && Date.now() < deadline) {
       await tick();
       pump(h, [g]);
