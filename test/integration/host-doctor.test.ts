@@ -185,7 +185,7 @@ test("host-doctor: host capability report", async () => {
   assert.equal(text.code, 0);
   assert.match(text.out, /^Backend: linux-qemu\n/);
   assert.match(text.out, /\nCapabilities:\n {2}console /);
-  assert.match(text.out, /\n {2}pause {8}(ready \(quarantine freezes the VM with it; there is no pause command yet\)|supported, not ready)/);
+  assert.match(text.out, /\n {2}pause {8}(ready \(`pause`\/`resume` and quarantine freeze the VM with it\)|supported, not ready)/);
   assert.match(text.out, /\n {2}snapshots {4}unsupported/);
   assert.match(text.out, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2\/raw; network isolated, stream socket; pause yes; snapshot no\n {2}apple-vf {8}not implemented in this build\n {2}windows-hyperv {2}not implemented in this build\n/);
 });
