@@ -6,13 +6,18 @@
  * mentions the scratch root (a QEMU, a supervisor, a registry) survived its test. It is killed, named, and
  * the run fails.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export function globalSetup(): void {
   const root = mkdtempSync(join(tmpdir(), "matest-"));
   process.env.MICROAGENT_TEST_ROOT = root;
+  // Test traffic stays on this machine: a workspace's DNS forwards names it does not answer itself to
+  // the host's resolvers, so every test workspace gets a resolver list naming loopback only.
+  const resolvConf = join(root, "resolv.conf");
+  writeFileSync(resolvConf, "nameserver 127.0.0.1\n");
+  process.env.MICROAGENT_HOST_RESOLV_CONF = resolvConf;
 }
 
 export function findProcessesMentioning(needle: string): Array<{ pid: number; cmdline: string }> {
