@@ -101,7 +101,9 @@ export async function* followBytes(path: string, options: FollowBytesOptions = {
         offset = 0;
       }
       if (nowIno !== undefined) ino = nowIno;
-      if (size < offset) {
+      // A missing file is not a truncation: the writer is between moving serial.log away and creating
+      // the next one (a rotation), and the rotated file is finished from its new name once it appears.
+      if (fh && size < offset) {
         offset = 0; // truncated: a new boot rewrote the log
         options.onRestart?.();
       }

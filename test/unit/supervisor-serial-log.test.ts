@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, readFileSync, statSync, existsSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, renameSync, statSync, existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { SerialLog } from "../../src/supervisor/serial-log.ts";
@@ -102,4 +102,26 @@ test("serial log: follow sees every byte across a rotation", async () => {
   ac.abort();
   await following;
   assert.equal(seen, expected);
+});
+
+test("serial log: follow keeps its place while a rotation leaves no serial.log for a moment", async () => {
+  const d = dir();
+  const path = join(d, "serial.log");
+  writeFileSync(path, "first part\n");
+  const ac = new AbortController();
+  let seen = "";
+  const following = (async () => {
+    for await (const c of followBytes(path, { pollMs: 5, rotatedPath: `${path}.1`, signal: ac.signal })) seen += c.toString();
+  })();
+  await new Promise((r) => setTimeout(r, 40));
+  // The writer's rotation, with the window between the rename and the new file held open on purpose:
+  // the follower polls several times while serial.log does not exist.
+  appendFileSync(path, "end of first\n");
+  renameSync(path, `${path}.1`);
+  await new Promise((r) => setTimeout(r, 60));
+  writeFileSync(path, "second part\n");
+  await new Promise((r) => setTimeout(r, 60));
+  ac.abort();
+  await following;
+  assert.equal(seen, "first part\nend of first\nsecond part\n");
 });
