@@ -292,6 +292,26 @@ test("files/list, files/makeDir, files/rename, files/remove, files/exists", asyn
   await assert.rejects(sbx.files.rename("/tmp/none", "/tmp/other"), (e: Error) => e instanceof NotFoundError || e.name === "FileNotFoundError");
 });
 
+test("pause: Sandbox.pause freezes the sandbox with its memory, connect resumes it", async () => {
+  // A background process counting in memory: after pause + connect it continues (same pid, higher count).
+  const counter = await sbx.commands.run("i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done", { background: true });
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await Sandbox.pause(sbx.sandboxId), true);
+  const ws = await Workspace.get(`e2b-${sbx.sandboxId}`, { stateDir: fx.stateDir });
+  assert.equal((await ws.status()).event.state, "paused");
+  const listedPaused = await Sandbox.list({ query: { metadata: { suite: "e2b-sdk" }, state: ["paused"] } }).nextItems();
+  assert.deepEqual(listedPaused.map((s) => [s.sandboxId, s.state]), [[sbx.sandboxId, "paused"]]);
+  assert.deepEqual(await Sandbox.list({ query: { metadata: { suite: "e2b-sdk" }, state: ["running"] } }).nextItems(), []);
+  assert.equal(await Sandbox.pause(sbx.sandboxId), false, "pausing a paused sandbox answers 409, which the SDK reports as false");
+  const resumed = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 600_000 });
+  assert.equal((await ws.status()).event.state, "running");
+  const a = Number((await resumed.commands.run("cat /tmp/count")).stdout.trim());
+  await new Promise((r) => setTimeout(r, 600));
+  const b = Number((await resumed.commands.run("cat /tmp/count")).stdout.trim());
+  assert.ok(a > 0 && b > a, `the in-memory counter continues after the resume (${a} then ${b})`);
+  await counter.kill();
+});
+
 test("kill: Sandbox.list shows the sandbox, kill removes it and its workspace", async () => {
   const listed = await Sandbox.list({ query: { metadata: { suite: "e2b-sdk" } } }).nextItems();
   assert.deepEqual(listed.map((s) => s.sandboxId), [sbx.sandboxId]);

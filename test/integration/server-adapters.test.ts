@@ -175,6 +175,17 @@ test("serve: the HTTP API over its Unix socket drives a workspace; SIGTERM leave
     assert.equal(nofile.json().error.code, "FILE_READ_FAILED");
     assert.equal((await api(t, "GET", "/v1/workspaces/h1/files?path=relative")).status, 400);
 
+    // Pause/resume: exec on a paused workspace is refused with the resume remedy; after resume it works.
+    const paused = await api(t, "POST", "/v1/workspaces/h1/pause");
+    assert.equal(paused.status, 200, paused.body.toString());
+    assert.deepEqual([paused.json().state, paused.json().changed], ["paused", true]);
+    const refusedExec = await api(t, "POST", "/v1/workspaces/h1/exec", { json: { argv: ["true"] } });
+    assert.equal(refusedExec.status, 409, refusedExec.body.toString());
+    assert.equal(refusedExec.json().error.code, "WORKSPACE_PAUSED");
+    const thawed = await api(t, "POST", "/v1/workspaces/h1/resume");
+    assert.deepEqual([thawed.status, thawed.json().state], [200, "running"]);
+    assert.deepEqual(Buffer.from(ExecJsonSchema.parse((await api(t, "POST", "/v1/workspaces/h1/exec", { json: { argv: ["cat", "/tmp/blob.bin"] } })).json()).stdout, "base64"), bytes);
+
     // Closing an exec stream cancels the command in the guest.
     const victim = collect((signal) => sse(t, "POST", "/v1/workspaces/h1/exec", { signal, json: { argv: ["sh", "-c", "echo $$ > /tmp/victim.pid; echo started; exec sleep 60"] } }), (e) => e.event === "stdout", 30_000);
     assert.equal((await victim).length, 1);
@@ -288,6 +299,18 @@ test("serve mcp: the SDK's Client over stdio creates, starts, execs (timeout, ca
     assert.deepEqual([rd.sc.content, rd.sc.truncated], ["hello from mcp\n", false]);
     const st = await call("workspace_status", { name: "m1" });
     assert.equal((st.sc.event as { state: string }).state, "running");
+
+    // Pause: exec is refused with the library's error; a delete preview counts a paused VM as alive.
+    const paused = await call("workspace_pause", { name: "m1" });
+    assert.deepEqual([paused.isError, paused.sc.state, paused.sc.changed], [false, "paused", true], paused.text);
+    const frozenExec = await call("workspace_exec", { name: "m1", command: ["true"] });
+    assert.equal(frozenExec.isError, true);
+    assert.equal((frozenExec.sc as { error: { code: string } }).error.code, "WORKSPACE_PAUSED");
+    const pausedPreview = await call("workspace_delete", { name: "m1" });
+    assert.deepEqual([pausedPreview.sc.preview, pausedPreview.sc.actions], [true, []]);
+    assert.match(String(pausedPreview.sc.refused), /paused/);
+    const thawed = await call("workspace_resume", { name: "m1" });
+    assert.equal(thawed.sc.state, "running", thawed.text);
 
     // Destructive tools preview first.
     const preview = await call("workspace_delete", { name: "m1", force: true });

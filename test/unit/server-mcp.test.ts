@@ -41,7 +41,7 @@ test("server-mcp: the tools over Streamable HTTP: snake_case names, zod input sc
     assert.deepEqual(names, [...TOOL_NAMES].sort());
     const listed: readonly string[] = names;
     for (const n of names) assert.match(n, /^[a-z]+(_[a-z]+)+$/);
-    for (const must of ["workspace_run", "workspace_create", "workspace_start", "workspace_exec", "workspace_halt", "workspace_delete", "workspace_list", "workspace_status", "workspace_logs", "workspace_egress", "file_read", "file_write", "image_pull", "image_list", "host_doctor"]) {
+    for (const must of ["workspace_run", "workspace_create", "workspace_start", "workspace_exec", "workspace_halt", "workspace_pause", "workspace_resume", "workspace_delete", "workspace_list", "workspace_status", "workspace_logs", "workspace_egress", "file_read", "file_write", "image_pull", "image_list", "host_doctor"]) {
       assert.ok(listed.includes(must), must);
     }
     const byName = new Map(tools.map((t) => [t.name, t]));

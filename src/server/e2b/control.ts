@@ -14,6 +14,7 @@ import { CLIENT_ID, ENVD_VERSION, NewSandboxSchema, type Sandbox, type SandboxTa
 
 const TimeoutBody = z.looseObject({ timeout: z.number().int().nonnegative() });
 const ConnectBody = z.looseObject({ timeout: z.number().int().nonnegative().optional() });
+const PauseBody = z.looseObject({ memory: z.boolean().nullish() });
 const RefreshBody = z.looseObject({ duration: z.number().int().nonnegative().optional() });
 
 async function body<T>(c: Context, schema: z.ZodType<T>, what: string): Promise<T> {
@@ -45,7 +46,7 @@ function listedJson(sb: Sandbox) {
     cpuCount: sb.cpuCount,
     memoryMB: sb.memoryMB,
     diskSizeMB: sb.diskSizeMB,
-    state: "running",
+    state: sb.state === "running" ? "running" : "paused",
     envdVersion: ENVD_VERSION,
     metadata: sb.metadata,
   };
@@ -61,10 +62,10 @@ function metadataFilter(raw: string | undefined): Record<string, string> {
 
 function filtered(table: SandboxTable, c: Context): Sandbox[] {
   const states = c.req.queries("state")?.flatMap((s) => s.split(",")).filter(Boolean) ?? [];
-  if (states.length > 0 && !states.includes("running")) return [];
   const meta = metadataFilter(c.req.query("metadata"));
   const template = c.req.query("template");
   let out = table.list().filter((sb) => Object.entries(meta).every(([k, v]) => sb.metadata[k] === v));
+  if (states.length > 0) out = out.filter((sb) => states.includes(sb.state === "running" ? "running" : "paused"));
   if (template) out = out.filter((sb) => sb.templateId === template);
   return out;
 }
@@ -120,20 +121,36 @@ export function controlApp(table: SandboxTable, opts: { apiKey?: string | undefi
     return c.body(null, 204);
   });
 
-  // Connecting to a running sandbox extends its timeout, never shortens it (as E2B does).
+  // Connecting to a running sandbox extends its timeout, never shortens it (as E2B does); connecting
+  // to a paused one resumes it (201, as E2B answers a resume).
   const connect = async (c: Context) => {
     const sb = table.get(c.req.param("id")!);
     const t = (await body(c, ConnectBody, "connect request")).timeout;
+    if (await table.resume(sb, t)) return c.json(sandboxJson(sb), 201);
     if (t !== undefined && Date.now() + t * 1000 > sb.endAt.getTime()) table.setTimeout(sb, t);
     return c.json(sandboxJson(sb), 200);
   };
   app.post("/sandboxes/:id/connect", connect);
   app.post("/v2/sandboxes/:id/connect", connect);
 
-  for (const op of ["pause", "resume", "snapshots", "fork"]) {
+  app.post("/sandboxes/:id/pause", async (c) => {
+    const sb = table.get(c.req.param("id"));
+    const memory = (await body(c, PauseBody, "pause request")).memory;
+    if (!(await table.pause(sb, memory !== false))) throw E2bErrors.E2B_CONFLICT({ message: `sandbox ${sb.id} is already paused`, details: { sandboxID: sb.id } });
+    return c.body(null, 204);
+  });
+  // The older resume call (SDKs before connect resumed): 409 when the sandbox is not paused.
+  app.post("/sandboxes/:id/resume", async (c) => {
+    const sb = table.get(c.req.param("id"));
+    const t = (await body(c, ConnectBody, "resume request")).timeout;
+    if (!(await table.resume(sb, t))) throw E2bErrors.E2B_CONFLICT({ message: `sandbox ${sb.id} is not paused`, details: { sandboxID: sb.id } });
+    return c.json(sandboxJson(sb), 201);
+  });
+
+  for (const op of ["snapshots", "fork"]) {
     app.post(`/sandboxes/:id/${op}`, (c) => {
       table.get(c.req.param("id"));
-      throw E2bErrors.E2B_UNSUPPORTED({ message: `${op} needs VM snapshots, which microagent does not have yet` });
+      throw E2bErrors.E2B_UNSUPPORTED({ message: `${op} needs VM snapshots through the E2B API, which microagent serve e2b does not offer yet` });
     });
   }
   return app;

@@ -10,6 +10,10 @@ export const E2bErrors = defineErrors({
     kind: "not_found",
     remediation: "List the live sandboxes with `Sandbox.list()`; a sandbox is gone once killed or timed out, or when the server restarted.",
   },
+  E2B_CONFLICT: {
+    kind: "conflict",
+    remediation: "Pause a running sandbox, resume a paused one (`Sandbox.connect(id)` resumes); check its state with `Sandbox.getInfo(id)`.",
+  },
   E2B_PROCESS_NOT_FOUND: {
     kind: "not_found",
     remediation: "List the running commands with `sandbox.commands.list()`; a command leaves the table when it exits.",

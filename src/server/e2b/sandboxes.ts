@@ -54,6 +54,12 @@ export interface Sandbox {
   cpuCount: number;
   memoryMB: number;
   diskSizeMB: number;
+  /**
+   * `paused`: the VM's vCPUs are frozen with its memory kept (E2B's pause with memory); `halted`: the
+   * guest was powered off with its disk kept (pause with `memory: false`; a resume boots it again).
+   * Neither times out: E2B keeps paused sandboxes until they are resumed or killed.
+   */
+  state: "running" | "paused" | "halted";
 }
 
 export class SandboxTable {
@@ -123,6 +129,7 @@ export class SandboxTable {
         cpuCount: created.created.resources.cpus,
         memoryMB: created.created.resources.memoryMib,
         diskSizeMB: created.created.resources.sizeMib,
+        state: "running",
       };
       this.#sandboxes.set(id, sb);
       this.setTimeout(sb, req.timeout ?? DEFAULT_TIMEOUT_S);
@@ -144,6 +151,33 @@ export class SandboxTable {
       void this.kill(sb.id).catch((e) => this.#config.log?.(`sandbox ${sb.id}: kill after timeout failed: ${isMicroagentError(e) ? e.message : String(e)}`));
     }, s * 1000);
     sb.timer.unref();
+  }
+
+  /**
+   * Pause a running sandbox: false when it was not running (E2B answers 409 and the SDK returns
+   * false). With `keepMemory` (the default) the vCPUs are frozen and a resume continues every
+   * process; without it the guest is halted and a resume boots it from its disk.
+   */
+  async pause(sb: Sandbox, keepMemory: boolean): Promise<boolean> {
+    if (sb.state !== "running") return false;
+    if (sb.timer) clearTimeout(sb.timer);
+    sb.timer = undefined;
+    if (keepMemory) await sb.workspace.pause();
+    else await sb.workspace.halt();
+    sb.state = keepMemory ? "paused" : "halted";
+    this.#config.log?.(`sandbox ${sb.id}: ${keepMemory ? "paused (memory kept)" : "halted (disk kept)"}`);
+    return true;
+  }
+
+  /** Resume a paused or halted sandbox with a new timeout; false when it was already running. */
+  async resume(sb: Sandbox, timeoutSeconds: number | undefined): Promise<boolean> {
+    if (sb.state === "running") return false;
+    if (sb.state === "paused") await sb.workspace.resume();
+    else await sb.workspace.start();
+    sb.state = "running";
+    this.setTimeout(sb, timeoutSeconds ?? DEFAULT_TIMEOUT_S);
+    this.#config.log?.(`sandbox ${sb.id}: resumed`);
+    return true;
   }
 
   /** Kill the VM and delete the workspace; false when there was no such sandbox. */

@@ -96,6 +96,12 @@ export function createApi(o: ApiOptions): Hono<Env> {
       return c.json(stopJson(await ws[verb](timeoutMs ? { timeoutMs } : {})));
     });
   }
+  for (const verb of ["pause", "resume"] as const) {
+    app.post(`/v1/workspaces/:name/${verb}`, async (c) => {
+      const ws = await Workspace.get(c.req.param("name"), host);
+      return c.json(await ws[verb]());
+    });
+  }
   app.post("/v1/workspaces/:name/kill", async (c) => {
     const ws = await Workspace.get(c.req.param("name"), host);
     return c.json(stopJson(await ws.kill()));

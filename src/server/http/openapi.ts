@@ -17,6 +17,7 @@ import {
   ImageListJsonSchema,
   ListJsonSchema,
   LogsJsonSchema,
+  PauseJsonSchema,
   RunJsonSchema,
   StartJsonSchema,
   StatusJsonSchema,
@@ -37,6 +38,7 @@ const SCHEMAS: Record<string, z.ZodType> = {
   Create: CreateJsonSchema,
   Start: StartJsonSchema,
   Stop: StopJsonSchema,
+  Pause: PauseJsonSchema,
   Delete: DeleteJsonSchema,
   Status: StatusJsonSchema,
   List: ListJsonSchema,
@@ -110,6 +112,8 @@ export function openApiDocument(): Json {
       "/v1/workspaces/{name}/start": { post: op("startWorkspace", "boot a workspace", { parameters: [nameParam], requestBody: body("TimeoutRequest", false), responses: { "200": json("Start", "running") } }) },
       "/v1/workspaces/{name}/halt": { post: op("haltWorkspace", "halt (guest powers off; disk kept)", { parameters: [nameParam], requestBody: body("TimeoutRequest", false), responses: { "200": json("Stop", "halted") } }) },
       "/v1/workspaces/{name}/stop": { post: op("stopWorkspace", "stop (graceful, then forced)", { parameters: [nameParam], requestBody: body("TimeoutRequest", false), responses: { "200": json("Stop", "stopped") } }) },
+      "/v1/workspaces/{name}/pause": { post: op("pauseWorkspace", "freeze the vCPUs (memory, disk, flows and channel kept)", { parameters: [nameParam], responses: { "200": json("Pause", "paused") } }) },
+      "/v1/workspaces/{name}/resume": { post: op("resumeWorkspace", "thaw a paused workspace", { parameters: [nameParam], responses: { "200": json("Pause", "running") } }) },
       "/v1/workspaces/{name}/kill": { post: op("killWorkspace", "kill the VM now", { parameters: [nameParam], responses: { "200": json("Stop", "killed") } }) },
       "/v1/workspaces/{name}/exec": {
         post: op("execInWorkspace", "run a command in a running workspace", {

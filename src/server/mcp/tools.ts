@@ -14,6 +14,7 @@ import { ExecRequestSchema, RunRequestSchema, WorkspaceRequestSchema } from "../
 import { ArchSchema } from "../../contract/backend.ts";
 import { toMicroagentError } from "../../contract/errors.ts";
 import { readLogBytes } from "../../workspace/history.ts";
+import { LIVE_STATES } from "../../workspace/state.ts";
 import { packageVersion } from "../../version.ts";
 import { egressRecords, access, type ServerHost } from "../common/host.ts";
 import { IdempotencyStore } from "../common/idempotency.ts";
@@ -36,6 +37,8 @@ export const TOOL_NAMES = [
   "workspace_exec",
   "workspace_halt",
   "workspace_stop",
+  "workspace_pause",
+  "workspace_resume",
   "workspace_kill",
   "workspace_delete",
   "workspace_list",
@@ -215,6 +218,26 @@ export function buildMcpServer(o: McpOptions): McpServer {
     );
   }
 
+  for (const verb of ["pause", "resume"] as const) {
+    server.registerTool(
+      `workspace_${verb}`,
+      {
+        title: verb === "pause" ? "Pause a workspace" : "Resume a paused workspace",
+        description:
+          verb === "pause"
+            ? "Freeze the workspace's vCPUs: memory, disk, processes and network flows are kept; exec and files are refused until workspace_resume."
+            : "Thaw a paused workspace: every process continues where it stopped.",
+        inputSchema: z.strictObject({ name }),
+        annotations: { ...mutating, idempotentHint: true },
+      },
+      async (a) =>
+        guarded(async () => {
+          const r = await (await Workspace.get(a.name, host))[verb]();
+          return ok(r, `${r.workspace}: ${r.state}${r.changed ? ` (${r.ms.toFixed(1)} ms)` : " (unchanged)"}`);
+        }),
+    );
+  }
+
   server.registerTool(
     "workspace_kill",
     {
@@ -228,7 +251,7 @@ export function buildMcpServer(o: McpOptions): McpServer {
         const ws = await Workspace.get(a.name, host);
         if (!a.confirm) {
           const s = await ws.status();
-          const actions = s.event.state === "running" || s.event.state === "starting" ? [`kill the VM of ${a.name} (state ${s.event.state})`] : [];
+          const actions = LIVE_STATES.has(s.event.state) ? [`kill the VM of ${a.name} (state ${s.event.state})`] : [];
           return ok({ preview: true, workspace: a.name, state: s.event.state, actions }, `preview: ${actions.length ? actions.join("; ") : `nothing to kill (${a.name} is ${s.event.state})`}. Call again with confirm: true to act.`);
         }
         const r = await ws.kill();
@@ -250,12 +273,13 @@ export function buildMcpServer(o: McpOptions): McpServer {
           const list = await Workspace.list(host);
           const w = list.find((x) => x.name === a.name);
           if (!w) await Workspace.get(a.name, host); // not found: the library's error
-          const live = w?.state === "running" || w?.state === "starting" || w?.state === "stopping";
+          // The states in which a VMM process may be alive: exactly what the library's delete refuses without force.
+          const live = w !== undefined && w.state !== "unknown" && LIVE_STATES.has(w.state);
           const actions = [...(live && a.force ? [`kill the VM of ${a.name}`] : []), `delete workspace ${a.name} and its disk`];
           const refused = live && !a.force;
           return ok(
-            { preview: true, workspace: a.name, state: w?.state ?? "unknown", actions: refused ? [] : actions, ...(refused ? { refused: "the workspace is running: pass force: true to kill it first" } : {}) },
-            refused ? `preview: ${a.name} is running; delete would be refused without force: true` : `preview: ${actions.join("; ")}. Call again with confirm: true to act.`,
+            { preview: true, workspace: a.name, state: w?.state ?? "unknown", actions: refused ? [] : actions, ...(refused ? { refused: `the workspace is ${w?.state ?? "live"} (its VM is alive): pass force: true to kill it first` } : {}) },
+            refused ? `preview: ${a.name} is ${w?.state ?? "live"}; delete would be refused without force: true` : `preview: ${actions.join("; ")}. Call again with confirm: true to act.`,
           );
         }
         const ws = await Workspace.get(a.name, host);
