@@ -5,6 +5,7 @@
  */
 import { ChannelErrors } from "./errors.ts";
 import type { MicroagentError } from "../contract/errors.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 
 export const PROTOCOL_VERSION = 1;
 export const FRAME_HEADER_BYTES = 12;
@@ -94,8 +95,7 @@ export interface FrameDecoderOptions {
 
 export class FrameDecoder {
   readonly #maxPayloadBytes: number;
-  #chunks: Buffer[] = [];
-  #buffered = 0;
+  readonly #held = new ByteQueue();
   #state: DecoderState = "header";
   #pending: { type: FrameTypeName; stream: number; channel: number; length: number } | undefined;
   #failure: MicroagentError | undefined;
@@ -108,7 +108,7 @@ export class FrameDecoder {
 
   /** Bytes held while waiting for the rest of a frame (never more than one header + max payload). */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#held.length;
   }
 
   get failed(): boolean {
@@ -119,14 +119,11 @@ export class FrameDecoder {
   push(chunk: Uint8Array): Frame[] {
     if (this.#state === "failed") throw this.#failure!;
     const frames: Frame[] = [];
-    if (chunk.length > 0) {
-      this.#chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-      this.#buffered += chunk.length;
-    }
+    this.#held.push(chunk);
     for (;;) {
       if (this.#state === "header") {
-        if (this.#buffered < FRAME_HEADER_BYTES) break;
-        const h = this.#consume(FRAME_HEADER_BYTES);
+        if (this.#held.length < FRAME_HEADER_BYTES) break;
+        const h = this.#held.take(FRAME_HEADER_BYTES);
         const length = h.readUInt32BE(0);
         const stream = h.readUInt32BE(4);
         const code = h.readUInt8(8);
@@ -144,8 +141,8 @@ export class FrameDecoder {
       }
       if (this.#state === "payload") {
         const p = this.#pending!;
-        if (this.#buffered < p.length) break;
-        frames.push({ type: p.type, stream: p.stream, channel: p.channel, payload: this.#consume(p.length) });
+        if (this.#held.length < p.length) break;
+        frames.push({ type: p.type, stream: p.stream, channel: p.channel, payload: this.#held.take(p.length) });
         this.#pending = undefined;
         this.#state = "header";
       }
@@ -155,35 +152,8 @@ export class FrameDecoder {
 
   #fail(message: string, details: Record<string, unknown>): never {
     this.#state = "failed";
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#held.clear();
     this.#failure = violation(message, details);
     throw this.#failure;
-  }
-
-  /** Takes n buffered bytes; copies only when they span chunks. */
-  #consume(n: number): Buffer {
-    this.#buffered -= n;
-    if (n === 0) return Buffer.alloc(0);
-    const first = this.#chunks[0]!;
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.#chunks[0]!;
-      const take = Math.min(c.length, n - off);
-      c.copy(out, off, 0, take);
-      off += take;
-      if (take === c.length) this.#chunks.shift();
-      else this.#chunks[0] = c.subarray(take);
-    }
-    return out;
   }
 }

@@ -7,6 +7,7 @@
  */
 import { NetErrors } from "./errors.ts";
 import type { MicroagentError } from "../contract/errors.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 
 export const STREAM_HEADER_BYTES = 4;
 /**
@@ -18,8 +19,7 @@ export const MAX_STREAM_FRAME_BYTES = 65550;
 type State = "length" | "frame" | "failed";
 
 export class StreamFrameDecoder {
-  #chunks: Buffer[] = [];
-  #buffered = 0;
+  readonly #held = new ByteQueue();
   #state: State = "length";
   #need = 0;
   #failure: MicroagentError | undefined;
@@ -33,7 +33,7 @@ export class StreamFrameDecoder {
 
   /** Bytes held while waiting for the rest of a frame (at most one header plus one maximal frame). */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#held.length;
   }
 
   get failed(): boolean {
@@ -44,18 +44,14 @@ export class StreamFrameDecoder {
   push(chunk: Uint8Array): Buffer[] {
     if (this.#state === "failed") throw this.#failure!;
     const out: Buffer[] = [];
-    if (chunk.length > 0) {
-      this.#chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
-      this.#buffered += chunk.length;
-    }
+    this.#held.push(chunk);
     for (;;) {
       if (this.#state === "length") {
-        if (this.#buffered < STREAM_HEADER_BYTES) break;
-        const len = this.#readLength();
+        if (this.#held.length < STREAM_HEADER_BYTES) break;
+        const len = this.#held.takeUInt32BE();
         if (len > this.#maxFrameBytes) {
           this.#state = "failed";
-          this.#chunks = [];
-          this.#buffered = 0;
+          this.#held.clear();
           this.#failure = NetErrors.NET_FRAME_TOO_LARGE({
             message: `the netdev stream declared a ${len}-byte frame; the limit is ${this.#maxFrameBytes}`,
             details: { length: len, limit: this.#maxFrameBytes },
@@ -65,47 +61,10 @@ export class StreamFrameDecoder {
         this.#need = len;
         this.#state = "frame";
       }
-      if (this.#buffered < this.#need) break;
+      if (this.#held.length < this.#need) break;
       // A zero-length frame carries nothing; skip it rather than hand an empty buffer to the stack.
-      if (this.#need > 0) out.push(this.#consume(this.#need));
+      if (this.#need > 0) out.push(this.#held.take(this.#need));
       this.#state = "length";
-    }
-    return out;
-  }
-
-  #readLength(): number {
-    const first = this.#chunks[0]!;
-    if (first.length >= STREAM_HEADER_BYTES) {
-      const v = first.readUInt32BE(0);
-      if (first.length === STREAM_HEADER_BYTES) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(STREAM_HEADER_BYTES);
-      this.#buffered -= STREAM_HEADER_BYTES;
-      return v;
-    }
-    return this.#consume(STREAM_HEADER_BYTES).readUInt32BE(0);
-  }
-
-  /** Takes n buffered bytes; copies only when they span chunks. */
-  #consume(n: number): Buffer {
-    this.#buffered -= n;
-    const first = this.#chunks[0]!;
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const c = this.#chunks[0]!;
-      const take = Math.min(c.length, n - off);
-      c.copy(out, off, 0, take);
-      off += take;
-      if (take === c.length) this.#chunks.shift();
-      else this.#chunks[0] = c.subarray(take);
     }
     return out;
   }
