@@ -38,7 +38,7 @@ export function pidExists(pid: number): boolean {
 }
 
 /** True when a zombie: the process exited but its parent has not reaped it yet. */
-function isZombie(pid: number): boolean {
+export function isZombie(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");

@@ -14,7 +14,7 @@
 import { WorkspaceErrors } from "./errors.ts";
 import { type LockHandle, acquireLock } from "./lock.ts";
 import { stopRecordedProcesses } from "../util/kill.ts";
-import { pidExists } from "../util/process.ts";
+import { isZombie, pidExists } from "../util/process.ts";
 import { isCleanResult, readResult } from "./result.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "./runtime.ts";
 import { lastLines, readTail } from "./serial.ts";
@@ -70,9 +70,11 @@ export async function diagnose(
       ? ""
       : live.vmmAlive
         ? `; its VMM pid ${runtime.vmmPid} was still running and was killed`
-        : pidExists(runtime.vmmPid)
-          ? `; VMM pid ${runtime.vmmPid} now belongs to another process (not signalled)`
-          : `; VMM pid ${runtime.vmmPid} is gone too`;
+        : isZombie(runtime.vmmPid)
+          ? `; VMM pid ${runtime.vmmPid} has exited (not yet reaped)`
+          : pidExists(runtime.vmmPid)
+            ? `; VMM pid ${runtime.vmmPid} now belongs to another process (not signalled)`
+            : `; VMM pid ${runtime.vmmPid} is gone too`;
   const serial = tail ? `; last serial line: ${JSON.stringify(tail.slice(0, 160))}` : "";
   const orphan = live.vmmAlive ? { orphanVmm: runtime } : {};
   if (isCleanResult(resultOfThisBoot)) {
