@@ -22,6 +22,9 @@ import { SupervisorErrors } from "../supervisor/errors.ts";
 import { runtimeRoot, spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
 import { chooseAccel } from "../supervisor/accel.ts";
 import type { Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
+import { encodeSecretHandoff } from "../secrets/handoff.ts";
+import type { SecretRef } from "../secrets/ref.ts";
+import { resolveSecrets } from "../secrets/resolve.ts";
 
 export interface LifecycleOptions extends WorkspaceAccessOptions {
   /** `--supervisor`: run this executable as the supervisor instead of the bundled one. */
@@ -77,15 +80,27 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     await awaitPreviousSupervisor(runtime, name);
     const manifest = await readManifest(paths);
     await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
+    // Secrets are resolved here, at every start, from the references the manifest keeps; a source
+    // that fails refuses the start before anything is recorded or spawned (fail closed).
+    const secrets = await secretsFrame(manifest.secrets ?? []);
     await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
     try {
-      ({ pid } = spawnSupervisor(paths, {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
+      if (opts.timeoutMs !== undefined) env.MICROAGENT_BOOT_TIMEOUT_MS = String(Math.max(1, Math.round(opts.timeoutMs)));
+      // An `env:` source is resolved already: the supervisor (and the VMM it spawns) never carry it.
+      for (const ref of manifest.secrets ?? []) if (ref.source.kind === "env") delete env[ref.source.var];
+      let handoff: Promise<void>;
+      ({ pid, handoff } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
-        // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
-        ...(opts.timeoutMs !== undefined ? { env: { ...process.env, MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } } : {}),
+        env,
+        ...(secrets ? { secrets } : {}),
         runtimeId,
         requestId,
       }));
+      // Written before `start` returns (a detached start's CLI exits right after); a failure here is
+      // also the supervisor's, which refuses to boot without them.
+      await handoff.catch(() => {});
     } catch (e) {
       await transition(paths, "failed", { lock, detail: `the supervisor could not be started: ${(e as Error).message}`, identity: { runtimeId, requestId } });
       throw e;
@@ -110,6 +125,17 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     if (!pidExists(pid)) await recordSupervisorDeath(paths, pid, runtimeId, requestId).catch(() => {});
     await reconcile(paths).catch(() => {});
     throw e;
+  }
+}
+
+/** The manifest's secrets resolved and framed for the supervisor; undefined when it names none. */
+async function secretsFrame(refs: readonly SecretRef[]): Promise<Buffer | undefined> {
+  if (refs.length === 0) return undefined;
+  const resolved = await resolveSecrets(refs);
+  try {
+    return encodeSecretHandoff(resolved);
+  } finally {
+    for (const s of resolved) s.value.wipe();
   }
 }
 
