@@ -19,6 +19,7 @@ import { scratchDir } from "../helpers/scratch.ts";
 import { RESULT_SCHEMAS } from "../../src/contract/results.ts";
 import { readRuntime } from "../../src/workspace/runtime.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
+import { spawnSupervisor, waitForSupervisorReady } from "../../src/supervisor/spawn.ts";
 
 const hex = (n: number) => randomBytes(n).toString("hex");
 const ENV_VALUE = `env-${hex(32)}`;
@@ -200,6 +201,16 @@ test("secrets: env:, file: and cmd: secrets reach /run/secrets (tmpfs, 0400, the
     assert.equal(JSON.parse(noCmd.stdout).error.code, "SECRET_SOURCE_FAILED");
     assert.match(JSON.parse(noCmd.stdout).error.message, /secret CMD_KEY \(cmd:cat .*\): the command exited with code 1/);
     assert.equal(liveProcesses().length, 0, "no supervisor or VM was started for a refused start");
+
+    // A supervisor spawned without the handoff (not through start) refuses to boot a workspace with secrets.
+    writeFileSync(cmdPath, CMD_VALUE, { mode: 0o600 });
+    const bare = spawnSupervisor(paths, { env: process.env });
+    await assert.rejects(waitForSupervisorReady(paths, bare.pid, 60_000), (e: Error & { code?: string }) => {
+      assert.equal(e.code, "SUPERVISOR_START_FAILED", e.message);
+      assert.match(e.message, /names secrets \(API_KEY, FILE_KEY, CMD_KEY\) but its supervisor was started without them/);
+      return true;
+    });
+    assert.equal(liveProcesses().filter((p) => /qemu-system/.test(p.cmdline)).length, 0, "no VM was launched");
   } finally {
     // Kept (halted) for the last test's scan of the state dir.
     if (liveProcesses().length > 0) await cli(["kill", name]);
