@@ -72,6 +72,7 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   const runtimeId = randomUUID();
   const requestId = opts.requestId ?? randomUUID();
   let pid: number;
+  let handoff: Promise<void> = Promise.resolve();
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
     const { state, runtime } = await reconcile(paths, { lock });
@@ -83,14 +84,16 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     // Secrets are resolved here, at every start, from the references the manifest keeps; a source
     // that fails refuses the start before anything is recorded or spawned (fail closed).
     const secrets = await secretsFrame(manifest.secrets ?? []);
-    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
+    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } }).catch((e: unknown) => {
+      secrets?.fill(0);
+      throw e;
+    });
     try {
       const env: NodeJS.ProcessEnv = { ...process.env };
       // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
       if (opts.timeoutMs !== undefined) env.MICROAGENT_BOOT_TIMEOUT_MS = String(Math.max(1, Math.round(opts.timeoutMs)));
       // An `env:` source is resolved already: the supervisor (and the VMM it spawns) never carry it.
       for (const ref of manifest.secrets ?? []) if (ref.source.kind === "env") delete env[ref.source.var];
-      let handoff: Promise<void>;
       ({ pid, handoff } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
         env,
@@ -98,9 +101,6 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
         runtimeId,
         requestId,
       }));
-      // Written before `start` returns (a detached start's CLI exits right after); a failure here is
-      // also the supervisor's, which refuses to boot without them.
-      await handoff.catch(() => {});
     } catch (e) {
       await transition(paths, "failed", { lock, detail: `the supervisor could not be started: ${(e as Error).message}`, identity: { runtimeId, requestId } });
       throw e;
@@ -108,6 +108,10 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   } finally {
     await lock.release();
   }
+  // Written before `start` returns (a detached start's CLI exits right after), outside the lock (a frame
+  // larger than the pipe's buffer waits for the supervisor to read it). A failure here is also the
+  // supervisor's, which refuses to boot without the secrets, and is reported through it.
+  await handoff.catch(() => {});
   if (opts.detach) {
     // runtime.json is not written yet: report the same (cached) choice the supervisor is making.
     const choice = await chooseAccel(process.env, runtimeRoot());
