@@ -20,6 +20,7 @@ import { RESULT_SCHEMAS } from "../../src/contract/results.ts";
 import { readRuntime } from "../../src/workspace/runtime.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
 import { spawnSupervisor, waitForSupervisorReady } from "../../src/supervisor/spawn.ts";
+import { SupervisorClient } from "../../src/supervisor/client.ts";
 
 const hex = (n: number) => randomBytes(n).toString("hex");
 const ENV_VALUE = `env-${hex(32)}`;
@@ -158,6 +159,16 @@ test("secrets: env:, file: and cmd: secrets reach /run/secrets (tmpfs, 0400, the
       const proc = [readFileSync(`/proc/${pid}/environ`), readFileSync(`/proc/${pid}/cmdline`)];
       for (const v of VALUES) assert.ok(!proc.some((b) => b.includes(v)), `process ${pid} carries a value in its environ or cmdline`);
     }
+    // The supervisor's secrets service reports names, deliveries and sizes only.
+    const services = await new SupervisorClient(paths.controlSocket).services();
+    assert.deepEqual(services.secrets, {
+      dir: "/run/secrets",
+      secrets: [
+        { name: "API_KEY", delivery: "file", bytes: ENV_VALUE.length },
+        { name: "FILE_KEY", delivery: "file", bytes: FILE_VALUE.length },
+        { name: "CMD_KEY", delivery: "file", bytes: CMD_VALUE.length },
+      ],
+    });
     // A canary the workload writes to its disk: proves the scan below does see the disk's bytes.
     const canary = `canary-${hex(24)}`;
     await guest(name, `echo ${canary} > /canary; sync`, "root");
