@@ -6,6 +6,7 @@
  */
 #include "serve.h"
 #include "boot.h"
+#include "secrets.h"
 #include "json.h"
 #include "net.h"
 #include "proc.h"
@@ -717,6 +718,14 @@ static void apply_boot_config(const struct jval *cfg) {
     char msg[4400];
     if (!write_file(&files->items[i], msg, sizeof msg)) {
       boot_failed("files", (int)i, NULL, -1, msg);
+      return;
+    }
+  }
+  const struct jval *secrets = json_get(cfg, "secrets");
+  if (secrets) {
+    char msg[600];
+    if (!secrets_deliver(secrets, G.cfg.user, G.o->pid1, msg, sizeof msg)) {
+      boot_failed("secrets", -1, NULL, -1, msg);
       return;
     }
   }

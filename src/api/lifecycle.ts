@@ -22,6 +22,9 @@ import { SupervisorErrors } from "../supervisor/errors.ts";
 import { runtimeRoot, spawnSupervisor, waitForSupervisorReady } from "../supervisor/spawn.ts";
 import { chooseAccel } from "../supervisor/accel.ts";
 import type { Readiness, SupervisorStatus } from "../supervisor/protocol.ts";
+import { encodeSecretHandoff } from "../secrets/handoff.ts";
+import type { SecretRef } from "../secrets/ref.ts";
+import { resolveSecrets } from "../secrets/resolve.ts";
 
 export interface LifecycleOptions extends WorkspaceAccessOptions {
   /** `--supervisor`: run this executable as the supervisor instead of the bundled one. */
@@ -69,6 +72,7 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   const runtimeId = randomUUID();
   const requestId = opts.requestId ?? randomUUID();
   let pid: number;
+  let handoff: Promise<void> = Promise.resolve();
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
     const { state, runtime } = await reconcile(paths, { lock });
@@ -77,12 +81,23 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     await awaitPreviousSupervisor(runtime, name);
     const manifest = await readManifest(paths);
     await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
-    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
+    // Secrets are resolved here, at every start, from the references the manifest keeps; a source
+    // that fails refuses the start before anything is recorded or spawned (fail closed).
+    const secrets = await secretsFrame(manifest.secrets ?? []);
+    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } }).catch((e: unknown) => {
+      secrets?.fill(0);
+      throw e;
+    });
     try {
-      ({ pid } = spawnSupervisor(paths, {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
+      if (opts.timeoutMs !== undefined) env.MICROAGENT_BOOT_TIMEOUT_MS = String(Math.max(1, Math.round(opts.timeoutMs)));
+      // An `env:` source is resolved already: the supervisor (and the VMM it spawns) never carry it.
+      for (const ref of manifest.secrets ?? []) if (ref.source.kind === "env") delete env[ref.source.var];
+      ({ pid, handoff } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
-        // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
-        ...(opts.timeoutMs !== undefined ? { env: { ...process.env, MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } } : {}),
+        env,
+        ...(secrets ? { secrets } : {}),
         runtimeId,
         requestId,
       }));
@@ -93,6 +108,10 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   } finally {
     await lock.release();
   }
+  // Written before `start` returns (a detached start's CLI exits right after), outside the lock (a frame
+  // larger than the pipe's buffer waits for the supervisor to read it). A failure here is also the
+  // supervisor's, which refuses to boot without the secrets, and is reported through it.
+  await handoff.catch(() => {});
   if (opts.detach) {
     // runtime.json is not written yet: report the same (cached) choice the supervisor is making.
     const choice = await chooseAccel(process.env, runtimeRoot());
@@ -110,6 +129,17 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     if (!pidExists(pid)) await recordSupervisorDeath(paths, pid, runtimeId, requestId).catch(() => {});
     await reconcile(paths).catch(() => {});
     throw e;
+  }
+}
+
+/** The manifest's secrets resolved and framed for the supervisor; undefined when it names none. */
+async function secretsFrame(refs: readonly SecretRef[]): Promise<Buffer | undefined> {
+  if (refs.length === 0) return undefined;
+  const resolved = await resolveSecrets(refs);
+  try {
+    return encodeSecretHandoff(resolved);
+  } finally {
+    for (const s of resolved) s.value.wipe();
   }
 }
 

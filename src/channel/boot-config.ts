@@ -30,6 +30,20 @@ export const bootFileSchema = z.object({
 });
 export type BootFile = z.infer<typeof bootFileSchema>;
 
+/**
+ * One secret for /run/secrets (a tmpfs the guest mounts per boot): the file NAME, mode 0400, owned
+ * by the workload's user. Only the supervisor adds these, in memory, per boot (never on disk).
+ */
+export const bootSecretSchema = z
+  .object({
+    /** A secret name (secrets/ref.ts): letters, digits and '_', not starting with a digit, at most 64. */
+    name: z.string().max(64).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a secret name"),
+    /** At most 64 KiB of value, base64. */
+    contentBase64: z.string().min(1).max(Math.ceil((64 * 1024) / 3) * 4).regex(/^[A-Za-z0-9+/]*={0,2}$/, "standard base64"),
+  })
+  .strict();
+export type BootSecret = z.infer<typeof bootSecretSchema>;
+
 export const bootConfigSchema = z.object({
   /** The resolved Entrypoint+Cmd; absent or empty = idle (serve exec and console only). */
   argv: z.array(z.string().max(128 * 1024)).max(4096).optional(),
@@ -66,6 +80,8 @@ export const bootConfigSchema = z.object({
     })
     .strict()
     .optional(),
+  /** Files for the /run/secrets tmpfs (absent: no tmpfs is mounted). */
+  secrets: z.array(bootSecretSchema).max(64).optional(),
 });
 
 /** What callers write (defaults optional). */

@@ -23,6 +23,10 @@ export const SecretErrors = defineErrors({
     kind: "resource_exhausted",
     remediation: "A secret is at most 64 KiB; point the reference at the credential itself, not a bundle of files.",
   },
+  SECRET_HANDOFF_FAILED: {
+    kind: "permanent",
+    remediation: "The supervisor did not receive the resolved secrets from the process that started it; start the workspace again with `microagent start` (a supervisor started any other way gets no secrets and refuses to boot).",
+  },
   SECRET_INVALID: {
     kind: "permanent",
     remediation: "Fix the value at its source: it must not be empty, and a swap secret (NAME=SOURCE@HOST) must fit in an HTTP header (no CR, LF or NUL).",

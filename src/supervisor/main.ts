@@ -25,6 +25,9 @@ import { startControlServer } from "./server.ts";
 import { SerialLog, DEFAULT_SERIAL_LOG_MAX_BYTES } from "./serial-log.ts";
 import type { SupervisorService } from "./service.ts";
 import { servicesFor } from "./services.ts";
+import { SECRET_HANDOFF_FD, pairSecretHandoff, readSecretHandoff } from "../secrets/handoff.ts";
+import type { ResolvedSecret } from "../secrets/resolve.ts";
+import { SecretErrors } from "../secrets/errors.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
@@ -50,7 +53,32 @@ function toResultRecord(r: WorkloadResult, runtimeId: string) {
 
 export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv = process.env): Promise<WorkspaceState> {
   const paths: WorkspacePaths = pathsForDir(workspaceDir, env);
+  // The resolved secrets arrive first, on fd 3, from the process that spawned us (secrets/handoff.ts):
+  // read to EOF at once so that process is not kept waiting, and held in memory only.
+  // Only when the spawner says so (MICROAGENT_SECRETS_FD): otherwise fd 3 may be one of Node's own.
+  const handoffFd = env.MICROAGENT_SECRETS_FD === String(SECRET_HANDOFF_FD) ? SECRET_HANDOFF_FD : undefined;
+  const handoff = handoffFd !== undefined ? readSecretHandoff(handoffFd) : undefined;
+  handoff?.catch(() => {});
   const manifest = await readManifest(paths);
+  let secrets: ResolvedSecret[] = [];
+  if ((manifest.secrets ?? []).length > 0) {
+    try {
+      if (!handoff) {
+        throw SecretErrors.SECRET_HANDOFF_FAILED({
+          message: `workspace ${paths.name} names secrets (${(manifest.secrets ?? []).map((r) => r.name).join(", ")}) but its supervisor was started without them`,
+        });
+      }
+      secrets = pairSecretHandoff(manifest.secrets ?? [], await handoff);
+    } catch (e) {
+      // Fail closed: no boot without the secrets the manifest names. The message names no value.
+      const identity = { runtimeId: env.MICROAGENT_RUNTIME_ID || "unknown", requestId: env.MICROAGENT_REQUEST_ID || `supervisor-${process.pid}` };
+      await transition(paths, "failed", { detail: (e as Error).message, identity }).catch(() => {});
+      throw e;
+    }
+  } else {
+    // Nothing was expected: whatever came is dropped.
+    void handoff?.then((entries) => entries.forEach((x) => x.value.wipe()), () => {});
+  }
   const bootConfig: unknown = JSON.parse(await readFile(paths.bootConfig, "utf8"));
   await ensurePrivateDir(paths.runtimeDir);
   const runtimeId = env.MICROAGENT_RUNTIME_ID || randomUUID();
@@ -111,7 +139,7 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   };
 
   // Per-VM services (network, egress, ...), in hook order: services.ts is where they are registered.
-  const services: SupervisorService[] = await servicesFor(manifest, paths, env);
+  const services: SupervisorService[] = await servicesFor(manifest, paths, env, secrets);
 
   const pause = backend.pause;
   const supervisor = new Supervisor(config, {

@@ -30,6 +30,7 @@ import type { NetworkSettings, PortForward } from "../workspace/network.ts";
 import { SupervisorErrors } from "./errors.ts";
 import { DgramFactory, ForwardingResolver, SocketConnector, hostResolvers, stackPolicy, type HostCounters } from "./net-host.ts";
 import type { ServiceContext, SupervisorService } from "./service.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export const NETWORK_DATAPATH = "userspace-stack";
 
@@ -45,6 +46,13 @@ export interface NetworkServiceOptions {
   log(message: string): void;
   /** Where the host's resolvers are read from (tests). */
   resolvConf?: string;
+  /**
+   * This boot's swap secrets (secrets/placeholder.ts): the egress mediator replaces each token with
+   * its value in the headers of intercepted requests to the secret's bound hosts, nowhere else.
+   * TODO(e-wire merge): pass to createEgressMediation({ swap }) once the mediator is wired here;
+   * until then swap secrets reach the guest as placeholders only and nothing swaps them.
+   */
+  swap?: SwapSecret[];
 }
 
 interface Forward {

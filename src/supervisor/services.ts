@@ -1,6 +1,7 @@
 /**
- * The services a workspace's supervisor runs next to its VM, chosen from the manifest: today the
- * userspace network stack for `user` networking (isolated workspaces get none, so no NIC).
+ * The services a workspace's supervisor runs next to its VM, chosen from the manifest: the
+ * userspace network stack for `user` networking (isolated workspaces get none, so no NIC) and secret
+ * delivery when the manifest names secrets.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,6 +13,9 @@ import type { Manifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { NetworkService } from "./network-service.ts";
 import type { SupervisorService } from "./service.ts";
+import { SecretsService } from "./secrets-service.ts";
+import { planSecretDelivery } from "../secrets/delivery.ts";
+import type { ResolvedSecret } from "../secrets/resolve.ts";
 
 /** The stream socket QEMU's NIC connects to: next to the channel socket (short: under 108 bytes). */
 export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): string {
@@ -21,10 +25,18 @@ export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): st
 /**
  * The one registration point for supervisor services (service.ts): which per-VM services a workspace
  * gets, in the order their hooks run, decided from the manifest. `main.ts` passes the list to the
- * Supervisor as is. Next here: the egress mediator, secret delivery, snapshots.
+ * Supervisor as is. Next here: the egress mediator, snapshots.
  */
-export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: NodeJS.ProcessEnv = process.env): Promise<SupervisorService[]> {
+export async function servicesFor(
+  manifest: Manifest,
+  paths: WorkspacePaths,
+  env: NodeJS.ProcessEnv = process.env,
+  /** The values of manifest.secrets, handed over in memory (secrets/handoff.ts). */
+  secrets: readonly ResolvedSecret[] = [],
+): Promise<SupervisorService[]> {
   const services: SupervisorService[] = [];
+  // One plan per boot (a supervisor boots once): fresh placeholders for the swap secrets.
+  const plan = secrets.length > 0 ? planSecretDelivery(secrets) : undefined;
   if (manifest.network.mode === "user") {
     const net = new NetworkService({
         workspace: manifest.name,
@@ -34,9 +46,12 @@ export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env
         hostname: manifest.boot.hostname,
         log: (m) => process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${m}\n`),
         ...(env.MICROAGENT_HOST_RESOLV_CONF ? { resolvConf: env.MICROAGENT_HOST_RESOLV_CONF } : {}),
+        // Swap secrets for the egress mediator (placeholder -> value on intercepted requests to the bound hosts).
+        ...(plan && plan.swap.length > 0 ? { swap: plan.swap } : {}),
       });
     services.push(env.MICROAGENT_NET_DATAPATH === "passt" ? new PasstBenchService(net, join(paths.runtimeDir, "passt.sock")) : net);
   }
+  if (plan) services.push(new SecretsService(plan));
   return services;
 }
 

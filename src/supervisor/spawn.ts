@@ -14,6 +14,7 @@ import { readTail } from "../workspace/serial.ts";
 import { SupervisorClient } from "./client.ts";
 import { SupervisorErrors } from "./errors.ts";
 import type { SupervisorStatus } from "./protocol.ts";
+import { SECRET_HANDOFF_FD, writeSecretHandoff } from "../secrets/handoff.ts";
 
 /**
  * Node flags for the supervisor: it holds sockets and capped Buffers (outside the V8 heap), never
@@ -31,6 +32,17 @@ export interface SpawnSupervisorOptions {
   env?: NodeJS.ProcessEnv;
   runtimeId?: string;
   requestId?: string;
+  /**
+   * The resolved secrets as one handoff frame (secrets/handoff.ts): written to a pipe on the
+   * supervisor's fd 3 and ended, never argv, env or a file. Zeroed once written.
+   */
+  secrets?: Buffer;
+}
+
+export interface SpawnedSupervisor {
+  pid: number;
+  /** Settles once the secrets frame is written (or at once without one); rejects with SECRET_HANDOFF_FAILED. */
+  handoff: Promise<void>;
 }
 
 /** The per-user runtime root holding every workspace's socket dir (and the cached accel probe). */
@@ -44,7 +56,7 @@ export function supervisorEntry(): string {
   return fileURLToPath(new URL(url.endsWith(".ts") ? "./main.ts" : "./main.js", url));
 }
 
-export function spawnSupervisor(paths: WorkspacePaths, opts: SpawnSupervisorOptions = {}): { pid: number } {
+export function spawnSupervisor(paths: WorkspacePaths, opts: SpawnSupervisorOptions = {}): SpawnedSupervisor {
   const logFd = openSync(paths.supervisorLog, "a", FILE_MODE);
   try {
     const env: NodeJS.ProcessEnv = {
@@ -52,20 +64,27 @@ export function spawnSupervisor(paths: WorkspacePaths, opts: SpawnSupervisorOpti
       ...(opts.runtimeId ? { MICROAGENT_RUNTIME_ID: opts.runtimeId } : {}),
       ...(opts.requestId ? { MICROAGENT_REQUEST_ID: opts.requestId } : {}),
     };
+    // Where the secrets frame arrives (the fd, not the values); absent: the supervisor reads nothing.
+    delete env.MICROAGENT_SECRETS_FD;
+    if (opts.secrets) env.MICROAGENT_SECRETS_FD = String(SECRET_HANDOFF_FD);
     // V8's on-disk compile cache: every boot starts a fresh supervisor, and parsing its modules is
     // a good part of its start-up time.
     if (!opts.supervisorPath && env.NODE_COMPILE_CACHE === undefined) env.NODE_COMPILE_CACHE = join(runtimeRoot(env), "node-compile-cache");
     const [cmd, args] = opts.supervisorPath
       ? [opts.supervisorPath, [paths.dir]]
       : [process.execPath, [...SUPERVISOR_NODE_FLAGS, supervisorEntry(), paths.dir]];
-    const child = spawn(cmd, args, { detached: true, stdio: ["ignore", logFd, logFd], env, cwd: paths.dir });
+    const child = spawn(cmd, args, { detached: true, stdio: ["ignore", logFd, logFd, opts.secrets ? "pipe" : "ignore"], env, cwd: paths.dir });
     const pid = child.pid;
     child.on("error", () => {});
     child.unref();
     if (pid === undefined) {
+      opts.secrets?.fill(0);
       throw SupervisorErrors.SUPERVISOR_START_FAILED({ message: `could not start the supervisor ${cmd}`, details: { command: cmd } });
     }
-    return { pid };
+    const pipe = child.stdio[SECRET_HANDOFF_FD];
+    const handoff = opts.secrets && pipe && "write" in pipe ? writeSecretHandoff(pipe, opts.secrets) : Promise.resolve();
+    handoff.catch(() => {}); // the caller awaits it; the supervisor's own failure is reported as well
+    return { pid, handoff };
   } finally {
     closeSync(logFd);
   }

@@ -32,6 +32,9 @@ const TEMPLATES: string[] = [
   '{"type":"boot-config","config":{"argv":["true"],"env":["A=1"],"setup":["true"],"stopSignal":"NOPE"}}',
   '{"type":"boot-config","config":{"argv":"notarray","env":[1,2]}}',
   '{"type":"boot-config","config":[]}',
+  // Secrets are validated whole before anything is written; off PID 1 and without MICROAGENT_INIT_SECRETS_DIR nothing is.
+  '{"type":"boot-config","config":{"secrets":[{"name":"A","contentBase64":"QUJD"},{"name":"../x","contentBase64":"QQ=="}]}}',
+  '{"type":"boot-config","config":{"user":"nobody","secrets":[{"name":"A"},7,null,{"name":"B","contentBase64":"!!"},{"name":"A","contentBase64":"QQ=="}]}}',
   '{"kind":"exec","argv":["echo","fuzz"],"timeoutMs":100,"stdoutLimitBytes":-5}',
   '{"kind":"exec","argv":[]}',
   '{"kind":"exec","argv":[1]}',
@@ -55,7 +58,7 @@ test("guest fuzz: well-framed garbage never crashes the init", { timeout: 120_00
   let alive = 0;
   for (let seed = 1; seed <= 120; seed++) {
     const rnd = prng(seed);
-    const child = spawn(INIT, ["--serve-fd", "3"], { stdio: ["ignore", "ignore", "ignore", "pipe"] });
+    const child = spawn(INIT, ["--serve-fd", "3"], { stdio: ["ignore", "ignore", "ignore", "pipe"], env: { ...process.env, MICROAGENT_INIT_SECRETS_DIR: undefined } });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once("exit", (code, signal) => r({ code, signal })));
     const sock = child.stdio[3] as Duplex;
     sock.on("error", () => {});
