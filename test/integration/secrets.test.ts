@@ -188,6 +188,9 @@ test("secrets: env:, file: and cmd: secrets reach /run/secrets (tmpfs, 0400, the
     assert.equal(await guest(name, "cat /canary", "root"), canary, "same disk as boot 1");
     assert.equal(await guest(name, "ls -a /run/secrets | wc -l"), "5", "just the three files (and . ..) on a fresh tmpfs");
     assert.equal((await cli(["--json", "halt", name])).code, 0);
+    // halt returns once the guest is down; the supervisor and QEMU may take a moment more to exit.
+    for (let i = 0; i < 100 && liveProcesses().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(liveProcesses().map((p) => p.cmdline), [], "the halted workspace's processes exit");
 
     // --- start 3: the env: source is gone: refused, naming the secret and the source, state unchanged ---
     const refused = await cli(["--json", "start", name]);
@@ -211,7 +214,7 @@ test("secrets: env:, file: and cmd: secrets reach /run/secrets (tmpfs, 0400, the
     assert.equal(noCmd.code, 1);
     assert.equal(JSON.parse(noCmd.stdout).error.code, "SECRET_SOURCE_FAILED");
     assert.match(JSON.parse(noCmd.stdout).error.message, /secret CMD_KEY \(cmd:cat .*\): the command exited with code 1/);
-    assert.equal(liveProcesses().length, 0, "no supervisor or VM was started for a refused start");
+    assert.deepEqual(liveProcesses().map((p) => p.cmdline), [], "no supervisor or VM was started for a refused start");
 
     // A supervisor spawned without the handoff (not through start) refuses to boot a workspace with secrets.
     writeFileSync(cmdPath, CMD_VALUE, { mode: 0o600 });
