@@ -16,7 +16,7 @@ import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import type { SecretRef } from "../secrets/ref.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import type { NetworkMode } from "../workspace/manifest.ts";
-import type { AddHost, DnsUpstream, PortForward } from "../workspace/network.ts";
+import type { AddHost, DnsUpstream, EgressInputs, PortForward } from "../workspace/network.ts";
 import type { ProfileName } from "../workspace/profiles.ts";
 import { pidExists } from "../util/process.ts";
 import { readState } from "../workspace/state.ts";
@@ -69,6 +69,8 @@ export interface RunOptions {
   dns?: DnsUpstream;
   egressAllow?: string[];
   forwards?: PortForward[];
+  /** Egress mediation (see CreateWorkspaceOptions.egress). */
+  egress?: EgressInputs;
   backend?: BackendName;
   arch?: Arch;
   /** mke2fs / debugfs for building the base rootfs on a cache miss. */
@@ -153,6 +155,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     dns: opts.dns,
     egressAllow: opts.egressAllow,
     forwards: opts.forwards,
+    egress: opts.egress,
     backend: opts.backend,
     arch: opts.arch,
     providers: opts.providers,

@@ -21,6 +21,7 @@ import { guestTrust, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./tr
 import type { GuestTrust } from "./trust.ts";
 import { netConnector } from "./streams.ts";
 import type { DestinationPolicy, DnsObserver, HostConnector } from "../net/types.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export interface EgressMediationOptions {
   /** The workspace's state directory: the CA files and egress.jsonl live here (host-only). */
@@ -32,6 +33,11 @@ export interface EgressMediationOptions {
   addHosts?: ReadonlyArray<{ name: string; ip: string }>;
   /** How flows are dialled (default `netConnector()`: exactly the decided address). */
   upstream?: HostConnector;
+  /**
+   * Swap secrets (secret delivery): in intercepted HTTP/1 requests to a secret's bound hosts its
+   * placeholder is replaced by the value (audited `secret_swap`, name and host only).
+   */
+  swap?: readonly SwapSecret[];
   /** Called when the audit log fails (in the background or on a write): the mediator severed itself; fail the workspace closed. */
   onAuditError?: (e: Error) => void;
 }
@@ -66,6 +72,7 @@ export async function createEgressMediation(o: EgressMediationOptions): Promise<
     upstream: o.upstream ?? netConnector(),
     issuer,
     upstreamCa,
+    ...(o.swap?.length ? { swap: o.swap } : {}),
     ...(o.onAuditError ? { onFailure: o.onAuditError } : {}),
   });
   const trust = guestTrust(ca);

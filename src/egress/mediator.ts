@@ -33,6 +33,7 @@ import { DnsPins } from "./pins.ts";
 import { SERVER_FIRST_PORTS, decideConnect, decideEgress, resolvePolicyConfig } from "./policy.ts";
 import type { ConnectFacts, FlowFacts, PolicyConfig, Verdict } from "./policy.ts";
 import { effectiveAddress, parseAddress } from "./address.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export const MEDIATION_NAME = "mediation.microagent.internal";
 
@@ -54,6 +55,8 @@ export interface EgressMediatorOptions {
   sniffTimeoutMs?: number;
   upstreamTimeoutMs?: number;
   mediationProbeTimeoutMs?: number;
+  /** Swap secrets: placeholders replaced in intercepted HTTP/1 requests to their bound hosts. */
+  swap?: readonly SwapSecret[];
   /** The mediator failed (the audit cannot be written): it severed itself; the owner should fail the workspace. */
   onFailure?: (e: Error) => void;
 }
@@ -86,6 +89,7 @@ export class EgressMediator {
   readonly sniffMaxBytes: number;
   readonly sniffTimeoutMs: number;
   readonly upstreamTimeoutMs: number;
+  readonly swap: readonly SwapSecret[];
   readonly policy: DestinationPolicy;
   readonly connector: HostConnector;
   readonly dnsObserver: DnsObserver;
@@ -113,6 +117,7 @@ export class EgressMediator {
     this.sniffMaxBytes = o.sniffMaxBytes ?? 16 * 1024;
     this.sniffTimeoutMs = o.sniffTimeoutMs ?? 5000;
     this.upstreamTimeoutMs = o.upstreamTimeoutMs ?? 15_000;
+    this.swap = o.swap ?? [];
     this.#probeTimeoutMs = o.mediationProbeTimeoutMs ?? 1000;
     this.#onFailure = o.onFailure;
     for (const t of o.egress.mediation) this.#mediation.set(t.guestPort, { ...t, reachable: null, detail: "not probed yet" });

@@ -12,6 +12,7 @@ import type { Manifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { NetworkService } from "./network-service.ts";
 import type { SupervisorService } from "./service.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 /** The stream socket QEMU's NIC connects to: next to the channel socket (short: under 108 bytes). */
 export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): string {
@@ -23,7 +24,7 @@ export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): st
  * gets, in the order their hooks run, decided from the manifest. `main.ts` passes the list to the
  * Supervisor as is. Next here: the egress mediator, secret delivery, snapshots.
  */
-export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: NodeJS.ProcessEnv = process.env): Promise<SupervisorService[]> {
+export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env: NodeJS.ProcessEnv = process.env, extra: { swap?: readonly SwapSecret[] } = {}): Promise<SupervisorService[]> {
   const services: SupervisorService[] = [];
   if (manifest.network.mode === "user") {
     const net = new NetworkService({
@@ -32,6 +33,8 @@ export async function servicesFor(manifest: Manifest, paths: WorkspacePaths, env
         mac: macFor(manifest.name),
         settings: manifest.network,
         hostname: manifest.boot.hostname,
+        workspaceDir: paths.dir,
+        ...(extra.swap?.length ? { swap: extra.swap } : {}),
         log: (m) => process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${m}\n`),
         ...(env.MICROAGENT_HOST_RESOLV_CONF ? { resolvConf: env.MICROAGENT_HOST_RESOLV_CONF } : {}),
       });

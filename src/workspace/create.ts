@@ -21,7 +21,7 @@ import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from 
 import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
-import { resolveNetworkSettings, type AddHost, type DnsUpstream, type NetworkSettings, type PortForward } from "./network.ts";
+import { resolveNetworkSettings, type AddHost, type DnsUpstream, type EgressInputs, type NetworkSettings, type PortForward } from "./network.ts";
 import { overlaySizeMib } from "./overlay.ts";
 import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
@@ -69,6 +69,8 @@ export interface CreateWorkspaceOptions {
   dns?: DnsUpstream;
   egressAllow?: string[];
   forwards?: PortForward[];
+  /** Egress mediation (`--egress`, `--egress-passthrough`, ..., `--mediation`); merged over the spec's field by field. */
+  egress?: EgressInputs;
   hostname?: string;
   /** Secret references (parseSecretRef), merged over the spec's by name. */
   secrets?: SecretRef[];
@@ -244,6 +246,7 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
       ...(options.dns !== undefined ? { dns: options.dns } : {}),
       ...(options.egressAllow !== undefined ? { egressAllow: options.egressAllow } : {}),
       ...(options.forwards !== undefined ? { forwards: options.forwards } : {}),
+      ...(options.egress !== undefined ? { egress: options.egress } : {}),
     },
     spec ? { ...(spec.network !== undefined ? { mode: spec.network } : {}), ...spec.networkOptions } : undefined,
   );
