@@ -326,11 +326,17 @@ export async function probeReadiness(name: string, opts: WorkspaceAccessOptions 
   return client.readiness(opts.timeoutMs);
 }
 
+const BUILT_IN_PROBES = new Set(["guestReady", "execReady", "shellReady", "resultReady"]);
+
 /** WS-STATE's `status` seam: readiness for a live runtime record. */
 export async function readinessForRuntime(_paths: WorkspacePaths, runtime: RuntimeRecord): Promise<Record<string, unknown>> {
   const r = await new SupervisorClient(runtime.sockets.control).readiness(5000);
-  const ready = r.guestReady.ready && r.execReady.ready;
+  // Service probes count too: a required mediation channel that does not answer (seed 001: "readiness
+  // reports a mediationReady error") leaves the workspace running but not ready.
+  const services = Object.entries(r).filter(([k]) => !BUILT_IN_PROBES.has(k)) as Array<[string, { ready: boolean; error?: string }]>;
+  const failedService = services.find(([, p]) => p && typeof p === "object" && p.ready === false);
+  const ready = r.guestReady.ready && r.execReady.ready && !failedService;
   // The first failing probe's error is the reason (e.g. DISK_FULL for a VM paused on a full host disk).
-  const reason = ready ? undefined : (r.guestReady.error ?? r.execReady.error ?? r.shellReady.error);
+  const reason = ready ? undefined : (r.guestReady.error ?? r.execReady.error ?? r.shellReady.error ?? failedService?.[1].error);
   return { ...r, ready, ...(reason ? { reason } : {}) };
 }

@@ -214,7 +214,8 @@ export function swapHead(head: Buffer, swap: (pairs: ReadonlyArray<readonly [str
   if (!r.changed) return head;
   r.headers.forEach(([k, v], j) => {
     const orig = fields[j] as [string, string];
-    if (v !== orig[1]) lines[at[j] as number] = `${k}: ${v}`;
+    // A value with a line break or NUL would write new header lines (request smuggling): never.
+    if (v !== orig[1] && !/[\r\n\0]/.test(v)) lines[at[j] as number] = `${k}: ${v}`;
   });
   return Buffer.from(lines.join("\r\n"), "latin1");
 }

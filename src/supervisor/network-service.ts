@@ -62,6 +62,8 @@ export interface NetworkServiceOptions {
   workspaceDir?: string;
   /** Swap secrets the mediator substitutes into intercepted HTTP/1 requests to their bound hosts. */
   swap?: readonly SwapSecret[];
+  /** How the mediator dials upstream (default: exactly the decided address). Tests route to loopback. */
+  upstream?: HostConnector;
 }
 
 interface Forward {
@@ -167,6 +169,7 @@ export class NetworkService implements SupervisorService {
         gateway: this.stack.config.gatewayIp,
         addHosts: this.#o.settings.addHosts ?? [],
         ...(this.#o.swap?.length ? { swap: this.#o.swap } : {}),
+        ...(this.#o.upstream ? { upstream: this.#o.upstream } : {}),
         onAuditError: (e) => {
           // A mediated workspace never runs unaudited: the mediator severed itself; the NIC goes too.
           this.#o.log(`network: egress audit failed (${e.message}); severing the workspace's network (fail closed)`);
