@@ -253,7 +253,10 @@ export function startMitm(flow: MediatedFlow, v: Verdict, f: FlowFacts, guestAlp
       ? (head: Buffer) =>
           swapHead(head, (pairs) => {
             const r = swapHeaders(pairs, m.swap, swapFor);
-            for (const ev of r.events) {
+            // A value with a line break or NUL would add header lines (request smuggling): no swap at all.
+            const unsafe = r.headers.some(([, v], j) => v !== pairs[j]?.[1] && /[\r\n\0]/.test(v));
+            for (const e0 of r.events) {
+              const ev = unsafe ? { ...e0, type: "secret_swap_denied" as const } : e0;
               m.record({
                 type: ev.type,
                 proto: "tcp",
@@ -262,14 +265,19 @@ export function startMitm(flow: MediatedFlow, v: Verdict, f: FlowFacts, guestAlp
                 sni: f.sni ?? null,
                 host: ev.host,
                 decision: ev.type === "secret_swap" ? "allow" : "deny",
-                reason: ev.type === "secret_swap" ? `secret ${ev.name} swapped into ${ev.header} for ${ev.host}` : `secret ${ev.name} is not bound to ${ev.host}; its placeholder was sent as is`,
+                reason:
+                  ev.type === "secret_swap"
+                    ? `secret ${ev.name} swapped into ${ev.header} for ${ev.host}`
+                    : unsafe
+                      ? `a secret value with a line break or NUL cannot go in a header; the placeholders were sent as is`
+                      : `secret ${ev.name} is not bound to ${ev.host}; its placeholder was sent as is`,
                 signal: ev.type === "secret_swap" ? null : "denied",
                 secret: ev.name,
                 header: ev.header,
                 flowId: flow.id,
               });
             }
-            return { headers: r.headers, changed: r.events.some((e) => e.type === "secret_swap") };
+            return { headers: r.headers, changed: !unsafe && r.events.some((e) => e.type === "secret_swap") };
           })
       : undefined;
     const inspector = new Http1Inspector({

@@ -601,7 +601,8 @@ test("egress-mediator: an audit that cannot be written severs the mediator (fail
 test("egress-mediator: swap secrets: the placeholder becomes the value only on intercepted requests to the bound, proved name; audited without the value", async () => {
   const value = "sk-test-only-value-0123456789";
   const bound: SwapSecret = { name: "API_KEY", token: makePlaceholder(), hosts: ["allowed.test"], value: new SecretValue(Buffer.from(value)) };
-  const w = await world({}, { addHosts: [{ name: "allowed.test", ip: A_IP }, { name: "b.test", ip: B_IP }], swap: [bound] });
+  const smuggle: SwapSecret = { name: "SMUGGLE", token: makePlaceholder(), hosts: ["allowed.test"], value: new SecretValue(Buffer.from("x\r\nX-Evil: 1")) };
+  const w = await world({}, { addHosts: [{ name: "allowed.test", ip: A_IP }, { name: "b.test", ip: B_IP }], swap: [bound, smuggle] });
   try {
     const t = await guestTls(await w.net.tcp(A_IP, 443), "allowed.test", [workspaceCa.certPem]);
     const basic = Buffer.from(`user:${bound.token}`).toString("base64");
@@ -623,10 +624,17 @@ test("egress-mediator: swap secrets: the placeholder becomes the value only on i
       },
       () => {},
     );
+    // A value with a line break is never written into a head (it would add header lines).
+    const t4 = await guestTls(await w.net.tcp(A_IP, 443), "allowed.test", [workspaceCa.certPem]);
+    const sm = await exchange(t4, `GET / HTTP/1.1\r\nHost: allowed.test\r\nX-Api-Key: ${smuggle.token}\r\nConnection: close\r\n\r\n`);
+    assert.match(sm, new RegExp(`key=${smuggle.token}`), "the placeholder went as is");
     await settle(200);
+    const unsafe = w.rec.of("secret_swap_denied").filter((r) => r.secret === "SMUGGLE");
+    assert.equal(unsafe.length, 1);
+    assert.match(unsafe[0]!.reason, /line break/);
     const swaps = w.rec.of("secret_swap");
     assert.deepEqual(swaps.map((r) => [r.secret, r.host, r.header]), [["API_KEY", "allowed.test", "x-api-key"], ["API_KEY", "allowed.test", "authorization"]]);
-    const denied = w.rec.of("secret_swap_denied");
+    const denied = w.rec.of("secret_swap_denied").filter((r) => r.secret === "API_KEY");
     assert.deepEqual(denied.map((r) => [r.secret, r.host]), [["API_KEY", "b.test"]]);
     const all = JSON.stringify(w.rec.all);
     assert.ok(!all.includes(value) && !all.includes(bound.token), "neither the value nor the token is in any audit record");
