@@ -212,6 +212,16 @@ test("egress guarded: curl, python3 and openssl trust the workspace CA; passthro
     assert.deepEqual((dnsAllow as Rec & { answers?: string[] }).answers, [A_IP]);
     assert.ok((await audit(name)).some((r) => r.type === "egress_allow" && r.name === "dns.test" && r.dst === `${A_IP}:${portA}` && r.mitm === true));
 
+    // A client with its own root store (only the upstream's CA: "pinned") rejects the workspace CA's
+    // leaf: egress_mitm_handshake_error naming --egress-passthrough; the passthrough host works for it.
+    const up = readFileSync(caFile, "utf8");
+    const own = await sh(name, `cat > /tmp/own.pem <<'EOF'\n${up}EOF\ncurl -sS --cacert /tmp/own.pem https://secure.test:${portA}/own-store 2>&1; echo rc=$?; curl -sS --fail --cacert /tmp/own.pem https://pinned.test:${portA}/own-store-passthrough`);
+    assert.match(own.stdout, /certificate|SSL/i, own.stdout);
+    assert.ok(!seen.a.includes(`secure.test:${portA} /own-store`), "the rejected flow's request never went upstream");
+    assert.match(own.stdout, new RegExp(`hello from a: pinned\\.test:${portA} /own-store-passthrough`), own.stdout);
+    const hs = await awaitRecord(name, (r) => r.type === "egress_mitm_handshake_error" && r.name === "secure.test", "the rejected leaf");
+    assert.match((hs as Rec & { reason: string }).reason, /--egress-passthrough/);
+
     // A forged SNI: secure.test's name sent to EVIL_IP (resolved for evil.test only). Guarded lets the
     // flow go as *unnamed*, dials the address the guest chose, and the upstream's certificate (evil.test
     // only) does not verify for secure.test: the request never reaches that server.
@@ -307,6 +317,16 @@ test("egress strict: the allowed name works; other names get DNS REFUSED; an unl
     await cli("kill", name);
     await cli("delete", name, "--force");
   }
+});
+
+test("egress run --json: the receipt carries the mode and the audit's counts (no path once the workspace is deleted)", { timeout: 900_000 }, async () => {
+  const r = await cli("--json", "run", "--profile", "tiny", "--add-host", `secure.test:${A_IP}`, "--egress-upstream-ca", caFile, imageRef, "curl", "-sS", "--fail", `https://secure.test:${portA}/run`);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const j = JSON.parse(r.stdout) as { exitCode: number; result: { stdout: string }; egress?: { mode: string; counts: { allow: number; deny: number }; byType: Record<string, number>; audit: string | null } };
+  assert.equal(Buffer.from(j.result.stdout, "base64").toString(), `hello from a: secure.test:${portA} /run\n`);
+  assert.equal(j.egress?.mode, "guarded");
+  assert.ok((j.egress?.byType.egress_allow ?? 0) >= 1 && (j.egress?.counts.allow ?? 0) >= 1, JSON.stringify(j.egress));
+  assert.equal(j.egress?.audit, null, "the audit went with the deleted workspace");
 });
 
 test("egress off: no CA, no env, the image's bundle untouched, TLS straight through; a mediator that cannot be set up refuses the start", { timeout: 900_000 }, async () => {
