@@ -246,6 +246,26 @@ test("egress guarded: curl, python3 and openssl trust the workspace CA; passthro
     assert.ok(!seen.a.some((s) => s.includes("/front")), "the fronted request never reached the upstream");
     await awaitRecord(name, (r) => r.type === "egress_deny" && r.signal === "domain-fronting", "domain fronting");
 
+    // Side channels around the mediator (research (e)): each refused with its signal and audited. The
+    // addresses are documentation ones (192.0.2.0/24) and the link-local metadata address: nothing is dialled.
+    const side = await sh(
+      name,
+      [
+        "nc -w 5 192.0.2.1 853 </dev/null 2>&1; echo dot=$?",
+        "curl -sS -m 5 http://169.254.169.254/latest/meta-data/ 2>&1; echo meta=$?",
+        `python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.sendto(b'quic', ('192.0.2.1', 443)); s.recv(10)" 2>&1; echo quic=$?`,
+        "nslookup dns.test 192.0.2.53 2>&1; echo foreign=$?",
+      ].join("; "),
+    );
+    assert.match(side.stdout, /dot=1/, side.stdout);
+    assert.match(side.stdout, /meta=(7|28)/, side.stdout);
+    assert.doesNotMatch(side.stdout, /quic=0/, side.stdout);
+    assert.match(side.stdout, new RegExp(`Address:? *${A_IP.replaceAll(".", "\\.")}`), "a query sent to a foreign resolver is answered by the mediator");
+    await awaitRecord(name, (r) => r.type === "egress_deny" && r.signal === "dns-over-tls" && r.dst === "192.0.2.1:853", "DoT");
+    await awaitRecord(name, (r) => r.type === "egress_deny" && r.signal === "inside-destination" && r.dst === "169.254.169.254:80", "the metadata address");
+    await awaitRecord(name, (r) => r.type === "egress_udp_deny" && r.signal === "quic-udp443", "QUIC");
+    await awaitRecord(name, (r) => r.type === "egress_dns_allow" && r.name === "dns.test" && r.signal === "foreign-resolver", "the foreign resolver");
+
     // The audit: intercepted flows under the name they proved, passthrough with bytes, closes.
     const recs = await audit(name);
     const mitm = recs.find((r) => r.type === "egress_allow" && r.name === "secure.test" && r.mitm === true);
