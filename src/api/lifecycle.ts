@@ -326,6 +326,26 @@ export async function probeReadiness(name: string, opts: WorkspaceAccessOptions 
   return client.readiness(opts.timeoutMs);
 }
 
+/**
+ * Seed 001's "Required mediation channel fails closed": after a start, the required `--mediation`
+ * targets whose listener did not answer (the network service probed them in onRunning), as the
+ * sentence the CLI prints; undefined when there are none (or the supervisor cannot say).
+ */
+export async function mediationWarning(name: string, opts: WorkspaceAccessOptions = {}): Promise<string | undefined> {
+  try {
+    const { client } = await supervisorFor(name, opts);
+    const net = (await client.services()).network as { egress?: { mediation?: Array<{ guestPort: number; target: string; required: boolean; reachable: boolean | null; detail: string }> } } | undefined;
+    const bad = (net?.egress?.mediation ?? []).filter((m) => m.required && m.reachable === false);
+    if (bad.length === 0) return undefined;
+    return `error: mediation channel required but unreachable: ${bad.map((m) => `${m.guestPort}=${m.detail}`).join(", ")}
+  The workspace started, but readiness reports a mediationReady error and the channel is severed until a listener connects.
+  Fix: stand up the mediation listener at ${bad.map((m) => m.target).join(", ")}; for development only, create the workspace with --mediation-optional.
+`;
+  } catch {
+    return undefined;
+  }
+}
+
 const BUILT_IN_PROBES = new Set(["guestReady", "execReady", "shellReady", "resultReady"]);
 
 /** WS-STATE's `status` seam: readiness for a live runtime record. */

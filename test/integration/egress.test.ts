@@ -298,6 +298,12 @@ test("egress guarded: curl, python3 and openssl trust the workspace CA; passthro
     assert.match(text.stdout, /egress:\s+guarded/);
     const cut = await sh(name, "echo ping | nc mediation.microagent.internal 7000; echo rc=$?");
     assert.doesNotMatch(cut.stdout, /mediated:/, "nothing flows while the listener is down");
+    // Seed 001: a start whose required listener is down still starts, and says so with the fix.
+    assert.equal((await cli("halt", name)).code, 0);
+    const again = await cli("start", name);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stderr, new RegExp(`error: mediation channel required but unreachable: 7000=127\\.0\\.0\\.1:${mediationPort}: ECONNREFUSED`), again.stderr);
+    assert.match(again.stderr, /--mediation-optional/);
   } finally {
     await cli("kill", name);
     await cli("delete", name, "--force");
