@@ -312,7 +312,14 @@ test("egress guarded: curl, python3 and openssl trust the workspace CA; passthro
 
 test("egress strict: the allowed name works; other names get DNS REFUSED; an unlisted SNI and a direct IP are denied and audited", { timeout: 900_000 }, async () => {
   const name = "strict";
-  const created = await cli("create", name, "--image", imageRef, "--profile", "tiny", "--egress", "strict", "--egress-allow", "secure.test", "--add-host", `secure.test:${A_IP}`, "--dns", `127.0.0.1:${dnsPort}`, "--egress-upstream-ca", caFile);
+  // A mediation target nobody listens on, marked optional: the workspace is ready anyway (development only).
+  const closed = createServer();
+  const closedPort = await new Promise<number>((r) => closed.listen(0, "127.0.0.1", () => r((closed.address() as AddressInfo).port)));
+  await new Promise((r) => closed.close(r));
+  const created = await cli(
+    "create", name, "--image", imageRef, "--profile", "tiny", "--egress", "strict", "--egress-allow", "secure.test", "--add-host", `secure.test:${A_IP}`,
+    "--dns", `127.0.0.1:${dnsPort}`, "--egress-upstream-ca", caFile, "--mediation", `7001=127.0.0.1:${closedPort}`, "--mediation-optional",
+  );
   assert.equal(created.code, 0, created.stderr);
   const before = seen.a.length;
   try {
@@ -339,6 +346,12 @@ test("egress strict: the allowed name works; other names get DNS REFUSED; an unl
     const d = await awaitRecord(name, (r) => r.type === "egress_deny" && r.dst === `${A_IP}:${portA}` && r.name === null && !r.hostAsserted, "the direct-IP connect");
     assert.equal(d.signal, "direct-ip-no-sni");
     assert.deepEqual(seen.a.slice(before), [`secure.test:${portA} /strict-ok`], "only the allowed request reached the server");
+    const st = JSON.parse((await cli("--json", "status", name)).stdout) as { readiness: { ready: boolean; mediationReady?: { ready: boolean; detail?: string } }; egress?: { mode: string; counts: { deny: number } } };
+    assert.equal(st.readiness.mediationReady?.ready, true, "--mediation-optional: an unreachable target is not a readiness error");
+    assert.match(st.readiness.mediationReady?.detail ?? "", /optional and unreachable/);
+    assert.equal(st.readiness.ready, true);
+    assert.equal(st.egress?.mode, "strict");
+    assert.ok((st.egress?.counts.deny ?? 0) >= 3, JSON.stringify(st.egress));
   } finally {
     await cli("kill", name);
     await cli("delete", name, "--force");

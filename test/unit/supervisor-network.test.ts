@@ -196,3 +196,25 @@ test("supervisor-network: a mediator that cannot be set up refuses the start (fa
   }
   rmSync(dir, { recursive: true, force: true });
 });
+
+test("supervisor-network: an audit that cannot be written severs the mediator and the NIC (a mediated workspace never runs unaudited)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-eg-"));
+  const logs: string[] = [];
+  const s = service(dir, { workspaceDir: dir, settings: { mode: "user", egress: { mode: "guarded" } }, log: (m) => logs.push(m) });
+  try {
+    await s.beforeLaunch(spec);
+    const eg = s.mediation!;
+    eg.audit.write = () => {
+      throw new Error("ENOSPC: no space left on device");
+    };
+    // A flow the policy denies is audited at once: the write fails.
+    const d = eg.policy.decide({ proto: "tcp", dstIp: "10.9.9.9", dstPort: 80, guestPort: 40000 });
+    assert.equal(d.verdict, "deny");
+    assert.equal((s.describe() as { link: string }).link, "severed", "the NIC goes with the mediator");
+    assert.ok(logs.some((l) => /egress audit failed \(ENOSPC.*severing the workspace's network \(fail closed\)/.test(l)), logs.join("\n"));
+    assert.deepEqual(eg.policy.decide({ proto: "tcp", dstIp: "93.184.216.34", dstPort: 443, guestPort: 40001 }), { verdict: "deny", reason: "severed" }, "later flows are refused");
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
