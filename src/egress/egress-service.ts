@@ -17,7 +17,7 @@ import { EgressAuditLog } from "./audit.ts";
 import { stackDnsHosts } from "./dns-mediator.ts";
 import { EgressMediator } from "./mediator.ts";
 import type { ResolvedEgressOptions } from "./flags.ts";
-import { guestTrust, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./trust.ts";
+import { guestTrust, hostRootCertificates, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./trust.ts";
 import type { GuestTrust } from "./trust.ts";
 import { netConnector } from "./streams.ts";
 import type { DestinationPolicy, DnsObserver, HostConnector } from "../net/types.ts";
@@ -60,7 +60,9 @@ export interface EgressMediation {
 
 export async function createEgressMediation(o: EgressMediationOptions): Promise<EgressMediation> {
   if (o.egress.mode === "off") throw new Error("internal: --egress off uses the plain connector and the default destination policy");
-  const upstreamCa = upstreamTrust(await loadUpstreamCas(o.egress.upstreamCaFiles));
+  // The files are read now (an unreadable one fails the start closed); the host's roots on first use.
+  const extraCas = await loadUpstreamCas(o.egress.upstreamCaFiles);
+  const upstreamCa = () => upstreamTrust(extraCas);
   const ca = await loadOrCreateCa(o.workspaceDir, { workspace: o.workspace });
   const issuer = new LeafIssuer(ca);
   const audit = new EgressAuditLog(o.workspaceDir, { workspace: o.workspace, ...(o.onAuditError ? { onError: o.onAuditError } : {}) });
@@ -75,7 +77,11 @@ export async function createEgressMediation(o: EgressMediationOptions): Promise<
     ...(o.swap?.length ? { swap: o.swap } : {}),
     ...(o.onAuditError ? { onFailure: o.onAuditError } : {}),
   });
-  const trust = guestTrust(ca);
+  // Every TLS flow but a passthrough one is intercepted, so the guest verifies only leaves of the
+  // workspace CA, except on passthrough hosts, where it verifies the upstream's own chain: the host's
+  // roots go into the guest's bundle only when there are passthrough entries (the bundle is ~0.6 MB
+  // of boot config otherwise sent and written at every boot).
+  const trust = guestTrust(ca, o.egress.passthrough.length > 0 ? hostRootCertificates() : []);
   return {
     mediator,
     policy: mediator.policy,

@@ -49,7 +49,7 @@ export interface EgressMediatorOptions {
   /** Signs the leaves the guest sees (required unless mode is off). */
   issuer: LeafIssuer | null;
   /** Upstream TLS trust: the host's roots plus every `--egress-upstream-ca` (see `upstreamTrust`). */
-  upstreamCa: readonly string[];
+  upstreamCa: readonly string[] | (() => readonly string[]);
   pins?: DnsPins;
   sniffMaxBytes?: number;
   sniffTimeoutMs?: number;
@@ -85,7 +85,8 @@ export class EgressMediator {
   readonly audit: AuditSink;
   readonly upstream: HostConnector;
   readonly issuer: LeafIssuer | null;
-  readonly upstreamCa: readonly string[];
+  readonly #upstreamCa: readonly string[] | (() => readonly string[]);
+  #upstreamCaResolved: readonly string[] | null = null;
   readonly sniffMaxBytes: number;
   readonly sniffTimeoutMs: number;
   readonly upstreamTimeoutMs: number;
@@ -113,7 +114,7 @@ export class EgressMediator {
     this.upstream = o.upstream;
     this.issuer = o.issuer;
     if (!this.issuer && o.egress.mode !== "off") throw new Error("internal: a mediated workspace needs a leaf issuer");
-    this.upstreamCa = o.upstreamCa;
+    this.#upstreamCa = o.upstreamCa;
     this.sniffMaxBytes = o.sniffMaxBytes ?? 16 * 1024;
     this.sniffTimeoutMs = o.sniffTimeoutMs ?? 5000;
     this.upstreamTimeoutMs = o.upstreamTimeoutMs ?? 15_000;
@@ -124,6 +125,12 @@ export class EgressMediator {
     this.policy = { decide: (req) => this.#decide(req) };
     this.connector = { connect: (target, h) => this.#connect(target, h) };
     this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: this.audit });
+  }
+
+  /** Upstream TLS trust, computed on first use (loading the host's roots costs tens of ms: not at start). */
+  get upstreamCa(): readonly string[] {
+    this.#upstreamCaResolved ??= typeof this.#upstreamCa === "function" ? this.#upstreamCa() : this.#upstreamCa;
+    return this.#upstreamCaResolved;
   }
 
   get gateway(): string {

@@ -324,6 +324,9 @@ test("egress strict: the allowed name works; other names get DNS REFUSED; an unl
   const before = seen.a.length;
   try {
     assert.equal((await cli("start", name)).code, 0);
+    // No passthrough entries: every TLS flow is intercepted, so the guest's bundle is the workspace CA alone.
+    const bundle = await sh(name, "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt /run/microagent/egress/ca-bundle.crt");
+    assert.match(bundle.stdout, /ca-certificates\.crt:1\n.*ca-bundle\.crt:1/, bundle.stdout);
     const ok = await sh(name, `curl -sS --fail https://secure.test:${portA}/strict-ok`);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(ok.stdout, `hello from a: secure.test:${portA} /strict-ok\n`);
