@@ -9,6 +9,7 @@
 #include "secrets.h"
 #include "json.h"
 #include "net.h"
+#include "trust.h"
 #include "proc.h"
 #include "proto.h"
 #include "util.h"
@@ -718,6 +719,14 @@ static void apply_boot_config(const struct jval *cfg) {
     char msg[4400];
     if (!write_file(&files->items[i], msg, sizeof msg)) {
       boot_failed("files", (int)i, NULL, -1, msg);
+      return;
+    }
+  }
+  if (G.o->pid1) {
+    /* After the files: the bundle it mounts is one of them. */
+    char msg[600];
+    if (!egress_trust_apply(json_get(cfg, "egressTrust"), msg, sizeof msg)) {
+      boot_failed("egressTrust", -1, NULL, -1, msg);
       return;
     }
   }

@@ -356,11 +356,37 @@ export async function probeReadiness(name: string, opts: WorkspaceAccessOptions 
   return client.readiness(opts.timeoutMs);
 }
 
+/**
+ * Seed 001's "Required mediation channel fails closed": after a start, the required `--mediation`
+ * targets whose listener did not answer (the network service probed them in onRunning), as the
+ * sentence the CLI prints; undefined when there are none (or the supervisor cannot say).
+ */
+export async function mediationWarning(name: string, opts: WorkspaceAccessOptions = {}): Promise<string | undefined> {
+  try {
+    const { client } = await supervisorFor(name, opts);
+    const net = (await client.services()).network as { egress?: { mediation?: Array<{ guestPort: number; target: string; required: boolean; reachable: boolean | null; detail: string }> } } | undefined;
+    const bad = (net?.egress?.mediation ?? []).filter((m) => m.required && m.reachable === false);
+    if (bad.length === 0) return undefined;
+    return `error: mediation channel required but unreachable: ${bad.map((m) => `${m.guestPort}=${m.detail}`).join(", ")}
+  The workspace started, but readiness reports a mediationReady error and the channel is severed until a listener connects.
+  Fix: stand up the mediation listener at ${bad.map((m) => m.target).join(", ")}; for development only, create the workspace with --mediation-optional.
+`;
+  } catch {
+    return undefined;
+  }
+}
+
+const BUILT_IN_PROBES = new Set(["guestReady", "execReady", "shellReady", "resultReady"]);
+
 /** WS-STATE's `status` seam: readiness for a live runtime record. */
 export async function readinessForRuntime(_paths: WorkspacePaths, runtime: RuntimeRecord): Promise<Record<string, unknown>> {
   const r = await new SupervisorClient(runtime.sockets.control).readiness(5000);
-  const ready = r.guestReady.ready && r.execReady.ready;
+  // Service probes count too: a required mediation channel that does not answer (seed 001: "readiness
+  // reports a mediationReady error") leaves the workspace running but not ready.
+  const services = Object.entries(r).filter(([k]) => !BUILT_IN_PROBES.has(k)) as Array<[string, { ready: boolean; error?: string }]>;
+  const failedService = services.find(([, p]) => p && typeof p === "object" && p.ready === false);
+  const ready = r.guestReady.ready && r.execReady.ready && !failedService;
   // The first failing probe's error is the reason (e.g. DISK_FULL for a VM paused on a full host disk).
-  const reason = ready ? undefined : (r.guestReady.error ?? r.execReady.error ?? r.shellReady.error);
+  const reason = ready ? undefined : (r.guestReady.error ?? r.execReady.error ?? r.shellReady.error ?? failedService?.[1].error);
   return { ...r, ready, ...(reason ? { reason } : {}) };
 }

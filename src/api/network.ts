@@ -9,6 +9,7 @@ import { readManifest } from "../workspace/manifest.ts";
 import { openWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
 import { supervisorFor } from "./lifecycle.ts";
+import { egressOptionsOf } from "../workspace/network.ts";
 
 export interface WorkspaceNetwork {
   workspace: string;
@@ -44,6 +45,7 @@ export async function workspaceNetwork(name: string, opts: WorkspaceAccessOption
     mtu: MAX_MTU,
     addHosts: m.network.addHosts ?? [],
     egressAllow: m.network.egressAllow ?? [],
+    egress: { mode: egressOptionsOf(m.network).mode },
     forwards,
     caps: { maxTcpFlows: DEFAULT_CAPS.maxTcpFlows, maxHalfOpen: DEFAULT_CAPS.maxHalfOpen },
   };

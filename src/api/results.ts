@@ -65,6 +65,7 @@ export function runJson(r: RunResult, output: { stdout: Buffer; stderr: Buffer }
       boot: r.timings.bootMs === undefined ? undefined : Math.round(r.timings.bootMs),
       total: Math.round(r.timings.totalMs),
     },
+    ...(r.egress ? { egress: r.egress } : {}),
   };
 }
 

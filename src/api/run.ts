@@ -16,7 +16,8 @@ import { createWorkspace, type CreateProviders } from "../workspace/create.ts";
 import type { SecretRef } from "../secrets/ref.ts";
 import { deleteWorkspace } from "../workspace/delete.ts";
 import type { NetworkMode } from "../workspace/manifest.ts";
-import type { AddHost, DnsUpstream, PortForward } from "../workspace/network.ts";
+import { egressOptionsOf, type AddHost, type DnsUpstream, type EgressInputs, type NetworkSettings, type PortForward } from "../workspace/network.ts";
+import { egressSummary, type EgressSummary } from "../egress/summary.ts";
 import type { ProfileName } from "../workspace/profiles.ts";
 import { pidExists } from "../util/process.ts";
 import { readState } from "../workspace/state.ts";
@@ -69,6 +70,8 @@ export interface RunOptions {
   dns?: DnsUpstream;
   egressAllow?: string[];
   forwards?: PortForward[];
+  /** Egress mediation (see CreateWorkspaceOptions.egress). */
+  egress?: EgressInputs;
   backend?: BackendName;
   arch?: Arch;
   /** mke2fs / debugfs for building the base rootfs on a cache miss. */
@@ -102,6 +105,8 @@ export interface RunResult {
   accelReason?: string;
   /** `detach`: the run returned once the VM was started; the workspace is running and kept. */
   detached?: boolean;
+  /** User networking: the egress receipt (read before a non-kept workspace is deleted; `audit` null then). */
+  egress?: EgressSummary;
 }
 
 const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
@@ -110,6 +115,13 @@ const NOUNS = ["otter", "badger", "falcon", "heron", "lynx", "marmot", "newt", "
 export function generateRunName(): string {
   const b = randomBytes(4);
   return `run-${ADJECTIVES[(b[0] as number) % ADJECTIVES.length]}-${NOUNS[(b[1] as number) % NOUNS.length]}-${b.subarray(2).toString("hex")}`;
+}
+
+/** The egress summary of a finished run; `audit` is null when the workspace (and its audit) is about to go. */
+async function egressReceipt(created: { paths: { dir: string }; manifest: { network: NetworkSettings } }, kept: boolean): Promise<EgressSummary | undefined> {
+  if (created.manifest.network.mode !== "user") return undefined;
+  const s = await egressSummary(created.paths.dir, egressOptionsOf(created.manifest.network)).catch(() => undefined);
+  return s && !kept ? { ...s, audit: null } : s;
 }
 
 export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
@@ -153,6 +165,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     dns: opts.dns,
     egressAllow: opts.egressAllow,
     forwards: opts.forwards,
+    egress: opts.egress,
     backend: opts.backend,
     arch: opts.arch,
     providers: opts.providers,
@@ -189,6 +202,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       if (keep) await stopWorkspace(name, "halt", access).catch(() => {});
       else await kill();
       const waited = await waitWorkspace(name, { ...access, timeoutMs: 60_000, intervalMs: 20 }).catch(() => undefined);
+      const heldEgress = await egressReceipt(created, keep);
       return {
         workspace: name,
         kept: keep,
@@ -200,6 +214,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
         timings: { createMs, bootMs: r.bootMs, totalMs: performance.now() - t0 },
         accel: started.accel,
         accelReason: started.accelReason,
+        ...(heldEgress ? { egress: heldEgress } : {}),
       };
     }
     const bootStart = performance.now();
@@ -232,7 +247,9 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
     const finalState = waited?.state ?? (await readState(workspacePaths(opts.stateDir ?? defaultStateDir(), name)).catch(() => undefined))?.state;
     const interrupted = Boolean(opts.signal?.aborted) && !result;
     const exitCode = timedOut ? 124 : result ? workloadExitCode(result) : interrupted ? 130 : 1;
+    const egress = await egressReceipt(created, Boolean(opts.keep));
     return {
+      ...(egress ? { egress } : {}),
       workspace: name,
       kept: Boolean(opts.keep),
       finalState,

@@ -82,6 +82,35 @@ export const bootConfigSchema = z.object({
     .optional(),
   /** Files for the /run/secrets tmpfs (absent: no tmpfs is mounted). */
   secrets: z.array(bootSecretSchema).max(64).optional(),
+  /**
+   * Egress mediation (guarded/strict): bind-mount each `source` (a boot-config file under
+   * /run/microagent/egress/) over each of its `targets` that exists in the image (the distro CA
+   * bundle paths), so clients that read the system store trust the workspace CA; the image's
+   * files are never written. Absent: nothing is mounted.
+   */
+  egressTrust: z
+    .object({
+      bindMounts: z
+        .array(
+          z
+            .object({
+              source: z.string().regex(/^\/run\/microagent\/egress\/[A-Za-z0-9._-]{1,64}$/, "a file directly under /run/microagent/egress/"),
+              targets: z
+                .array(
+                  z
+                    .string()
+                    .max(256)
+                    .regex(/^\/etc\/[A-Za-z0-9._/-]+$/, "a path under /etc/")
+                    .refine((p) => !p.split("/").includes("..") && !p.split("/").includes("."), "no . or .. components"),
+                )
+                .max(16),
+            })
+            .strict(),
+        )
+        .max(4),
+    })
+    .strict()
+    .optional(),
 });
 
 /** What callers write (defaults optional). */

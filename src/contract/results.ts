@@ -47,6 +47,19 @@ const accelBlock = z.strictObject({ accel: z.enum(["kvm", "tcg", "hvf", "whpx"])
 
 // ---- run / exec ----
 
+/** `status`'s egress summary and `run --json`'s egress receipt (src/egress/summary.ts). */
+export const EgressSummarySchema = z.strictObject({
+  mode: z.enum(["guarded", "strict", "off"]),
+  allow: z.array(z.string()),
+  passthrough: z.array(z.string()),
+  mediation: z.array(z.string()),
+  mediationRequired: z.boolean(),
+  counts: z.strictObject({ allow: z.number().int(), deny: z.number().int() }),
+  byType: z.record(z.string(), z.number().int()),
+  /** The audit file; null with egress off, and in a run receipt when the workspace was deleted with it. */
+  audit: z.string().nullable(),
+});
+
 export const RunJsonSchema = z.strictObject({
   workspace: z.string(),
   stateDir: z.string(),
@@ -67,6 +80,8 @@ export const RunJsonSchema = z.strictObject({
   }),
   host: accelBlock,
   timingsMs: z.strictObject({ create: z.number(), boot: z.number().optional(), total: z.number() }),
+  /** User networking: the egress receipt (mode, counts, audit path when kept). */
+  egress: EgressSummarySchema.optional(),
 });
 export type RunJson = z.infer<typeof RunJsonSchema>;
 
@@ -173,6 +188,8 @@ export const StatusJsonSchema = z.strictObject({
   event: EventSchema,
   verification: VerificationSchema.optional(),
   readiness: z.looseObject({ ready: z.boolean(), reason: z.string().optional() }),
+  /** User networking: egress mode, lists and the audit counted. */
+  egress: EgressSummarySchema.optional(),
   result: z
     .object({
       runtimeId: z.string().optional(),

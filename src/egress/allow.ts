@@ -163,8 +163,19 @@ export function parsePassthroughList(entries: readonly string[], flag = "--egres
 /** `--egress-allow`/`--egress-passthrough` with `--egress off` is a usage error (issue 11). */
 export function checkListsForMode(mode: "guarded" | "strict" | "off", allow: readonly string[], passthrough: readonly string[]): void {
   if (mode !== "off") return;
-  const flag = allow.length > 0 ? "--egress-allow" : passthrough.length > 0 ? "--egress-passthrough" : null;
-  if (flag) throw EgressErrors.EGRESS_ALLOW_CONFLICT({ message: `${flag} has no effect with --egress off: nothing is mediated`, details: { flag } });
+  // Without mediation nothing sees a name, so name entries could only be ignored; address, CIDR and
+  // host.microagent.internal:PORT entries still open inside destinations (denied in every mode).
+  const named = allow.find((a) => {
+    const e = parseAllowEntry(a);
+    return e.kind === "host" || e.kind === "suffix";
+  });
+  const flag = named !== undefined ? "--egress-allow" : passthrough.length > 0 ? "--egress-passthrough" : null;
+  if (flag) {
+    throw EgressErrors.EGRESS_ALLOW_CONFLICT({
+      message: `${flag}${named !== undefined ? ` ${named}` : ""} has no effect with --egress off: nothing is mediated, so no flow is matched by name`,
+      details: { flag },
+    });
+  }
 }
 
 function portOk(entryPort: number | null, port: number | null): boolean {

@@ -36,6 +36,8 @@ export const EGRESS_RECORD_TYPES = [
   "egress_mitm_handshake_error",
   "egress_mitm_upstream_error",
   "egress_cap_exceeded",
+  "secret_swap",
+  "secret_swap_denied",
 ] as const;
 export type EgressRecordType = (typeof EGRESS_RECORD_TYPES)[number];
 
@@ -71,6 +73,9 @@ export const EgressRecordSchema = z.object({
   error: z.string().optional(),
   /** Which cap was hit and its value. */
   limit: z.number().optional(),
+  /** secret_swap / secret_swap_denied: the secret's name and the header it was in (never its value or token). */
+  secret: z.string().optional(),
+  header: z.string().optional(),
   /** Identical events folded into this record (absent: 1). */
   count: z.number().int().positive().optional(),
   lastTime: z.string().optional(),

@@ -17,10 +17,11 @@ import { EgressAuditLog } from "./audit.ts";
 import { stackDnsHosts } from "./dns-mediator.ts";
 import { EgressMediator } from "./mediator.ts";
 import type { ResolvedEgressOptions } from "./flags.ts";
-import { guestTrust, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./trust.ts";
+import { guestTrust, hostRootCertificates, loadUpstreamCas, upstreamTrust, withGuestTrust } from "./trust.ts";
 import type { GuestTrust } from "./trust.ts";
 import { netConnector } from "./streams.ts";
 import type { DestinationPolicy, DnsObserver, HostConnector } from "../net/types.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export interface EgressMediationOptions {
   /** The workspace's state directory: the CA files and egress.jsonl live here (host-only). */
@@ -32,6 +33,11 @@ export interface EgressMediationOptions {
   addHosts?: ReadonlyArray<{ name: string; ip: string }>;
   /** How flows are dialled (default `netConnector()`: exactly the decided address). */
   upstream?: HostConnector;
+  /**
+   * Swap secrets (secret delivery): in intercepted HTTP/1 requests to a secret's bound hosts its
+   * placeholder is replaced by the value (audited `secret_swap`, name and host only).
+   */
+  swap?: readonly SwapSecret[];
   /** Called when the audit log fails (in the background or on a write): the mediator severed itself; fail the workspace closed. */
   onAuditError?: (e: Error) => void;
 }
@@ -54,7 +60,9 @@ export interface EgressMediation {
 
 export async function createEgressMediation(o: EgressMediationOptions): Promise<EgressMediation> {
   if (o.egress.mode === "off") throw new Error("internal: --egress off uses the plain connector and the default destination policy");
-  const upstreamCa = upstreamTrust(await loadUpstreamCas(o.egress.upstreamCaFiles));
+  // The files are read now (an unreadable one fails the start closed); the host's roots on first use.
+  const extraCas = await loadUpstreamCas(o.egress.upstreamCaFiles);
+  const upstreamCa = () => upstreamTrust(extraCas);
   const ca = await loadOrCreateCa(o.workspaceDir, { workspace: o.workspace });
   const issuer = new LeafIssuer(ca);
   const audit = new EgressAuditLog(o.workspaceDir, { workspace: o.workspace, ...(o.onAuditError ? { onError: o.onAuditError } : {}) });
@@ -66,9 +74,14 @@ export async function createEgressMediation(o: EgressMediationOptions): Promise<
     upstream: o.upstream ?? netConnector(),
     issuer,
     upstreamCa,
+    ...(o.swap?.length ? { swap: o.swap } : {}),
     ...(o.onAuditError ? { onFailure: o.onAuditError } : {}),
   });
-  const trust = guestTrust(ca);
+  // Every TLS flow but a passthrough one is intercepted, so the guest verifies only leaves of the
+  // workspace CA, except on passthrough hosts, where it verifies the upstream's own chain: the host's
+  // roots go into the guest's bundle only when there are passthrough entries (the bundle is ~0.6 MB
+  // of boot config otherwise sent and written at every boot).
+  const trust = guestTrust(ca, o.egress.passthrough.length > 0 ? hostRootCertificates() : []);
   return {
     mediator,
     policy: mediator.policy,

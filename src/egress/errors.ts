@@ -66,6 +66,14 @@ export const EgressErrors = defineErrors({
     kind: "transient",
     remediation: "Start the mediation listener at the named HOST:PORT (or fix --mediation); for development only, --mediation-optional lets the workspace run without it.",
   },
+  /**
+   * A guarded/strict workspace's mediation could not be set up (the CA, an --egress-upstream-ca
+   * file, the audit log): the workspace does not start rather than run unmediated (fail closed).
+   */
+  EGRESS_SETUP_FAILED: {
+    kind: "permanent",
+    remediation: "Fix the cause named in the message and start again, or drop mediation if you genuinely don't want it: create the workspace with --egress off.",
+  },
   /** An --egress* or --mediation flag value does not parse, or the flags contradict each other. */
   EGRESS_FLAG_INVALID: {
     kind: "permanent",

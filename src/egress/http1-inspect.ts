@@ -33,6 +33,8 @@ export interface InspectorOptions {
   refuse(r: Refusal): void;
   /** Called for each request that passed (for counters). */
   request?(r: { method: string; target: string; host: string | null }): void;
+  /** Rewrites a request head that passed before it is forwarded (swap secrets); the framing headers must stay. */
+  rewriteHead?(head: Buffer): Buffer;
 }
 
 type State =
@@ -161,7 +163,8 @@ export class Http1Inspector {
           }
           this.requests++;
           this.o.request?.(base);
-          this.o.forward(data.subarray(0, r.headBytes));
+          const head = data.subarray(0, r.headBytes);
+          this.o.forward(this.o.rewriteHead ? this.o.rewriteHead(head) : head);
           data = data.subarray(r.headBytes);
           if (upgrade !== null) this.state = { s: "raw" };
           else if (te !== null) this.state = { s: "chunk-size" };
@@ -187,4 +190,32 @@ export function refusalResponse(r: Refusal): Buffer {
     `HTTP/1.1 ${r.status} ${r.statusText}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\nx-microagent-egress: ${r.signal}\r\n\r\n${body}`,
     "utf8",
   );
+}
+
+/**
+ * A request head with `swapHeaders` applied to its header fields (the request line and the field
+ * names kept as written; a swapped field is re-written as `Name: value`). `host` is the proved name.
+ */
+export function swapHead(head: Buffer, swap: (pairs: ReadonlyArray<readonly [string, string]>) => { headers: Array<[string, string]>; changed: boolean }): Buffer {
+  const text = head.toString("latin1");
+  const lines = text.split("\r\n");
+  // lines: request line, fields..., "", "" (the head ends with CRLF CRLF)
+  const fields: Array<[string, string]> = [];
+  const at: number[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (line === "") break;
+    const c = line.indexOf(":");
+    if (c <= 0) continue;
+    fields.push([line.slice(0, c), line.slice(c + 1).trim()]);
+    at.push(i);
+  }
+  const r = swap(fields);
+  if (!r.changed) return head;
+  r.headers.forEach(([k, v], j) => {
+    const orig = fields[j] as [string, string];
+    // A value with a line break or NUL would write new header lines (request smuggling): never.
+    if (v !== orig[1] && !/[\r\n\0]/.test(v)) lines[at[j] as number] = `${k}: ${v}`;
+  });
+  return Buffer.from(lines.join("\r\n"), "latin1");
 }

@@ -2,6 +2,7 @@
 import type { SecureContext } from "node:tls";
 import type { EgressRecord } from "./audit.ts";
 import type { LeafIssuer } from "./ca.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 import type { ByteStream, ByteStreamHandlers, HostConnector, TcpTarget } from "../net/types.ts";
 
 /** Where records go: `EgressAuditLog` in production, an array in tests. */
@@ -16,6 +17,7 @@ export interface MitmFlow {
     readonly upstream: HostConnector;
     readonly upstreamCa: readonly string[];
     readonly upstreamTimeoutMs: number;
+    readonly swap: readonly SwapSecret[];
     readonly contexts: WeakMap<object, SecureContext>;
     readonly stats: { upstreamErrors: number; handshakeErrors: number };
     record(r: Omit<EgressRecord, "time" | "workspace">): void;

@@ -33,6 +33,7 @@ import { DnsPins } from "./pins.ts";
 import { SERVER_FIRST_PORTS, decideConnect, decideEgress, resolvePolicyConfig } from "./policy.ts";
 import type { ConnectFacts, FlowFacts, PolicyConfig, Verdict } from "./policy.ts";
 import { effectiveAddress, parseAddress } from "./address.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export const MEDIATION_NAME = "mediation.microagent.internal";
 
@@ -48,12 +49,14 @@ export interface EgressMediatorOptions {
   /** Signs the leaves the guest sees (required unless mode is off). */
   issuer: LeafIssuer | null;
   /** Upstream TLS trust: the host's roots plus every `--egress-upstream-ca` (see `upstreamTrust`). */
-  upstreamCa: readonly string[];
+  upstreamCa: readonly string[] | (() => readonly string[]);
   pins?: DnsPins;
   sniffMaxBytes?: number;
   sniffTimeoutMs?: number;
   upstreamTimeoutMs?: number;
   mediationProbeTimeoutMs?: number;
+  /** Swap secrets: placeholders replaced in intercepted HTTP/1 requests to their bound hosts. */
+  swap?: readonly SwapSecret[];
   /** The mediator failed (the audit cannot be written): it severed itself; the owner should fail the workspace. */
   onFailure?: (e: Error) => void;
 }
@@ -82,10 +85,12 @@ export class EgressMediator {
   readonly audit: AuditSink;
   readonly upstream: HostConnector;
   readonly issuer: LeafIssuer | null;
-  readonly upstreamCa: readonly string[];
+  readonly #upstreamCa: readonly string[] | (() => readonly string[]);
+  #upstreamCaResolved: readonly string[] | null = null;
   readonly sniffMaxBytes: number;
   readonly sniffTimeoutMs: number;
   readonly upstreamTimeoutMs: number;
+  readonly swap: readonly SwapSecret[];
   readonly policy: DestinationPolicy;
   readonly connector: HostConnector;
   readonly dnsObserver: DnsObserver;
@@ -109,16 +114,23 @@ export class EgressMediator {
     this.upstream = o.upstream;
     this.issuer = o.issuer;
     if (!this.issuer && o.egress.mode !== "off") throw new Error("internal: a mediated workspace needs a leaf issuer");
-    this.upstreamCa = o.upstreamCa;
+    this.#upstreamCa = o.upstreamCa;
     this.sniffMaxBytes = o.sniffMaxBytes ?? 16 * 1024;
     this.sniffTimeoutMs = o.sniffTimeoutMs ?? 5000;
     this.upstreamTimeoutMs = o.upstreamTimeoutMs ?? 15_000;
+    this.swap = o.swap ?? [];
     this.#probeTimeoutMs = o.mediationProbeTimeoutMs ?? 1000;
     this.#onFailure = o.onFailure;
     for (const t of o.egress.mediation) this.#mediation.set(t.guestPort, { ...t, reachable: null, detail: "not probed yet" });
     this.policy = { decide: (req) => this.#decide(req) };
     this.connector = { connect: (target, h) => this.#connect(target, h) };
     this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: this.audit });
+  }
+
+  /** Upstream TLS trust, computed on first use (loading the host's roots costs tens of ms: not at start). */
+  get upstreamCa(): readonly string[] {
+    this.#upstreamCaResolved ??= typeof this.#upstreamCa === "function" ? this.#upstreamCa() : this.#upstreamCa;
+    return this.#upstreamCaResolved;
   }
 
   get gateway(): string {

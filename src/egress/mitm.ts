@@ -16,7 +16,8 @@
 import { createSecureContext, connect as tlsConnect, TLSSocket } from "node:tls";
 import type { SecureContext } from "node:tls";
 import { EgressErrors } from "./errors.ts";
-import { Http1Inspector, refusalResponse } from "./http1-inspect.ts";
+import { Http1Inspector, refusalResponse, swapHead } from "./http1-inspect.ts";
+import { swapHeaders } from "../secrets/placeholder.ts";
 import type { Refusal } from "./http1-inspect.ts";
 import { normalizeHostname } from "./allow.ts";
 import { guestDuplex, upstreamDuplex } from "./streams.ts";
@@ -245,10 +246,45 @@ export function startMitm(flow: MediatedFlow, v: Verdict, f: FlowFacts, guestAlp
     const forward = (b: Buffer) => {
       if (!upTls.write(b)) gs.pause();
     };
+    // Swap secrets: only on a flow whose name was proved (v.name: SNI pinned to the address dialled),
+    // never on the Host header the guest writes.
+    const swapFor = m.swap.length > 0 && v.name ? v.name : null;
+    const rewriteHead = swapFor
+      ? (head: Buffer) =>
+          swapHead(head, (pairs) => {
+            const r = swapHeaders(pairs, m.swap, swapFor);
+            // A value with a line break or NUL would add header lines (request smuggling): no swap at all.
+            const unsafe = r.headers.some(([, v], j) => v !== pairs[j]?.[1] && /[\r\n\0]/.test(v));
+            for (const e0 of r.events) {
+              const ev = unsafe ? { ...e0, type: "secret_swap_denied" as const } : e0;
+              m.record({
+                type: ev.type,
+                proto: "tcp",
+                dst: flow.dst,
+                name: v.name,
+                sni: f.sni ?? null,
+                host: ev.host,
+                decision: ev.type === "secret_swap" ? "allow" : "deny",
+                reason:
+                  ev.type === "secret_swap"
+                    ? `secret ${ev.name} swapped into ${ev.header} for ${ev.host}`
+                    : unsafe
+                      ? `a secret value with a line break or NUL cannot go in a header; the placeholders were sent as is`
+                      : `secret ${ev.name} is not bound to ${ev.host}; its placeholder was sent as is`,
+                signal: ev.type === "secret_swap" ? null : "denied",
+                secret: ev.name,
+                header: ev.header,
+                flowId: flow.id,
+              });
+            }
+            return { headers: r.headers, changed: !unsafe && r.events.some((e) => e.type === "secret_swap") };
+          })
+      : undefined;
     const inspector = new Http1Inspector({
       name: sni ?? "",
       forward,
       refuse,
+      ...(rewriteHead ? { rewriteHead } : {}),
     });
     upTls.on("drain", () => gs.resume());
     gs.on("data", (c: Buffer) => {

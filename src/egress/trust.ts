@@ -5,8 +5,9 @@
  * bundled Mozilla store plus the system store) and each `--egress-upstream-ca FILE`.
  *
  * Guest: per boot, never baked into the image (DESIGN "TLS"), the guest gets a merged bundle (the
- * host's roots + the workspace CA, so clients that *replace* their store with it, such as
- * `requests` with REQUESTS_CA_BUNDLE, still reach passthrough hosts; opensandbox-group/OpenSandbox#884)
+ * workspace CA, plus the host's roots when the workspace has passthrough entries, so clients that
+ * *replace* their store with it, such as `requests` with REQUESTS_CA_BUNDLE, still reach passthrough
+ * hosts; opensandbox-group/OpenSandbox#884; egress-service.ts decides)
  * and the CA alone, as boot-config `files`, plus the variables each runtime honours
  * (cubeplexai/cubeplex#496: uv/httpx SSL_CERT_FILE, requests REQUESTS_CA_BUNDLE, Node
  * NODE_EXTRA_CA_CERTS, curl CURL_CA_BUNDLE). The bind mount of the bundle over the image's own

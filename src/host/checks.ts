@@ -149,7 +149,25 @@ function linuxQemuChecks(f: HostFacts, l: LinuxFacts, kernel: KernelStatus): Hos
     check("console", "interactive console", consoleOk, true, consoleDetail, !q.available ? FIX.qemu(f.guestArch) : features?.virtserialport !== true ? "Install a QEMU with virtio-serial (Debian's qemu-system-x86 has it)." : FIX.guestInit),
     supervisorCheck(f),
     ...networkingChecks(l),
+    egressCheck(),
   ];
+}
+
+/**
+ * Egress mediation (guarded/strict) on linux-qemu runs in the supervisor's userspace stack: it needs
+ * no TPROXY kernel modules, nftables rules, root or a user namespace, so the "UDP mediation (TPROXY)
+ * unavailable" start failure of seed 001 cannot happen here. Reported so `doctor` answers the
+ * question the seed sends users to it with.
+ */
+function egressCheck(): HostCheck {
+  return check(
+    "egress",
+    "egress mediation",
+    true,
+    false,
+    "userspace mediator in the supervisor (guarded, strict): TCP, UDP and DNS are mediated without TPROXY modules, nftables or root",
+    "",
+  );
 }
 
 function linuxKvmChecks(f: HostFacts, l: LinuxFacts, kernel: KernelStatus): HostCheck[] {

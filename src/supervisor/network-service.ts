@@ -16,6 +16,13 @@
  *   sever         quarantine: every flow and listener cut at once, later frames dropped
  *   stop          everything closed, the socket file removed
  *
+ * Egress (`settings.egress`, src/egress): with `guarded` or `strict` the stack's policy, connector
+ * and DNS observer are the egress mediator's (created in beforeLaunch by `createEgressMediation`;
+ * a failure there refuses the start: fail closed), the boot config carries the workspace CA and
+ * its bind mounts, readiness carries `mediationReady`, and `describe()` an `egress` summary. With
+ * `off` (and for manifests from before mediation, which have no `egress`) the plain default policy
+ * and the SocketConnector carry the flows, as before.
+ *
  * Backpressure: `output()` returns the link socket's write() result (false = the stack holds data
  * until 'drain' calls `outputDrained()`; ACKs keep flowing); guest reads arrive one batch per socket
  * read (`receiveFrames`), so ACKs and host writes coalesce per batch.
@@ -24,13 +31,18 @@ import { createServer, type Server, type Socket } from "node:net";
 import { rm } from "node:fs/promises";
 import type { VmLaunchSpec } from "../backend/types.ts";
 import { createDestinationPolicy, type DestinationPolicy as EgressPolicy } from "../egress/policy.ts";
+import { createEgressMediation, type EgressMediation } from "../egress/egress-service.ts";
+import { stackDnsHosts } from "../egress/dns-mediator.ts";
+import { EgressErrors } from "../egress/errors.ts";
+import type { ResolvedEgressOptions } from "../egress/flags.ts";
+import type { SwapSecret } from "../secrets/placeholder.ts";
 import { NetworkStack, StreamFrameDecoder, streamFrameHeader } from "../net/index.ts";
-import type { ByteStream, NetworkStats } from "../net/index.ts";
-import type { NetworkSettings, PortForward } from "../workspace/network.ts";
+import type { ByteStream, DestinationPolicy as StackPolicy, DnsObserver, HostConnector, NetworkStats } from "../net/index.ts";
+import { egressOptionsOf, type NetworkSettings, type PortForward } from "../workspace/network.ts";
+import { isMicroagentError } from "../contract/errors.ts";
 import { SupervisorErrors } from "./errors.ts";
 import { DgramFactory, ForwardingResolver, SocketConnector, hostResolvers, stackPolicy, type HostCounters } from "./net-host.ts";
 import type { ServiceContext, SupervisorService } from "./service.ts";
-import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export const NETWORK_DATAPATH = "userspace-stack";
 
@@ -46,13 +58,12 @@ export interface NetworkServiceOptions {
   log(message: string): void;
   /** Where the host's resolvers are read from (tests). */
   resolvConf?: string;
-  /**
-   * This boot's swap secrets (secrets/placeholder.ts): the egress mediator replaces each token with
-   * its value in the headers of intercepted requests to the secret's bound hosts, nowhere else.
-   * TODO(e-wire merge): pass to createEgressMediation({ swap }) once the mediator is wired here;
-   * until then swap secrets reach the guest as placeholders only and nothing swaps them.
-   */
-  swap?: SwapSecret[];
+  /** The workspace's state directory (the egress CA and egress.jsonl live there); required unless egress is off. */
+  workspaceDir?: string;
+  /** Swap secrets the mediator substitutes into intercepted HTTP/1 requests to their bound hosts. */
+  swap?: readonly SwapSecret[];
+  /** How the mediator dials upstream (default: exactly the decided address). Tests route to loopback. */
+  upstream?: HostConnector;
 }
 
 interface Forward {
@@ -83,6 +94,10 @@ export class NetworkService implements SupervisorService {
   #forwards: Forward[] = [];
   #severed = false;
   #stopped = false;
+  /** The egress options (mode off: no mediation). */
+  readonly egress: ResolvedEgressOptions;
+  /** Set by beforeLaunch when egress is guarded or strict. */
+  #eg: EgressMediation | undefined;
 
   constructor(o: NetworkServiceOptions) {
     this.#o = o;
@@ -90,29 +105,91 @@ export class NetworkService implements SupervisorService {
     this.#connected = new Promise((r) => (this.#onConnected = r));
     // Built first: a bad setting fails here (at service creation, before anything listens).
     const gateway = "10.200.0.1";
+    this.egress = egressOptionsOf(o.settings);
+    const mediated = this.egress.mode !== "off";
+    if (mediated && !o.workspaceDir) throw new Error("internal: a mediated workspace's network service needs its workspace directory");
+    // The default policy still decides what a UDP socket dials (host services map to loopback);
+    // under mediation the stack asks the mediator first, so this is a second, consistent check.
     this.#policy = createDestinationPolicy({ allow: o.settings.egressAllow ?? [], addHosts, gateway });
     this.#connector = new SocketConnector(this.#policy, this.#counters);
     this.#datagrams = new DgramFactory(this.#policy);
     const upstreams = o.settings.dns ? [o.settings.dns] : hostResolvers(o.resolvConf);
     this.#resolver = new ForwardingResolver(upstreams, 4000, this.#counters);
+    // Mediated: the stack talks to the mediator's seams, which exist from beforeLaunch on (no frame
+    // can arrive earlier: the VMM is not started before then). Until then they refuse everything.
+    const mediatedPolicy: StackPolicy = {
+      decide: (req) => {
+        const d = this.#eg ? this.#eg.policy.decide(req) : { verdict: "deny" as const, reason: "egress mediation is not set up" };
+        if (d.verdict === "deny") this.#counters.denied.egress = (this.#counters.denied.egress ?? 0) + 1;
+        return d;
+      },
+    };
+    const mediatedConnector: HostConnector = {
+      connect: (target, h) => {
+        if (this.#eg) return this.#eg.connector.connect(target, h);
+        setImmediate(() => h.onClose(new Error("egress mediation is not set up")));
+        return { write: () => true, end: () => {}, destroy: () => {}, pause: () => {}, resume: () => {} };
+      },
+    };
+    const mediatedDns: DnsObserver = {
+      onQuery: (q) => this.#eg?.dnsObserver.onQuery?.(q) ?? { action: "refuse" },
+      onAnswer: (q, a) => (this.#eg?.dnsObserver.onAnswer ? this.#eg.dnsObserver.onAnswer(q, a) : undefined),
+    };
     this.stack = new NetworkStack(
       {
         guestMac: o.mac,
         gatewayIp: gateway,
-        dns: { hosts: Object.fromEntries(addHosts.map((h) => [h.name, h.ip])), timeoutMs: 5000 },
+        dns: { hosts: { ...Object.fromEntries(addHosts.map((h) => [h.name, h.ip])), ...(mediated ? stackDnsHosts(gateway) : {}) }, timeoutMs: 5000 },
       },
       {
         output: (f) => this.#output(f),
-        connector: this.#connector,
+        connector: mediated ? mediatedConnector : this.#connector,
         datagrams: this.#datagrams,
-        policy: stackPolicy(this.#policy, this.#counters),
+        policy: mediated ? mediatedPolicy : stackPolicy(this.#policy, this.#counters),
         resolver: this.#resolver,
+        ...(mediated ? { dnsObserver: mediatedDns } : {}),
       },
     );
     if (this.stack.config.gatewayIp !== gateway) throw new Error("internal: the stack's gateway moved");
   }
 
+  /** The mediator, once beforeLaunch set it up (guarded/strict only). */
+  get mediation(): EgressMediation | undefined {
+    return this.#eg;
+  }
+
+  /** Sets up the mediator; any failure refuses the start with the seed's shape of message (fail closed). */
+  async #startMediation(): Promise<void> {
+    const ws = this.#o.workspace;
+    try {
+      this.#eg = await createEgressMediation({
+        workspaceDir: this.#o.workspaceDir as string,
+        workspace: ws,
+        egress: this.egress,
+        gateway: this.stack.config.gatewayIp,
+        addHosts: this.#o.settings.addHosts ?? [],
+        ...(this.#o.swap?.length ? { swap: this.#o.swap } : {}),
+        ...(this.#o.upstream ? { upstream: this.#o.upstream } : {}),
+        onAuditError: (e) => {
+          // A mediated workspace never runs unaudited: the mediator severed itself; the NIC goes too.
+          this.#o.log(`network: egress audit failed (${e.message}); severing the workspace's network (fail closed)`);
+          this.sever("egress audit failed");
+        },
+      });
+    } catch (e) {
+      const cause = isMicroagentError(e) ? e.message : (e as Error).message;
+      const code = isMicroagentError(e) ? e.code : undefined;
+      throw EgressErrors.EGRESS_SETUP_FAILED({
+        message: `egress: ${this.egress.mode} mediation unavailable for workspace ${ws} — ${cause}; fix it or use --egress off`,
+        ...(isMicroagentError(e) && e.remediation ? { remediation: `${e.remediation} Or drop mediation if you genuinely don't want it: --egress off.` } : {}),
+        cause: e,
+        details: { workspace: ws, mode: this.egress.mode, ...(code ? { cause: code } : {}) },
+      });
+    }
+  }
+
   async beforeLaunch(spec: VmLaunchSpec): Promise<VmLaunchSpec> {
+    if (this.egress.mode !== "off") await this.#startMediation();
     await rm(this.#o.socketPath, { force: true });
     const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, (s) => this.#accept(s));
     this.#server = server;
@@ -149,7 +226,7 @@ export class NetworkService implements SupervisorService {
       `${c.gatewayIp}\thost.microagent.internal`,
       ...(this.#o.settings.addHosts ?? []).map((h) => `${h.ip}\t${h.name}`),
     ];
-    return {
+    const withNet = {
       ...config,
       network: {
         iface: "eth0",
@@ -162,6 +239,20 @@ export class NetworkService implements SupervisorService {
         hosts: `# per-boot, written by microagent-init (the image's file is untouched)\n${hosts.join("\n")}\n`,
       },
     };
+    // Mediated: the workspace CA (bundle files, env, bind mounts over the image's bundles).
+    return this.#eg ? this.#eg.bootConfig(withNet) : withNet;
+  }
+
+  async readiness(): Promise<Array<{ name: string; ready: boolean; detail: string; code?: string }>> {
+    return this.#eg ? this.#eg.readiness() : [];
+  }
+
+  onRunning(ctx: { log(message: string): void }): Promise<void> | void {
+    if (!this.#eg || this.egress.mediation.length === 0) return;
+    // Say it where the operator looks at start (supervisor log); status carries the readiness item.
+    return this.#eg.readiness().then((r) => {
+      for (const item of r) if (!item.ready) ctx.log(`network: ${item.detail}`);
+    });
   }
 
   sever(reason: string): void {
@@ -169,6 +260,7 @@ export class NetworkService implements SupervisorService {
     this.#severed = true;
     this.#linkState = "severed";
     this.stack.sever();
+    this.#eg?.sever();
     this.#connector.destroyAll();
     this.#datagrams.closeAll();
     this.#resolver.close();
@@ -180,6 +272,7 @@ export class NetworkService implements SupervisorService {
     if (this.#stopped) return;
     this.#stopped = true;
     this.stack.close();
+    this.#eg?.stop();
     this.#connector.destroyAll();
     this.#datagrams.closeAll();
     this.#resolver.close();
@@ -211,6 +304,7 @@ export class NetworkService implements SupervisorService {
       mtu: c.mtu,
       addHosts: this.#o.settings.addHosts ?? [],
       egressAllow: this.#o.settings.egressAllow ?? [],
+      egress: this.#eg ? { ...this.#eg.describe() } : { mode: this.egress.mode },
       forwards: this.#forwards.map((f) => ({ ...f.spec, listening: f.server.listening, connections: f.clients.size, accepted: f.accepted, refused: f.refused })),
       counters: {
         framesIn: stats.framesIn,

@@ -16,6 +16,8 @@ import type { SupervisorService } from "./service.ts";
 import { SecretsService } from "./secrets-service.ts";
 import { planSecretDelivery } from "../secrets/delivery.ts";
 import type { ResolvedSecret } from "../secrets/resolve.ts";
+import { netConnector } from "../egress/streams.ts";
+import type { ByteStream, ByteStreamHandlers, HostConnector, TcpTarget } from "../net/types.ts";
 
 /** The stream socket QEMU's NIC connects to: next to the channel socket (short: under 108 bytes). */
 export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): string {
@@ -25,7 +27,7 @@ export function networkSocketPath(paths: Pick<WorkspacePaths, "runtimeDir">): st
 /**
  * The one registration point for supervisor services (service.ts): which per-VM services a workspace
  * gets, in the order their hooks run, decided from the manifest. `main.ts` passes the list to the
- * Supervisor as is. Next here: the egress mediator, snapshots.
+ * Supervisor as is.
  */
 export async function servicesFor(
   manifest: Manifest,
@@ -44,6 +46,8 @@ export async function servicesFor(
         mac: macFor(manifest.name),
         settings: manifest.network,
         hostname: manifest.boot.hostname,
+        workspaceDir: paths.dir,
+        ...(env.MICROAGENT_TEST_EGRESS_ROUTES ? { upstream: testRoutes(env.MICROAGENT_TEST_EGRESS_ROUTES) } : {}),
         log: (m) => process.stderr.write(`${new Date().toISOString()} supervisor[${process.pid}]: ${m}\n`),
         ...(env.MICROAGENT_HOST_RESOLV_CONF ? { resolvConf: env.MICROAGENT_HOST_RESOLV_CONF } : {}),
         // Swap secrets for the egress mediator (placeholder -> value on intercepted requests to the bound hosts).
@@ -53,6 +57,33 @@ export async function servicesFor(
   }
   if (plan) services.push(new SecretsService(plan));
   return services;
+}
+
+/**
+ * Test seam (`MICROAGENT_TEST_EGRESS_ROUTES=93.184.216.34=127.0.0.1,93.184.216.66=127.0.0.2`): the
+ * mediator's upstream dials of the listed (public-looking) addresses go to the given loopback
+ * address instead, port kept; a loopback target is dialled as is; everything else is refused. So a
+ * VM test exercises the public-destination paths (interception, pins, passthrough) while nothing but
+ * 127.0.0.0/8 is ever dialled. The guest, the policy and the audit still see the listed address.
+ */
+export function testRoutes(spec: string): HostConnector {
+  const routes = new Map<string, string>();
+  for (const pair of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const [from, to] = pair.split("=");
+    if (!from || !to || !to.startsWith("127.")) throw new Error(`MICROAGENT_TEST_EGRESS_ROUTES: '${pair}' is not ADDR=127.x.y.z`);
+    routes.set(from, to);
+  }
+  const net = netConnector({ connectTimeoutMs: 5000 });
+  return {
+    connect(target: TcpTarget, h: ByteStreamHandlers): ByteStream {
+      const to = target.ip.startsWith("127.") ? target.ip : routes.get(target.ip);
+      if (!to) {
+        setImmediate(() => h.onClose(Object.assign(new Error(`connect ECONNREFUSED ${target.ip}:${target.port} (not routed: MICROAGENT_TEST_EGRESS_ROUTES)`), { code: "ECONNREFUSED" })));
+        return { write: () => false, end() {}, destroy() {}, pause() {}, resume() {} };
+      }
+      return net.connect({ ...target, ip: to }, h);
+    },
+  };
 }
 
 /**

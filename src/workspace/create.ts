@@ -21,7 +21,7 @@ import { ensureDir, ensurePrivateDir, isErrno, writeJsonAtomic, DIR_MODE } from 
 import { sha256FileCached } from "../util/hash.ts";
 import { acquireLock, lockIsStale, readLockRecord, type LockHandle } from "./lock.ts";
 import { MANIFEST_VERSION, writeManifest, type Manifest, type NetworkMode } from "./manifest.ts";
-import { resolveNetworkSettings, type AddHost, type DnsUpstream, type NetworkSettings, type PortForward } from "./network.ts";
+import { resolveNetworkSettings, type AddHost, type DnsUpstream, type EgressInputs, type NetworkSettings, type PortForward } from "./network.ts";
 import { overlaySizeMib } from "./overlay.ts";
 import { sweepTrash } from "./delete.ts";
 import { defaultStateDir, validateWorkspaceName, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
@@ -69,6 +69,8 @@ export interface CreateWorkspaceOptions {
   dns?: DnsUpstream;
   egressAllow?: string[];
   forwards?: PortForward[];
+  /** Egress mediation (`--egress`, `--egress-passthrough`, ..., `--mediation`); merged over the spec's field by field. */
+  egress?: EgressInputs;
   hostname?: string;
   /** Secret references (parseSecretRef), merged over the spec's by name. */
   secrets?: SecretRef[];
@@ -107,7 +109,9 @@ export async function createWorkspace(options: CreateWorkspaceOptions): Promise<
   const stateDir = options.stateDir ?? defaultStateDir();
   const spec = options.specFile ? await loadSpec(options.specFile) : undefined;
   const resolved = resolveCreateInputs(options, spec);
-  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, { mode: resolved.network.mode }, Object.keys(resolved.env));
+  // Swap delivery needs the mediator: the egress mode is the one this workspace will run with.
+  const secretNetwork = { mode: resolved.network.mode, ...(resolved.network.egress ? { egress: resolved.network.egress.mode } : {}) };
+  const secrets = workspaceSecretRefs(spec?.secrets, options.secrets, secretNetwork, Object.keys(resolved.env));
   const providers =
     options.providers ??
     defaultCreateProviders({ ...(options.mke2fs ? { mke2fs: options.mke2fs } : {}), ...(options.debugfs ? { debugfs: options.debugfs } : {}) });
@@ -244,6 +248,7 @@ export function resolveCreateInputs(options: CreateWorkspaceOptions, spec?: Load
       ...(options.dns !== undefined ? { dns: options.dns } : {}),
       ...(options.egressAllow !== undefined ? { egressAllow: options.egressAllow } : {}),
       ...(options.forwards !== undefined ? { forwards: options.forwards } : {}),
+      ...(options.egress !== undefined ? { egress: options.egress } : {}),
     },
     spec ? { ...(spec.network !== undefined ? { mode: spec.network } : {}), ...spec.networkOptions } : undefined,
   );

@@ -9,9 +9,12 @@
  * Addressing is not recorded: every workspace LAN is the stack's fixed one (src/net/config.ts:
  * guest 10.200.0.2/24, gateway and DNS 10.200.0.1), private to its supervisor.
  */
+import { isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { CommonErrors } from "../contract/errors.ts";
-import { parseAllowEntry } from "../egress/allow.ts";
+import { parseAllowEntry, parsePassthroughList } from "../egress/allow.ts";
+import { resolveEgressFlags, type ResolvedEgressOptions } from "../egress/flags.ts";
+import { EGRESS_MODES, type EgressMode } from "../egress/policy.ts";
 import { parseIpv4 } from "../net/addr.ts";
 
 export const NETWORK_MODES = ["isolated", "user"] as const;
@@ -36,6 +39,27 @@ export const PortForwardSchema = z.object({
 });
 export type PortForward = z.infer<typeof PortForwardSchema>;
 
+export const EgressModeSchema = z.enum(EGRESS_MODES);
+
+/**
+ * The manifest's `network.egress` (the allow list stays `network.egressAllow`): what
+ * `resolveEgressFlags` validated at create time, as the user gave it. A `user` workspace whose
+ * manifest has no `egress` was created before mediation existed and keeps running unmediated:
+ * it reads as `off` (`egressOptionsOf`), never as a silent upgrade to interception it never had.
+ */
+export const EgressSettingsSchema = z.object({
+  mode: EgressModeSchema,
+  passthrough: z.array(z.string()).optional(),
+  /** Absolute host paths of PEM CAs the mediator trusts upstream (read at every start). */
+  upstreamCa: z.array(z.string()).optional(),
+  maxConns: z.number().int().min(1).optional(),
+  maxTotalBytes: z.number().int().min(1).optional(),
+  /** `GUEST_PORT=HOST:PORT` entries (--mediation). */
+  mediation: z.array(z.string()).optional(),
+  mediationOptional: z.boolean().optional(),
+});
+export type EgressSettings = z.infer<typeof EgressSettingsSchema>;
+
 /** The manifest's `network`: older manifests carry only `mode` (and keep it). */
 export const NetworkSettingsSchema = z.object({
   mode: NetworkModeSchema,
@@ -43,6 +67,7 @@ export const NetworkSettingsSchema = z.object({
   dns: DnsUpstreamSchema.optional(),
   egressAllow: z.array(z.string()).optional(),
   forwards: z.array(PortForwardSchema).optional(),
+  egress: EgressSettingsSchema.optional(),
 });
 export type NetworkSettings = z.infer<typeof NetworkSettingsSchema>;
 
@@ -74,21 +99,24 @@ export function parseDnsUpstream(value: string): DnsUpstream {
 }
 
 /**
- * `--egress-allow`: addresses, CIDRs and `host.microagent.internal:PORT` only in this version (names
- * come with the egress mediator). Returned as the user wrote it (the policy parses the same string).
+ * `--egress-allow`: `host`, `.suffix` (names need `--egress guarded|strict`), `ADDR[:PORT]`, CIDR
+ * or `host.microagent.internal:PORT`. Returned as the user wrote it (the policy parses the same string).
  */
 export function parseEgressAllow(value: string): string {
-  let e;
   try {
-    e = parseAllowEntry(value);
+    parseAllowEntry(value);
   } catch (err) {
     bad(`--egress-allow '${value}': ${(err as Error).message}`);
   }
-  if (e.kind === "host" || e.kind === "suffix") {
-    bad(
-      `--egress-allow '${value}': allowing by host name needs the egress mediator, which this version does not have yet`,
-      "Allow the address (ADDR[:PORT] or a CIDR), or host.microagent.internal:PORT for a port on the host's loopback; public destinations are allowed without a flag.",
-    );
+  return value;
+}
+
+/** `--egress-passthrough HOST|.SUFFIX`, checked as the mediator will read it. */
+export function parseEgressPassthrough(value: string): string {
+  try {
+    parsePassthroughList([value]);
+  } catch (err) {
+    bad(`--egress-passthrough '${value}': ${(err as Error).message}`);
   }
   return value;
 }
@@ -108,12 +136,77 @@ export function parsePublish(value: string): PortForward {
   return { hostIp, hostPort, guestPort, proto: "tcp" };
 }
 
+/** The egress flags (or the spec's `egress:`/`mediation:`), each replacing the spec's when given. */
+export interface EgressInputs {
+  mode?: EgressMode;
+  passthrough?: string[];
+  /** PEM files; relative paths are taken against the current directory (the spec's are against its directory). */
+  upstreamCa?: string[];
+  maxConns?: number;
+  maxTotalBytes?: number;
+  /** `GUEST_PORT=HOST:PORT` entries. */
+  mediation?: string[];
+  mediationOptional?: boolean;
+}
+
 export interface NetworkInputs {
   mode?: NetworkMode;
   addHosts?: AddHost[];
   dns?: DnsUpstream;
   egressAllow?: string[];
   forwards?: PortForward[];
+  egress?: EgressInputs;
+}
+
+/** The manifest's egress settings as the mediator's options (see EgressSettingsSchema for a missing field). */
+export function egressOptionsOf(n: NetworkSettings): ResolvedEgressOptions {
+  const e = n.egress ?? { mode: "off" as const };
+  return resolveEgressFlags(
+    {
+      egress: e.mode,
+      egressAllow: n.egressAllow ?? [],
+      egressPassthrough: e.passthrough ?? [],
+      egressUpstreamCa: e.upstreamCa ?? [],
+      ...(e.maxConns !== undefined ? { egressMaxConns: e.maxConns } : {}),
+      ...(e.maxTotalBytes !== undefined ? { egressMaxTotalBytes: e.maxTotalBytes } : {}),
+      mediation: e.mediation ?? [],
+      mediationOptional: e.mediationOptional ?? false,
+    },
+    { network: n.mode },
+  );
+}
+
+function resolveEgressSettings(mode: NetworkMode, egressAllow: string[], flags: EgressInputs, spec: EgressInputs): EgressSettings | undefined {
+  const pick = <K extends keyof EgressInputs>(k: K): EgressInputs[K] => (flags[k] !== undefined ? flags[k] : spec[k]);
+  const upstreamCa = pick("upstreamCa")?.map((p) => (isAbsolute(p) ? p : resolve(p)));
+  const e: EgressInputs = {
+    ...(pick("mode") !== undefined ? { mode: pick("mode") } : {}),
+    ...(pick("passthrough")?.length ? { passthrough: pick("passthrough") } : {}),
+    ...(upstreamCa?.length ? { upstreamCa } : {}),
+    ...(pick("maxConns") !== undefined ? { maxConns: pick("maxConns") } : {}),
+    ...(pick("maxTotalBytes") !== undefined ? { maxTotalBytes: pick("maxTotalBytes") } : {}),
+    ...(pick("mediation")?.length ? { mediation: pick("mediation") } : {}),
+    ...(pick("mediationOptional") ? { mediationOptional: true } : {}),
+  };
+  // The mediator's own parser: every usage error (EGRESS_FLAG_INVALID, EGRESS_ALLOW_*) is raised
+  // here, at create time, never at a later start. (An isolated workspace's allow list is refused
+  // by resolveNetworkSettings with the other NIC settings.)
+  const r = resolveEgressFlags(
+    {
+      // `--network isolated --egress off` says the same thing twice; any other mode needs a NIC.
+      ...(e.mode !== undefined && !(mode === "isolated" && e.mode === "off") ? { egress: e.mode } : {}),
+      egressAllow: mode === "user" ? egressAllow : [],
+      ...(e.passthrough ? { egressPassthrough: e.passthrough } : {}),
+      ...(e.upstreamCa ? { egressUpstreamCa: e.upstreamCa } : {}),
+      ...(e.maxConns !== undefined ? { egressMaxConns: e.maxConns } : {}),
+      ...(e.maxTotalBytes !== undefined ? { egressMaxTotalBytes: e.maxTotalBytes } : {}),
+      ...(e.mediation ? { mediation: e.mediation } : {}),
+      ...(e.mediationOptional ? { mediationOptional: true } : {}),
+    },
+    { network: mode },
+  );
+  if (mode === "isolated") return undefined;
+  return { ...e, mode: r.mode };
 }
 
 /**
@@ -126,6 +219,7 @@ export function resolveNetworkSettings(flags: NetworkInputs, spec: NetworkInputs
   const dns = flags.dns ?? spec?.dns;
   const egressAllow = flags.egressAllow ?? spec?.egressAllow ?? [];
   const forwards = flags.forwards ?? spec?.forwards ?? [];
+  const egress = resolveEgressSettings(mode, egressAllow, flags.egress ?? {}, spec?.egress ?? {});
   if (mode === "isolated") {
     const extra = [addHosts.length ? "--add-host" : "", dns ? "--dns" : "", egressAllow.length ? "--egress-allow" : "", forwards.length ? "--publish" : ""].filter(Boolean);
     if (extra.length) bad(`${extra.join(", ")} need a network interface, and --network isolated has none`, "Drop those settings, or use --network user (the default).");
@@ -145,5 +239,6 @@ export function resolveNetworkSettings(flags: NetworkInputs, spec: NetworkInputs
     ...(dns ? { dns } : {}),
     ...(egressAllow.length ? { egressAllow } : {}),
     ...(forwards.length ? { forwards } : {}),
+    ...(egress ? { egress } : {}),
   };
 }

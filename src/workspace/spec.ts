@@ -15,7 +15,8 @@ import { sha256Bytes, sha256FileCached } from "../util/hash.ts";
 import { NetworkModeSchema, type BootFile, type NetworkMode } from "./manifest.ts";
 import { ProfileNameSchema, RESOURCE_LIMITS, type ProfileName } from "./profiles.ts";
 import { tryParseSecretRef, tryParseSecretSource, type SecretRef } from "../secrets/ref.ts";
-import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish, type NetworkInputs } from "./network.ts";
+import { EgressModeSchema, parseAddHost, parseDnsUpstream, parseEgressAllow, parseEgressPassthrough, parsePublish, type EgressInputs, type NetworkInputs } from "./network.ts";
+import { parseByteSize, parseMediation, parsePositiveInt } from "../egress/flags.ts";
 
 /** Alias expansions allowed while reading a spec file (the yaml package's default is 100). */
 const MAX_YAML_ALIAS_COUNT = 100;
@@ -59,6 +60,31 @@ const NetworkSpecSchema = z
   })
   .strict();
 
+/** `egress:` as a mapping (a bare string is the mode): the egress flags, as they are written. */
+const EgressSpecSchema = z
+  .object({
+    mode: EgressModeSchema.optional(),
+    /** --egress-allow entries (also accepted as network.egressAllow; give the list once). */
+    allow: z.array(z.string()).optional(),
+    passthrough: z.array(z.string()).optional(),
+    /** PEM files, relative to the spec file's directory. */
+    upstreamCa: z.array(z.string()).optional(),
+    maxConns: z.union([z.number(), z.string()]).optional(),
+    maxTotalBytes: z.union([z.number(), z.string()]).optional(),
+  })
+  .strict();
+
+/** `mediation:` as a list of `GUEST_PORT=HOST:PORT`, or a mapping with the list and `optional`. */
+const MediationSpecSchema = z.union([
+  z.array(z.string()),
+  z
+    .object({
+      targets: z.array(z.string()),
+      optional: z.boolean().optional(),
+    })
+    .strict(),
+]);
+
 export const SpecSchema = z
   .object({
     image: z.string().min(1).optional(),
@@ -69,6 +95,8 @@ export const SpecSchema = z
     env: z.record(z.string().regex(ENV_KEY_PATTERN, "env keys must be shell identifiers"), z.union([z.string(), z.number(), z.boolean()])).optional(),
     resources: ResourcesSchema.optional(),
     network: z.union([NetworkModeSchema, NetworkSpecSchema]).optional(),
+    egress: z.union([EgressModeSchema, EgressSpecSchema]).optional(),
+    mediation: MediationSpecSchema.optional(),
     hostname: z.string().regex(HOSTNAME_PATTERN, "hostname must be one RFC 1123 label: letters, digits and inner '-', at most 63 characters").optional(),
     /** `NAME: SOURCE[@HOSTS]` (a map) or `- NAME=SOURCE[@HOSTS]` (a list); parsed by secrets/ref.ts. */
     secrets: z
@@ -140,7 +168,12 @@ export async function resolveSpec(raw: unknown, specPath: string): Promise<Loade
   const secrets = spec.secrets !== undefined ? specSecrets(specPath, dir, spec.secrets) : undefined;
   const env = spec.env ? Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, String(v)])) : undefined;
   const network = typeof spec.network === "string" ? spec.network : spec.network?.mode;
-  const networkOptions = typeof spec.network === "object" ? specNetworkOptions(specPath, spec.network) : undefined;
+  const baseNetworkOptions = typeof spec.network === "object" ? specNetworkOptions(specPath, spec.network) : undefined;
+  const egressSpec = specEgress(specPath, dir, spec.egress, spec.mediation, baseNetworkOptions?.egressAllow !== undefined);
+  const networkOptions =
+    baseNetworkOptions || egressSpec
+      ? { ...baseNetworkOptions, ...(egressSpec?.allow ? { egressAllow: egressSpec.allow } : {}), ...(egressSpec?.egress ? { egress: egressSpec.egress } : {}) }
+      : undefined;
   return {
     path: resolve(specPath),
     dir,
@@ -235,6 +268,8 @@ function acceptedKeys(path: readonly PropertyKey[]): string[] {
   if (path[0] === "resources") return Object.keys(ResourcesSchema.shape);
   if (path[0] === "files") return Object.keys(FileEntrySchema.shape);
   if (path[0] === "network") return Object.keys(NetworkSpecSchema.shape);
+  if (path[0] === "egress") return Object.keys(EgressSpecSchema.shape);
+  if (path[0] === "mediation") return ["targets", "optional"];
   return Object.keys(SpecSchema.shape);
 }
 
@@ -252,5 +287,41 @@ function specNetworkOptions(specPath: string, n: z.infer<typeof NetworkSpecSchem
     ...(n.dns !== undefined ? { dns: at("dns", () => parseDnsUpstream(n.dns as string)) } : {}),
     ...(n.egressAllow ? { egressAllow: n.egressAllow.map((v, i) => at(`egressAllow[${i}]`, () => parseEgressAllow(v))) } : {}),
     ...(n.forwards ? { forwards: n.forwards.map((v, i) => at(`forwards[${i}]`, () => parsePublish(v))) } : {}),
+  };
+}
+
+/** `egress:` and `mediation:` through the flags' parsers; a bad entry is SPEC_INVALID naming its key. */
+function specEgress(
+  specPath: string,
+  dir: string,
+  raw: z.infer<typeof EgressSpecSchema> | z.infer<typeof EgressModeSchema> | undefined,
+  mediation: z.infer<typeof MediationSpecSchema> | undefined,
+  networkAllowGiven: boolean,
+): { egress?: EgressInputs; allow?: string[] } | undefined {
+  if (raw === undefined && mediation === undefined) return undefined;
+  const at = <T>(key: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: ${key}: ${(e as Error).message}`, details: { spec: specPath, key }, cause: e });
+    }
+  };
+  const e = typeof raw === "string" ? { mode: raw } : (raw ?? {});
+  if (e.allow && networkAllowGiven) {
+    throw WorkspaceErrors.SPEC_INVALID({ message: `${specPath}: egress.allow and network.egressAllow are the same list; give it once`, details: { spec: specPath, key: "egress.allow" } });
+  }
+  const targets = Array.isArray(mediation) ? mediation : (mediation?.targets ?? []);
+  const out: EgressInputs = {
+    ...(e.mode !== undefined ? { mode: e.mode } : {}),
+    ...(e.passthrough ? { passthrough: e.passthrough.map((v, i) => at(`egress.passthrough[${i}]`, () => parseEgressPassthrough(v))) } : {}),
+    ...(e.upstreamCa ? { upstreamCa: e.upstreamCa.map((p) => (isAbsolute(p) ? p : resolve(dir, p))) } : {}),
+    ...(e.maxConns !== undefined ? { maxConns: at("egress.maxConns", () => parsePositiveInt("egress.maxConns", e.maxConns as string | number)) } : {}),
+    ...(e.maxTotalBytes !== undefined ? { maxTotalBytes: at("egress.maxTotalBytes", () => parseByteSize("egress.maxTotalBytes", e.maxTotalBytes as string | number)) } : {}),
+    ...(targets.length ? { mediation: targets.map((v, i) => at(`mediation[${i}]`, () => parseMediation(v).source)) } : {}),
+    ...(!Array.isArray(mediation) && mediation?.optional ? { mediationOptional: true } : {}),
+  };
+  return {
+    ...(Object.keys(out).length ? { egress: out } : {}),
+    ...(e.allow ? { allow: e.allow.map((v, i) => at(`egress.allow[${i}]`, () => parseEgressAllow(v))) } : {}),
   };
 }

@@ -13,6 +13,8 @@ import { runtimeLiveness, type RuntimeRecord } from "./runtime.ts";
 import { LIVE_STATES, type StateRecord } from "./state.ts";
 import { verifyManifest, type Verification } from "./verify.ts";
 import type { WorkspacePaths } from "./paths.ts";
+import { egressOptionsOf } from "./network.ts";
+import { egressSummary, type EgressSummary } from "../egress/summary.ts";
 
 /**
  * Probes a live workspace's readiness through its supervisor (guest handshake, exec round trip,
@@ -57,6 +59,8 @@ export interface WorkspaceStatus extends Response<WorkloadRecord> {
   event: StateRecord;
   verification?: Verification;
   readiness: Readiness;
+  /** User networking: egress mode, lists and the audit counted (src/egress/summary.ts). */
+  egress?: EgressSummary;
   result?: WorkloadRecord;
   workspace: WorkspaceInfo;
 }
@@ -70,12 +74,14 @@ export async function workspaceStatus(name: string, options: WorkspaceStatusOpti
   const result = await readResult(paths);
   const readiness = await readinessOf(paths, state, runtime, options);
   const live = LIVE_STATES.has(state.state) && runtime;
+  const egress = manifest.network.mode === "user" ? await egressSummary(paths.dir, egressOptionsOf(manifest.network)).catch(() => undefined) : undefined;
   return {
     ok: state.state !== "failed" && (verification?.ok ?? true),
     backend: manifest.backend,
     event: state,
     ...(verification ? { verification } : {}),
     readiness,
+    ...(egress ? { egress } : {}),
     ...(result ? { result } : {}),
     workspace: {
       name,

@@ -214,12 +214,17 @@ test("network user: addressing, 64 MiB each way byte-exact, 50 parallel connecti
     assert.equal(n.prefix, 24);
     assert.equal(n.gateway, "10.200.0.1");
     assert.deepEqual(n.dns, ["10.200.0.1"]);
+    assert.equal(n.egress.mode, "guarded", "user networking is mediated by default");
     assert.equal(n.forwards[0].hostPort, publishPort);
     assert.equal(n.forwards[0].guestPort, 8080);
     assert.ok(n.counters.framesIn > 1000 && n.counters.tcp.accepted >= 52, JSON.stringify(n.counters));
     assert.ok(Object.values(n.counters.tcp.refused as Record<string, number>).reduce((a, b) => a + b, 0) >= 2, "the denied flows are counted");
     const text = await cli("network", name);
     assert.match(text.stdout, /userspace-stack/);
+    assert.match(text.stdout, /egress:\s+guarded; \d+ flows/);
+    // Host-service flows are audited under host.microagent.internal (never intercepted: no TLS to sniff there).
+    const audit = JSON.parse((await cli("--json", "egress", name)).stdout) as { egress: Array<{ type: string; name: string | null; dst: string }> };
+    assert.ok(audit.egress.some((r) => r.type === "egress_allow" && r.name === "host.microagent.internal" && r.dst === `10.200.0.1:${httpPort}`), "the download is in the audit");
     assert.match(text.stdout, new RegExp(`127\\.0\\.0\\.1:${publishPort} -> 8080/tcp`));
 
     // Quarantine closes the published port at once.

@@ -90,13 +90,15 @@ test("egress-allow: bad entries are EGRESS_ALLOW_INVALID naming the flag, the en
   }
 });
 
-test("egress-allow: passthrough takes names only; lists with --egress off are a conflict", () => {
+test("egress-allow: passthrough takes names only; name lists with --egress off are a conflict, address entries are not", () => {
   assert.deepEqual(
     parsePassthroughList(["pinned.example.com", ".bank.test"]).map((e) => e.kind),
     ["host", "suffix"],
   );
   assert.throws(() => parsePassthroughList(["10.0.0.1"]), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_INVALID" && /--egress-passthrough '10\.0\.0\.1'/.test(e.message));
-  assert.throws(() => checkListsForMode("off", ["a.test"], []), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_CONFLICT" && /--egress-allow has no effect with --egress off/.test(e.message));
+  assert.throws(() => checkListsForMode("off", ["a.test"], []), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_CONFLICT" && /--egress-allow a\.test has no effect with --egress off/.test(e.message));
+  // Without mediation inside destinations are still denied unless allowed by address: those entries stay.
+  checkListsForMode("off", ["10.0.0.5:5432", "10.1.0.0/16", "host.microagent.internal:8080"], []);
   assert.throws(() => checkListsForMode("off", [], ["a.test"]), /--egress-passthrough/);
   checkListsForMode("strict", ["a.test"], []);
   checkListsForMode("off", [], []);

@@ -4,6 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
 import { appendFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -216,5 +217,31 @@ test("egress-audit: held denies reach the disk on their own when the window clos
     log.close();
   } finally {
     await rm(dir2, { recursive: true, force: true });
+  }
+});
+
+test("egress-audit: the status/run summary counts the log by decision and type (coalesced denies by count); off has none", async () => {
+  const { egressSummary } = await import("../../src/egress/summary.ts");
+  const { resolveEgressFlags } = await import("../../src/egress/flags.ts");
+  const dir = mkdtempSync(join(tmpdir(), "egress-sum-"));
+  try {
+    const log = new EgressAuditLog(dir, { workspace: "w" });
+    const base = { proto: "tcp" as const, dst: "93.184.216.34:443", name: "a.test", reason: "r", signal: null };
+    log.write({ ...base, type: "egress_allow", decision: "allow" });
+    log.write({ ...base, type: "egress_close", decision: "allow" });
+    for (let i = 0; i < 5; i++) log.write({ ...base, type: "egress_deny", decision: "deny", name: null, signal: "denied" });
+    log.write({ ...base, proto: "dns", dst: "10.200.0.1:53", type: "egress_dns_allow", decision: "allow" });
+    log.close();
+    const s = await egressSummary(dir, resolveEgressFlags({ egress: "strict", egressAllow: ["a.test"], mediation: ["7000=127.0.0.1:9"] }));
+    assert.deepEqual(s.counts, { allow: 2, deny: 5 });
+    assert.deepEqual(s.byType, { egress_allow: 1, egress_close: 1, egress_deny: 5, egress_dns_allow: 1 });
+    assert.equal(s.mode, "strict");
+    assert.deepEqual(s.allow, ["a.test"]);
+    assert.deepEqual(s.mediation, ["7000=127.0.0.1:9"]);
+    assert.equal(s.audit, join(dir, "egress.jsonl"));
+    const off = await egressSummary(dir, resolveEgressFlags({ egress: "off" }));
+    assert.deepEqual([off.counts, off.audit], [{ allow: 0, deny: 0 }, null]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -28,6 +28,8 @@ import { upstreamTrust } from "../../src/egress/trust.ts";
 import { stackDnsHosts } from "../../src/egress/dns-mediator.ts";
 import { GuestNet, LoopbackRoutes, TableResolver } from "../helpers/egress-guest.ts";
 import type { GuestSocket } from "../helpers/egress-guest.ts";
+import { makePlaceholder, type SwapSecret } from "../../src/secrets/placeholder.ts";
+import { SecretValue } from "../../src/secrets/resolve.ts";
 
 const GW = "10.200.0.1";
 const A_IP = "93.184.216.34"; // allowed.test
@@ -68,7 +70,7 @@ function httpsServer(name: string, handler?: Parameters<typeof createHttpsServer
           n += d.length;
           h.update(d);
         });
-        req.on("end", () => res.end(`hello from ${name} host=${req.headers.host} path=${req.url} got=${n} sha=${h.digest("hex")}`));
+        req.on("end", () => res.end(`hello from ${name} host=${req.headers.host} path=${req.url} got=${n} sha=${h.digest("hex")}${req.headers.authorization ? ` auth=${req.headers.authorization}` : ""}${req.headers["x-api-key"] ? ` key=${req.headers["x-api-key"]}` : ""}`));
       }),
   );
 }
@@ -83,7 +85,7 @@ interface World {
   close(): Promise<void>;
 }
 
-async function world(flags: EgressFlags, o: { addHosts?: Array<{ name: string; ip: string }>; issuer?: LeafIssuerOptions; sniffTimeoutMs?: number; audit?: { write: Records["write"] } } = {}): Promise<World> {
+async function world(flags: EgressFlags, o: { addHosts?: Array<{ name: string; ip: string }>; issuer?: LeafIssuerOptions; sniffTimeoutMs?: number; audit?: { write: Records["write"] }; swap?: SwapSecret[] } = {}): Promise<World> {
   const rec = new Records();
   const routes = new LoopbackRoutes();
   const resolver = new TableResolver();
@@ -106,6 +108,7 @@ async function world(flags: EgressFlags, o: { addHosts?: Array<{ name: string; i
     issuer: new LeafIssuer(workspaceCa, o.issuer ?? {}),
     upstreamCa: upstreamTrust([upstreamCa.certPem]),
     ...(o.sniffTimeoutMs ? { sniffTimeoutMs: o.sniffTimeoutMs } : {}),
+    ...(o.swap ? { swap: o.swap } : {}),
   });
   const hosts: Record<string, string> = { ...stackDnsHosts(GW) };
   for (const h of addHosts) hosts[h.name] = h.ip;
@@ -593,4 +596,49 @@ test("egress-mediator: an audit that cannot be written severs the mediator (fail
     await w.close();
   }
   assert.match(String(failed), /EIO/);
+});
+
+test("egress-mediator: swap secrets: the placeholder becomes the value only on intercepted requests to the bound, proved name; audited without the value", async () => {
+  const value = "sk-test-only-value-0123456789";
+  const bound: SwapSecret = { name: "API_KEY", token: makePlaceholder(), hosts: ["allowed.test"], value: new SecretValue(Buffer.from(value)) };
+  const smuggle: SwapSecret = { name: "SMUGGLE", token: makePlaceholder(), hosts: ["allowed.test"], value: new SecretValue(Buffer.from("x\r\nX-Evil: 1")) };
+  const w = await world({}, { addHosts: [{ name: "allowed.test", ip: A_IP }, { name: "b.test", ip: B_IP }], swap: [bound, smuggle] });
+  try {
+    const t = await guestTls(await w.net.tcp(A_IP, 443), "allowed.test", [workspaceCa.certPem]);
+    const basic = Buffer.from(`user:${bound.token}`).toString("base64");
+    const body = await exchange(t, `GET /swap HTTP/1.1\r\nHost: allowed.test\r\nX-Api-Key: ${bound.token}\r\nAuthorization: Basic ${basic}\r\nConnection: close\r\n\r\n`);
+    assert.match(body, new RegExp(`key=${value}`), "the upstream got the value in X-Api-Key");
+    assert.match(body, new RegExp(`auth=Basic ${Buffer.from(`user:${value}`).toString("base64")}`), "and inside Basic credentials");
+    assert.doesNotMatch(body, new RegExp(bound.token));
+    // Another host (not bound): the placeholder goes as is, audited as denied.
+    const t2 = await guestTls(await w.net.tcp(B_IP, 443), "b.test", [workspaceCa.certPem]);
+    const other = await exchange(t2, `GET / HTTP/1.1\r\nHost: b.test\r\nX-Api-Key: ${bound.token}\r\nConnection: close\r\n\r\n`);
+    assert.match(other, new RegExp(`key=${bound.token}`), "the unbound host sees only the placeholder");
+    assert.doesNotMatch(other, new RegExp(value));
+    // A forged SNI to B's address naming the bound host is never "allowed.test": no swap, whatever the Host says.
+    const forged = await w.net.tcp(B_IP, 443);
+    await guestTls(forged, "allowed.test", [workspaceCa.certPem]).then(
+      async (t3) => {
+        const r = await exchange(t3, `GET / HTTP/1.1\r\nHost: allowed.test\r\nX-Api-Key: ${bound.token}\r\nConnection: close\r\n\r\n`).catch((e: Error) => e.message);
+        assert.doesNotMatch(r, new RegExp(value));
+      },
+      () => {},
+    );
+    // A value with a line break is never written into a head (it would add header lines).
+    const t4 = await guestTls(await w.net.tcp(A_IP, 443), "allowed.test", [workspaceCa.certPem]);
+    const sm = await exchange(t4, `GET / HTTP/1.1\r\nHost: allowed.test\r\nX-Api-Key: ${smuggle.token}\r\nConnection: close\r\n\r\n`);
+    assert.match(sm, new RegExp(`key=${smuggle.token}`), "the placeholder went as is");
+    await settle(200);
+    const unsafe = w.rec.of("secret_swap_denied").filter((r) => r.secret === "SMUGGLE");
+    assert.equal(unsafe.length, 1);
+    assert.match(unsafe[0]!.reason, /line break/);
+    const swaps = w.rec.of("secret_swap");
+    assert.deepEqual(swaps.map((r) => [r.secret, r.host, r.header]), [["API_KEY", "allowed.test", "x-api-key"], ["API_KEY", "allowed.test", "authorization"]]);
+    const denied = w.rec.of("secret_swap_denied").filter((r) => r.secret === "API_KEY");
+    assert.deepEqual(denied.map((r) => [r.secret, r.host]), [["API_KEY", "b.test"]]);
+    const all = JSON.stringify(w.rec.all);
+    assert.ok(!all.includes(value) && !all.includes(bound.token), "neither the value nor the token is in any audit record");
+  } finally {
+    await w.close();
+  }
 });

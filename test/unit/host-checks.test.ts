@@ -103,6 +103,9 @@ test("host-checks: kernel and user networking are optional", () => {
   assert.match(m.get("kernel")?.remediation ?? "", /microagent kernel install/);
   assert.match(m.get("pasta")?.remediation ?? "", /apt install passt/);
   assert.match(m.get("tun")?.remediation ?? "", /modprobe tun/);
+  // Egress mediation is userspace on linux-qemu: reported, never the TPROXY failure of seed 001.
+  assert.equal(m.get("egress")?.ok, true);
+  assert.match(m.get("egress")?.detail ?? "", /without TPROXY modules, nftables or root/);
   assert.equal(verdictOf(checks), "degraded");
   const broken = byName(buildChecks("linux-qemu", thisMachine(), { ...kernelMissing, status: "error", error: "the installed kernel /x is missing" }));
   assert.match(broken.get("kernel")?.detail ?? "", /is missing/);

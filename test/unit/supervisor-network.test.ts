@@ -126,3 +126,95 @@ test("supervisor-network: the resolver forwards raw queries to a loopback upstre
     silent.close();
   }
 });
+
+test("supervisor-network: guarded egress: the mediator is set up before launch, the boot config carries the CA (validated), describe and readiness report it", async () => {
+  const { parseBootConfig } = await import("../../src/channel/boot-config.ts");
+  const { GUEST_BUNDLE_FILE, GUEST_BUNDLE_PATHS } = await import("../../src/egress/trust.ts");
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-eg-"));
+  const listener = createServer((c) => c.destroy());
+  await new Promise<void>((r) => listener.listen(0, "127.0.0.1", () => r()));
+  const port = (listener.address() as AddressInfo).port;
+  const s = service(dir, { workspaceDir: dir, settings: { mode: "user", egress: { mode: "guarded", mediation: [`7000=127.0.0.1:${port}`] } } });
+  try {
+    assert.equal(s.egress.mode, "guarded");
+    await s.beforeLaunch(spec);
+    assert.ok(s.mediation, "the mediator exists after beforeLaunch");
+    const cfg = parseBootConfig(s.bootConfig({ argv: [], env: ["A=1"] }));
+    assert.ok(cfg.network, "eth0 is still configured");
+    assert.deepEqual(cfg.egressTrust?.bindMounts, [{ source: GUEST_BUNDLE_FILE, targets: [...GUEST_BUNDLE_PATHS] }]);
+    const bundle = cfg.files.find((f) => f.path === GUEST_BUNDLE_FILE);
+    assert.ok(bundle && Buffer.from(bundle.contentBase64, "base64").toString().includes(s.mediation.trust.caPem.trim()), "the bundle holds the workspace CA");
+    assert.ok(cfg.env.includes(`SSL_CERT_FILE=${GUEST_BUNDLE_FILE}`) && cfg.env.at(-1) === "A=1", "trust env first, the user's env after (it wins)");
+    const bytes = Buffer.byteLength(JSON.stringify(cfg));
+    assert.ok(bytes < 4 * 1024 * 1024, `the boot config fits the guest's 4 MiB frame (${bytes} bytes)`);
+    const d = s.describe() as { egress: { mode: string; caFingerprint256: string; audit: { path: string } } };
+    assert.equal(d.egress.mode, "guarded");
+    assert.match(d.egress.caFingerprint256, /^[0-9A-F:]+$/);
+    assert.equal(d.egress.audit.path, join(dir, "egress.jsonl"));
+    assert.deepEqual((await s.readiness()).map((r) => [r.name, r.ready]), [["mediationReady", true]]);
+    listener.close();
+    await new Promise((r) => setTimeout(r, 20));
+    const down = await s.readiness();
+    assert.equal(down[0]?.ready, false);
+    assert.match(down[0]?.detail ?? "", /^error: mediation channel required but unreachable/);
+    assert.equal(down[0]?.code, "MEDIATION_UNREACHABLE");
+  } finally {
+    listener.close();
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("supervisor-network: a mediator that cannot be set up refuses the start (fail closed) with cause and fix; off and old manifests stay unmediated", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-eg-"));
+  const missing = join(dir, "no-such-ca.pem");
+  const s = service(dir, { workspaceDir: dir, settings: { mode: "user", egress: { mode: "strict", upstreamCa: [missing] } } });
+  try {
+    await assert.rejects(s.beforeLaunch(spec), (e: unknown) => {
+      assert.ok(isMicroagentError(e));
+      assert.equal(e.code, "EGRESS_SETUP_FAILED");
+      assert.match(e.message, new RegExp(`^egress: strict mediation unavailable for workspace w — --egress-upstream-ca ${missing}: cannot read it: .*; fix it or use --egress off$`));
+      assert.match(e.remediation, /--egress off/);
+      return true;
+    });
+    assert.equal(s.mediation, undefined);
+  } finally {
+    await s.stop();
+  }
+  for (const settings of [{ mode: "user" as const }, { mode: "user" as const, egress: { mode: "off" as const } }]) {
+    const plain = service(dir, { settings });
+    try {
+      assert.equal(plain.egress.mode, "off");
+      await plain.beforeLaunch(spec);
+      assert.equal(plain.mediation, undefined);
+      const cfg = plain.bootConfig({ argv: [] }) as Record<string, unknown>;
+      assert.equal(cfg.egressTrust, undefined, "no CA in the guest with egress off");
+      assert.deepEqual((plain.describe() as { egress: unknown }).egress, { mode: "off" });
+    } finally {
+      await plain.stop();
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("supervisor-network: an audit that cannot be written severs the mediator and the NIC (a mediated workspace never runs unaudited)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sup-net-eg-"));
+  const logs: string[] = [];
+  const s = service(dir, { workspaceDir: dir, settings: { mode: "user", egress: { mode: "guarded" } }, log: (m) => logs.push(m) });
+  try {
+    await s.beforeLaunch(spec);
+    const eg = s.mediation!;
+    eg.audit.write = () => {
+      throw new Error("ENOSPC: no space left on device");
+    };
+    // A flow the policy denies is audited at once: the write fails.
+    const d = eg.policy.decide({ proto: "tcp", dstIp: "10.9.9.9", dstPort: 80, guestPort: 40000 });
+    assert.equal(d.verdict, "deny");
+    assert.equal((s.describe() as { link: string }).link, "severed", "the NIC goes with the mediator");
+    assert.ok(logs.some((l) => /egress audit failed \(ENOSPC.*severing the workspace's network \(fail closed\)/.test(l)), logs.join("\n"));
+    assert.deepEqual(eg.policy.decide({ proto: "tcp", dstIp: "93.184.216.34", dstPort: 443, guestPort: 40001 }), { verdict: "deny", reason: "severed" }, "later flows are refused");
+  } finally {
+    await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

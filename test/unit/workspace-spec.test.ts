@@ -7,7 +7,7 @@ import { isMicroagentError } from "../../src/contract/errors.ts";
 import { loadSpec } from "../../src/workspace/spec.ts";
 import { resolveCreateInputs } from "../../src/workspace/create.ts";
 import { mergeBootSpec } from "../../src/workspace/boot-spec.ts";
-import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish } from "../../src/workspace/network.ts";
+import { egressOptionsOf, parseAddHost, parseDnsUpstream, parseEgressAllow, parseEgressPassthrough, parsePublish } from "../../src/workspace/network.ts";
 
 async function specDir(yaml: string, files: Record<string, string> = {}) {
   const dir = await mkdtemp(join(tmpdir(), "ws-spec-"));
@@ -131,8 +131,8 @@ test("workspace: flags override the spec field by field (env key by key)", async
   }
 });
 
-test("workspace: network user is the default; settings need a NIC; no image is an error", () => {
-  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x" }).network, { mode: "user" });
+test("workspace: network user is the default (egress guarded); settings need a NIC; no image is an error", () => {
+  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x" }).network, { mode: "user", egress: { mode: "guarded" } });
   assert.deepEqual(resolveCreateInputs({ name: "w", image: "x", network: "isolated" }).network, { mode: "isolated" });
   const full = resolveCreateInputs({
     name: "w",
@@ -151,6 +151,7 @@ test("workspace: network user is the default; settings need a NIC; no image is a
       { hostIp: "127.0.0.1", hostPort: 8080, guestPort: 80, proto: "tcp" },
       { hostIp: "0.0.0.0", hostPort: 2222, guestPort: 22, proto: "tcp" },
     ],
+    egress: { mode: "guarded" },
   });
   assert.throws(
     () => resolveCreateInputs({ name: "w", image: "x", network: "isolated", forwards: [parsePublish("8080:80")] }),
@@ -163,7 +164,8 @@ test("workspace: network user is the default; settings need a NIC; no image is a
     [parseAddHost, "host.microagent.internal:1.2.3.4", /cannot redefine/],
     [parseDnsUpstream, "dns.google", /not IPV4/],
     [parseDnsUpstream, "1.1.1.1:70000", /out of range/],
-    [parseEgressAllow, "api.example.com", /needs the egress mediator/],
+    [parseEgressAllow, "http://api.example.com/", /--egress-allow/],
+    [parseEgressPassthrough, "10.0.0.1", /--egress-passthrough/],
     [parsePublish, "80", /not \[HOST_IP:\]HOST_PORT:GUEST_PORT/],
     [parsePublish, "8080:80/udp", /only TCP/],
     [parsePublish, "0:80", /out of range/],
@@ -171,6 +173,61 @@ test("workspace: network user is the default; settings need a NIC; no image is a
     assert.throws(() => (f as (s: string) => unknown)(v), (e: unknown) => isMicroagentError(e) && e.code === "INVALID_ARGUMENT" && re.test(e.message), v);
   }
   assert.throws(() => resolveCreateInputs({ name: "w" }), /no image/);
+});
+
+test("workspace: egress settings: flags over the spec field by field, usage errors at create, old manifests read as off", async () => {
+  const strict = resolveCreateInputs({
+    name: "w",
+    image: "x",
+    egressAllow: ["api.example.com", ".example.org", "10.0.0.5:5432"],
+    egress: { mode: "strict", passthrough: ["pinned.example.com"], upstreamCa: ["rel/ca.pem"], maxConns: 10, maxTotalBytes: 1000, mediation: ["7000=127.0.0.1:9000"], mediationOptional: true },
+  }).network;
+  assert.deepEqual(strict.egress, {
+    mode: "strict",
+    passthrough: ["pinned.example.com"],
+    upstreamCa: [join(process.cwd(), "rel/ca.pem")],
+    maxConns: 10,
+    maxTotalBytes: 1000,
+    mediation: ["7000=127.0.0.1:9000"],
+    mediationOptional: true,
+  });
+  const o = egressOptionsOf(strict);
+  assert.equal(o.mode, "strict");
+  assert.deepEqual(o.allow, ["api.example.com", ".example.org", "10.0.0.5:5432"]);
+  assert.deepEqual(o.mediation.map((m) => [m.guestPort, m.host, m.port]), [[7000, "127.0.0.1", 9000]]);
+  assert.equal(o.mediationRequired, false);
+  assert.equal(o.maxConns, 10);
+  // A manifest written before mediation existed: user networking, no egress field -> off (never a silent upgrade).
+  assert.equal(egressOptionsOf({ mode: "user", egressAllow: ["10.0.0.0/8"] }).mode, "off");
+  // off keeps address entries (inside destinations), refuses names and passthrough.
+  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x", egress: { mode: "off" }, egressAllow: ["10.0.0.0/8"] }).network.egress, { mode: "off" });
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", egress: { mode: "off" }, egressAllow: ["api.example.com"] }), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_CONFLICT");
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", egress: { mode: "off", passthrough: ["a.test"] } }), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_CONFLICT");
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", network: "isolated", egress: { mode: "strict" } }), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_ALLOW_CONFLICT");
+  assert.deepEqual(resolveCreateInputs({ name: "w", image: "x", network: "isolated", egress: { mode: "off" } }).network, { mode: "isolated" });
+  assert.throws(() => resolveCreateInputs({ name: "w", image: "x", egress: { mediation: ["7000:1.2.3.4:5"] } }), (e: unknown) => isMicroagentError(e) && e.code === "EGRESS_FLAG_INVALID");
+
+  const dir = await mkdtemp(join(tmpdir(), "spec-egress-"));
+  try {
+    await writeFile(
+      join(dir, "microagent.yaml"),
+      "image: x\negress:\n  mode: strict\n  allow: [api.example.com]\n  passthrough: [pinned.example.com]\n  upstreamCa: [ca.pem]\n  maxTotalBytes: 1M\nmediation:\n  targets: [\"7000=127.0.0.1:9000\"]\n  optional: true\n",
+    );
+    const spec = await loadSpec(join(dir, "microagent.yaml"));
+    const n = resolveCreateInputs({ name: "w", egress: { maxConns: 3 } }, spec).network;
+    assert.deepEqual(n.egressAllow, ["api.example.com"]);
+    assert.deepEqual(n.egress, { mode: "strict", passthrough: ["pinned.example.com"], upstreamCa: [join(dir, "ca.pem")], maxConns: 3, maxTotalBytes: 1_000_000, mediation: ["7000=127.0.0.1:9000"], mediationOptional: true });
+    // The flag's mode wins over the spec's; the spec's lists stay.
+    assert.equal(resolveCreateInputs({ name: "w", egress: { mode: "guarded" } }, spec).network.egress?.mode, "guarded");
+    await writeFile(join(dir, "bad.yaml"), "image: x\negress:\n  mode: strict\n  allow: [a.test]\nnetwork:\n  egressAllow: [b.test]\n");
+    await assert.rejects(loadSpec(join(dir, "bad.yaml")), /give it once/);
+    await writeFile(join(dir, "typo.yaml"), "image: x\negress:\n  mod: strict\n");
+    await assert.rejects(loadSpec(join(dir, "typo.yaml")), /unknown key 'egress.mod'/);
+    await writeFile(join(dir, "short.yaml"), "image: x\negress: off\n");
+    assert.equal(resolveCreateInputs({ name: "w" }, await loadSpec(join(dir, "short.yaml"))).network.egress?.mode, "off");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("workspace: boot spec merges image config with overrides like an OCI runtime", () => {

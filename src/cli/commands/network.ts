@@ -38,6 +38,15 @@ function reasons(r: Record<string, number> | undefined): string {
   return e.length ? ` (${e.map(([k, v]) => `${k} ${v}`).join(", ")})` : "";
 }
 
+function egressText(e: { mode: string; passthrough?: string[]; pins?: number; caFingerprint256?: string; flows?: { active: number; accepted: number; denied: number; mitm: number; passthrough: number } } | undefined): string {
+  if (!e || e.mode === "off") return "off (no mediation, no CA, no audit)";
+  const parts = [e.mode];
+  if (e.passthrough?.length) parts.push(`passthrough ${e.passthrough.join(",")}`);
+  if (e.flows) parts.push(`${e.flows.accepted} flows (${e.flows.active} open, ${e.flows.mitm} intercepted, ${e.flows.passthrough} passthrough), ${e.flows.denied} denied, ${e.pins ?? 0} DNS pins`);
+  if (e.caFingerprint256) parts.push(`CA ${e.caFingerprint256.slice(0, 23)}...`);
+  return `${parts.join("; ")} (audit: microagent egress NAME)`;
+}
+
 export function networkText(n: WorkspaceNetwork): string {
   if (n.mode === "isolated") return `${n.workspace}: network isolated (no NIC; only lo in the guest)`;
   const x = n as WorkspaceNetwork & {
@@ -52,6 +61,7 @@ export function networkText(n: WorkspaceNetwork): string {
     mtu: number;
     addHosts: { name: string; ip: string }[];
     egressAllow: string[];
+    egress?: { mode: string; passthrough?: string[]; pins?: number; caFingerprint256?: string; flows?: { active: number; accepted: number; denied: number; mitm: number; passthrough: number } };
     forwards: Forward[];
     counters?: {
       framesIn: number;
@@ -73,7 +83,8 @@ export function networkText(n: WorkspaceNetwork): string {
     `  routes:     ${x.routes.map((r) => `${r.destination} via ${r.via}`).join("; ")}`,
     `  mtu:        ${x.mtu}`,
     `  add-hosts:  ${x.addHosts.length ? x.addHosts.map((h) => `${h.name} -> ${h.ip}`).join(", ") : "none"}`,
-    `  allowed:    ${x.egressAllow.length ? x.egressAllow.join(", ") : "public destinations only"}`,
+    `  allowed:    ${x.egressAllow.length ? x.egressAllow.join(", ") : x.egress?.mode === "strict" ? "nothing listed (strict)" : "public destinations only"}`,
+    `  egress:     ${egressText(x.egress)}`,
     `  published:  ${forwardsText(x.forwards)}`,
   ];
   const c = x.counters;

@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
 import { tcgNote } from "../notes.ts";
-import { startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
+import { mediationWarning, startWorkspace, waitWorkspace } from "../../api/lifecycle.ts";
 import { parseDurationFlag } from "./workspace-flags.ts";
 import { startJson } from "../../api/results.ts";
 
@@ -24,6 +24,10 @@ export function startCommand(): Command {
         });
         const accel = started.accel;
         if (ctx.globals.format === "text" && accel === "tcg") ctx.streams.stderr.write(tcgNote());
+        if (ctx.globals.format === "text") {
+          const warning = await mediationWarning(name, opts);
+          if (warning) ctx.streams.stderr.write(warning);
+        }
         if (!o.wait && o.waitTimeout === undefined) {
           return { json: startJson(started), text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
         }

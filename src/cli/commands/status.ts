@@ -29,6 +29,19 @@ function networkLine(n: WorkspaceStatus["workspace"]["network"]): string {
   return `user, userspace-stack, guest 10.200.0.2/24 via 10.200.0.1 (DNS 10.200.0.1); published: ${forwardsText(n.forwards ?? [])}${extra.length ? `; ${extra.join("; ")}` : ""}`;
 }
 
+/** `guarded, allow a.test,.b.test; passthrough p.test; 12 allowed, 3 denied (egress.jsonl)`. */
+export function egressLine(e: NonNullable<WorkspaceStatus["egress"]>): string {
+  if (e.mode === "off") return "off (no mediation: plain NAT, no CA in the guest, no audit)";
+  const parts = [
+    e.mode,
+    e.allow.length ? `allow ${e.allow.join(",")}` : e.mode === "strict" ? "allow nothing listed" : "public destinations allowed",
+    e.passthrough.length ? `passthrough ${e.passthrough.join(",")}` : "",
+    e.mediation.length ? `mediation ${e.mediation.join(",")}${e.mediationRequired ? " (required)" : " (optional)"}` : "",
+    `${e.counts.allow} allowed, ${e.counts.deny} denied (microagent egress NAME)`,
+  ];
+  return parts.filter(Boolean).join("; ");
+}
+
 /** The text rendering; sanitized as a whole, since details and probe errors may quote guest output. */
 export function statusText(s: WorkspaceStatus): string {
   const w = s.workspace;
@@ -49,6 +62,9 @@ export function statusText(s: WorkspaceStatus): string {
     }
   }
   lines.push(`  readiness:    ${s.readiness.ready ? "ready" : `not ready${s.readiness.reason ? `: ${s.readiness.reason}` : ""}`}`);
+  const med = s.readiness.mediationReady as { ready?: boolean; detail?: string } | undefined;
+  if (med && typeof med === "object") lines.push(`  mediation:    ${med.detail ?? (med.ready ? "reachable" : "unreachable")}`);
+  if (s.egress) lines.push(`  egress:       ${egressLine(s.egress)}`);
   if (s.result) {
     const r = s.result;
     lines.push(`  result:       ${r.status}${r.exitCode !== null ? ` code ${r.exitCode}` : ""}${r.signal ? ` signal ${r.signal}` : ""}${r.error ? ` (${r.error})` : ""} at ${r.completedAt}`);

@@ -10,7 +10,10 @@ import { parseDurationMs } from "../duration.ts";
 import { PROFILE_NAMES, RESOURCE_LIMITS, type ProfileName } from "../../workspace/profiles.ts";
 import { suggest } from "../globals.ts";
 import { parseSecretRef, type SecretRef } from "../../secrets/ref.ts";
-import { parseAddHost, parseDnsUpstream, parseEgressAllow, parsePublish, type AddHost, type DnsUpstream, type NetworkMode, type PortForward } from "../../workspace/network.ts";
+import { resolve } from "node:path";
+import { parseAddHost, parseDnsUpstream, parseEgressAllow, parseEgressPassthrough, parsePublish, type AddHost, type DnsUpstream, type EgressInputs, type NetworkMode, type PortForward } from "../../workspace/network.ts";
+import { parseByteSize, parseEgressMode, parseMediation, parsePositiveInt } from "../../egress/flags.ts";
+import type { EgressMode } from "../../egress/policy.ts";
 
 export function parseWholeNumber(what: string, min: number, max: number): (value: string) => number {
   return (value: string) => {
@@ -121,6 +124,13 @@ export interface NetworkFlags {
   dns?: DnsUpstream;
   egressAllow?: string[];
   publish?: PortForward[];
+  egress?: EgressMode;
+  egressPassthrough?: string[];
+  egressUpstreamCa?: string[];
+  egressMaxConns?: number;
+  egressMaxTotalBytes?: number;
+  mediation?: string[];
+  mediationOptional?: boolean;
 }
 
 export function addNetworkOptions(cmd: Command): Command {
@@ -128,13 +138,40 @@ export function addNetworkOptions(cmd: Command): Command {
     .option("--network <mode>", "network mode: user (default: a NIC behind the supervisor's userspace network stack) or isolated (no NIC)", parseNetworkMode)
     .option("--add-host <NAME:IP>", "resolve NAME to IP in the guest (repeatable); also allows that address", collectWith(parseAddHost))
     .option("--dns <IP[:PORT]>", "upstream resolver the workspace's DNS forwards to (default: the host's resolvers)", usage(parseDnsUpstream))
-    .option("--egress-allow <ADDR[:PORT]|CIDR|host.microagent.internal:PORT>", "allow an inside destination (private, loopback, link-local; repeatable); host.microagent.internal:PORT reaches the host's 127.0.0.1:PORT", collectWith(parseEgressAllow))
+    .option("--egress <mode>", "egress mediation: guarded (default: public allowed, TLS intercepted with the workspace CA, every flow audited), strict (only --egress-allow destinations) or off (plain NAT, no CA, no audit)", usage(parseEgressMode))
+    .option(
+      "--egress-allow <HOST|.SUFFIX|ADDR[:PORT]|CIDR>",
+      "allow a destination (repeatable): names and suffixes for strict, addresses and CIDRs for inside destinations (denied otherwise); host.microagent.internal:PORT reaches the host's 127.0.0.1:PORT",
+      collectWith(parseEgressAllow),
+    )
+    .option("--egress-passthrough <HOST|.SUFFIX>", "forward TLS to HOST untouched after the SNI check (pinned clients, mutual TLS; repeatable): audited, not intercepted", collectWith(parseEgressPassthrough))
+    .option("--egress-upstream-ca <FILE>", "PEM CA the mediator also trusts for upstream TLS (private or corporate servers; repeatable; read at every start)", collectWith((v) => resolve(v)))
+    .option("--egress-max-conns <n>", "concurrent mediated TCP connections (default 256)", usage((v) => parsePositiveInt("--egress-max-conns", v)))
+    .option("--egress-max-total-bytes <size>", "bytes both ways over the workspace's life, e.g. 500M or 50GiB (default: no cap)", usage((v) => parseByteSize("--egress-max-total-bytes", v)))
+    .option("--mediation <GUEST_PORT=HOST:PORT>", "relay the guest's connections to GUEST_PORT on mediation.microagent.internal to the host listener HOST:PORT (repeatable; required: readiness reports mediationReady)", collectWith((v) => parseMediation(v).source))
+    .option("--mediation-optional", "let the workspace run without its mediation listener (development only: the channel is fail-closed for a reason)")
     .option("-p, --publish <[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]>", "publish a guest TCP port on the host (repeatable; default bind 127.0.0.1)", collectWith(parsePublish));
 }
 
+/** The egress flags as the library's `egress` option (undefined when none was given). */
+export function egressInputs(o: NetworkFlags): EgressInputs | undefined {
+  const e: EgressInputs = {
+    ...(o.egress !== undefined ? { mode: o.egress } : {}),
+    ...(o.egressPassthrough !== undefined ? { passthrough: o.egressPassthrough } : {}),
+    ...(o.egressUpstreamCa !== undefined ? { upstreamCa: o.egressUpstreamCa } : {}),
+    ...(o.egressMaxConns !== undefined ? { maxConns: o.egressMaxConns } : {}),
+    ...(o.egressMaxTotalBytes !== undefined ? { maxTotalBytes: o.egressMaxTotalBytes } : {}),
+    ...(o.mediation !== undefined ? { mediation: o.mediation } : {}),
+    ...(o.mediationOptional ? { mediationOptional: true } : {}),
+  };
+  return Object.keys(e).length ? e : undefined;
+}
+
 /** NetworkFlags as the library's option names, omitting what was not given. */
-export function networkOptions(o: NetworkFlags): { network?: NetworkMode; addHosts?: AddHost[]; dns?: DnsUpstream; egressAllow?: string[]; forwards?: PortForward[] } {
+export function networkOptions(o: NetworkFlags): { network?: NetworkMode; addHosts?: AddHost[]; dns?: DnsUpstream; egressAllow?: string[]; forwards?: PortForward[]; egress?: EgressInputs } {
+  const egress = egressInputs(o);
   return {
+    ...(egress !== undefined ? { egress } : {}),
     ...(o.network !== undefined ? { network: o.network } : {}),
     ...(o.addHost !== undefined ? { addHosts: o.addHost } : {}),
     ...(o.dns !== undefined ? { dns: o.dns } : {}),
