@@ -7,7 +7,11 @@ import { stopRecordedProcesses } from "../util/kill.ts";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
-import { readManifest } from "../workspace/manifest.ts";
+import { readManifest, writeManifest } from "../workspace/manifest.ts";
+import { defaultStateDir } from "../workspace/paths.ts";
+import { validateSnapshotTag } from "../workspace/snapshots.ts";
+import { getBackend } from "../backend/registry.ts";
+import { checkRestore, prepareRestore, type RestorePlan } from "./snapshot-files.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { reconcile } from "../workspace/reconcile.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
@@ -40,6 +44,11 @@ export interface StartOptions extends LifecycleOptions {
   timeoutMs?: number;
   /** Return as soon as the supervisor is spawned (do not wait for the guest). */
   detach?: boolean;
+  /**
+   * Restore this snapshot tag of the workspace instead of booting (`start --from-snapshot`): its
+   * memory and devices, its disk as of the capture (what the disk got since is dropped).
+   */
+  fromSnapshot?: string;
 }
 
 export interface StartResult {
@@ -53,6 +62,8 @@ export interface StartResult {
   /** The accelerator the VM boots with, and why (the supervisor's choice; cached per host boot). */
   accel?: RuntimeRecord["accel"];
   accelReason?: string;
+  /** Set when the VM was restored from a snapshot instead of booted. */
+  restoredFrom?: { workspace: string; tag: string };
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 120_000;
@@ -69,6 +80,8 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   const runtimeId = randomUUID();
   const requestId = opts.requestId ?? randomUUID();
   let pid: number;
+  let restore: RestorePlan | undefined;
+  let pendingFork = false;
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
     const { state, runtime } = await reconcile(paths, { lock });
@@ -76,13 +89,29 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     assertCanStart(name, state.state);
     await awaitPreviousSupervisor(runtime, name);
     const manifest = await readManifest(paths);
+    const stateDir = opts.stateDir ?? defaultStateDir();
+    const source = opts.fromSnapshot !== undefined ? { workspace: name, tag: validateSnapshotTag(opts.fromSnapshot) } : manifest.fromSnapshot?.pendingRestore ? { workspace: manifest.fromSnapshot.workspace, tag: manifest.fromSnapshot.tag } : undefined;
+    // The snapshot's own check first: a changed kernel is a snapshot divergence before it is anything else.
+    if (source) await checkRestore(paths, source, stateDir);
     await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
-    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } });
+    if (source) {
+      restore = await prepareRestore(paths, source, stateDir, getBackend(manifest.backend));
+      pendingFork = manifest.fromSnapshot?.pendingRestore === true;
+    }
+    await transition(paths, "starting", { lock, detail: restore ? `start requested (restore ${restore.source}:${restore.tag})` : "start requested", identity: { runtimeId, requestId } });
     try {
       ({ pid } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
         // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
-        ...(opts.timeoutMs !== undefined ? { env: { ...process.env, MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } } : {}),
+        ...(opts.timeoutMs !== undefined || restore
+          ? {
+              env: {
+                ...process.env,
+                ...(opts.timeoutMs !== undefined ? { MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } : {}),
+                ...(restore ? { MICROAGENT_RESTORE_JSON: JSON.stringify(restore) } : {}),
+              },
+            }
+          : {}),
         runtimeId,
         requestId,
       }));
@@ -102,7 +131,19 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs !== undefined ? opts.timeoutMs + START_VERDICT_GRACE_MS : DEFAULT_START_TIMEOUT_MS);
     const rt = await readRuntime(paths).catch(() => undefined);
     const accel = status.accel ?? rt?.accel;
-    return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started, accel, accelReason: rt?.accelReason };
+    // A fork's first start has loaded its snapshot: from now on its own disk is what it boots from.
+    if (pendingFork) await clearPendingRestore(paths).catch(() => {});
+    return {
+      workspace: name,
+      state: "running",
+      runtimeId,
+      supervisorPid: pid,
+      status,
+      bootMs: Date.now() - started,
+      accel,
+      accelReason: rt?.accelReason,
+      ...(restore ? { restoredFrom: { workspace: restore.source, tag: restore.tag } } : {}),
+    };
   } catch (e) {
     // Whatever happened, the record must not claim a live VM that is not there. A supervisor that
     // died before writing runtime.json is invisible to reconcile (it allows `starting` a grace
@@ -110,6 +151,16 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     if (!pidExists(pid)) await recordSupervisorDeath(paths, pid, runtimeId, requestId).catch(() => {});
     await reconcile(paths).catch(() => {});
     throw e;
+  }
+}
+
+async function clearPendingRestore(paths: WorkspacePaths): Promise<void> {
+  const lock = await lockWorkspace(paths, { purpose: "fork restored" });
+  try {
+    const m = await readManifest(paths);
+    if (m.fromSnapshot?.pendingRestore) await writeManifest(paths, { ...m, fromSnapshot: { ...m.fromSnapshot, pendingRestore: false } });
+  } finally {
+    await lock.release();
   }
 }
 

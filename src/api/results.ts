@@ -95,6 +95,7 @@ export function startJson(r: StartResult, wait?: WaitJson): StartJson {
     vmmPid: r.status?.vmmPid || undefined,
     bootMs: r.bootMs,
     host: { accel: r.accel, accelReason: r.accelReason },
+    ...(r.restoredFrom ? { restoredFrom: r.restoredFrom } : {}),
     wait,
   };
 }

@@ -117,7 +117,7 @@ export class Workspace {
   }
 
   /** Boot this workspace and wait until its guest is up. */
-  async start(opts: { timeoutMs?: number; force?: boolean } = {}): Promise<StartJson> {
+  async start(opts: { timeoutMs?: number; force?: boolean; fromSnapshot?: string } = {}): Promise<StartJson> {
     this.#client = undefined;
     const started = await startWorkspace(this.name, { ...this.#lifecycle(), ...opts });
     return startJson(started);

@@ -26,6 +26,18 @@ import { SerialLog, DEFAULT_SERIAL_LOG_MAX_BYTES } from "./serial-log.ts";
 import type { SupervisorService } from "./service.ts";
 import { servicesFor } from "./services.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
+import { setWorkspaceDisk } from "../workspace/snapshots.ts";
+import { z } from "zod";
+
+/** What `MICROAGENT_RESTORE_JSON` carries (ResolvedSupervisorConfig.restore). */
+export const RestoreRequestSchema = z.object({
+  stateFile: z.string(),
+  tag: z.string(),
+  sourceHostname: z.string(),
+  sourceMac: z.string().optional(),
+  hostname: z.string(),
+  fork: z.boolean(),
+});
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 15_000;
@@ -77,6 +89,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     bootTimeoutMs: Number(env.MICROAGENT_BOOT_TIMEOUT_MS) || DEFAULT_BOOT_TIMEOUT_MS,
     shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
     lingerMs: 3_000,
+    // `start --from-snapshot` / a fork: load this snapshot instead of booting (set by the API under the lock).
+    ...(env.MICROAGENT_RESTORE_JSON ? { restore: RestoreRequestSchema.parse(JSON.parse(env.MICROAGENT_RESTORE_JSON)) } : {}),
     shell: manifest.boot.shell[0] ?? "/bin/sh",
     // A VM paused on a full host disk is resumed once this much is free (tests use small values).
     ioPause: {
@@ -130,6 +144,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
       await writeRuntime(paths, { ...runtime, vmmPid: vm.pid, ...(start !== undefined ? { vmmStartTime: start } : {}), bootId: supervisor.bootId });
     },
     writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
+    // A snapshot moved the VM onto a new top layer: the next boot must use it.
+    diskSwitched: (disk) => setWorkspaceDisk(paths, disk),
     serialTail,
     // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
     ...(pause ? { freeze: (vm: RunningVm): Promise<void> => pause.pause(vm, supervisor.launch) } : {}),

@@ -20,6 +20,8 @@ import type { WorkspacePaths } from "./paths.ts";
  */
 export type ReadinessProbe = (paths: WorkspacePaths, runtime: RuntimeRecord, signal?: AbortSignal) => Promise<Record<string, unknown>>;
 
+import type { SnapshotSummary } from "../contract/results.ts";
+
 export interface WorkspaceStatusOptions extends WorkspaceAccessOptions {
   probeReadiness?: ReadinessProbe;
   /** Recompute artifact hashes (default true). */
@@ -59,6 +61,8 @@ export interface WorkspaceStatus extends Response<WorkloadRecord> {
   readiness: Readiness;
   result?: WorkloadRecord;
   workspace: WorkspaceInfo;
+  /** The workspace's snapshots with their sizes (filled in by the API layer, which owns them). */
+  snapshots?: SnapshotSummary[];
 }
 
 export async function workspaceStatus(name: string, options: WorkspaceStatusOptions = {}): Promise<WorkspaceStatus> {

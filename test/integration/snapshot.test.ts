@@ -1,0 +1,223 @@
+/**
+ * Snapshots on real VMs, through the CLI and the library: a background process's in-memory counter
+ * survives snapshot + restore (memory, not disk); a file written before the snapshot is there after
+ * a restore and in a fork; two restores of one snapshot read different /dev/urandom bytes and have
+ * the host's time; two forks run side by side with their own hostnames and random streams, and a
+ * write in one is invisible in the other; a restore refuses a snapshot whose kernel changed; a kill
+ * -9 of QEMU during `snapshot create` leaves nothing listed and the workspace reconciled.
+ */
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { appendFile, copyFile, readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
+import { runCli } from "../helpers/cli.ts";
+import { createWorkspace } from "../../src/workspace/create.ts";
+import { readManifest } from "../../src/workspace/manifest.ts";
+import { workspacePaths } from "../../src/workspace/paths.ts";
+import { readRuntime } from "../../src/workspace/runtime.ts";
+import { stopWorkspace } from "../../src/api/lifecycle.ts";
+import { Workspace } from "../../src/api/workspace.ts";
+import { RESULT_SCHEMAS, nonCamelKeys, type ResultCommand } from "../../src/contract/results.ts";
+
+let fx: WorkspaceFixture;
+const live = new Set<string>();
+
+before(async () => {
+  fx = await workspaceFixture("snapshot");
+  process.env.MICROAGENT_KERNEL_CACHE ??= join(tmpdir(), "microagent-test-kernel-cache");
+});
+
+after(async () => {
+  for (const n of live) await stopWorkspace(n, "kill", { stateDir: fx.stateDir }).catch(() => {});
+  await fx.cleanup();
+});
+
+async function cli(...args: string[]) {
+  const r = await runCli(["--state-dir", fx.stateDir, ...args]);
+  return { code: r.code, stdout: r.out, stderr: r.err };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function shaped(command: ResultCommand, stdout: string): any {
+  const body = JSON.parse(stdout);
+  const r = RESULT_SCHEMAS[command].safeParse(body);
+  assert.ok(r.success, `${command} --json does not match its schema: ${JSON.stringify(r.error?.issues)}\n${stdout}`);
+  assert.deepEqual(nonCamelKeys(body), [], `${command} --json has non-camelCase keys`);
+  return body;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+async function json(command: ResultCommand, ...args: string[]): Promise<any> {
+  const r = await cli("--json", ...args);
+  assert.equal(r.code, 0, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+  return shaped(command, r.stdout);
+}
+
+async function refusedCode(...args: string[]): Promise<{ code: string; message: string }> {
+  const r = await cli("--json", ...args);
+  assert.notEqual(r.code, 0, `${args.join(" ")} should be refused: ${r.stdout}${r.stderr}`);
+  const e = shaped("error", r.stdout).error;
+  return { code: e.code, message: e.message };
+}
+
+async function shell(name: string) {
+  const ws = await Workspace.connect(name, { stateDir: fx.stateDir });
+  return async (script: string) => {
+    const r = await ws.exec(["/bin/sh", "-c", script]);
+    assert.equal(r.exitCode, 0, `${name}: ${script}: ${r.stderr.toString()}`);
+    return r.stdout.toString().trim();
+  };
+}
+
+const LOOP = "i=0; echo $$ > /tmp/pid; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done";
+const RAND = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'";
+
+async function startLoop(sh: (s: string) => Promise<string>): Promise<string> {
+  await sh(`setsid sh -c '${LOOP}' </dev/null >/dev/null 2>&1 &`);
+  let pid = "";
+  for (let i = 0; i < 50 && !/^\d+$/.test(pid); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    pid = await sh("cat /tmp/pid 2>/dev/null || true");
+  }
+  assert.match(pid, /^\d+$/, "the background loop started");
+  return pid;
+}
+
+test("snapshot create/list/restore: memory survives, the disk is the snapshot's, entropy and clock are fresh, sizes are listed", { timeout: 900_000 }, async (t) => {
+  const NAME = "snapsrc";
+  const imageRef = await fx.image("snap/busybox:1");
+  await createWorkspace({ name: NAME, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny", network: "isolated" });
+  live.add(NAME);
+  await json("start", "start", NAME);
+  let sh = await shell(NAME);
+  const pid = await startLoop(sh);
+  await sh("echo before-snapshot > /root/marker; sync");
+
+  // Tag validation before anything runs.
+  assert.equal((await refusedCode("snapshot", "create", NAME, ".hidden")).code, "SNAPSHOT_INVALID_TAG");
+
+  const created = await json("snapshot create", "snapshot", "create", NAME, "base");
+  assert.equal(created.snapshot.tag, "base");
+  assert.equal(created.state, "running", "resumed after the capture");
+  assert.ok(created.snapshot.stateBytes > 1024 * 1024, `the state file holds memory (${created.snapshot.stateBytes} bytes)`);
+  t.diagnostic(`snapshot create: ${JSON.stringify(created.timingsMs)}; state ${created.snapshot.stateBytes} bytes, disk layer ${created.snapshot.diskBytes} bytes`);
+  const atSnapshot = Number(await sh("cat /tmp/count"));
+  assert.equal(await sh("cat /root/marker"), "before-snapshot");
+  assert.equal((await refusedCode("snapshot", "create", NAME, "base")).code, "SNAPSHOT_EXISTS");
+
+  // Files are 0600, the directory 0700; the running VM now writes to a new top layer.
+  const dir = join(workspacePaths(fx.stateDir, NAME).dir, "snapshots", "base");
+  assert.equal((await stat(dir)).mode & 0o777, 0o700);
+  for (const f of await readdir(dir)) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, f);
+  const manifest = await readManifest(workspacePaths(fx.stateDir, NAME));
+  assert.match(manifest.artifacts.disk.path, /disk-[a-z0-9]+\.qcow2$/);
+
+  // The workspace goes on: the counter advances, a write after the snapshot lands in the new layer.
+  await new Promise((r) => setTimeout(r, 600));
+  assert.ok(Number(await sh("cat /tmp/count")) > atSnapshot, "the guest runs on after the capture");
+  await sh("echo after-snapshot > /root/marker; sync");
+
+  const listed = await json("snapshot list", "snapshot", "list", NAME);
+  assert.deepEqual(listed.snapshots.map((s: { tag: string }) => s.tag), ["base"]);
+  assert.equal(listed.snapshots[0].sizeBytes, listed.snapshots[0].stateBytes + listed.snapshots[0].diskBytes);
+  const status = await json("status", "status", NAME);
+  assert.deepEqual(status.snapshots.map((s: { tag: string }) => s.tag), ["base"], "status lists snapshots with sizes");
+
+  // Restore refuses a running workspace.
+  assert.equal((await refusedCode("start", NAME, "--from-snapshot", "base")).code, "WORKSPACE_INVALID_TRANSITION");
+  await json("halt", "halt", NAME);
+
+  const restores: { rand: string; count: number; clockSkew: number }[] = [];
+  for (let i = 0; i < 2; i++) {
+    const started = await json("start", "start", NAME, "--from-snapshot", "base");
+    assert.deepEqual(started.restoredFrom, { workspace: NAME, tag: "base" });
+    sh = await shell(NAME);
+    assert.equal(await sh("cat /tmp/pid"), pid, "the same process, from the saved memory");
+    assert.equal(await sh(`kill -0 ${pid} && echo alive`), "alive");
+    const count = Number(await sh("cat /tmp/count"));
+    assert.ok(count >= atSnapshot && count <= atSnapshot + 3, `the counter resumes from the snapshot (${atSnapshot} -> ${count})`);
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(Number(await sh("cat /tmp/count")) > count, "and counts on");
+    assert.equal(await sh("cat /root/marker"), "before-snapshot", "the disk is the snapshot's, not what was written after");
+    const guestNow = Number(await sh("date +%s"));
+    restores.push({ rand: await sh(RAND), count, clockSkew: Math.abs(Date.now() / 1000 - guestNow) });
+    await sh("echo restore-write > /root/marker; sync");
+    await json("halt", "halt", NAME);
+    if (i === 0) await new Promise((r) => setTimeout(r, 3000)); // the second restore is of an older snapshot
+  }
+  t.diagnostic(`restores: ${JSON.stringify(restores)}`);
+  assert.notEqual(restores[0]!.rand, restores[1]!.rand, "two restores of one snapshot read different /dev/urandom bytes");
+  for (const r of restores) assert.ok(r.clockSkew <= 3, `the guest clock is the host's after a restore (off by ${r.clockSkew} s)`);
+  const events = (await cli("events", NAME)).stdout;
+  assert.match(events, /restored from snapshot base .*guest RNG reseeded \(64 bytes\), clock stepped/);
+
+  // A plain start boots cold from the workspace's current disk (the last restore's writes).
+  await json("start", "start", NAME);
+  sh = await shell(NAME);
+  assert.equal(await sh("cat /root/marker"), "restore-write");
+  assert.equal(await sh("cat /tmp/pid 2>/dev/null || echo none"), "none", "a cold boot has no saved memory");
+  await json("halt", "halt", NAME);
+
+  // Delete: gone from the list; the layer the workspace's disk is based on stays.
+  const del = await json("snapshot delete", "snapshot", "delete", NAME, "base");
+  assert.equal(del.deleted, true);
+  assert.deepEqual((await json("snapshot list", "snapshot", "list", NAME)).snapshots, []);
+  assert.equal((await refusedCode("start", NAME, "--from-snapshot", "base")).code, "SNAPSHOT_NOT_FOUND");
+  await json("start", "start", NAME);
+  assert.equal(await (await shell(NAME))("cat /root/marker"), "restore-write", "the disk chain survived the snapshot's delete");
+  await json("kill", "kill", NAME);
+});
+
+test("a restore refuses a snapshot whose kernel changed, naming the kernel", { timeout: 600_000 }, async () => {
+  const NAME = "snapdiverge";
+  const imageRef = await fx.image("snap/busybox:2");
+  const stateDir = fx.stateDir;
+  const r = await createWorkspace({ name: NAME, stateDir, image: imageRef, providers: realProviders(), profile: "tiny", network: "isolated" });
+  live.add(NAME);
+  await json("start", "start", NAME);
+  await json("snapshot create", "snapshot", "create", NAME, "k1");
+  await json("kill", "kill", NAME);
+  // Point the workspace at a changed copy of its kernel (the shared cache stays untouched).
+  const paths = workspacePaths(stateDir, NAME);
+  const changed = join(paths.dir, "vmlinuz-changed");
+  await copyFile(r.manifest.artifacts.kernel.path, changed);
+  await appendFile(changed, Buffer.from("changed"));
+  const m = await readManifest(paths);
+  const { writeManifest } = await import("../../src/workspace/manifest.ts");
+  await writeManifest(paths, { ...m, artifacts: { ...m.artifacts, kernel: { ...m.artifacts.kernel, path: changed } } });
+  const e = await refusedCode("start", NAME, "--from-snapshot", "k1");
+  assert.equal(e.code, "SNAPSHOT_DIVERGED");
+  assert.match(e.message, /the kernel changed since it was taken/);
+  assert.equal((await json("status", "status", NAME)).workspace.state, "stopped", "nothing was started");
+});
+
+test("kill -9 of QEMU during snapshot create leaves nothing listed and the workspace reconciled", { timeout: 600_000 }, async () => {
+  const NAME = "snapkill";
+  const imageRef = await fx.image("snap/busybox:3");
+  await createWorkspace({ name: NAME, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny", network: "isolated" });
+  live.add(NAME);
+  await json("start", "start", NAME);
+  const rt = await readRuntime(workspacePaths(fx.stateDir, NAME));
+  assert.ok(rt?.vmmPid);
+  const snapDir = join(workspacePaths(fx.stateDir, NAME).dir, "snapshots");
+  const capture = cli("--json", "snapshot", "create", NAME, "doomed");
+  // Kill QEMU once the capture has begun (its temp directory exists).
+  for (let i = 0; i < 400; i++) {
+    const names = await readdir(snapDir).catch(() => [] as string[]);
+    if (names.some((n) => n.startsWith(".tmp-doomed"))) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  process.kill(rt.vmmPid, "SIGKILL");
+  const r = await capture;
+  assert.notEqual(r.code, 0, `the capture fails: ${r.stdout}`);
+  const listed = await json("snapshot list", "snapshot", "list", NAME);
+  assert.deepEqual(listed.snapshots, [], "nothing half-written is listed");
+  assert.deepEqual((await readdir(snapDir)).filter((n) => n.startsWith(".")), [], "the debris was swept");
+  const st = await json("status", "status", NAME);
+  assert.ok(["failed", "stopped"].includes(st.workspace.state), `reconciled: ${st.workspace.state}`);
+  // And it boots again from the disk the manifest names.
+  await json("start", "start", NAME);
+  await json("kill", "kill", NAME);
+});
