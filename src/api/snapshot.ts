@@ -18,6 +18,7 @@ import {
   deleteSnapshot,
   listSnapshots,
   newLayerPath,
+  parseSnapshotRef,
   readInitSha256,
   readSnapshot,
   sweepSnapshotDebris,
@@ -26,7 +27,9 @@ import {
 } from "../workspace/snapshots.ts";
 import { rm } from "node:fs/promises";
 import type { SnapshotCreateJson, SnapshotDeleteJson, SnapshotListJson } from "../contract/results.ts";
-import { supervisorFor } from "./lifecycle.ts";
+import { startWorkspace, supervisorFor, type StartResult } from "./lifecycle.ts";
+import { forkWorkspace, type ForkResult } from "../workspace/fork.ts";
+import { WorkspaceErrors } from "../workspace/errors.ts";
 import { layerChain, snapshotLock, snapshotSummary } from "./snapshot-files.ts";
 import { getBackend } from "../backend/registry.ts";
 import { reconcile } from "../workspace/reconcile.ts";
@@ -124,3 +127,41 @@ export async function deleteWorkspaceSnapshot(name: string, tag: string, opts: W
   }
 }
 
+
+export interface ForkOptions extends WorkspaceAccessOptions {
+  /** The fork's hostname (default: derived from its name). */
+  hostname?: string;
+  /** Restore it at once (default true); false leaves it `prepared`, restored by its first `start`. */
+  start?: boolean;
+  supervisorPath?: string;
+  /** Bound on the restore boot. */
+  timeoutMs?: number;
+}
+
+/**
+ * Fork: a new workspace `name` from snapshot `ref` (`SRC:TAG`), its disk a new overlay over the
+ * snapshot's frozen layer (no copy), then (by default) started, which restores the snapshot's memory
+ * and gives the guest its new identity (hostname, MAC, reseeded RNG, stepped clock).
+ */
+export async function forkFromSnapshot(name: string, ref: string, opts: ForkOptions = {}): Promise<{ fork: ForkResult; started?: StartResult }> {
+  const source = parseSnapshotRef(ref);
+  const stateDir = opts.stateDir ?? defaultStateDir();
+  const srcPaths = await openWorkspace(source.workspace, opts);
+  const backend = getBackend((await readManifest(srcPaths)).backend);
+  const snap = backend.snapshot;
+  if (!snap) throw WorkspaceErrors.SNAPSHOT_UNSUPPORTED({ message: `the ${backend.name} backend cannot fork snapshots` });
+  const lock = await snapshotLock(srcPaths, `fork ${source.tag} to ${name}`);
+  let fork: ForkResult;
+  try {
+    fork = await forkWorkspace({ name, stateDir, source, ...(opts.hostname !== undefined ? { hostname: opts.hostname } : {}), overlay: (layer, path) => snap.overlayOn(layer, path) });
+  } finally {
+    await lock.release().catch(() => {});
+  }
+  if (opts.start === false) return { fork };
+  const started = await startWorkspace(name, {
+    stateDir,
+    ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
+    ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+  });
+  return { fork, started };
+}

@@ -182,6 +182,10 @@ export const CreateJsonSchema = z.strictObject({
   rootfsCacheHit: z.boolean(),
   /** Milliseconds per step, one decimal. */
   timings: z.record(z.string(), z.number()),
+  /** A fork (`--from-snapshot`): the snapshot it was made from. */
+  fromSnapshot: z.strictObject({ workspace: z.string(), tag: z.string() }).optional(),
+  /** A fork restored at once: the start's result (with `restoredFrom`). */
+  start: StartJsonSchema.optional(),
 });
 export type CreateJson = z.infer<typeof CreateJsonSchema>;
 
