@@ -100,7 +100,8 @@ export async function createSnapshot(name: string, opts: SnapshotOptions & { tag
 /** The workspace's snapshots (oldest first), after sweeping what interrupted captures left. */
 export async function listWorkspaceSnapshots(name: string, opts: WorkspaceAccessOptions = {}): Promise<SnapshotListJson> {
   const paths = await openWorkspace(name, opts);
-  const lock = await snapshotLock(paths, "snapshot list").catch(() => undefined);
+  // A capture in progress holds the lock: list without sweeping rather than wait for it.
+  const lock = await snapshotLock(paths, "snapshot list", 0).catch(() => undefined);
   try {
     if (lock) {
       const manifest = await readManifest(paths);

@@ -757,6 +757,12 @@ export class Supervisor implements ControlHandlers {
           throw e;
         }
         pauseMs = performance.now() - t0;
+      } else if ((await vm.runState?.().catch(() => undefined))?.status === "postmigrate") {
+        // Paused by an earlier capture (`--leave-paused`): QEMU has inactivated the disks and refuses
+        // another migration until the VM ran again. Thaw and freeze at once (the guest runs for about a
+        // millisecond) so this capture starts from a normal pause.
+        await this.deps.thaw(vm);
+        await this.deps.freeze(vm);
       }
       let frozen: Awaited<ReturnType<typeof snap.freezeDisk>>;
       let saved: { bytes: number; ms: number };

@@ -285,3 +285,44 @@ test("two forks of one snapshot run side by side with their own hostname, MAC an
   for (const f of forks) await json("delete", "delete", "--force", f);
   await json("delete", "delete", "--force", SRC);
 });
+
+test("snapshot of a paused workspace keeps it paused, --leave-paused leaves a running one paused; kill -9 of the supervisor mid-capture leaves nothing listed", { timeout: 600_000 }, async () => {
+  const NAME = "snappause";
+  const imageRef = await fx.image("snap/busybox:5");
+  await createWorkspace({ name: NAME, stateDir: fx.stateDir, image: imageRef, providers: realProviders(), profile: "tiny", network: "isolated" });
+  live.add(NAME);
+  await json("start", "start", NAME);
+  const left = await json("snapshot create", "snapshot", "create", NAME, "left", "--leave-paused");
+  assert.equal(left.state, "paused");
+  assert.equal(left.wasPaused, false);
+  assert.equal((await json("status", "status", NAME)).workspace.state, "paused");
+  assert.equal((await refusedCode("exec", NAME, "true")).code, "WORKSPACE_PAUSED");
+  const again = await json("snapshot create", "snapshot", "create", NAME, "while-paused");
+  assert.equal(again.state, "paused", "a paused workspace stays paused");
+  assert.equal(again.wasPaused, true);
+  assert.equal(again.timingsMs.pause, 0);
+  await json("resume", "resume", NAME);
+  assert.equal(await (await shell(NAME))("echo ok"), "ok");
+
+  // kill -9 of the supervisor (QEMU goes with it) while the capture runs.
+  const rt = await readRuntime(workspacePaths(fx.stateDir, NAME));
+  assert.ok(rt?.supervisorPid);
+  const snapDir = join(workspacePaths(fx.stateDir, NAME).dir, "snapshots");
+  const capture = cli("--json", "snapshot", "create", NAME, "doomed");
+  for (let i = 0; i < 400; i++) {
+    const names = await readdir(snapDir).catch(() => [] as string[]);
+    if (names.some((n) => n.startsWith(".tmp-doomed"))) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  process.kill(rt.supervisorPid, "SIGKILL");
+  assert.notEqual((await capture).code, 0);
+  const listed = await json("snapshot list", "snapshot", "list", NAME);
+  assert.deepEqual(listed.snapshots.map((s: { tag: string }) => s.tag), ["left", "while-paused"], "only the complete snapshots are listed");
+  assert.deepEqual((await readdir(snapDir)).filter((n) => n.startsWith(".")), [], "the debris was swept");
+  const st = await json("status", "status", NAME);
+  assert.ok(["failed", "stopped"].includes(st.workspace.state), `reconciled: ${st.workspace.state}`);
+  // Both snapshots still restore.
+  await json("start", "start", NAME, "--from-snapshot", "left");
+  assert.equal(await (await shell(NAME))("echo restored"), "restored");
+  await json("kill", "kill", NAME);
+});
