@@ -24,6 +24,10 @@ struct rand_pool_info {
 #ifndef RNDADDENTROPY
 #define RNDADDENTROPY _IOW('R', 0x03, int[2])
 #endif
+/* Reseed the ChaCha output generator from the input pool now (Linux >= 4.17). */
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07)
+#endif
 
 /* The kernel caps one RNDADDENTROPY at the pool size; more than this is refused by the host's schema. */
 #define MAX_ENTROPY_BYTES 512
@@ -49,6 +53,10 @@ static void add_entropy(const char *b64, struct restore_report *r) {
   int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
   if (fd < 0) fail(r, "entropy: open %s: %s", "/dev/urandom");
   else if (ioctl(fd, RNDADDENTROPY, info) < 0) fail(r, "entropy: %s: %s", "RNDADDENTROPY");
+  /* Adding to the pool is not enough: once initialized, the kernel reseeds its output generator on a
+     timer (every 60 s, sooner early in boot) and the restored guest's clock barely moved, so two
+     restores would read the same bytes until then. Reseed now. */
+  else if (ioctl(fd, RNDRESEEDCRNG) < 0) fail(r, "entropy: %s: %s", "RNDRESEEDCRNG");
   else r->entropy_bytes = (int)n;
   if (fd >= 0) close(fd);
   explicit_bzero(info->buf, n);
@@ -84,7 +92,8 @@ static void readdress(const struct jval *net, struct restore_report *r) {
   const char *iface = json_str(net, "iface");
   unsigned char mac[6];
   double prefix = 0, mtu = 0;
-  if (!iface || strlen(iface) >= IFNAMSIZ || !parse_mac(json_str(net, "mac"), mac) || !json_num(net, "prefix", &prefix) || !json_num(net, "mtu", &mtu)) {
+  bool mac_only = !json_str(net, "address");
+  if (!iface || strlen(iface) >= IFNAMSIZ || !parse_mac(json_str(net, "mac"), mac) || (!mac_only && (!json_num(net, "prefix", &prefix) || !json_num(net, "mtu", &mtu)))) {
     errno = EINVAL;
     fail(r, "network: %s: %s", "needs iface, mac, address, prefix, gateway and mtu");
     return;
@@ -112,6 +121,12 @@ static void readdress(const struct jval *net, struct restore_report *r) {
   }
   close(s);
   if (!ok) return;
+  /* A guest captured before its boot config (a warm `run` snapshot) only needs the new address: the
+     boot config that follows brings the interface up and addresses it. */
+  if (!json_str(net, "address")) {
+    r->network_set = true;
+    return;
+  }
   struct net_config nc = {iface, json_str(net, "address"), json_str(net, "gateway"), json_str(net, "resolvConf"), json_str(net, "hosts"), (int)prefix, (int)mtu};
   char msg[512];
   if (!net_configure(&nc, msg, sizeof msg)) {

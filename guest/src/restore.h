@@ -15,7 +15,8 @@ struct restore_report {
 
 /*
  * Applies a `resume` message: mixes `entropyBase64` into the kernel RNG and credits it (RNDADDENTROPY
- * on /dev/urandom, so two restores of one snapshot stop sharing the saved pool's future output),
+ * on /dev/urandom), then reseeds the output generator from it (RNDRESEEDCRNG), so two restores of one
+ * snapshot stop sharing the saved generator's future output,
  * steps CLOCK_REALTIME to `timeUnixMs` (the saved clock is the snapshot's), sets `hostname`, and with
  * `network` re-addresses the NIC under its new MAC. Each step is independent; failures are reported
  * in `r->error`, never fatal. `pid1` false (tests over --serve-fd) skips the privileged steps.

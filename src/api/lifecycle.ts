@@ -12,6 +12,7 @@ import { defaultStateDir } from "../workspace/paths.ts";
 import { validateSnapshotTag } from "../workspace/snapshots.ts";
 import { getBackend } from "../backend/registry.ts";
 import { checkRestore, prepareRestore, type RestorePlan } from "./snapshot-files.ts";
+import { warmStart, type WarmStart } from "./warm.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { reconcile } from "../workspace/reconcile.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
@@ -49,6 +50,11 @@ export interface StartOptions extends LifecycleOptions {
    * memory and devices, its disk as of the capture (what the disk got since is dropped).
    */
   fromSnapshot?: string;
+  /**
+   * `run`: restore the warm snapshot of this machine when the cache has one, else boot cold and capture
+   * one after the hello (src/api/warm.ts). Only for a workspace's first boot.
+   */
+  warm?: boolean;
 }
 
 export interface StartResult {
@@ -64,6 +70,8 @@ export interface StartResult {
   accelReason?: string;
   /** Set when the VM was restored from a snapshot instead of booted. */
   restoredFrom?: { workspace: string; tag: string };
+  /** With `warm`: whether the warm snapshot was restored (else one is captured during this boot). */
+  warm?: { key: string; restored: boolean };
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 120_000;
@@ -82,6 +90,7 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   let pid: number;
   let restore: RestorePlan | undefined;
   let pendingFork = false;
+  let warm: WarmStart | undefined;
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
     const { state, runtime } = await reconcile(paths, { lock });
@@ -97,18 +106,22 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     if (source) {
       restore = await prepareRestore(paths, source, stateDir, getBackend(manifest.backend));
       pendingFork = manifest.fromSnapshot?.pendingRestore === true;
+    } else if (opts.warm && state.state === "prepared") {
+      warm = await warmStart(paths, manifest, stateDir, getBackend(manifest.backend)).catch(() => undefined);
+      restore = warm?.restore;
     }
     await transition(paths, "starting", { lock, detail: restore ? `start requested (restore ${restore.source}:${restore.tag})` : "start requested", identity: { runtimeId, requestId } });
     try {
       ({ pid } = spawnSupervisor(paths, {
         ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
         // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
-        ...(opts.timeoutMs !== undefined || restore
+        ...(opts.timeoutMs !== undefined || restore || warm?.captureJson
           ? {
               env: {
                 ...process.env,
                 ...(opts.timeoutMs !== undefined ? { MICROAGENT_BOOT_TIMEOUT_MS: String(Math.max(1, Math.round(opts.timeoutMs))) } : {}),
                 ...(restore ? { MICROAGENT_RESTORE_JSON: JSON.stringify(restore) } : {}),
+                ...(warm?.captureJson ? { MICROAGENT_WARM_CAPTURE_JSON: warm.captureJson } : {}),
               },
             }
           : {}),
@@ -122,10 +135,11 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   } finally {
     await lock.release();
   }
+  const warmResult = warm ? { warm: { key: warm.key, restored: warm.restore !== undefined } } : {};
   if (opts.detach) {
     // runtime.json is not written yet: report the same (cached) choice the supervisor is making.
     const choice = await chooseAccel(process.env, runtimeRoot());
-    return { workspace: name, state: "starting", runtimeId, supervisorPid: pid, accel: choice.accel, accelReason: choice.reason };
+    return { workspace: name, state: "starting", runtimeId, supervisorPid: pid, accel: choice.accel, accelReason: choice.reason, ...warmResult };
   }
   try {
     const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs !== undefined ? opts.timeoutMs + START_VERDICT_GRACE_MS : DEFAULT_START_TIMEOUT_MS);
@@ -143,6 +157,7 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
       accel,
       accelReason: rt?.accelReason,
       ...(restore ? { restoredFrom: { workspace: restore.source, tag: restore.tag } } : {}),
+      ...warmResult,
     };
   } catch (e) {
     // Whatever happened, the record must not claim a live VM that is not there. A supervisor that

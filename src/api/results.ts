@@ -61,6 +61,7 @@ export function runJson(r: RunResult, output: { stdout: Buffer; stderr: Buffer }
       stderr: output.stderr.toString("base64"),
     },
     host: { accel: r.accel, accelReason: r.accelReason },
+    ...(r.warm ? { warm: r.warm } : {}),
     timingsMs: {
       create: Math.round(r.timings.createMs),
       boot: r.timings.bootMs === undefined ? undefined : Math.round(r.timings.bootMs),

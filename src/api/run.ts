@@ -75,6 +75,12 @@ export interface RunOptions {
   mke2fs?: string;
   debugfs?: string;
   supervisorPath?: string;
+  /**
+   * Boot cold: neither restore this machine's warm snapshot nor capture one (`--cold`). By default a
+   * run restores the cached post-hello snapshot of the same image, kernel, init, resources and network
+   * mode, and the first run of a combination captures it. `MICROAGENT_WARM_RUN=0` turns it off.
+   */
+  cold?: boolean;
   /** Workload output as it arrives; a returned promise holds the workload's output back until it settles. */
   onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown;
   onProgress?: (message: string) => void;
@@ -102,6 +108,8 @@ export interface RunResult {
   accelReason?: string;
   /** `detach`: the run returned once the VM was started; the workspace is running and kept. */
   detached?: boolean;
+  /** The warm snapshot: restored (`restored`), or captured during this boot; absent with `cold`. */
+  warm?: { key: string; restored: boolean };
 }
 
 const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
@@ -166,7 +174,14 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   try {
     progress(`booting ${name}`);
     // A detached run returns once the workspace is running (exec works right after, as after `docker run -d`).
-    const started = await startWorkspace(name, { ...access, ...(opts.detach ? {} : { detach: true }), ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
+    const warm = !opts.cold && process.env.MICROAGENT_WARM_RUN !== "0";
+    const started = await startWorkspace(name, {
+      ...access,
+      ...(opts.detach ? {} : { detach: true }),
+      ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
+      ...(warm ? { warm: true } : {}),
+    });
+    const warmInfo = started.warm ? { warm: started.warm } : {};
     opts.onStarted?.(started);
     if (opts.detach) {
       return {
@@ -180,6 +195,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
         timings: { createMs, totalMs: performance.now() - t0 },
         accel: started.accel,
         accelReason: started.accelReason,
+        ...warmInfo,
         detached: true,
       };
     }
@@ -200,6 +216,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
         timings: { createMs, bootMs: r.bootMs, totalMs: performance.now() - t0 },
         accel: started.accel,
         accelReason: started.accelReason,
+        ...warmInfo,
       };
     }
     const bootStart = performance.now();
@@ -243,6 +260,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 },
       accel: started.accel,
       accelReason: started.accelReason,
+      ...warmInfo,
     };
   } finally {
     if (!keep) {

@@ -66,6 +66,8 @@ export const RunJsonSchema = z.strictObject({
     stderr: base64,
   }),
   host: accelBlock,
+  /** The warm snapshot of this machine: restored instead of a cold boot, or captured during it. Absent with --cold. */
+  warm: z.strictObject({ key: z.string(), restored: z.boolean() }).optional(),
   timingsMs: z.strictObject({ create: z.number(), boot: z.number().optional(), total: z.number() }),
 });
 export type RunJson = z.infer<typeof RunJsonSchema>;

@@ -55,6 +55,12 @@ export interface ResolvedSupervisorConfig {
    * `hostname` / NIC identity of a fork, when they differ from the snapshot's `sourceHostname`/`sourceMac`).
    */
   restore?: { stateFile: string; tag: string; sourceHostname: string; sourceMac?: string; hostname: string; fork: boolean };
+  /**
+   * Warm `run` snapshot: right after the guest's hello, before its boot config, capture the VM (state
+   * to `stateFile`, disk frozen, the VM going on on `overlayPath`), then boot on as usual. A failed
+   * capture is logged, never fatal.
+   */
+  warmCapture?: { stateFile: string; overlayPath: string };
   /** A VM paused on a full host disk resumes once this many bytes are free (checked every `pollMs`). */
   ioPause?: { resumeFreeBytes?: number; pollMs?: number; freeBytes?: (path: string) => Promise<number> };
 }
@@ -73,6 +79,8 @@ export interface SupervisorDeps {
   freeze?(vm: RunningVm): Promise<void>;
   /** Thaw the vCPUs again (resume; a halt/stop of a paused VM); pause/resume need both. */
   thaw?(vm: RunningVm): Promise<void>;
+  /** The warm capture is written: the caller files it (hashes, manifest) while the boot goes on. */
+  warmCaptured?(r: { frozen: { path: string; format: "qcow2" | "raw"; virtualSizeBytes: number }; stateBytes: number; mac?: string }): void;
   /** A snapshot switched the VM onto a new top disk layer: record it (the workspace manifest) before going on. */
   diskSwitched?(disk: VmLaunchSpec["disk"]): Promise<void>;
   /** Per-VM services, in registration order (service.ts says when each hook runs). */
@@ -268,6 +276,7 @@ export class Supervisor implements ControlHandlers {
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
       if (restore) await this.#guard(this.#bounded(this.#resumeGuest(link, restore, remaining()), remaining(), "the restored guest to resume", bound, bootTimeout));
+      else if (this.config.warmCapture && link.hello.state === "awaiting-config") await this.#captureWarm(vm, this.config.warmCapture);
       let bootConfig: unknown = this.config.bootConfig;
       for (const s of this.#services) {
         if (!s.bootConfig) continue;
@@ -703,16 +712,22 @@ export class Supervisor implements ControlHandlers {
     if (!link.resume) throw SupervisorErrors.BOOT_FAILED({ message: "the guest link cannot resume a restored guest" });
     let network: Record<string, unknown> | undefined;
     const mac = this.#launch.network?.mac;
+    // A guest captured before its boot config gets hostname and addressing from that config; it only
+    // needs its NIC's new hardware address first.
+    const unconfigured = link.hello.state === "awaiting-config";
     if (mac && mac !== restore.sourceMac) {
       let cfg: Record<string, unknown> = {};
       for (const s of this.#services) if (s.bootConfig) cfg = await s.bootConfig({ ...cfg });
-      if (cfg.network && typeof cfg.network === "object") network = cfg.network as Record<string, unknown>;
+      if (cfg.network && typeof cfg.network === "object") {
+        const n = cfg.network as Record<string, unknown>;
+        network = unconfigured ? { iface: n.iface, mac: n.mac } : n;
+      }
     }
     const report = await link.resume(
       {
         entropyBase64: randomBytes(64).toString("base64"),
         timeUnixMs: Date.now(),
-        ...(restore.hostname !== restore.sourceHostname ? { hostname: restore.hostname } : {}),
+        ...(restore.hostname !== restore.sourceHostname && !unconfigured ? { hostname: restore.hostname } : {}),
         ...(network ? { network } : {}),
       },
       timeoutMs,
@@ -724,6 +739,30 @@ export class Supervisor implements ControlHandlers {
     if (restore.fork) parts.push("network flows and console sessions from before the snapshot were reset");
     this.#resumeNote = parts.join(", ");
     this.deps.log(`resumed from snapshot ${restore.tag}: ${this.#resumeNote}`);
+  }
+
+  /** The warm-run capture (config.warmCapture): pause, freeze the disk, save, thaw; failures only logged. */
+  async #captureWarm(vm: RunningVm, w: { stateFile: string; overlayPath: string }): Promise<void> {
+    const snap = this.deps.backend.snapshot;
+    if (!snap || !this.deps.freeze || !this.deps.thaw) return;
+    const t0 = performance.now();
+    let paused = false;
+    try {
+      await this.deps.freeze(vm);
+      paused = true;
+      const frozen = await snap.freezeDisk(vm, this.#launch, w.overlayPath);
+      this.#launch = { ...this.#launch, disk: { path: w.overlayPath, format: "qcow2" } };
+      await this.deps.diskSwitched?.(this.#launch.disk);
+      const saved = await snap.saveState(vm, this.#launch, w.stateFile, { timeoutMs: 60_000 });
+      await this.deps.thaw(vm);
+      paused = false;
+      this.deps.warmCaptured?.({ frozen, stateBytes: saved.bytes, ...(this.#launch.network?.mac ? { mac: this.#launch.network.mac } : {}) });
+      this.deps.log(`warm snapshot captured after the hello in ${Math.round(performance.now() - t0)} ms (${saved.bytes} bytes of state)`);
+    } catch (e) {
+      this.deps.log(`warm snapshot capture failed (the boot goes on cold): ${(e as Error).message}`);
+    } finally {
+      if (paused) await this.deps.thaw(vm).catch((e) => this.deps.log(`resuming after the failed warm capture failed: ${(e as Error).message}`));
+    }
   }
 
   /**

@@ -326,3 +326,33 @@ test("snapshot of a paused workspace keeps it paused, --leave-paused leaves a ru
   assert.equal(await (await shell(NAME))("echo restored"), "restored");
   await json("kill", "kill", NAME);
 });
+
+test("run from a warm snapshot: the first run captures it, the next restore it with identical results and their own hostname, MAC and randomness; --cold skips it", { timeout: 900_000 }, async (t) => {
+  const imageRef = await fx.image("snap/busybox:6");
+  const script = "echo same-output; hostname; cat /sys/class/net/eth0/address; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; exit 3";
+  const runs: { warm?: { key: string; restored: boolean }; exitCode: number; lines: string[]; workspace: string; totalMs: number }[] = [];
+  for (const name of ["warm-one", "warm-two", "warm-three"]) {
+    const r = await cli("--json", "run", "--name", name, "--profile", "tiny", imageRef, "sh", "-c", script);
+    const body = shaped("run", r.stdout);
+    runs.push({ warm: body.warm, exitCode: body.exitCode, lines: Buffer.from(body.result.stdout, "base64").toString().trim().split("\n"), workspace: body.workspace, totalMs: body.timingsMs.total });
+  }
+  t.diagnostic(JSON.stringify(runs));
+  const [first, second, third] = runs as [(typeof runs)[0], (typeof runs)[0], (typeof runs)[0]];
+  assert.equal(first.warm?.restored, false, "the first run of a combination boots cold and captures");
+  assert.equal(second.warm?.restored, true, "the second is restored from the warm snapshot");
+  assert.equal(third.warm?.restored, true);
+  assert.equal(second.warm?.key, first.warm?.key);
+  const { macFor } = await import("../../src/backend/linux-qemu.ts");
+  for (const r of runs) {
+    assert.equal(r.exitCode, 3, "the same exit code");
+    assert.equal(r.lines[0], "same-output", "the same output");
+    assert.equal(r.lines[1], r.workspace, "each run's own hostname");
+    assert.equal(r.lines[2], macFor(r.workspace), "each run's own MAC");
+    assert.ok(Math.abs(Number(r.lines[4]) - Date.now() / 1000) < 60, "the clock is now");
+  }
+  assert.notEqual(second.lines[3], third.lines[3], "two restores of the warm snapshot read different random bytes");
+  const cold = shaped("run", (await cli("--json", "run", "--cold", "--profile", "tiny", imageRef, "sh", "-c", script)).stdout);
+  assert.equal(cold.warm, undefined, "--cold neither restores nor captures");
+  assert.equal(cold.exitCode, 3);
+  t.diagnostic(`run totals: first ${first.totalMs} ms, warm ${second.totalMs}/${third.totalMs} ms, cold ${cold.timingsMs.total} ms`);
+});
