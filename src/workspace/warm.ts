@@ -146,14 +146,14 @@ export async function evictWarm(stateDir: string, keep: number): Promise<string[
   return removed;
 }
 
-/** Remove every entry made from `imageDigest` (`image rm`), or all of them. */
-export async function dropWarm(stateDir: string, imageDigest?: string): Promise<number> {
+/** Remove every entry whose image is not in `keepDigests` (after `image rm` / `prune`): returns how many. */
+export async function dropWarmExcept(stateDir: string, keepDigests: ReadonlySet<string>): Promise<number> {
   const root = warmRoot(stateDir);
   let n = 0;
   for (const name of await readdir(root).catch(() => [] as string[])) {
     if (name.startsWith(".")) continue;
     const entry = await readJsonFile(join(root, name, "manifest.json"), WarmEntrySchema, () => new Error("corrupt")).catch(() => undefined);
-    if (imageDigest !== undefined && entry?.imageDigest !== imageDigest) continue;
+    if (entry && keepDigests.has(entry.imageDigest)) continue;
     await rm(join(root, name), { recursive: true, force: true });
     n++;
   }
