@@ -5,7 +5,7 @@
  * supervisor capture one after the hello for the next run. The caller holds the workspace lock.
  */
 import { join } from "node:path";
-import { utimes } from "node:fs/promises";
+import { rm, utimes } from "node:fs/promises";
 import type { Backend } from "../backend/types.ts";
 import type { Manifest } from "../workspace/manifest.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
@@ -25,7 +25,12 @@ export async function warmStart(paths: WorkspacePaths, manifest: Manifest, state
   const snap = backend.snapshot;
   if (!snap) return undefined;
   const key = warmKey(manifest, await readInitSha256(manifest.artifacts.kernel.path));
-  const hit = await readWarmEntry(stateDir, key);
+  let hit = await readWarmEntry(stateDir, key);
+  // Its layer is an overlay over the shared base rootfs: a base that went away (rootfs cache pruned) is a miss.
+  if (hit && !(await snap.layersOf(join(hit.dir, "disk.qcow2")).then(() => true, () => false))) {
+    await rm(hit.dir, { recursive: true, force: true }).catch(() => {});
+    hit = undefined;
+  }
   if (hit) {
     const layer = { path: join(hit.dir, "disk.qcow2"), format: hit.entry.disk.format, virtualSizeBytes: hit.entry.disk.virtualSizeBytes };
     const disk = await snap.overlayOn(layer, newLayerPath(paths));
