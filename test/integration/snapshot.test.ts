@@ -234,7 +234,7 @@ test("two forks of one snapshot run side by side with their own hostname, MAC an
   await json("snapshot create", "snapshot", "create", SRC, "prepared");
 
   const forks = ["fork-a", "fork-b"];
-  const seen: Record<string, { hostname: string; mac: string; rand: string; pid: string; route: string }> = {};
+  const seen: Record<string, { hostname: string; mac: string; rand: string; pid: string; route: string; dns: string }> = {};
   for (const f of forks) {
     const t0 = performance.now();
     const created = await json("create", "create", f, "--from-snapshot", `${SRC}:prepared`);
@@ -251,6 +251,7 @@ test("two forks of one snapshot run side by side with their own hostname, MAC an
       rand: await sh(RAND),
       pid: await sh("cat /tmp/pid"),
       route: await sh("awk '$2 == \"00000000\" {print $1}' /proc/net/route"),
+      dns: await sh("nslookup host.microagent.internal 10.200.0.1 >/dev/null 2>&1 && echo dns-ok || echo dns-failed"),
     };
   }
   t.diagnostic(JSON.stringify(seen));
@@ -264,6 +265,8 @@ test("two forks of one snapshot run side by side with their own hostname, MAC an
   t.diagnostic(`fork-a network: ${JSON.stringify(net).slice(0, 600)}`);
   assert.ok(JSON.stringify(net).includes(a.mac), "the host stack expects the MAC the fork's guest uses");
   assert.equal(a.route, "eth0", "the default route is back after re-addressing");
+  assert.equal(a.dns, "dns-ok", "the re-addressed NIC carries traffic");
+  assert.equal(b.dns, "dns-ok");
   assert.notEqual(a.rand, b.rand, "the forks do not share a random stream");
   assert.equal(a.pid, pid);
   assert.equal(b.pid, pid, "the same process, forked from memory");
@@ -329,7 +332,9 @@ test("snapshot of a paused workspace keeps it paused, --leave-paused leaves a ru
 
 test("run from a warm snapshot: the first run captures it, the next restore it with identical results and their own hostname, MAC and randomness; --cold skips it", { timeout: 900_000 }, async (t) => {
   const imageRef = await fx.image("snap/busybox:6");
-  const script = "echo same-output; hostname; cat /sys/class/net/eth0/address; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; exit 3";
+  const script =
+    "echo same-output; hostname; cat /sys/class/net/eth0/address; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; " +
+    "nslookup host.microagent.internal 10.200.0.1 >/dev/null 2>&1 && echo dns-ok || echo dns-failed; exit 3";
   const runs: { warm?: { key: string; restored: boolean }; exitCode: number; lines: string[]; workspace: string; totalMs: number }[] = [];
   for (const name of ["warm-one", "warm-two", "warm-three"]) {
     const r = await cli("--json", "run", "--name", name, "--profile", "tiny", imageRef, "sh", "-c", script);
@@ -349,6 +354,7 @@ test("run from a warm snapshot: the first run captures it, the next restore it w
     assert.equal(r.lines[1], r.workspace, "each run's own hostname");
     assert.equal(r.lines[2], macFor(r.workspace), "each run's own MAC");
     assert.ok(Math.abs(Number(r.lines[4]) - Date.now() / 1000) < 60, "the clock is now");
+    assert.equal(r.lines[5], "dns-ok", "the NIC works (the stack's DNS answers through it)");
   }
   assert.notEqual(second.lines[3], third.lines[3], "two restores of the warm snapshot read different random bytes");
   const cold = shaped("run", (await cli("--json", "run", "--cold", "--profile", "tiny", imageRef, "sh", "-c", script)).stdout);
