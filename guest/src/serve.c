@@ -5,6 +5,7 @@
  * listens to its output); with no host attached the workload's output only goes to the console.
  */
 #include "serve.h"
+#include "restore.h"
 #include "boot.h"
 #include "secrets.h"
 #include "json.h"
@@ -151,7 +152,7 @@ static void send_hello(void) {
   jw_str(&w, "type", "hello");
   jw_int(&w, "protocol", PROTO_VERSION);
   jw_str(&w, "initVersion", MICROAGENT_INIT_VERSION);
-  jw_raw(&w, "capabilities", "[\"exec\",\"console\",\"workload\",\"result\",\"shutdown\",\"signal\",\"resize\"]");
+  jw_raw(&w, "capabilities", "[\"exec\",\"console\",\"workload\",\"result\",\"shutdown\",\"signal\",\"resize\",\"restore\"]");
   jw_int(&w, "maxFrameBytes", GUEST_MAX_FRAME_BYTES);
   jw_int(&w, "initialWindowBytes", GUEST_WINDOW_BYTES);
   jw_bool(&w, "pid1", G.o->pid1);
@@ -927,7 +928,22 @@ static void handle_msg(uint32_t stream, const struct jval *m) {
   if (stream == 0) {
     if (strcmp(type, "boot-config") == 0) apply_boot_config(json_get(m, "config"));
     else if (strcmp(type, "shutdown") == 0) begin_shutdown(m);
-    else if (strcmp(type, "ping") == 0) {
+    else if (strcmp(type, "resume") == 0) {
+      /* The host restored this VM from a snapshot (restore.c): reseed, step the clock, new identity. */
+      struct restore_report r;
+      restore_apply(m, G.o->pid1, &r);
+      struct buf b = {0};
+      struct jw w;
+      jw_begin(&w, &b);
+      jw_str(&w, "type", "resumed");
+      jw_int(&w, "entropyBytes", r.entropy_bytes);
+      jw_int(&w, "clockStepMs", r.clock_step_ms);
+      jw_bool(&w, "hostnameSet", r.hostname_set);
+      jw_bool(&w, "networkSet", r.network_set);
+      if (r.error[0]) jw_str(&w, "error", r.error);
+      jw_end(&w);
+      send_json(F_MSG, 0, &b);
+    } else if (strcmp(type, "ping") == 0) {
       struct buf b = {0};
       struct jw w;
       jw_begin(&w, &b);

@@ -7,7 +7,12 @@ import { stopRecordedProcesses } from "../util/kill.ts";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { openWorkspace, lockWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
-import { readManifest } from "../workspace/manifest.ts";
+import { readManifest, writeManifest } from "../workspace/manifest.ts";
+import { defaultStateDir } from "../workspace/paths.ts";
+import { validateSnapshotTag } from "../workspace/snapshots.ts";
+import { getBackend } from "../backend/registry.ts";
+import { checkRestore, prepareRestore, type RestorePlan } from "./snapshot-files.ts";
+import { warmStart, type WarmStart } from "./warm.ts";
 import type { WorkspacePaths } from "../workspace/paths.ts";
 import { reconcile } from "../workspace/reconcile.ts";
 import { readRuntime, runtimeLiveness, runtimeMarker, type RuntimeRecord } from "../workspace/runtime.ts";
@@ -43,6 +48,16 @@ export interface StartOptions extends LifecycleOptions {
   timeoutMs?: number;
   /** Return as soon as the supervisor is spawned (do not wait for the guest). */
   detach?: boolean;
+  /**
+   * Restore this snapshot tag of the workspace instead of booting (`start --from-snapshot`): its
+   * memory and devices, its disk as of the capture (what the disk got since is dropped).
+   */
+  fromSnapshot?: string;
+  /**
+   * `run`: restore the warm snapshot of this machine when the cache has one, else boot cold and capture
+   * one after the hello (src/api/warm.ts). Only for a workspace's first boot.
+   */
+  warm?: boolean;
 }
 
 export interface StartResult {
@@ -56,6 +71,10 @@ export interface StartResult {
   /** The accelerator the VM boots with, and why (the supervisor's choice; cached per host boot). */
   accel?: RuntimeRecord["accel"];
   accelReason?: string;
+  /** Set when the VM was restored from a snapshot instead of booted. */
+  restoredFrom?: { workspace: string; tag: string };
+  /** With `warm`: whether the warm snapshot was restored (else one is captured during this boot). */
+  warm?: { key: string; restored: boolean };
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 120_000;
@@ -73,6 +92,9 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   const requestId = opts.requestId ?? randomUUID();
   let pid: number;
   let handoff: Promise<void> = Promise.resolve();
+  let restore: RestorePlan | undefined;
+  let pendingFork = false;
+  let warm: WarmStart | undefined;
   const lock = await lockWorkspace(paths, { purpose: "start" });
   try {
     const { state, runtime } = await reconcile(paths, { lock });
@@ -80,11 +102,22 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
     assertCanStart(name, state.state);
     await awaitPreviousSupervisor(runtime, name);
     const manifest = await readManifest(paths);
+    const stateDir = opts.stateDir ?? defaultStateDir();
+    const source = opts.fromSnapshot !== undefined ? { workspace: name, tag: validateSnapshotTag(opts.fromSnapshot) } : manifest.fromSnapshot?.pendingRestore ? { workspace: manifest.fromSnapshot.workspace, tag: manifest.fromSnapshot.tag } : undefined;
+    // The snapshot's own check first: a changed kernel is a snapshot divergence before it is anything else.
+    if (source) await checkRestore(paths, source, stateDir);
     await assertBootArtifactsVerified(name, manifest, state.state, { force: opts.force ?? false });
+    if (source) {
+      restore = await prepareRestore(paths, source, stateDir, getBackend(manifest.backend));
+      pendingFork = manifest.fromSnapshot?.pendingRestore === true;
+    } else if (opts.warm && state.state === "prepared") {
+      warm = await warmStart(paths, manifest, stateDir, getBackend(manifest.backend)).catch(() => undefined);
+      restore = warm?.restore;
+    }
     // Secrets are resolved here, at every start, from the references the manifest keeps; a source
     // that fails refuses the start before anything is recorded or spawned (fail closed).
     const secrets = await secretsFrame(manifest.secrets ?? []);
-    await transition(paths, "starting", { lock, detail: "start requested", identity: { runtimeId, requestId } }).catch((e: unknown) => {
+    await transition(paths, "starting", { lock, detail: restore ? `start requested (restore ${restore.source}:${restore.tag})` : "start requested", identity: { runtimeId, requestId } }).catch((e: unknown) => {
       secrets?.fill(0);
       throw e;
     });
@@ -92,6 +125,8 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
       const env: NodeJS.ProcessEnv = { ...process.env };
       // The boot bound travels to the supervisor, which enforces it (and reports it in its message).
       if (opts.timeoutMs !== undefined) env.MICROAGENT_BOOT_TIMEOUT_MS = String(Math.max(1, Math.round(opts.timeoutMs)));
+      if (restore) env.MICROAGENT_RESTORE_JSON = JSON.stringify(restore);
+      if (warm?.captureJson) env.MICROAGENT_WARM_CAPTURE_JSON = warm.captureJson;
       // An `env:` source is resolved already: the supervisor (and the VMM it spawns) never carry it.
       for (const ref of manifest.secrets ?? []) if (ref.source.kind === "env") delete env[ref.source.var];
       ({ pid, handoff } = spawnSupervisor(paths, {
@@ -112,16 +147,30 @@ export async function startWorkspace(name: string, opts: StartOptions = {}): Pro
   // larger than the pipe's buffer waits for the supervisor to read it). A failure here is also the
   // supervisor's, which refuses to boot without the secrets, and is reported through it.
   await handoff.catch(() => {});
+  const warmResult = warm ? { warm: { key: warm.key, restored: warm.restore !== undefined } } : {};
   if (opts.detach) {
     // runtime.json is not written yet: report the same (cached) choice the supervisor is making.
     const choice = await chooseAccel(process.env, runtimeRoot());
-    return { workspace: name, state: "starting", runtimeId, supervisorPid: pid, accel: choice.accel, accelReason: choice.reason };
+    return { workspace: name, state: "starting", runtimeId, supervisorPid: pid, accel: choice.accel, accelReason: choice.reason, ...warmResult };
   }
   try {
     const status = await waitForSupervisorReady(paths, pid, opts.timeoutMs !== undefined ? opts.timeoutMs + START_VERDICT_GRACE_MS : DEFAULT_START_TIMEOUT_MS);
     const rt = await readRuntime(paths).catch(() => undefined);
     const accel = status.accel ?? rt?.accel;
-    return { workspace: name, state: "running", runtimeId, supervisorPid: pid, status, bootMs: Date.now() - started, accel, accelReason: rt?.accelReason };
+    // A fork's first start has loaded its snapshot: from now on its own disk is what it boots from.
+    if (pendingFork) await clearPendingRestore(paths).catch(() => {});
+    return {
+      workspace: name,
+      state: "running",
+      runtimeId,
+      supervisorPid: pid,
+      status,
+      bootMs: Date.now() - started,
+      accel,
+      accelReason: rt?.accelReason,
+      ...(restore ? { restoredFrom: { workspace: restore.source, tag: restore.tag } } : {}),
+      ...warmResult,
+    };
   } catch (e) {
     // Whatever happened, the record must not claim a live VM that is not there. A supervisor that
     // died before writing runtime.json is invisible to reconcile (it allows `starting` a grace
@@ -140,6 +189,16 @@ async function secretsFrame(refs: readonly SecretRef[]): Promise<Buffer | undefi
     return encodeSecretHandoff(resolved);
   } finally {
     for (const s of resolved) s.value.wipe();
+  }
+}
+
+async function clearPendingRestore(paths: WorkspacePaths): Promise<void> {
+  const lock = await lockWorkspace(paths, { purpose: "fork restored" });
+  try {
+    const m = await readManifest(paths);
+    if (m.fromSnapshot?.pendingRestore) await writeManifest(paths, { ...m, fromSnapshot: { ...m.fromSnapshot, pendingRestore: false } });
+  } finally {
+    await lock.release();
   }
 }
 

@@ -5,6 +5,7 @@
  * has one shape wherever it is shown. Fields left undefined are dropped by JSON.stringify.
  */
 import { describeSource } from "../secrets/ref.ts";
+import type { ForkResult } from "../workspace/fork.ts";
 import type { CreateResult } from "../workspace/create.ts";
 import type { LocalImage } from "../image/types.ts";
 import type { ImageSummary } from "../image/images.ts";
@@ -60,6 +61,7 @@ export function runJson(r: RunResult, output: { stdout: Buffer; stderr: Buffer }
       stderr: output.stderr.toString("base64"),
     },
     host: { accel: r.accel, accelReason: r.accelReason },
+    ...(r.warm ? { warm: r.warm } : {}),
     timingsMs: {
       create: Math.round(r.timings.createMs),
       boot: r.timings.bootMs === undefined ? undefined : Math.round(r.timings.bootMs),
@@ -96,6 +98,7 @@ export function startJson(r: StartResult, wait?: WaitJson): StartJson {
     vmmPid: r.status?.vmmPid || undefined,
     bootMs: r.bootMs,
     host: { accel: r.accel, accelReason: r.accelReason },
+    ...(r.restoredFrom ? { restoredFrom: r.restoredFrom } : {}),
     wait,
   };
 }
@@ -117,6 +120,28 @@ export function createJson(r: CreateResult): CreateJson {
     artifacts: m.artifacts,
     rootfsCacheHit: r.rootfsCacheHit,
     timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 10) / 10])),
+  };
+}
+
+/** `create --from-snapshot --json`: the fork as `create` reports a workspace, its source, and the restore. */
+export function forkJson(f: ForkResult, started?: StartResult): CreateJson {
+  const m = f.manifest;
+  return {
+    workspace: f.name,
+    state: started ? started.state : f.state.state,
+    event: f.state,
+    backend: m.backend,
+    arch: m.arch,
+    image: m.image,
+    resources: m.resources,
+    network: m.network,
+    secrets: (m.secrets ?? []).map((s) => ({ name: s.name, source: describeSource(s.source), delivery: s.delivery, hosts: s.hosts })),
+    boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((x) => x.target) },
+    artifacts: m.artifacts,
+    rootfsCacheHit: true,
+    timings: {},
+    fromSnapshot: { workspace: f.snapshot.manifest.workspace, tag: f.snapshot.tag },
+    ...(started ? { start: startJson(started) } : {}),
   };
 }
 

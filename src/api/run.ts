@@ -78,6 +78,12 @@ export interface RunOptions {
   mke2fs?: string;
   debugfs?: string;
   supervisorPath?: string;
+  /**
+   * Boot cold: neither restore this machine's warm snapshot nor capture one (`--cold`). By default a
+   * run restores the cached post-hello snapshot of the same image, kernel, init, resources and network
+   * mode, and the first run of a combination captures it. `MICROAGENT_WARM_RUN=0` turns it off.
+   */
+  cold?: boolean;
   /** Workload output as it arrives; a returned promise holds the workload's output back until it settles. */
   onOutput?: (stream: "stdout" | "stderr", data: Buffer) => unknown;
   onProgress?: (message: string) => void;
@@ -107,6 +113,8 @@ export interface RunResult {
   detached?: boolean;
   /** User networking: the egress receipt (read before a non-kept workspace is deleted; `audit` null then). */
   egress?: EgressSummary;
+  /** The warm snapshot: restored (`restored`), or captured during this boot; absent with `cold`. */
+  warm?: { key: string; restored: boolean };
 }
 
 const ADJECTIVES = ["brave", "calm", "eager", "fuzzy", "gentle", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "witty"];
@@ -179,7 +187,14 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
   try {
     progress(`booting ${name}`);
     // A detached run returns once the workspace is running (exec works right after, as after `docker run -d`).
-    const started = await startWorkspace(name, { ...access, ...(opts.detach ? {} : { detach: true }), ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}) });
+    const warm = !opts.cold && process.env.MICROAGENT_WARM_RUN !== "0";
+    const started = await startWorkspace(name, {
+      ...access,
+      ...(opts.detach ? {} : { detach: true }),
+      ...(opts.supervisorPath ? { supervisorPath: opts.supervisorPath } : {}),
+      ...(warm ? { warm: true } : {}),
+    });
+    const warmInfo = started.warm ? { warm: started.warm } : {};
     opts.onStarted?.(started);
     if (opts.detach) {
       return {
@@ -193,6 +208,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
         timings: { createMs, totalMs: performance.now() - t0 },
         accel: started.accel,
         accelReason: started.accelReason,
+        ...warmInfo,
         detached: true,
       };
     }
@@ -215,6 +231,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
         accel: started.accel,
         accelReason: started.accelReason,
         ...(heldEgress ? { egress: heldEgress } : {}),
+        ...warmInfo,
       };
     }
     const bootStart = performance.now();
@@ -260,6 +277,7 @@ export async function runWorkspace(opts: RunOptions): Promise<RunResult> {
       timings: { createMs, ...(bootMs !== undefined ? { bootMs } : {}), totalMs: performance.now() - t0 },
       accel: started.accel,
       accelReason: started.accelReason,
+      ...warmInfo,
     };
   } finally {
     if (!keep) {

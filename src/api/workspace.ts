@@ -10,6 +10,8 @@
 import { Buffer } from "node:buffer";
 import { CommonErrors } from "../contract/errors.ts";
 import { SupervisorErrors } from "../supervisor/errors.ts";
+import { createSnapshot, deleteWorkspaceSnapshot, forkFromSnapshot, listWorkspaceSnapshots } from "./snapshot.ts";
+import type { SnapshotCreateJson, SnapshotDeleteJson, SnapshotListJson } from "../contract/results.ts";
 import type { CreateJson, DeleteJson, ListJson, PauseJson, QuarantineJson, StartJson, StopJson, WaitJson } from "../contract/results.ts";
 import { openWorkspace, type WorkspaceAccessOptions } from "../workspace/access.ts";
 import { createWorkspace } from "../workspace/create.ts";
@@ -117,7 +119,7 @@ export class Workspace {
   }
 
   /** Boot this workspace and wait until its guest is up. */
-  async start(opts: { timeoutMs?: number; force?: boolean } = {}): Promise<StartJson> {
+  async start(opts: { timeoutMs?: number; force?: boolean; fromSnapshot?: string } = {}): Promise<StartJson> {
     this.#client = undefined;
     const started = await startWorkspace(this.name, { ...this.#lifecycle(), ...opts });
     return startJson(started);
@@ -181,6 +183,33 @@ export class Workspace {
   /** Thaw a paused workspace; the guest continues where it stopped. */
   resume(): Promise<PauseJson> {
     return pauseWorkspace(this.name, "resume", this.#lifecycle());
+  }
+
+  /**
+   * Snapshot this running or paused workspace (memory, devices, disk at that instant): paused for the
+   * capture and resumed after unless `leavePaused`. `tag` defaults to `snap-YYYYMMDD-HHMMSS` (UTC).
+   */
+  snapshot(opts: { tag?: string; leavePaused?: boolean; timeoutMs?: number } = {}): Promise<SnapshotCreateJson> {
+    return createSnapshot(this.name, { ...access(this.#host), ...opts });
+  }
+
+  /** This workspace's snapshots, oldest first, with their sizes. */
+  snapshots(): Promise<SnapshotListJson> {
+    return listWorkspaceSnapshots(this.name, access(this.#host));
+  }
+
+  /** Remove a snapshot (its disk layer stays while this workspace's disk or a fork needs it). */
+  deleteSnapshot(tag: string): Promise<SnapshotDeleteJson> {
+    return deleteWorkspaceSnapshot(this.name, tag, access(this.#host));
+  }
+
+  /**
+   * Fork snapshot `tag` of this workspace into a new workspace `name` (no copy of disk or image) and
+   * restore it: the same memory and files, its own hostname, MAC, random stream and clock.
+   */
+  async fork(tag: string, name: string, opts: { hostname?: string; timeoutMs?: number } = {}): Promise<Workspace> {
+    await forkFromSnapshot(name, `${this.name}:${tag}`, { ...this.#lifecycle(), ...opts });
+    return Workspace.connect(name, this.#host);
   }
 
   wait(opts: WorkspaceAccessOptions & { timeoutMs?: number } = {}): Promise<WaitResult & WaitJson> {

@@ -18,8 +18,9 @@ import type { QemuSpec } from "../vmm/qemu/args.ts";
 import { QmpClient, type QmpEvent } from "../vmm/qemu/qmp.ts";
 import { stopProcessGroup, DEFAULT_GRACE_MS } from "./process-group.ts";
 import { BackendErrors } from "./errors.ts";
-import { createQcow2Overlay } from "./qemu-img.ts";
-import type { Backend, RunningVm, VmEvent, VmExit, VmLaunchSpec } from "./types.ts";
+import { createQcow2Overlay, qemuImgBackingChain } from "./qemu-img.ts";
+import { createOverlayImage, freezeDisk, restoreVmState, saveVmState } from "../vmm/qemu/snapshot.ts";
+import type { Backend, FrozenDisk, RunningVm, VmEvent, VmExit, VmLaunchSpec } from "./types.ts";
 
 /**
  * TCG translation cache per VM, in MiB. An idle busybox guest uses ~46 MiB of it; 64 leaves room for
@@ -162,6 +163,24 @@ class QemuVm implements RunningVm {
     return this.#qmp((c) => c.stop());
   }
 
+  /** Snapshot: move the paused VM's root disk (`disk0`) onto a new overlay; the current file is frozen. */
+  async freezeDisk(newOverlayPath: string): Promise<FrozenDisk> {
+    const r = await this.#qmp((c) => freezeDisk(c, { device: "disk0", newOverlayPath }));
+    return { path: r.frozenPath, format: r.frozenFormat === "raw" ? "raw" : "qcow2", virtualSizeBytes: r.virtualSizeBytes };
+  }
+
+  /** Snapshot: the paused VM's memory and device state to `file`, over the VM's one QMP connection. */
+  async saveState(file: string, timeoutMs?: number): Promise<{ bytes: number; ms: number }> {
+    const r = await this.#qmp((c) => saveVmState(c, file, timeoutMs !== undefined ? { timeoutMs } : {}));
+    return { bytes: r.bytes, ms: r.ms };
+  }
+
+  /** Restore: load `file` into this QEMU (launched with `-incoming defer`) and run it. */
+  async loadState(file: string, timeoutMs?: number): Promise<number> {
+    const r = await this.#qmp((c) => restoreVmState(c, file, { ...(timeoutMs !== undefined ? { timeoutMs } : {}), resume: true, stderrTail: () => this.stderrTail() }));
+    return r.ms;
+  }
+
   terminate(opts: { graceMs?: number } = {}): Promise<VmExit> {
     const exit = this.#handle.exit();
     if (exit) return Promise.resolve(exit);
@@ -200,24 +219,28 @@ function qemuVm(vm: RunningVm): QemuVm {
   return vm;
 }
 
+/** Launch QEMU for `spec`, booting it, or (`incoming`) built the same way and waiting for a saved state. */
+async function startQemu(spec: VmLaunchSpec, incoming: boolean): Promise<QemuVm> {
+  const qemuPath = await deathBoundQemu(spec);
+  const qspec = qemuSpecFor(spec, spec.accel === "tcg" ? tscKhz() : undefined);
+  const handle = await launchQemu(incoming ? { ...qspec, incoming: "defer" } : qspec, {
+    timeoutMs: 15_000,
+    // The supervisor outlives nothing it launched: if it exits, the VM goes with it...
+    killOnExit: true,
+    stdout: "pipe",
+    ...(qemuPath ? { qemuPath } : {}),
+  });
+  const vm = new QemuVm(handle, spec.controlSocketPath);
+  // Without events a full host disk would pause the VM silently; failing to watch is not fatal
+  // (every later QMP call reconnects), but it is worth a second try before giving up.
+  await vm.watch().catch(() => vm.watch().catch(() => {}));
+  return vm;
+}
+
 export const linuxQemuBackend: Backend = {
   name: "linux-qemu",
   lifecycle: {
-    async launch(spec: VmLaunchSpec): Promise<RunningVm> {
-      const qemuPath = await deathBoundQemu(spec);
-      const handle = await launchQemu(qemuSpecFor(spec, spec.accel === "tcg" ? tscKhz() : undefined), {
-        timeoutMs: 15_000,
-        // The supervisor outlives nothing it launched: if it exits, the VM goes with it...
-        killOnExit: true,
-        stdout: "pipe",
-        ...(qemuPath ? { qemuPath } : {}),
-      });
-      const vm = new QemuVm(handle, spec.controlSocketPath);
-      // Without events a full host disk would pause the VM silently; failing to watch is not fatal
-      // (every later QMP call reconnects), but it is worth a second try before giving up.
-      await vm.watch().catch(() => vm.watch().catch(() => {}));
-      return vm;
-    },
+    launch: (spec: VmLaunchSpec): Promise<RunningVm> => startQemu(spec, false),
   },
   channel: {
     transport: "virtio-serial",
@@ -250,5 +273,26 @@ export const linuxQemuBackend: Backend = {
     // second connection would wait behind it.
     pause: (vm) => qemuVm(vm).pause(),
     resume: (vm) => qemuVm(vm).resume(),
+  },
+  snapshot: {
+    // State through `exec:` into a file (QEMU 7.2 has no `file:` migration), the disk frozen with
+    // blockdev-snapshot-sync onto a new overlay; src/vmm/qemu/snapshot.ts explains the order.
+    freezeDisk: (vm, _spec, newOverlayPath) => qemuVm(vm).freezeDisk(newOverlayPath),
+    saveState: (vm, _spec, file, opts) => qemuVm(vm).saveState(file, opts?.timeoutMs),
+    layersOf: (path) => qemuImgBackingChain(path),
+    async overlayOn(layer, path) {
+      await createOverlayImage(path, { backingFile: layer.path, backingFormat: layer.format, virtualSizeBytes: layer.virtualSizeBytes });
+      return { path, format: "qcow2" };
+    },
+    async restore(spec, stateFile, opts) {
+      const vm = await startQemu(spec, true);
+      try {
+        const loadMs = await vm.loadState(stateFile, opts?.timeoutMs);
+        return { vm, loadMs };
+      } catch (e) {
+        await vm.kill().catch(() => {});
+        throw e;
+      }
+    },
   },
 };

@@ -43,6 +43,16 @@ export async function qemuImgInfo(path: string): Promise<QemuImgInfo> {
   return QemuImgInfoSchema.parse(JSON.parse(out));
 }
 
+/**
+ * The files of `path`'s backing chain, top first (`qemu-img info --backing-chain -U`): what must stay
+ * on disk for it to open. Read without locks: the chain may be open in a running QEMU.
+ */
+export async function qemuImgBackingChain(path: string): Promise<string[]> {
+  const out = await qemuImg(["info", "--backing-chain", "--output=json", "-U", path]);
+  const parsed = z.array(z.object({ filename: z.string() }).loose()).parse(JSON.parse(out));
+  return parsed.map((e) => e.filename);
+}
+
 async function qemuImg(args: string[]): Promise<string> {
   const bin = qemuImgPath();
   try {

@@ -151,15 +151,35 @@ export interface PauseCapability {
   resume(vm: RunningVm, spec: VmLaunchSpec): Promise<void>;
 }
 
+/** The disk layer a freeze left read-only: the snapshot's disk. */
+export interface FrozenDisk {
+  path: string;
+  format: DiskFormat;
+  virtualSizeBytes: number;
+}
+
 /**
- * Memory + device state to a directory and back. Interface only: no backend implements it yet
- * (snapshots need a paused VM, a frozen disk layer and the kernel/initramfs hashes; DESIGN.md).
+ * Memory + device state of a paused VM to a file and back, and the disk frozen at the same instant.
+ * The caller pauses first (PauseCapability) and continues after; these never change the run state.
  */
 export interface SnapshotCapability {
-  /** Write the paused VM's memory and device state into `dir`. */
-  save(vm: RunningVm, spec: VmLaunchSpec, dir: string): Promise<void>;
-  /** Launch a VM from the snapshot in `dir` instead of a cold boot. */
-  restore(spec: VmLaunchSpec, dir: string): Promise<RunningVm>;
+  /**
+   * Switch the paused VM's root disk onto `newOverlayPath` (created here, 0600, backed by the current
+   * disk), so the current disk file keeps the disk as of the pause and is never written again.
+   * The current file must not be moved or renamed while the VM lives.
+   */
+  freezeDisk(vm: RunningVm, spec: VmLaunchSpec, newOverlayPath: string): Promise<FrozenDisk>;
+  /** Write the paused VM's memory and device state to `file` (0600, complete or absent). */
+  saveState(vm: RunningVm, spec: VmLaunchSpec, file: string, opts?: { timeoutMs?: number }): Promise<{ bytes: number; ms: number }>;
+  /** The files of a disk's backing chain, top first: what must stay on disk for it to open. */
+  layersOf(path: string): Promise<string[]>;
+  /** A disk for a restore or fork: a new overlay at `path` over a frozen layer (no copy). */
+  overlayOn(layer: FrozenDisk, path: string): Promise<{ path: string; format: DiskFormat }>;
+  /**
+   * Launch the machine `spec` describes (it must be the one the state was saved from: memory, CPUs,
+   * devices) and load `stateFile` into it instead of booting; resolves with the VM running.
+   */
+  restore(spec: VmLaunchSpec, stateFile: string, opts?: { timeoutMs?: number }): Promise<{ vm: RunningVm; loadMs: number }>;
 }
 
 export interface Backend {

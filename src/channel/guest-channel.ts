@@ -23,6 +23,9 @@ import {
   helloSchema,
   helloVersionSchema,
   pingMessage,
+  resumeMessage,
+  type ResumeMessage,
+  type ResumedMessage,
   resizeMessage,
   shutdownMessage,
   signalMessage,
@@ -379,6 +382,7 @@ export class GuestChannel {
   #workloadStarted: { pid: number; startedAt: string } | undefined;
   #shutdownWait: PromiseWithResolvers<void> | undefined;
   #pings = new Map<number, () => void>();
+  #resumeWait: PromiseWithResolvers<ResumedMessage> | undefined;
   #nextPing = 1;
   readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => unknown>();
 
@@ -507,6 +511,23 @@ export class GuestChannel {
     return this.#result.promise;
   }
 
+  /**
+   * After a snapshot restore: hand the guest fresh entropy and the host's time (and a new hostname
+   * or NIC identity for a fork); resolves with what it applied. One at a time.
+   */
+  async resume(o: Omit<ResumeMessage, "type">, opts: { timeoutMs?: number } = {}): Promise<ResumedMessage> {
+    this.#assertOpen();
+    if (this.#resumeWait) throw ChannelErrors.CHANNEL_CLOSED({ message: "a resume is already in flight on this channel", remediation: "Send one resume per restore." });
+    const wait = deferred<ResumedMessage>();
+    this.#resumeWait = wait;
+    this.#mux.sendControl("msg", resumeMessage(o));
+    try {
+      return await this.#withTimeout(wait.promise, opts.timeoutMs ?? 30_000, "resume");
+    } finally {
+      this.#resumeWait = undefined;
+    }
+  }
+
   /** Round trip through the guest's event loop; resolves with the time taken in ms. */
   async ping(timeoutMs = 10_000): Promise<number> {
     this.#assertOpen();
@@ -564,6 +585,7 @@ export class GuestChannel {
     if (wasShuttingDown && ChannelErrors.CHANNEL_PEER_CLOSED.is(e)) this.#shutdownWait!.resolve();
     else this.#shutdownWait?.reject(e);
     this.#result.reject(e);
+    this.#resumeWait?.reject(e);
     for (const p of this.#pings.values()) p();
     this.#pings.clear();
     this.#closed.resolve(e);
@@ -630,6 +652,9 @@ export class GuestChannel {
       }
       case "shutdown-complete":
         this.#shutdownWait?.resolve();
+        break;
+      case "resumed":
+        this.#resumeWait?.resolve(m);
         break;
     }
   }

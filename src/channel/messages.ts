@@ -48,6 +48,19 @@ export const resultSchema = z.object({
 });
 export type WorkloadResultMessage = z.infer<typeof resultSchema>;
 
+/** The guest's answer to `resume` (after a snapshot restore): what it applied, and the first failure. */
+function resumedSchema() {
+  return z.object({
+    type: z.literal("resumed"),
+    entropyBytes: z.number().int().min(0).max(4096),
+    clockStepMs: z.number().int(),
+    hostnameSet: z.boolean(),
+    networkSet: z.boolean(),
+    error: shortText.optional(),
+  });
+}
+export type ResumedMessage = z.infer<ReturnType<typeof resumedSchema>>;
+
 export const guestControlSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ready"), note: shortText.optional() }),
   z.object({ type: z.literal("workload-started"), pid: z.number().int(), stream: z.number().int().optional(), startedAt: isoTime }),
@@ -62,6 +75,7 @@ export const guestControlSchema = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("pong"), id: z.number().int().optional() }),
   z.object({ type: z.literal("shutdown-complete") }),
+  resumedSchema(),
 ]);
 export type GuestControlMessage = z.infer<typeof guestControlSchema>;
 
@@ -124,6 +138,17 @@ export function bootConfigMessage(cfg: BootConfig): { type: "boot-config"; confi
 }
 export function shutdownMessage(timeoutMs: number): { type: "shutdown"; timeoutMs: number } {
   return { type: "shutdown", timeoutMs };
+}
+/** Host -> guest after a restore: fresh entropy, the host's time, and the identity when it changed (a fork). */
+export interface ResumeMessage {
+  type: "resume";
+  entropyBase64: string;
+  timeUnixMs: number;
+  hostname?: string;
+  network?: Record<string, unknown>;
+}
+export function resumeMessage(o: Omit<ResumeMessage, "type">): ResumeMessage {
+  return { type: "resume", ...o };
 }
 export function pingMessage(id: number): { type: "ping"; id: number } {
   return { type: "ping", id };

@@ -20,6 +20,7 @@ export const HELP_GROUPS: Readonly<Record<string, string>> = {
   quarantine: "Lifecycle:",
   pause: "Lifecycle:",
   resume: "Lifecycle:",
+  snapshot: "Lifecycle:",
   delete: "Lifecycle:",
   status: "Inspect:",
   list: "Inspect:",

@@ -79,6 +79,8 @@ export const RunJsonSchema = z.strictObject({
     stderr: base64,
   }),
   host: accelBlock,
+  /** The warm snapshot of this machine: restored instead of a cold boot, or captured during it. Absent with --cold. */
+  warm: z.strictObject({ key: z.string(), restored: z.boolean() }).optional(),
   timingsMs: z.strictObject({ create: z.number(), boot: z.number().optional(), total: z.number() }),
   /** User networking: the egress receipt (mode, counts, audit path when kept). */
   egress: EgressSummarySchema.optional(),
@@ -115,6 +117,8 @@ export const StartJsonSchema = z.strictObject({
   vmmPid: z.number().int().optional(),
   bootMs: z.number().optional(),
   host: accelBlock,
+  /** Set when the VM was restored from a snapshot (`--from-snapshot`, or a fork's first start) instead of booted. */
+  restoredFrom: z.strictObject({ workspace: z.string(), tag: z.string() }).optional(),
   /** Only with --wait / --wait-timeout. */
   wait: WaitJsonSchema.optional(),
 });
@@ -129,6 +133,37 @@ export type QuarantineJson = z.infer<typeof QuarantineJsonSchema>;
 /** `pause`/`resume`: the state after the request and how long the VMM took to stop or start the vCPUs. */
 export const PauseJsonSchema = z.strictObject({ workspace: z.string(), state: workspaceState, changed: z.boolean(), ms: z.number() });
 export type PauseJson = z.infer<typeof PauseJsonSchema>;
+
+// ---- snapshots ----
+
+/** One snapshot as `snapshot list` and `status` show it; sizes in bytes (the disk layer's allocated bytes). */
+export const SnapshotSummarySchema = z.strictObject({
+  tag: z.string(),
+  createdAt: iso,
+  stateBytes: z.number().int().nonnegative(),
+  diskBytes: z.number().int().nonnegative(),
+  sizeBytes: z.number().int().nonnegative(),
+  memoryMib: z.number().int().positive(),
+  imageDigest: z.string(),
+});
+export type SnapshotSummary = z.infer<typeof SnapshotSummarySchema>;
+
+/** `snapshot create`: the snapshot, the state the workspace is left in, and where the time went (ms). */
+export const SnapshotCreateJsonSchema = z.strictObject({
+  workspace: z.string(),
+  snapshot: SnapshotSummarySchema,
+  state: workspaceState,
+  /** The workspace was paused before (it stays paused either way then). */
+  wasPaused: z.boolean(),
+  timingsMs: z.strictObject({ pause: z.number(), freezeDisk: z.number(), saveState: z.number(), resume: z.number(), total: z.number() }),
+});
+export type SnapshotCreateJson = z.infer<typeof SnapshotCreateJsonSchema>;
+
+export const SnapshotListJsonSchema = z.strictObject({ workspace: z.string(), snapshots: z.array(SnapshotSummarySchema), totalBytes: z.number().int().nonnegative() });
+export type SnapshotListJson = z.infer<typeof SnapshotListJsonSchema>;
+
+export const SnapshotDeleteJsonSchema = z.strictObject({ workspace: z.string(), tag: z.string(), deleted: z.literal(true), freedBytes: z.number().int().nonnegative() });
+export type SnapshotDeleteJson = z.infer<typeof SnapshotDeleteJsonSchema>;
 
 /** `cp`: `destination` is where the copy landed (the copied path, or the directory receiving `SRC/.`); `bytes` counts file content. */
 export const CpJsonSchema = z.strictObject({
@@ -164,6 +199,10 @@ export const CreateJsonSchema = z.strictObject({
   rootfsCacheHit: z.boolean(),
   /** Milliseconds per step, one decimal. */
   timings: z.record(z.string(), z.number()),
+  /** A fork (`--from-snapshot`): the snapshot it was made from. */
+  fromSnapshot: z.strictObject({ workspace: z.string(), tag: z.string() }).optional(),
+  /** A fork restored at once: the start's result (with `restoredFrom`). */
+  start: StartJsonSchema.optional(),
 });
 export type CreateJson = z.infer<typeof CreateJsonSchema>;
 
@@ -215,6 +254,8 @@ export const StatusJsonSchema = z.strictObject({
       .strictObject({ runtimeId: z.string(), supervisorPid: z.number().int(), vmmPid: z.number().int().optional(), accel: z.string(), startedAt: iso })
       .optional(),
   }),
+  /** The workspace's snapshots, oldest first, with their sizes. */
+  snapshots: z.array(SnapshotSummarySchema).optional(),
 });
 export type StatusJson = z.infer<typeof StatusJsonSchema>;
 
@@ -382,6 +423,9 @@ export const RESULT_SCHEMAS = {
   network: NetworkJsonSchema,
   pause: PauseJsonSchema,
   resume: PauseJsonSchema,
+  "snapshot create": SnapshotCreateJsonSchema,
+  "snapshot list": SnapshotListJsonSchema,
+  "snapshot delete": SnapshotDeleteJsonSchema,
   wait: WaitJsonSchema,
   delete: DeleteJsonSchema,
   cp: CpJsonSchema,

@@ -72,7 +72,11 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
   });
   const hello = ch.hello;
   return {
-    hello: { protocolVersion: hello.protocol, initVersion: hello.initVersion, capabilities: hello.capabilities },
+    hello: { protocolVersion: hello.protocol, initVersion: hello.initVersion, capabilities: hello.capabilities, state: hello.state },
+    async resume(msg, timeoutMs) {
+      const r = await ch.resume(msg, { timeoutMs });
+      return { entropyBytes: r.entropyBytes, clockStepMs: r.clockStepMs, hostnameSet: r.hostnameSet, networkSet: r.networkSet, ...(r.error ? { error: r.error } : {}) };
+    },
     async sendBootConfig(config: unknown) {
       const cfg = { ...(config as Record<string, unknown>) };
       wantOutput = Array.isArray(cfg.argv) && cfg.argv.length > 0;

@@ -277,6 +277,11 @@ export class SupervisorClient {
     return this.call("resume", {});
   }
 
+  /** Capture the VM into `stateFile` + a frozen disk layer (the VM goes on on `overlayPath`). */
+  async snapshot(req: OpRequestInput<"snapshot">): Promise<OpResult<"snapshot">> {
+    return this.call("snapshot", req);
+  }
+
   /** What each supervisor service reports about itself, by name (`{}` when none run). */
   async services(): Promise<OpResult<"services">> {
     return this.call("services", {});

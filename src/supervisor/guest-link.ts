@@ -10,6 +10,17 @@ export interface GuestHello {
   initVersion?: string;
   bootId?: string;
   capabilities?: string[];
+  /** Where the guest's boot is (`awaiting-config` for a fresh boot, `running` for a restored one). */
+  state?: string;
+}
+
+/** What the guest applied after a restore (the channel's `resumed`). */
+export interface ResumeReport {
+  entropyBytes: number;
+  clockStepMs: number;
+  hostnameSet: boolean;
+  networkSet: boolean;
+  error?: string;
 }
 
 export interface GuestLink {
@@ -17,6 +28,8 @@ export interface GuestLink {
   readonly hello: GuestHello;
   /** Send the per-boot configuration; resolves when the guest accepted it (setup done or started). */
   sendBootConfig(config: unknown): Promise<void>;
+  /** After a restore: fresh entropy, the host's time, a new identity (absent on links that cannot). */
+  resume?(msg: { entropyBase64: string; timeUnixMs: number; hostname?: string; network?: Record<string, unknown> }, timeoutMs: number): Promise<ResumeReport>;
   /** Round trip through the guest's event loop, in ms. */
   ping(timeoutMs: number): Promise<number>;
   /**

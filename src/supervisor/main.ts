@@ -7,7 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { getBackend } from "../backend/registry.ts";
 import type { RunningVm } from "../backend/types.ts";
 import { ensurePrivateDir } from "../util/fs.ts";
@@ -29,6 +29,22 @@ import { SECRET_HANDOFF_FD, pairSecretHandoff, readSecretHandoff } from "../secr
 import type { ResolvedSecret } from "../secrets/resolve.ts";
 import { SecretErrors } from "../secrets/errors.ts";
 import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
+import { setWorkspaceDisk } from "../workspace/snapshots.ts";
+import { commitWarmEntry } from "../workspace/warm.ts";
+import { z } from "zod";
+
+/** What `MICROAGENT_WARM_CAPTURE_JSON` carries: where `run`'s warm capture goes. */
+const WarmCaptureSchema = z.object({ stateDir: z.string(), key: z.string(), tmp: z.string(), overlayPath: z.string() });
+
+/** What `MICROAGENT_RESTORE_JSON` carries (ResolvedSupervisorConfig.restore). */
+export const RestoreRequestSchema = z.object({
+  stateFile: z.string(),
+  tag: z.string(),
+  sourceHostname: z.string(),
+  sourceMac: z.string().optional(),
+  hostname: z.string(),
+  fork: z.boolean(),
+});
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 15_000;
@@ -86,6 +102,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   const { accel, reason } = await chooseAccel(env, dirname(paths.runtimeDir));
   const identity = { runtimeId, requestId: env.MICROAGENT_REQUEST_ID || `supervisor-${process.pid}` };
 
+  const warm = env.MICROAGENT_WARM_CAPTURE_JSON ? WarmCaptureSchema.parse(JSON.parse(env.MICROAGENT_WARM_CAPTURE_JSON)) : undefined;
+  let warmFiled: Promise<void> = Promise.resolve();
   const config: ResolvedSupervisorConfig = {
     workspace: paths.name,
     runtimeId,
@@ -105,6 +123,10 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
     bootTimeoutMs: Number(env.MICROAGENT_BOOT_TIMEOUT_MS) || DEFAULT_BOOT_TIMEOUT_MS,
     shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
     lingerMs: 3_000,
+    // `start --from-snapshot` / a fork: load this snapshot instead of booting (set by the API under the lock).
+    ...(env.MICROAGENT_RESTORE_JSON ? { restore: RestoreRequestSchema.parse(JSON.parse(env.MICROAGENT_RESTORE_JSON)) } : {}),
+    // `run`'s warm snapshot: capture after the hello into the cache's temp directory.
+    ...(warm ? { warmCapture: { stateFile: join(warm.tmp, "state"), overlayPath: warm.overlayPath } } : {}),
     shell: manifest.boot.shell[0] ?? "/bin/sh",
     // A VM paused on a full host disk is resumed once this much is free (tests use small values).
     ioPause: {
@@ -158,6 +180,20 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
       await writeRuntime(paths, { ...runtime, vmmPid: vm.pid, ...(start !== undefined ? { vmmStartTime: start } : {}), bootId: supervisor.bootId });
     },
     writeResult: (r) => writeResult(paths, toResultRecord(r, runtimeId)),
+    // Filed in the background (hashing ~100 MiB) while the guest takes its boot config; awaited before exit.
+    warmCaptured: (r) => {
+      if (!warm) return;
+      warmFiled = commitWarmEntry(warm.stateDir, warm.tmp, {
+        key: warm.key,
+        imageDigest: manifest.image.digest,
+        ...(r.mac ? { mac: r.mac } : {}),
+        frozenLayer: r.frozen.path,
+        format: r.frozen.format,
+        virtualSizeBytes: r.frozen.virtualSizeBytes,
+      }).catch((e: unknown) => log(`filing the warm snapshot failed: ${(e as Error).message}`));
+    },
+    // A snapshot moved the VM onto a new top layer: the next boot must use it.
+    diskSwitched: (disk) => setWorkspaceDisk(paths, disk),
     serialTail,
     // Quarantine freezes the VM when the backend can pause it; without `pause` it stays running, cut off.
     ...(pause ? { freeze: (vm: RunningVm): Promise<void> => pause.pause(vm, supervisor.launch) } : {}),
@@ -192,6 +228,8 @@ export async function runSupervisor(workspaceDir: string, env: NodeJS.ProcessEnv
   // No VM any more: drop the runtime record at once (delete and start look at it); a late `attach`
   // finds the control socket by its fixed path.
   await clearRuntime(paths);
+  // The warm snapshot's filing needs no VM (its layer is hard-linked into the cache first thing).
+  await warmFiled;
   // A workload's output waits a little for a late `attach` (run's client may connect after a fast exit).
   const lingerUntil = Date.now() + (supervisor.workload?.ran && !supervisor.attachedOnce ? config.lingerMs : 0);
   while (Date.now() < lingerUntil || server.connections() > 0) {

@@ -33,6 +33,22 @@ const EndedSchema = z.object({ state: WorkspaceStateSchema });
 /** `pause`/`resume`: the state after the request, whether it changed, and how long the VMM took (ms). */
 const PauseResultSchema = z.object({ state: z.enum(["paused", "running"]), changed: z.boolean(), ms: z.number().nonnegative() });
 
+/** `snapshot`: what the capture produced (the caller writes the snapshot's manifest from it). */
+const SnapshotResultSchema = z.object({
+  /** The run state after the capture (`paused` with `leavePaused`, or when it was paused before). */
+  state: z.enum(["paused", "running"]),
+  wasPaused: z.boolean(),
+  /** The frozen disk layer (the VM now writes to `overlayPath`). */
+  disk: z.object({ path: z.string(), format: z.enum(["qcow2", "raw"]), virtualSizeBytes: z.number().int().positive() }),
+  stateBytes: z.number().int().nonnegative(),
+  /** The guest NIC's MAC, when the machine has one. */
+  mac: z.string().optional(),
+  pauseMs: z.number().nonnegative(),
+  freezeMs: z.number().nonnegative(),
+  saveMs: z.number().nonnegative(),
+  resumeMs: z.number().nonnegative(),
+});
+
 interface OpSpec {
   /** One sentence for the docs and the JSON Schema's description. */
   summary: string;
@@ -128,6 +144,12 @@ export const OPS = {
     request: z.strictObject({}),
     result: PauseResultSchema,
   },
+  snapshot: {
+    summary:
+      "Capture the VM: pause it (if running), freeze its disk onto `overlayPath` (the current disk file becomes the snapshot's read-only layer), write memory and device state to `stateFile`, then resume unless `leavePaused`. The caller holds the workspace lock and owns both paths.",
+    request: z.strictObject({ stateFile: z.string().min(1), overlayPath: z.string().min(1), leavePaused: z.boolean().default(false), timeoutMs: TimeoutMs.optional() }),
+    result: SnapshotResultSchema,
+  },
   services: {
     summary: "What each supervisor service (network, egress, snapshots) reports about itself, by service name.",
     request: z.strictObject({}),
@@ -160,6 +182,7 @@ export const RequestSchema = z.discriminatedUnion("op", [
   OPS.quarantine.request.extend(envelope("quarantine")),
   OPS.pause.request.extend(envelope("pause")),
   OPS.resume.request.extend(envelope("resume")),
+  OPS.snapshot.request.extend(envelope("snapshot")),
   OPS.services.request.extend(envelope("services")),
 ]);
 export type Request = z.infer<typeof RequestSchema>;

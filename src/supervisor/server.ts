@@ -21,6 +21,7 @@ import {
 } from "./protocol.ts";
 import { RequestSchema, type Op, type OpRequest, type OpResult, type Reply, type Request } from "./ops.ts";
 import { SupervisorErrors } from "./errors.ts";
+import { WorkspaceErrors } from "../workspace/errors.ts";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -83,6 +84,8 @@ export interface ControlHandlers {
   quarantine(): Promise<OpResult<"quarantine">>;
   pause(): Promise<OpResult<"pause">>;
   resume(): Promise<OpResult<"resume">>;
+  /** Absent: the supervisor cannot snapshot (the op is refused as unsupported). */
+  snapshot?(req: OpRequest<"snapshot">): Promise<OpResult<"snapshot">>;
   /** Each service's `describe()`, by service name. Absent: the supervisor runs no services (`{}`). */
   services?(): OpResult<"services"> | Promise<OpResult<"services">>;
 }
@@ -142,6 +145,10 @@ function dispatchTable(handlers: ControlHandlers): OpDispatch {
     quarantine: () => handlers.quarantine(),
     pause: () => handlers.pause(),
     resume: () => handlers.resume(),
+    snapshot: (req) => {
+      if (!handlers.snapshot) throw WorkspaceErrors.SNAPSHOT_UNSUPPORTED({ message: "this supervisor cannot take snapshots" });
+      return handlers.snapshot(req);
+    },
     services: () => handlers.services?.() ?? {},
   };
 }

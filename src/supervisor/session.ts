@@ -15,7 +15,7 @@
  * evidence until halt/stop/kill; those end it without talking to the guest.
  */
 import type { Duplex } from "node:stream";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { CommonErrors, isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
@@ -49,6 +49,18 @@ export interface ResolvedSupervisorConfig {
   lingerMs: number;
   /** Guest shell, used by the shellReady probe. */
   shell: string;
+  /**
+   * Restore instead of boot: load `stateFile` (a snapshot's memory and device state) into the same
+   * machine, then tell the guest it was restored (`resume`: fresh entropy, the time, and the new
+   * `hostname` / NIC identity of a fork, when they differ from the snapshot's `sourceHostname`/`sourceMac`).
+   */
+  restore?: { stateFile: string; tag: string; sourceHostname: string; sourceMac?: string; hostname: string; fork: boolean };
+  /**
+   * Warm `run` snapshot: right after the guest's hello, before its boot config, capture the VM (state
+   * to `stateFile`, disk frozen, the VM going on on `overlayPath`), then boot on as usual. A failed
+   * capture is logged, never fatal.
+   */
+  warmCapture?: { stateFile: string; overlayPath: string };
   /** A VM paused on a full host disk resumes once this many bytes are free (checked every `pollMs`). */
   ioPause?: { resumeFreeBytes?: number; pollMs?: number; freeBytes?: (path: string) => Promise<number> };
 }
@@ -67,6 +79,10 @@ export interface SupervisorDeps {
   freeze?(vm: RunningVm): Promise<void>;
   /** Thaw the vCPUs again (resume; a halt/stop of a paused VM); pause/resume need both. */
   thaw?(vm: RunningVm): Promise<void>;
+  /** The warm capture is written: the caller files it (hashes, manifest) while the boot goes on. */
+  warmCaptured?(r: { frozen: { path: string; format: "qcow2" | "raw"; virtualSizeBytes: number }; stateBytes: number; mac?: string }): void;
+  /** A snapshot switched the VM onto a new top disk layer: record it (the workspace manifest) before going on. */
+  diskSwitched?(disk: VmLaunchSpec["disk"]): Promise<void>;
   /** Per-VM services, in registration order (service.ts says when each hook runs). */
   services?: readonly SupervisorService[];
   log(message: string): void;
@@ -101,6 +117,9 @@ export class Supervisor implements ControlHandlers {
   readonly #relay: WorkloadRelay;
   #consoles = new Set<ConsoleSession>();
   #guestReadyAt: string | undefined;
+  #restoreLoadMs: number | undefined;
+  #resumeNote: string | undefined;
+  #snapshotting = false;
 
   constructor(config: ResolvedSupervisorConfig, deps: SupervisorDeps) {
     this.config = config;
@@ -214,7 +233,17 @@ export class Supervisor implements ControlHandlers {
       }
       this.#launch = launch;
       if (this.phase !== "booting") return; // stopped or killed before the VMM started
-      const vm = await this.deps.backend.lifecycle.launch(launch);
+      const restore = this.config.restore;
+      let vm: RunningVm;
+      if (restore) {
+        const snap = this.deps.backend.snapshot;
+        if (!snap) throw WorkspaceErrors.SNAPSHOT_UNSUPPORTED({ message: `the ${this.deps.backend.name} backend cannot restore snapshots` });
+        const r = await this.#bounded(snap.restore(launch, restore.stateFile, { timeoutMs: remaining() }), remaining(), `snapshot ${restore.tag} to load`, bound);
+        vm = r.vm;
+        this.#restoreLoadMs = r.loadMs;
+      } else {
+        vm = await this.deps.backend.lifecycle.launch(launch);
+      }
       this.#vm = vm;
       this.#ioPause = new IoPauseWatch(vm, {
         workspace: this.config.workspace,
@@ -246,6 +275,8 @@ export class Supervisor implements ControlHandlers {
       this.#link = link;
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
+      if (restore) await this.#guard(this.#bounded(this.#resumeGuest(link, restore, remaining()), remaining(), "the restored guest to resume", bound, bootTimeout));
+      else if (this.config.warmCapture && link.hello.state === "awaiting-config") await this.#captureWarm(vm, this.config.warmCapture);
       let bootConfig: unknown = this.config.bootConfig;
       for (const s of this.#services) {
         if (!s.bootConfig) continue;
@@ -255,11 +286,20 @@ export class Supervisor implements ControlHandlers {
           throw this.#serviceFailed(s, "bootConfig", e);
         });
       }
-      await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", bound, bootTimeout));
+      // A restored guest that had its config keeps it (it is in the memory we loaded); one captured
+      // before its config (awaiting-config) gets it now, exactly as after a cold boot.
+      if (!restore || link.hello.state === "awaiting-config") {
+        await this.#guard(this.#bounded(link.sendBootConfig(bootConfig), remaining(), "the guest to accept its boot config", bound, bootTimeout));
+      }
       this.#bootMs = Date.now() - started;
       if (this.phase !== "booting") return; // stopped, killed or quarantined while booting
       this.#transitionPhase("running", "booted");
-      await this.deps.record("running", `guest ready in ${this.#bootMs} ms (accel ${launch.accel})`);
+      await this.deps.record(
+        "running",
+        restore
+          ? `restored from snapshot ${restore.tag} in ${this.#bootMs} ms (state loaded in ${Math.round(this.#restoreLoadMs ?? 0)} ms; accel ${launch.accel})${this.#resumeNote ? `; ${this.#resumeNote}` : ""}`
+          : `guest ready in ${this.#bootMs} ms (accel ${launch.accel})`,
+      );
       for (const s of this.#services) {
         // A halt, kill or quarantine may land while an earlier service's onRunning ran.
         if (!s.onRunning || (this.phase as SupervisorPhase) !== "running") continue;
@@ -661,6 +701,148 @@ export class Supervisor implements ControlHandlers {
     this.#transitionPhase("running", "resume");
     await this.deps.record("running", `resumed on request (vCPUs running again in ${ms.toFixed(1)} ms)`);
     return { state: "running", changed: true, ms };
+  }
+
+  /**
+   * Tell a restored guest it was restored: fresh entropy (two restores of one snapshot must not share
+   * a random stream), the host's time (its clock is the snapshot's), and for a fork its own hostname
+   * and NIC identity. The network part is what the services would put in a boot config.
+   */
+  async #resumeGuest(link: GuestLink, restore: NonNullable<ResolvedSupervisorConfig["restore"]>, timeoutMs: number): Promise<void> {
+    if (!link.resume) throw SupervisorErrors.BOOT_FAILED({ message: "the guest link cannot resume a restored guest" });
+    let network: Record<string, unknown> | undefined;
+    const mac = this.#launch.network?.mac;
+    // A guest captured before its boot config gets hostname and addressing from that config; it only
+    // needs its NIC's new hardware address first.
+    const unconfigured = link.hello.state === "awaiting-config";
+    if (mac && mac !== restore.sourceMac) {
+      let cfg: Record<string, unknown> = {};
+      for (const s of this.#services) if (s.bootConfig) cfg = await s.bootConfig({ ...cfg });
+      if (cfg.network && typeof cfg.network === "object") {
+        const n = cfg.network as Record<string, unknown>;
+        network = unconfigured ? { iface: n.iface, mac: n.mac } : n;
+      }
+    }
+    const report = await link.resume(
+      {
+        entropyBase64: randomBytes(64).toString("base64"),
+        timeUnixMs: Date.now(),
+        ...(restore.hostname !== restore.sourceHostname && !unconfigured ? { hostname: restore.hostname } : {}),
+        ...(network ? { network } : {}),
+      },
+      timeoutMs,
+    );
+    if (report.error) throw SupervisorErrors.BOOT_FAILED({ message: `the restored guest could not apply its new state: ${report.error}`, details: { ...report } });
+    const parts = [`guest RNG reseeded (${report.entropyBytes} bytes), clock stepped ${report.clockStepMs} ms`];
+    if (report.hostnameSet) parts.push(`hostname ${restore.hostname}`);
+    if (report.networkSet) parts.push(`NIC ${mac}`);
+    if (restore.fork) parts.push("network flows and console sessions from before the snapshot were reset");
+    this.#resumeNote = parts.join(", ");
+    this.deps.log(`resumed from snapshot ${restore.tag}: ${this.#resumeNote}`);
+  }
+
+  /** The warm-run capture (config.warmCapture): pause, freeze the disk, save, thaw; failures only logged. */
+  async #captureWarm(vm: RunningVm, w: { stateFile: string; overlayPath: string }): Promise<void> {
+    const snap = this.deps.backend.snapshot;
+    if (!snap || !this.deps.freeze || !this.deps.thaw) return;
+    const t0 = performance.now();
+    let paused = false;
+    try {
+      await this.deps.freeze(vm);
+      paused = true;
+      const frozen = await snap.freezeDisk(vm, this.#launch, w.overlayPath);
+      this.#launch = { ...this.#launch, disk: { path: w.overlayPath, format: "qcow2" } };
+      await this.deps.diskSwitched?.(this.#launch.disk);
+      const saved = await snap.saveState(vm, this.#launch, w.stateFile, { timeoutMs: 60_000 });
+      await this.deps.thaw(vm);
+      paused = false;
+      this.deps.warmCaptured?.({ frozen, stateBytes: saved.bytes, ...(this.#launch.network?.mac ? { mac: this.#launch.network.mac } : {}) });
+      this.deps.log(`warm snapshot captured after the hello in ${Math.round(performance.now() - t0)} ms (${saved.bytes} bytes of state)`);
+    } catch (e) {
+      this.deps.log(`warm snapshot capture failed (the boot goes on cold): ${(e as Error).message}`);
+    } finally {
+      if (paused) await this.deps.thaw(vm).catch((e) => this.deps.log(`resuming after the failed warm capture failed: ${(e as Error).message}`));
+    }
+  }
+
+  /**
+   * Capture the VM (the `snapshot` op): paused for the capture, its disk frozen onto the new overlay
+   * (recorded at once, so whatever happens next the workspace boots from the layer QEMU writes to),
+   * memory and device state saved, then running again unless asked to stay paused. The phase is
+   * `paused` while it happens, so no exec or console slips in; the channel stays connected.
+   */
+  async snapshot(req: { stateFile: string; overlayPath: string; leavePaused: boolean; timeoutMs?: number | undefined }): Promise<OpResult<"snapshot">> {
+    const snap = this.deps.backend.snapshot;
+    const vm = this.#vm;
+    if (!snap || !this.deps.freeze || !this.deps.thaw) {
+      throw WorkspaceErrors.SNAPSHOT_UNSUPPORTED({ message: `the ${this.deps.backend.name} backend cannot snapshot workspace ${this.config.workspace}` });
+    }
+    if ((this.phase !== "running" && this.phase !== "paused") || !vm) {
+      throw SupervisorErrors.NOT_RUNNING({ message: `workspace ${this.config.workspace} is ${this.phase}; only a running or paused workspace can be snapshotted` });
+    }
+    if (this.#snapshotting) throw WorkspaceErrors.SNAPSHOT_NOT_ALLOWED({ message: `workspace ${this.config.workspace} is already being snapshotted` });
+    this.#snapshotting = true;
+    const wasPaused = this.phase === "paused";
+    let pauseMs = 0;
+    let resumeMs = 0;
+    try {
+      if (!wasPaused) {
+        this.#transitionPhase("paused", "pause");
+        const t0 = performance.now();
+        try {
+          await this.deps.freeze(vm);
+        } catch (e) {
+          if ((this.phase as SupervisorPhase) === "paused") this.#transitionPhase("running", "resume");
+          throw e;
+        }
+        pauseMs = performance.now() - t0;
+      } else if ((await vm.runState?.().catch(() => undefined))?.status === "postmigrate") {
+        // Paused by an earlier capture (`--leave-paused`): QEMU has inactivated the disks and refuses
+        // another migration until the VM ran again. Thaw and freeze at once (the guest runs for about a
+        // millisecond) so this capture starts from a normal pause.
+        await this.deps.thaw(vm);
+        await this.deps.freeze(vm);
+      }
+      let frozen: Awaited<ReturnType<typeof snap.freezeDisk>>;
+      let saved: { bytes: number; ms: number };
+      let freezeMs = 0;
+      try {
+        const tf = performance.now();
+        frozen = await snap.freezeDisk(vm, this.#launch, req.overlayPath);
+        freezeMs = performance.now() - tf;
+        this.#launch = { ...this.#launch, disk: { path: req.overlayPath, format: "qcow2" } };
+        await this.deps.diskSwitched?.(this.#launch.disk);
+        saved = await snap.saveState(vm, this.#launch, req.stateFile, req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {});
+      } finally {
+        if (!wasPaused && !req.leavePaused && (this.phase as SupervisorPhase) === "paused") {
+          const tr = performance.now();
+          try {
+            await this.deps.thaw(vm);
+            this.#transitionPhase("running", "resume");
+          } catch (e) {
+            this.deps.log(`resuming after the snapshot failed (the VM stays paused): ${(e as Error).message}`);
+          }
+          resumeMs = performance.now() - tr;
+        }
+      }
+      const state = (this.phase as SupervisorPhase) === "running" ? "running" : "paused";
+      if (!wasPaused && state === "paused" && (this.phase as SupervisorPhase) === "paused") {
+        await this.deps.record("paused", `paused after snapshot (vCPUs frozen; memory, disk and flows kept)`);
+      }
+      return {
+        state,
+        wasPaused,
+        disk: { path: frozen.path, format: frozen.format, virtualSizeBytes: frozen.virtualSizeBytes },
+        stateBytes: saved.bytes,
+        ...(this.#launch.network?.mac ? { mac: this.#launch.network.mac } : {}),
+        pauseMs,
+        freezeMs,
+        saveMs: saved.ms,
+        resumeMs,
+      };
+    } finally {
+      this.#snapshotting = false;
+    }
   }
 
   async quarantine(): Promise<OpResult<"quarantine">> {

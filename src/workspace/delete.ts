@@ -15,6 +15,7 @@ import { isErrno } from "../util/fs.ts";
 import { defaultStateDir, workspacePaths, workspacesRoot, type WorkspacePaths } from "./paths.ts";
 import { stopRecordedProcesses, type RecordedProcess } from "../util/kill.ts";
 import { reconcile } from "./reconcile.ts";
+import { forksOf } from "./snapshots.ts";
 import { readRuntime, runtimeMarker, vmProcessAlive, type RuntimeRecord } from "./runtime.ts";
 import type { WorkspaceState } from "./events.ts";
 
@@ -58,6 +59,15 @@ export async function deleteWorkspace(name: string, options: DeleteWorkspaceOpti
     throw e;
   }
   try {
+    // A fork's disk is layered on a snapshot layer in this directory: deleting it would break the fork.
+    const forks = await forksOf(name, options.stateDir ?? defaultStateDir());
+    if (forks.length > 0) {
+      throw WorkspaceErrors.SNAPSHOT_IN_USE({
+        message: `cannot delete workspace ${name}: ${forks.map((f) => `${f.workspace} (from ${name}:${f.tag})`).join(", ")} ${forks.length === 1 ? "is a fork whose disk is" : "are forks whose disks are"} layered on its snapshots`,
+        remediation: `Delete the fork${forks.length === 1 ? "" : "s"} first: ${forks.map((f) => `\`microagent delete ${f.workspace}\``).join(", ")}.`,
+        details: { workspace: name, forks: forks.map((f) => f.workspace) },
+      });
+    }
     const { state } = await reconcile(paths, { lock }).catch(() => ({ state: undefined }));
     const runtime = await readRuntime(paths).catch(() => undefined);
     if (runtime && vmProcessAlive(runtime)) {

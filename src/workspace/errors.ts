@@ -64,6 +64,38 @@ export const WorkspaceErrors = defineErrors({
     kind: "permanent",
     remediation: "Fix the cause named in the message and run `microagent create` again; nothing was left behind.",
   },
+  SNAPSHOT_INVALID_TAG: {
+    kind: "permanent",
+    remediation: "Use 1-63 characters: letters, digits, '_', '.', '-', starting with a letter or digit.",
+  },
+  SNAPSHOT_NOT_FOUND: {
+    kind: "not_found",
+    remediation: "Run `microagent snapshot list <name>` to see the workspace's snapshots.",
+  },
+  SNAPSHOT_EXISTS: {
+    kind: "conflict",
+    remediation: "Pick another tag, or remove the old snapshot with `microagent snapshot delete <name> <tag>`.",
+  },
+  SNAPSHOT_CORRUPT: {
+    kind: "permanent",
+    remediation: "The snapshot's files are unreadable or incomplete; delete it with `microagent snapshot delete <name> <tag>` and take a new one.",
+  },
+  SNAPSHOT_DIVERGED: {
+    kind: "policy_denied",
+    remediation: "The kernel or init the snapshot's memory was taken with changed: a restore would run the old guest kernel against new files. Boot cold (`microagent start <name>`), or reinstall the kernel the snapshot recorded.",
+  },
+  SNAPSHOT_IN_USE: {
+    kind: "conflict",
+    remediation: "A fork's disk is layered on this snapshot: delete the fork first (`microagent delete <fork>`).",
+  },
+  SNAPSHOT_NOT_ALLOWED: {
+    kind: "conflict",
+    remediation: "Run `microagent status <name>`: a snapshot is taken of a running or paused workspace, a restore needs it offline (`microagent halt <name>`).",
+  },
+  SNAPSHOT_UNSUPPORTED: {
+    kind: "unsupported",
+    remediation: "Use the linux-qemu backend (the default); it implements snapshots.",
+  },
   SPEC_INVALID: {
     kind: "permanent",
     remediation: "Fix the named key in the spec file; see docs/spec.md for the accepted keys.",

@@ -99,6 +99,12 @@ export const ManifestSchema = z.object({
      */
     disk: z.object({ path: z.string(), format: DiskFormatSchema }),
   }),
+  /**
+   * Set on a fork (`create --from-snapshot`): the snapshot it was made from and the frozen layer of
+   * the source workspace its disk is layered on (the source keeps that layer while this exists).
+   * `pendingRestore` until the first start has loaded the snapshot's memory.
+   */
+  fromSnapshot: z.object({ workspace: z.string(), tag: z.string(), layer: z.string(), pendingRestore: z.boolean() }).optional(),
   /** The spec file the workspace was created from, if any. */
   spec: z.object({ path: z.string(), sha256: Sha256Hex }).optional(),
   /** Secret references (never values), resolved at every start. */

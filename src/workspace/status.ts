@@ -22,6 +22,8 @@ import { egressSummary, type EgressSummary } from "../egress/summary.ts";
  */
 export type ReadinessProbe = (paths: WorkspacePaths, runtime: RuntimeRecord, signal?: AbortSignal) => Promise<Record<string, unknown>>;
 
+import type { SnapshotSummary } from "../contract/results.ts";
+
 export interface WorkspaceStatusOptions extends WorkspaceAccessOptions {
   probeReadiness?: ReadinessProbe;
   /** Recompute artifact hashes (default true). */
@@ -63,6 +65,8 @@ export interface WorkspaceStatus extends Response<WorkloadRecord> {
   egress?: EgressSummary;
   result?: WorkloadRecord;
   workspace: WorkspaceInfo;
+  /** The workspace's snapshots with their sizes (filled in by the API layer, which owns them). */
+  snapshots?: SnapshotSummary[];
 }
 
 export async function workspaceStatus(name: string, options: WorkspaceStatusOptions = {}): Promise<WorkspaceStatus> {

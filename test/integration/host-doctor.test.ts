@@ -175,9 +175,9 @@ test("host-doctor: host capability report", async () => {
   const r = await hostReport({ stateDir, supervisor });
   const caps = r.host.capabilities;
   assert.ok(caps);
-  // Read off linux-qemu's capability objects: it has `pause` (QMP stop/cont), no `snapshot` yet.
+  // Read off linux-qemu's capability objects: it has `pause` (QMP stop/cont) and `snapshot`.
   assert.equal(caps.pauseResume.supported, true);
-  assert.equal(caps.snapshots.supported, false);
+  assert.equal(caps.snapshots.supported, true);
   assert.equal(caps.networking.isolated.supported, true);
   assert.equal(caps.networking.user.supported, true);
   assert.equal(caps.networking.user.ready, r.host.userNetworkReady);
@@ -186,8 +186,8 @@ test("host-doctor: host capability report", async () => {
   assert.match(text.out, /^Backend: linux-qemu\n/);
   assert.match(text.out, /\nCapabilities:\n {2}console /);
   assert.match(text.out, /\n {2}pause {8}(ready \(`pause`\/`resume` and quarantine freeze the VM with it\)|supported, not ready)/);
-  assert.match(text.out, /\n {2}snapshots {4}unsupported/);
-  assert.match(text.out, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2\/raw; network isolated, stream socket; pause yes; snapshot no\n {2}apple-vf {8}not implemented in this build\n {2}windows-hyperv {2}not implemented in this build\n/);
+  assert.match(text.out, /\n {2}snapshots {4}(ready|supported, not ready)/);
+  assert.match(text.out, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2\/raw; network isolated, stream socket; pause yes; snapshot yes\n {2}apple-vf {8}not implemented in this build\n {2}windows-hyperv {2}not implemented in this build\n/);
 });
 
 test("host-doctor: --help never runs a probe", async () => {

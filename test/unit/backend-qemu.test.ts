@@ -43,7 +43,7 @@ test("backend: KVM gets no TSC override; capabilities say what is unsupported", 
   assert.doesNotMatch(argv, /tsc_early_khz/);
   const caps = capabilitiesOf(linuxQemuBackend);
   assert.equal(caps.pause, true, "QMP stop/cont");
-  assert.equal(caps.snapshot, false);
+  assert.equal(caps.snapshot, true, "migration to a file + a frozen disk layer");
   assert.equal(caps.exec, true);
   assert.equal(getBackend(undefined), linuxQemuBackend);
   assert.throws(() => getBackend("linux-kvm"), (e: Error & { code?: string }) => e.code === "BACKEND_UNSUPPORTED");

@@ -467,3 +467,17 @@ test("guest init: oversize and garbage frames from the host end the session with
   assert.equal(await r2.exited, 3);
   assert.match(r2.frames.find((f) => f.type === "goaway")!.payload.toString(), /not a JSON object/);
 });
+
+test("guest init: resume is answered with resumed; outside PID 1 it changes nothing (the VM test covers the real reseed and clock step)", async () => {
+  const s = await serve({});
+  try {
+    assert.ok(s.ch.hello.capabilities.includes("restore"), "the guest announces it handles resume");
+    const r = await s.ch.resume({ entropyBase64: Buffer.alloc(64, 7).toString("base64"), timeUnixMs: Date.now(), hostname: "forked" }, { timeoutMs: 10_000 });
+    assert.deepEqual(r, { type: "resumed", entropyBytes: 0, clockStepMs: 0, hostnameSet: false, networkSet: false });
+    await waitLog(s.log, /resume: not PID 1, leaving the RNG, clock and identity alone/);
+    // The session goes on as before.
+    assert.equal((await s.ch.exec({ argv: ["true"] })).exitCode, 0);
+  } finally {
+    await s.stop();
+  }
+});

@@ -14,8 +14,8 @@ import { featuresOf, hostReportResolved, resolveDoctorOptions, doctorResolved } 
 import { formatHostText } from "../../src/host/format.ts";
 
 test("host capabilities: features come from the backend's row; unimplemented backends say so", () => {
-  assert.deepEqual(featuresOf(capabilitiesOf(linuxQemuBackend)), { console: true, exec: true, pauseResume: true, snapshots: false, isolated: true, user: true, note: "" });
-  const { pause: _p, network: _n, ...noPauseNoNic } = linuxQemuBackend;
+  assert.deepEqual(featuresOf(capabilitiesOf(linuxQemuBackend)), { console: true, exec: true, pauseResume: true, snapshots: true, isolated: true, user: true, note: "" });
+  const { pause: _p, network: _n, snapshot: _s, ...noPauseNoNic } = linuxQemuBackend;
   assert.deepEqual(featuresOf(capabilitiesOf(noPauseNoNic)), { console: true, exec: true, pauseResume: false, snapshots: false, isolated: true, user: false, note: "" });
   for (const row of capabilityTable([linuxQemuBackend]).filter((r) => !r.implemented)) {
     const f = featuresOf(row);
@@ -29,7 +29,7 @@ test("host capabilities: hostReport and doctor report the injected backends, not
   try {
     // linux-qemu as it is, but with a snapshot capability and without pause: the report must follow.
     const { pause: _p, ...rest } = linuxQemuBackend;
-    const altered: Backend = { ...rest, snapshot: { save: async () => {}, restore: async () => Promise.reject(new Error("not in this test")) } };
+    const altered: Backend = { ...rest, snapshot: { ...linuxQemuBackend.snapshot!, restore: async () => Promise.reject(new Error("not in this test")) } };
     const o = { ...resolveDoctorOptions({ stateDir, backend: "linux-qemu" }), backends: [altered] };
     const r = await hostReportResolved(o);
     assert.ok(r.host.capabilities);
@@ -40,11 +40,11 @@ test("host capabilities: hostReport and doctor report the injected backends, not
     const text = formatHostText(r);
     assert.match(text, /\nBackends:\n {2}linux-kvm {7}not implemented in this build\n {2}linux-qemu {6}channel virtio-serial; disk qcow2\/raw; network isolated, stream socket; pause no; snapshot yes\n/);
 
-    // The real registry: linux-qemu pauses (QMP stop/cont), nothing snapshots; asking about an
+    // The real registry: linux-qemu pauses (QMP stop/cont) and snapshots; asking about an
     // unimplemented backend reports every capability as not implemented.
     const real = await hostReportResolved(resolveDoctorOptions({ stateDir, backend: "linux-qemu" }));
     assert.equal(real.host.capabilities?.pauseResume.supported, true);
-    assert.equal(real.host.capabilities?.snapshots.supported, false);
+    assert.equal(real.host.capabilities?.snapshots.supported, true);
     const kvm = await hostReportResolved(resolveDoctorOptions({ stateDir, backend: "linux-kvm" }));
     for (const c of [kvm.host.capabilities?.console, kvm.host.capabilities?.exec, kvm.host.capabilities?.networking.isolated]) {
       assert.deepEqual(c, { supported: false, ready: false, detail: "linux-kvm is not implemented in this build" });

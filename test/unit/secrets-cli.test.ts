@@ -212,7 +212,7 @@ test("secrets-cli: create keeps the references (spec merged with flags) in the m
       }
       // A swap secret needs the user network with guarded/strict egress: usage error, nothing created.
       await assert.rejects(
-        createWorkspace({ name: "swap", stateDir, image: "reg/img:1", secrets: [parseSecretRef("GH=env:SECRETS_CLI_GH@api.github.com", { baseDir: dir })], providers }),
+        createWorkspace({ name: "swap", stateDir, image: "reg/img:1", egress: { mode: "off" }, secrets: [parseSecretRef("GH=env:SECRETS_CLI_GH@api.github.com", { baseDir: dir })], providers }),
         (e: unknown) => isMicroagentError(e) && e.code === "USAGE" && /swap delivery of secret GH \(@api\.github\.com\) needs --network user with guarded or strict egress: egress 'off' does not intercept/.test(e.message),
       );
       assert.equal(existsSync(join(stateDir, "workspaces", "swap")), false);
@@ -220,9 +220,12 @@ test("secrets-cli: create keeps the references (spec merged with flags) in the m
       delete process.env.SECRETS_CLI_GH;
     }
     // The same through the CLI: exit 2, the reason named.
-    const c = await runCli(["--state-dir", stateDir, "create", "swap2", "--image", "reg/img:1", "--secret", "GH=env:X@api.github.com"]);
+    const c = await runCli(["--state-dir", stateDir, "create", "swap2", "--image", "reg/img:1", "--network", "isolated", "--secret", "GH=env:X@api.github.com"]);
     assert.equal(c.code, 2, c.err);
-    assert.match(c.err, /needs --network user with guarded or strict egress/);
+    assert.match(c.err, /needs --network user with guarded or strict egress: network mode 'isolated'/);
     assert.equal(existsSync(join(stateDir, "workspaces", "swap2")), false);
+    // With the default (user network, guarded egress) a swap secret is accepted.
+    const ok = await runCli(["--state-dir", stateDir, "--json", "create", "swap3", "--image", "reg/img:1", "--secret", "GH=env:X@api.github.com"]);
+    assert.doesNotMatch(ok.err + ok.out, /needs --network user/);
   });
 });

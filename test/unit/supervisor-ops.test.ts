@@ -42,7 +42,7 @@ test("control protocol: docs/control-protocol.md has a section for every op and 
 test("control protocol: every op's minimal request line decodes, and unknown fields are refused", () => {
   const minimal: Record<Op, Record<string, unknown>> = {
     status: {}, ping: {}, wait_ready: {}, readiness: {}, exec: { exec: { argv: ["true"] } }, attach: {}, wait_result: {},
-    console: {}, shutdown: { mode: "halt" }, kill: {}, quarantine: {}, pause: {}, resume: {}, services: {},
+    console: {}, shutdown: { mode: "halt" }, kill: {}, quarantine: {}, pause: {}, resume: {}, snapshot: { stateFile: "/s", overlayPath: "/o" }, services: {},
   };
   for (const op of OP_NAMES) {
     const line = { v: 1, id: "i", op, ...minimal[op] };

@@ -1,6 +1,9 @@
 import { Command } from "commander";
 import { action } from "../action.ts";
-import { createJson } from "../../api/results.ts";
+import { createJson, forkJson } from "../../api/results.ts";
+import { forkFromSnapshot } from "../../api/snapshot.ts";
+import { CommonErrors } from "../../contract/errors.ts";
+import type { CliContext } from "../output.ts";
 import { createWorkspace, type CreateResult } from "../../workspace/create.ts";
 import type { SecretRef } from "../../secrets/ref.ts";
 import { addNetworkOptions, addRefusedDockerFlags, addResourceOptions, collectEnv, collectEnvFile, collectList, collectSecret, networkOptions, refuseDockerFlags, resourceOptions, type NetworkFlags, type ResourceFlags } from "./workspace-flags.ts";
@@ -17,6 +20,8 @@ interface CreateFlags extends ResourceFlags, NetworkFlags {
   user?: string;
   hostname?: string;
   secret?: SecretRef[];
+  fromSnapshot?: string;
+  start?: boolean;
 }
 
 export function createCommand(): Command {
@@ -34,9 +39,12 @@ export function createCommand(): Command {
     .option("-u, --user <user[:group]>", "guest user of the workload and every exec, name or uid, resolved in the guest at boot (default: the image's User)")
     .option("--secret <NAME=SOURCE>", "secret from env:VAR, file:PATH or cmd:COMMAND, resolved at every start (repeatable); NAME=SOURCE@HOST,... swaps a placeholder on requests to HOST", collectSecret)
     .option("--hostname <name>", "guest hostname (default: the workspace name)")
+    .option("--from-snapshot <src:tag>", "fork: a copy of workspace SRC as its snapshot TAG caught it (memory and disk, no copy made), with its own hostname, MAC, RNG and clock; restored at once")
+    .option("--no-start", "with --from-snapshot: leave the fork prepared (its first `start` restores it)")
     .action(
       action(async (ctx, name: string, o: CreateFlags) => {
         refuseDockerFlags("create", o as Record<string, unknown>);
+        if (o.fromSnapshot !== undefined) return forkCommand(ctx, name, o);
         const env = o.envFile || o.env ? { ...(o.envFile ?? {}), ...(o.env ?? {}) } : undefined;
         const r = await createWorkspace({
           name,
@@ -60,6 +68,31 @@ export function createCommand(): Command {
         return { json: createJson(r), text: createText(r) };
       }),
     );
+}
+
+/** The flags a fork takes: everything else is the snapshot's (its machine, image, command). */
+const FORK_FLAGS = new Set(["fromSnapshot", "start", "hostname"]);
+
+async function forkCommand(ctx: CliContext, name: string, o: CreateFlags) {
+  const other = Object.entries(o).find(([k, v]) => v !== undefined && !FORK_FLAGS.has(k));
+  if (other) {
+    throw CommonErrors.INVALID_ARGUMENT({
+      message: `--from-snapshot cannot be combined with --${other[0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: a fork runs the snapshot's image, command and machine`,
+      remediation: "Drop the flag (a fork takes only --hostname and --no-start), or create a new workspace from an image instead.",
+    });
+  }
+  ctx.progress(`forking ${o.fromSnapshot} as ${name}...`);
+  const r = await forkFromSnapshot(name, o.fromSnapshot!, {
+    stateDir: ctx.globals.stateDir,
+    ...(o.hostname !== undefined ? { hostname: o.hostname } : {}),
+    ...(o.start === false ? { start: false } : {}),
+    ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}),
+  });
+  const json = forkJson(r.fork, r.started);
+  const text = r.started
+    ? `forked ${o.fromSnapshot} as ${name}: running (restored in ${((r.started.bootMs ?? 0) / 1000).toFixed(1)} s; hostname ${r.fork.manifest.boot.hostname}; network flows and console sessions from the snapshot were reset)`
+    : `forked ${o.fromSnapshot} as ${name} (prepared; \`microagent start ${name}\` restores it)`;
+  return { json, text };
 }
 
 /** "1024 MiB disk", or why the disk is bigger than asked. */

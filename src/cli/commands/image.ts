@@ -3,6 +3,7 @@ import { action } from "../action.ts";
 import { imageJson, imageListJson } from "../../api/results.ts";
 import { formatTable, type CliContext } from "../output.ts";
 import { listImages, pruneImages, removeImage, tagImage, type ImageSummary } from "../../image/images.ts";
+import { dropWarmExcept } from "../../workspace/warm.ts";
 import { loadImage } from "../../image/load.ts";
 import { pullImage, type PullProgress } from "../../image/pull.ts";
 import { parseWholeNumber } from "./workspace-flags.ts";
@@ -62,6 +63,7 @@ export function imageCommand(): Command {
     .action(
       action(async (ctx, ref: string) => {
         const r = await removeImage(ref, { stateDir: ctx.globals.stateDir, ...(ctx.globals.arch ? { arch: ctx.globals.arch } : {}) });
+        await dropWarmOfRemovedImages(ctx.globals.stateDir);
         return { json: r, text: r.removed.map((x) => `removed ${x}`).join("\n") };
       }),
     );
@@ -73,6 +75,7 @@ export function imageCommand(): Command {
     .action(
       action(async (ctx, o: { delete?: boolean }) => {
         const r = await pruneImages({ stateDir: ctx.globals.stateDir, delete: Boolean(o.delete) });
+        await dropWarmOfRemovedImages(ctx.globals.stateDir);
         const lines = [
           ...r.droppedRecords.map((x) => `dropped ${x} (missing blobs)`),
           o.delete ? `deleted ${r.deletedBlobs.length} unused blobs, freed ${humanBytes(r.freedBytes)}` : "kept unused blobs (pass --delete to remove them)",
@@ -160,4 +163,10 @@ export function humanBytes(n: number): string {
     i++;
   }
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** `run`'s warm snapshots of images no longer in the store go with them (src/workspace/warm.ts). */
+async function dropWarmOfRemovedImages(stateDir: string): Promise<void> {
+  const left = new Set((await listImages({ stateDir })).map((i) => i.manifestDigest));
+  await dropWarmExcept(stateDir, left).catch(() => 0);
 }

@@ -18,6 +18,7 @@ import { stopCommand } from "./stop.ts";
 import { killCommand } from "./kill.ts";
 import { quarantineCommand } from "./quarantine.ts";
 import { pauseCommand, resumeCommand } from "./pause.ts";
+import { snapshotCommand } from "./snapshot.ts";
 import { execCommand } from "./exec.ts";
 import { cpCommand } from "./cp.ts";
 import { connectCommand } from "./connect.ts";
@@ -50,6 +51,7 @@ export const COMMANDS: ReadonlyArray<() => Command> = [
   quarantineCommand,
   pauseCommand,
   resumeCommand,
+  snapshotCommand,
   execCommand,
   cpCommand,
   connectCommand,

@@ -10,6 +10,7 @@ import { addNetworkOptions, addRefusedDockerFlags, addResourceOptions, collectEn
 import { attachTerminal, requireTerminal, terminalSize } from "../tty.ts";
 
 interface RunFlags extends ResourceFlags, NetworkFlags {
+  cold?: boolean;
   interactive?: boolean;
   tty?: boolean;
   detach?: boolean;
@@ -49,6 +50,7 @@ export function runCommand(): Command {
     .option("--name <name>", "workspace name (default: run-<adjective>-<noun>-<hex>)")
     .option("--rm", "delete the workspace after the run (the default; -d keeps it)")
     .option("--keep", "keep the workspace after the run (its name is printed on stderr)")
+    .option("--cold", "boot cold: do not restore (or capture) the warm snapshot of this image, kernel and resources")
     .option("--image <ref>", "image reference (instead of the IMAGE positional)")
     .option("--exec <command>", "shell command to run with /bin/sh -c (instead of CMD)")
     .option("--timeout <duration>", "wall-clock limit on the command; on expiry the VM is killed and the exit code is 124", parseDurationFlag("--timeout"))
@@ -107,6 +109,7 @@ export function runCommand(): Command {
             ...(o.name ? { name: o.name } : {}),
             stateDir: ctx.globals.stateDir,
             keep: Boolean(o.keep),
+            ...(o.cold ? { cold: true } : {}),
             ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
             ...(env ? { env } : {}),
             ...(o.setup ? { setup: o.setup } : {}),

@@ -13,13 +13,15 @@ export function startCommand(): Command {
     .option("--timeout <duration>", "bound on the boot (e.g. 90s, 2m)", parseDurationFlag("--timeout"))
     .option("--wait-timeout <duration>", "bound on --wait (implies --wait)", parseDurationFlag("--wait-timeout"))
     .option("--force", "boot even if the kernel or init diverged from the manifest")
+    .option("--from-snapshot <tag>", "restore this snapshot (memory, devices, disk as of the capture) instead of booting; what the disk got since is dropped")
     .action(
-      action(async (ctx, name: string, o: { wait?: boolean; timeout?: number; waitTimeout?: number; force?: boolean }) => {
+      action(async (ctx, name: string, o: { wait?: boolean; timeout?: number; waitTimeout?: number; force?: boolean; fromSnapshot?: string }) => {
         const opts = { stateDir: ctx.globals.stateDir, ...(ctx.globals.supervisor ? { supervisorPath: ctx.globals.supervisor } : {}) };
         ctx.progress(`booting ${name}...`);
         const started = await startWorkspace(name, {
           ...opts,
           ...(o.force ? { force: true } : {}),
+          ...(o.fromSnapshot !== undefined ? { fromSnapshot: o.fromSnapshot } : {}),
           ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}),
         });
         const accel = started.accel;
@@ -29,7 +31,8 @@ export function startCommand(): Command {
           if (warning) ctx.streams.stderr.write(warning);
         }
         if (!o.wait && o.waitTimeout === undefined) {
-          return { json: startJson(started), text: `${name} is running (booted in ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
+          const how = started.restoredFrom ? `restored from ${started.restoredFrom.workspace}:${started.restoredFrom.tag} in` : "booted in";
+          return { json: startJson(started), text: `${name} is running (${how} ${((started.bootMs ?? 0) / 1000).toFixed(1)} s, ${accel})` };
         }
         const waited = await waitWorkspace(name, { ...opts, ...(o.waitTimeout !== undefined ? { timeoutMs: o.waitTimeout } : {}) });
         return {

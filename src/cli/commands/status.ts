@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import { humanBytes } from "./image.ts";
 import { action } from "../action.ts";
 import { statusJson } from "../../api/results.ts";
 import { workspaceStatus, type WorkspaceStatus } from "../../api/status.ts";
@@ -68,6 +69,10 @@ export function statusText(s: WorkspaceStatus): string {
   if (s.result) {
     const r = s.result;
     lines.push(`  result:       ${r.status}${r.exitCode !== null ? ` code ${r.exitCode}` : ""}${r.signal ? ` signal ${r.signal}` : ""}${r.error ? ` (${r.error})` : ""} at ${r.completedAt}`);
+  }
+  if (s.snapshots && s.snapshots.length > 0) {
+    const total = s.snapshots.reduce((n, x) => n + x.sizeBytes, 0);
+    lines.push(`  snapshots:    ${s.snapshots.length} (${humanBytes(total)}): ${s.snapshots.map((x) => `${x.tag} ${humanBytes(x.sizeBytes)}`).join(", ")}`);
   }
   return sanitizeTerminalText(lines.join("\n"));
 }
