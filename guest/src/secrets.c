@@ -11,6 +11,7 @@
 #include "secrets.h"
 #include "proc.h"
 #include "util.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -158,4 +159,54 @@ bool secrets_deliver(const struct jval *list, const char *user, bool pid1, char 
   }
   LOG("secrets: %zu delivered to %s (owner %u:%u, mode 0400)", list->n, dir, (unsigned)uid, (unsigned)gid);
   return true;
+}
+
+int secrets_wipe(bool pid1, char *msg, size_t msglen) {
+  const char *dir = pid1 ? SECRETS_DIR : getenv("MICROAGENT_INIT_SECRETS_DIR");
+  if (!dir || !*dir) return 0;
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    if (errno == ENOENT) return 0;
+    snprintf(msg, msglen, "secrets: open %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    snprintf(msg, msglen, "secrets: reading %s: %s", dir, strerror(errno));
+    close(dfd);
+    return -1;
+  }
+  int count = 0;
+  bool ok = true;
+  static const uint8_t zeros[4096];
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    int fd = openat(dfd, de->d_name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      for (off_t left = st.st_size; left > 0;) {
+        size_t n = left > (off_t)sizeof zeros ? sizeof zeros : (size_t)left;
+        if (!write_all(fd, zeros, n)) {
+          ok = false;
+          break;
+        }
+        left -= (off_t)n;
+      }
+    }
+    if (fd >= 0) close(fd);
+    if (unlinkat(dfd, de->d_name, 0) < 0) ok = false;
+    else count++;
+  }
+  closedir(d);
+  if (!ok) {
+    snprintf(msg, msglen, "secrets: wiping %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  if (pid1 && umount2(dir, MNT_DETACH) < 0 && errno != EINVAL) {
+    snprintf(msg, msglen, "secrets: unmounting %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  LOG("secrets: %d wiped from %s before a snapshot", count, dir);
+  return count;
 }

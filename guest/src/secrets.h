@@ -15,4 +15,12 @@
  */
 bool secrets_deliver(const struct jval *list, const char *user, bool pid1, char *msg, size_t msglen);
 
+/*
+ * Before a snapshot: every file on /run/secrets is overwritten with zeros (the tmpfs pages that held
+ * the values are the ones zeroed), removed, and the tmpfs unmounted, so the captured memory holds no
+ * value the guest was given (a copy the workload made is its own). Returns how many files were
+ * wiped (0 when nothing was mounted), -1 with `msg` on a failure.
+ */
+int secrets_wipe(bool pid1, char *msg, size_t msglen);
+
 #endif

@@ -152,7 +152,7 @@ static void send_hello(void) {
   jw_str(&w, "type", "hello");
   jw_int(&w, "protocol", PROTO_VERSION);
   jw_str(&w, "initVersion", MICROAGENT_INIT_VERSION);
-  jw_raw(&w, "capabilities", "[\"exec\",\"console\",\"workload\",\"result\",\"shutdown\",\"signal\",\"resize\",\"restore\"]");
+  jw_raw(&w, "capabilities", "[\"exec\",\"console\",\"workload\",\"result\",\"shutdown\",\"signal\",\"resize\",\"restore\",\"refresh\"]");
   jw_int(&w, "maxFrameBytes", GUEST_MAX_FRAME_BYTES);
   jw_int(&w, "initialWindowBytes", GUEST_WINDOW_BYTES);
   jw_bool(&w, "pid1", G.o->pid1);
@@ -941,6 +941,42 @@ static void handle_msg(uint32_t stream, const struct jval *m) {
       jw_bool(&w, "hostnameSet", r.hostname_set);
       jw_bool(&w, "networkSet", r.network_set);
       if (r.error[0]) jw_str(&w, "error", r.error);
+      jw_end(&w);
+      send_json(F_MSG, 0, &b);
+    } else if (strcmp(type, "secrets-wipe") == 0) {
+      /* Before a snapshot (secrets.c): /run/secrets zeroed, removed, unmounted. */
+      char msg[600] = "";
+      int n = secrets_wipe(G.o->pid1, msg, sizeof msg);
+      struct buf b = {0};
+      struct jw w;
+      jw_begin(&w, &b);
+      jw_str(&w, "type", "secrets-wiped");
+      jw_int(&w, "count", n < 0 ? 0 : n);
+      if (n < 0) jw_str(&w, "error", msg);
+      jw_end(&w);
+      send_json(F_MSG, 0, &b);
+    } else if (strcmp(type, "refresh") == 0) {
+      /*
+       * After a snapshot capture or a restore of a configured guest: this boot's secrets again (on a
+       * fresh tmpfs; whatever was there is wiped first) and, for a fork, its new CA's trust files.
+       */
+      char msg[600] = "";
+      int nsecrets = 0, ntrust = 0;
+      const struct jval *secrets = json_get(m, "secrets");
+      if (secrets && secrets_wipe(G.o->pid1, msg, sizeof msg) >= 0) {
+        if (secrets_deliver(secrets, G.cfg.user, G.o->pid1, msg, sizeof msg)) nsecrets = (int)secrets->n;
+      }
+      if (!msg[0]) {
+        ntrust = egress_trust_refresh(json_get(m, "trust"), msg, sizeof msg);
+        if (ntrust < 0) ntrust = 0;
+      }
+      struct buf b = {0};
+      struct jw w;
+      jw_begin(&w, &b);
+      jw_str(&w, "type", "refreshed");
+      jw_int(&w, "secrets", nsecrets);
+      jw_int(&w, "trustFiles", ntrust);
+      if (msg[0]) jw_str(&w, "error", msg);
       jw_end(&w);
       send_json(F_MSG, 0, &b);
     } else if (strcmp(type, "ping") == 0) {

@@ -1,6 +1,8 @@
 #include "trust.h"
 #include "util.h"
 #include <errno.h>
+#include <unistd.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,4 +98,48 @@ bool egress_trust_apply(const struct jval *trust, char *msg, size_t msglen) {
   }
   LOG("egress trust: the workspace CA bundle covers %d image bundle path(s)", done);
   return true;
+}
+
+int egress_trust_refresh(const struct jval *files, char *msg, size_t msglen) {
+  if (!files) return 0;
+  if (files->type != J_ARR || files->n > 8) {
+    snprintf(msg, msglen, "trust: must be an array of at most 8 files");
+    return -1;
+  }
+  for (size_t i = 0; i < files->n; i++) {
+    const struct jval *e = &files->items[i];
+    const char *path = e->type == J_OBJ ? json_str(e, "path") : NULL;
+    const char *content = e->type == J_OBJ ? json_str(e, "contentBase64") : NULL;
+    if (!source_ok(path) || !content) {
+      snprintf(msg, msglen, "trust[%zu]: needs a path directly under %s and contentBase64", i, TRUST_DIR);
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < files->n; i++) {
+    const struct jval *e = &files->items[i];
+    const char *path = json_str(e, "path");
+    size_t len = 0;
+    uint8_t *data = base64_decode(json_str(e, "contentBase64"), &len);
+    if (!data) {
+      snprintf(msg, msglen, "trust: %s: contentBase64 is not valid base64", path);
+      return -1;
+    }
+    /* In place (O_TRUNC on the existing file, never a rename): bind mounts keep pointing at it. */
+    int fd = open(path, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+    bool ok = fd >= 0;
+    for (size_t off = 0; ok && off < len;) {
+      ssize_t n = write(fd, data + off, len - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) ok = false;
+      else off += (size_t)n;
+    }
+    if (fd >= 0 && close(fd) < 0) ok = false;
+    free(data);
+    if (!ok) {
+      snprintf(msg, msglen, "trust: rewriting %s: %s", path, strerror(errno));
+      return -1;
+    }
+  }
+  LOG("trust: %zu egress trust file(s) rewritten (a new workspace CA)", files->n);
+  return (int)files->n;
 }

@@ -16,4 +16,11 @@
  */
 bool egress_trust_apply(const struct jval *trust, char *msg, size_t msglen);
 
+/*
+ * A fork's new workspace CA: each entry [{path, contentBase64}] names a file directly under
+ * /run/microagent/egress/ that the boot wrote; it is rewritten in place (same inode, so the bind
+ * mounts over the image's bundle paths show the new content). Returns the count, -1 with `msg`.
+ */
+int egress_trust_refresh(const struct jval *files, char *msg, size_t msglen);
+
 #endif

@@ -26,6 +26,9 @@ import {
   resumeMessage,
   type ResumeMessage,
   type ResumedMessage,
+  type RefreshMessage,
+  type RefreshedMessage,
+  type SecretsWipedMessage,
   resizeMessage,
   shutdownMessage,
   signalMessage,
@@ -383,6 +386,8 @@ export class GuestChannel {
   #shutdownWait: PromiseWithResolvers<void> | undefined;
   #pings = new Map<number, () => void>();
   #resumeWait: PromiseWithResolvers<ResumedMessage> | undefined;
+  #wipeWait: PromiseWithResolvers<SecretsWipedMessage> | undefined;
+  #refreshWait: PromiseWithResolvers<RefreshedMessage> | undefined;
   #nextPing = 1;
   readonly #workloadListeners = new Set<(chunk: ExecOutputChunk) => unknown>();
 
@@ -528,6 +533,35 @@ export class GuestChannel {
     }
   }
 
+  /** Before a snapshot: the guest zeroes, removes and unmounts /run/secrets. */
+  async wipeSecrets(opts: { timeoutMs?: number } = {}): Promise<SecretsWipedMessage> {
+    this.#assertOpen();
+    if (this.#wipeWait) throw ChannelErrors.CHANNEL_CLOSED({ message: "a secrets wipe is already in flight on this channel", remediation: "Wait for the first one." });
+    const wait = deferred<SecretsWipedMessage>();
+    this.#wipeWait = wait;
+    this.#mux.sendControl("msg", { type: "secrets-wipe" });
+    try {
+      return await this.#withTimeout(wait.promise, opts.timeoutMs ?? 30_000, "secrets-wipe");
+    } finally {
+      this.#wipeWait = undefined;
+    }
+  }
+
+  /** After a capture or a restore: the boot's secrets again, and a fork's new trust files. */
+  async refresh(o: Omit<RefreshMessage, "type">, opts: { timeoutMs?: number } = {}): Promise<RefreshedMessage> {
+    this.#assertOpen();
+    if (this.#refreshWait) throw ChannelErrors.CHANNEL_CLOSED({ message: "a refresh is already in flight on this channel", remediation: "Wait for the first one." });
+    const wait = deferred<RefreshedMessage>();
+    this.#refreshWait = wait;
+    const msg: RefreshMessage = { type: "refresh", ...o };
+    this.#mux.sendControl("msg", msg);
+    try {
+      return await this.#withTimeout(wait.promise, opts.timeoutMs ?? 30_000, "refresh");
+    } finally {
+      this.#refreshWait = undefined;
+    }
+  }
+
   /** Round trip through the guest's event loop; resolves with the time taken in ms. */
   async ping(timeoutMs = 10_000): Promise<number> {
     this.#assertOpen();
@@ -586,6 +620,8 @@ export class GuestChannel {
     else this.#shutdownWait?.reject(e);
     this.#result.reject(e);
     this.#resumeWait?.reject(e);
+    this.#wipeWait?.reject(e);
+    this.#refreshWait?.reject(e);
     for (const p of this.#pings.values()) p();
     this.#pings.clear();
     this.#closed.resolve(e);
@@ -655,6 +691,12 @@ export class GuestChannel {
         break;
       case "resumed":
         this.#resumeWait?.resolve(m);
+        break;
+      case "secrets-wiped":
+        this.#wipeWait?.resolve(m);
+        break;
+      case "refreshed":
+        this.#refreshWait?.resolve(m);
         break;
     }
   }

@@ -61,13 +61,26 @@ function resumedSchema() {
 }
 export type ResumedMessage = z.infer<ReturnType<typeof resumedSchema>>;
 
+/** The guest's answer to `secrets-wipe` (before a snapshot): how many files it zeroed and removed. */
+function secretsWipedSchema() {
+  return z.object({ type: z.literal("secrets-wiped"), count: z.number().int().min(0).max(1024), error: shortText.optional() });
+}
+export type SecretsWipedMessage = z.infer<ReturnType<typeof secretsWipedSchema>>;
+
+/** The guest's answer to `refresh` (after a capture or a restore): secrets delivered, trust files rewritten. */
+function refreshedSchema() {
+  return z.object({ type: z.literal("refreshed"), secrets: z.number().int().min(0).max(1024), trustFiles: z.number().int().min(0).max(64), error: shortText.optional() });
+}
+export type RefreshedMessage = z.infer<ReturnType<typeof refreshedSchema>>;
+
 export const guestControlSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ready"), note: shortText.optional() }),
   z.object({ type: z.literal("workload-started"), pid: z.number().int(), stream: z.number().int().optional(), startedAt: isoTime }),
   resultSchema,
   z.object({
     type: z.literal("boot-failed"),
-    stage: z.enum(["config", "files", "setup"]),
+    // Every stage the guest's boot-config step can fail at (guest/src/serve.c boot_failed callers).
+    stage: z.enum(["config", "network", "files", "egressTrust", "secrets", "setup"]),
     index: z.number().int().optional(),
     command: shortText.optional(),
     ...exitFields,
@@ -76,6 +89,8 @@ export const guestControlSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("pong"), id: z.number().int().optional() }),
   z.object({ type: z.literal("shutdown-complete") }),
   resumedSchema(),
+  secretsWipedSchema(),
+  refreshedSchema(),
 ]);
 export type GuestControlMessage = z.infer<typeof guestControlSchema>;
 
@@ -149,6 +164,12 @@ export interface ResumeMessage {
 }
 export function resumeMessage(o: Omit<ResumeMessage, "type">): ResumeMessage {
   return { type: "resume", ...o };
+}
+/** Host -> guest: this boot's secrets again (fresh tmpfs) and, for a fork, its new CA's trust files, rewritten in place. */
+export interface RefreshMessage {
+  type: "refresh";
+  secrets?: Array<{ name: string; contentBase64: string }>;
+  trust?: Array<{ path: string; contentBase64: string }>;
 }
 export function pingMessage(id: number): { type: "ping"; id: number } {
   return { type: "ping", id };

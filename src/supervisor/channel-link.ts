@@ -77,6 +77,18 @@ export async function connectChannelLink(stream: Duplex, opts: ChannelLinkOption
       const r = await ch.resume(msg, { timeoutMs });
       return { entropyBytes: r.entropyBytes, clockStepMs: r.clockStepMs, hostnameSet: r.hostnameSet, networkSet: r.networkSet, ...(r.error ? { error: r.error } : {}) };
     },
+    ...(hello.capabilities.includes("refresh")
+      ? {
+          async wipeSecrets(timeoutMs: number) {
+            const r = await ch.wipeSecrets({ timeoutMs });
+            return { count: r.count, ...(r.error ? { error: r.error } : {}) };
+          },
+          async refresh(msg: { secrets?: Array<{ name: string; contentBase64: string }>; trust?: Array<{ path: string; contentBase64: string }> }, timeoutMs: number) {
+            const r = await ch.refresh(msg, { timeoutMs });
+            return { secrets: r.secrets, trustFiles: r.trustFiles, ...(r.error ? { error: r.error } : {}) };
+          },
+        }
+      : {}),
     async sendBootConfig(config: unknown) {
       const cfg = { ...(config as Record<string, unknown>) };
       wantOutput = Array.isArray(cfg.argv) && cfg.argv.length > 0;

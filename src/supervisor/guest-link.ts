@@ -30,6 +30,13 @@ export interface GuestLink {
   sendBootConfig(config: unknown): Promise<void>;
   /** After a restore: fresh entropy, the host's time, a new identity (absent on links that cannot). */
   resume?(msg: { entropyBase64: string; timeUnixMs: number; hostname?: string; network?: Record<string, unknown> }, timeoutMs: number): Promise<ResumeReport>;
+  /** Before a snapshot: /run/secrets zeroed, removed and unmounted (absent on links that cannot). */
+  wipeSecrets?(timeoutMs: number): Promise<{ count: number; error?: string }>;
+  /** After a capture or a restore: this boot's secrets again, a fork's new trust files rewritten in place. */
+  refresh?(
+    msg: { secrets?: Array<{ name: string; contentBase64: string }>; trust?: Array<{ path: string; contentBase64: string }> },
+    timeoutMs: number,
+  ): Promise<{ secrets: number; trustFiles: number; error?: string }>;
   /** Round trip through the guest's event loop, in ms. */
   ping(timeoutMs: number): Promise<number>;
   /**

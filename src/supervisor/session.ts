@@ -99,6 +99,8 @@ export class Supervisor implements ControlHandlers {
   #phase: PhaseRecord = INITIAL_PHASE;
   #vm: RunningVm | undefined;
   #link: GuestLink | undefined;
+  /** /run/secrets was wiped for a capture that left the VM paused: delivered again at the next resume. */
+  #secretsPending = false;
   #bootMs: number | undefined;
   /** Set as soon as the guest reports it (the relay hands it out once result.json is written). */
   #workload: WorkloadResult | undefined;
@@ -700,6 +702,7 @@ export class Supervisor implements ControlHandlers {
     if ((this.phase as SupervisorPhase) !== "paused") return { state: "running", changed: false, ms };
     this.#transitionPhase("running", "resume");
     await this.deps.record("running", `resumed on request (vCPUs running again in ${ms.toFixed(1)} ms)`);
+    if (this.#secretsPending) await this.#redeliverSecrets();
     return { state: "running", changed: true, ms };
   }
 
@@ -734,11 +737,74 @@ export class Supervisor implements ControlHandlers {
     );
     if (report.error) throw SupervisorErrors.BOOT_FAILED({ message: `the restored guest could not apply its new state: ${report.error}`, details: { ...report } });
     const parts = [`guest RNG reseeded (${report.entropyBytes} bytes), clock stepped ${report.clockStepMs} ms`];
+    // A configured guest gets no boot config again: its secrets (wiped before the capture) come back
+    // by `refresh`, and a fork's trust files are rewritten for its own, new workspace CA.
+    if (!unconfigured) {
+      const refreshed = await this.#refreshGuest(link, { trust: restore.fork === true }, timeoutMs);
+      if (refreshed) parts.push(refreshed);
+    }
     if (report.hostnameSet) parts.push(`hostname ${restore.hostname}`);
     if (report.networkSet) parts.push(`NIC ${mac}`);
     if (restore.fork) parts.push("network flows and console sessions from before the snapshot were reset");
     this.#resumeNote = parts.join(", ");
     this.deps.log(`resumed from snapshot ${restore.tag}: ${this.#resumeNote}`);
+  }
+
+  /**
+   * This boot's secrets and (with `trust`) its egress trust files, as the services would put them in a
+   * boot config, sent with `refresh`; nothing is sent when there is neither. Fails the caller when the
+   * guest cannot apply them (a guest without its secrets must not look healthy).
+   */
+  async #refreshGuest(link: GuestLink, opts: { trust: boolean }, timeoutMs: number): Promise<string | undefined> {
+    let cfg: Record<string, unknown> = {};
+    for (const s of this.#services) if (s.bootConfig) cfg = await s.bootConfig({ ...cfg });
+    const secrets = Array.isArray(cfg.secrets) && cfg.secrets.length > 0 ? (cfg.secrets as Array<{ name: string; contentBase64: string }>) : undefined;
+    const files = Array.isArray(cfg.files) ? (cfg.files as Array<{ path?: unknown; contentBase64?: unknown }>) : [];
+    const trust = opts.trust
+      ? files.filter((f): f is { path: string; contentBase64: string } => typeof f.path === "string" && f.path.startsWith("/run/microagent/egress/") && typeof f.contentBase64 === "string").map((f) => ({ path: f.path, contentBase64: f.contentBase64 }))
+      : [];
+    if (!secrets && trust.length === 0) return undefined;
+    if (!link.refresh) throw SupervisorErrors.BOOT_FAILED({ message: "the guest's init cannot take its secrets or trust files again after a snapshot (no `refresh`): rebuild the workspace with the current microagent" });
+    const r = await link.refresh({ ...(secrets ? { secrets } : {}), ...(trust.length ? { trust } : {}) }, timeoutMs);
+    if (r.error) throw SupervisorErrors.BOOT_FAILED({ message: `the guest could not take its secrets or trust files again: ${r.error}` });
+    return [r.secrets ? `${r.secrets} secret(s) delivered again` : "", r.trustFiles ? `${r.trustFiles} trust file(s) for the new workspace CA` : ""].filter(Boolean).join(", ");
+  }
+
+  /** True when this boot delivered secrets to /run/secrets. */
+  async #hasSecrets(): Promise<boolean> {
+    let cfg: Record<string, unknown> = {};
+    for (const s of this.#services) if (s.name === "secrets" && s.bootConfig) cfg = await s.bootConfig({ ...cfg });
+    return Array.isArray(cfg.secrets) && cfg.secrets.length > 0;
+  }
+
+  /**
+   * After a capture that wiped /run/secrets: deliver them again, now if the guest runs, else at the
+   * next `resume` (a `--leave-paused` capture). A failure is logged and recorded: the workspace runs
+   * on without its secrets, and says so.
+   */
+  async #redeliverSecrets(): Promise<void> {
+    const link = this.#link;
+    if (this.phase !== "running" || !link) {
+      this.#secretsPending = true;
+      return;
+    }
+    this.#secretsPending = false;
+    try {
+      await this.#refreshGuest(link, { trust: false }, 30_000);
+    } catch (e) {
+      this.deps.log(`delivering the secrets again after the snapshot failed: ${(e as Error).message}`);
+      await this.deps.record("running", `the secrets could not be delivered again after a snapshot: ${(e as Error).message}`).catch(() => {});
+    }
+  }
+
+  /** Before a capture: /run/secrets wiped in the guest when this boot delivered any (so no snapshot holds a value). */
+  async #wipeGuestSecrets(): Promise<boolean> {
+    if (!(await this.#hasSecrets())) return false;
+    const link = this.#link;
+    if (!link?.wipeSecrets) throw WorkspaceErrors.SNAPSHOT_NOT_ALLOWED({ message: `workspace ${this.config.workspace} has secrets in /run/secrets and its guest cannot wipe them before a snapshot`, remediation: "Restart the workspace with the current microagent, then snapshot it." });
+    const r = await link.wipeSecrets(30_000);
+    if (r.error) throw WorkspaceErrors.SNAPSHOT_NOT_ALLOWED({ message: `workspace ${this.config.workspace}: /run/secrets could not be wiped before the snapshot: ${r.error}`, remediation: "Check the guest's /run/secrets mount (`microagent exec NAME -- grep secrets /proc/mounts`) and retry." });
+    return true;
   }
 
   /** The warm-run capture (config.warmCapture): pause, freeze the disk, save, thaw; failures only logged. */
@@ -785,7 +851,16 @@ export class Supervisor implements ControlHandlers {
     const wasPaused = this.phase === "paused";
     let pauseMs = 0;
     let resumeMs = 0;
+    let wiped = false;
     try {
+      // The guest must run to wipe its secrets: a paused workspace with secrets is thawed for it.
+      if (wasPaused && !this.#secretsPending && (await this.#hasSecrets())) {
+        throw WorkspaceErrors.SNAPSHOT_NOT_ALLOWED({
+          message: `workspace ${this.config.workspace} is paused with secrets in /run/secrets, which a snapshot must not hold`,
+          remediation: `Resume it (\`microagent resume ${this.config.workspace}\`) and snapshot the running workspace: the secrets are wiped for the capture and delivered again after it.`,
+        });
+      }
+      if (!wasPaused) wiped = await this.#wipeGuestSecrets();
       if (!wasPaused) {
         this.#transitionPhase("paused", "pause");
         const t0 = performance.now();
@@ -825,6 +900,10 @@ export class Supervisor implements ControlHandlers {
           resumeMs = performance.now() - tr;
         }
       }
+      if (wiped) {
+        wiped = false;
+        await this.#redeliverSecrets();
+      }
       const state = (this.phase as SupervisorPhase) === "running" ? "running" : "paused";
       if (!wasPaused && state === "paused" && (this.phase as SupervisorPhase) === "paused") {
         await this.deps.record("paused", `paused after snapshot (vCPUs frozen; memory, disk and flows kept)`);
@@ -841,6 +920,8 @@ export class Supervisor implements ControlHandlers {
         resumeMs,
       };
     } finally {
+      // A failed capture after the wipe: the guest gets its secrets back all the same.
+      if (wiped) await this.#redeliverSecrets();
       this.#snapshotting = false;
     }
   }

@@ -8,7 +8,8 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { appendFile, copyFile, readdir, stat } from "node:fs/promises";
+import { appendFile, copyFile, readdir, readFile, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
@@ -361,4 +362,58 @@ test("run from a warm snapshot: the first run captures it, the next restore it w
   assert.equal(cold.warm, undefined, "--cold neither restores nor captures");
   assert.equal(cold.exitCode, 3);
   t.diagnostic(`run totals: first ${first.totalMs} ms, warm ${second.totalMs}/${third.totalMs} ms, cold ${cold.timingsMs.total} ms`);
+});
+
+test("snapshots hold no secret: /run/secrets is wiped for the capture and delivered again; a restore and a fork get theirs; a fork's guest trusts its own new CA", { timeout: 900_000 }, async (t) => {
+  const SRC = "secsrc";
+  const FORK = "secfork";
+  const value = `snap-secret-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+  const canary = `snap-canary-${Math.random().toString(36).slice(2)}`;
+  process.env.MA_SNAP_SECRET = value;
+  const imageRef = await fx.image("snap/busybox:5");
+  try {
+    assert.equal((await cli("create", SRC, "--image", imageRef, "--profile", "tiny", "--secret", "KEY=env:MA_SNAP_SECRET")).code, 0);
+    live.add(SRC);
+    await json("start", "start", SRC);
+    const src = await shell(SRC);
+    const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+    assert.equal(await src("sha256sum /run/secrets/KEY | cut -d' ' -f1"), sha(value));
+    // A process holding a canary in its memory: proves the scan below reads the guest's RAM.
+    await src(`setsid sh -c 'c=${canary}; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &`);
+
+    const snap = await json("snapshot create", "snapshot", "create", SRC, "s1");
+    t.diagnostic(`snapshot with secrets: ${JSON.stringify(snap).slice(0, 300)}`);
+    // Delivered again right after the capture, on a fresh tmpfs.
+    assert.equal(await src("sha256sum /run/secrets/KEY | cut -d' ' -f1"), sha(value), "the secret is back after the capture");
+    assert.match(await src("grep ' /run/secrets ' /proc/mounts"), /tmpfs/);
+    const dir = join(workspacePaths(fx.stateDir, SRC).dir, "snapshots", "s1");
+    const files = await readdir(dir);
+    const bytes = await Promise.all(files.map((f) => readFile(join(dir, f))));
+    assert.ok(bytes.some((b) => b.includes(canary)), `sanity: the guest's memory (with the canary) is in ${files.join(", ")}`);
+    assert.ok(!bytes.some((b) => b.includes(value)), "no snapshot file holds the secret's value");
+
+    // Restore in place: the secret comes back from its source (resolved at this start).
+    assert.equal((await cli("kill", SRC)).code, 0);
+    await json("start", "start", SRC, "--from-snapshot", "s1");
+    assert.equal(await (await shell(SRC))("sha256sum /run/secrets/KEY | cut -d' ' -f1"), sha(value), "a restore delivers the secret again");
+
+    // A fork: its own secret delivery and its own workspace CA, rewritten in place in the guest.
+    const forked = await json("create", "create", FORK, "--from-snapshot", `${SRC}:s1`);
+    live.add(FORK);
+    assert.equal(forked.state, "running");
+    const fork = await shell(FORK);
+    assert.equal(await fork("sha256sum /run/secrets/KEY | cut -d' ' -f1"), sha(value));
+    const forkCa = (await readFile(join(workspacePaths(fx.stateDir, FORK).dir, "egress-ca.pem"), "utf8")).trim();
+    const srcCa = (await readFile(join(workspacePaths(fx.stateDir, SRC).dir, "egress-ca.pem"), "utf8")).trim();
+    assert.notEqual(forkCa, srcCa, "the fork has a CA of its own");
+    assert.equal(await fork("cat /run/microagent/egress/workspace-ca.crt"), forkCa, "the fork's guest holds its own CA");
+    assert.ok((await fork("cat /run/microagent/egress/ca-bundle.crt")).includes(forkCa.split("\n")[1]!), "and the bundle carries it");
+  } finally {
+    delete process.env.MA_SNAP_SECRET;
+    for (const n of [FORK, SRC]) {
+      await stopWorkspace(n, "kill", { stateDir: fx.stateDir }).catch(() => {});
+      await cli("delete", n, "--force");
+      live.delete(n);
+    }
+  }
 });
