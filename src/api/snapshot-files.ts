@@ -39,6 +39,8 @@ export interface RestorePlan {
   fork: boolean;
   /** The workspace whose snapshot it is. */
   source: string;
+  /** For a warm entry: its hashes, which the supervisor checks while QEMU starts. */
+  verify?: { stateSha256: string; disk: { path: string; sha256: string }; entryDir?: string };
 }
 
 /**

@@ -285,8 +285,15 @@ export const linuxQemuBackend: Backend = {
       return { path, format: "qcow2" };
     },
     async restore(spec, stateFile, opts) {
-      const vm = await startQemu(spec, true);
+      // The check runs while QEMU starts (it waits for migrate-incoming, so no guest code runs first).
+      const verified = opts?.verify?.();
+      verified?.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+      const vm = await startQemu(spec, true).catch(async (e: unknown) => {
+        await verified?.catch(() => {});
+        throw e;
+      });
       try {
+        await verified;
         const loadMs = await vm.loadState(stateFile, opts?.timeoutMs);
         return { vm, loadMs };
       } catch (e) {

@@ -179,7 +179,11 @@ export interface SnapshotCapability {
    * Launch the machine `spec` describes (it must be the one the state was saved from: memory, CPUs,
    * devices) and load `stateFile` into it instead of booting; resolves with the VM running.
    */
-  restore(spec: VmLaunchSpec, stateFile: string, opts?: { timeoutMs?: number }): Promise<{ vm: RunningVm; loadMs: number }>;
+  /**
+   * `verify` (when given) runs while the VMM starts and before any state is loaded: a throw kills the
+   * VMM and fails the restore (how a warm entry's hashes are checked without adding to the start).
+   */
+  restore(spec: VmLaunchSpec, stateFile: string, opts?: { timeoutMs?: number; verify?: () => Promise<void> }): Promise<{ vm: RunningVm; loadMs: number }>;
 }
 
 export interface Backend {

@@ -44,6 +44,8 @@ export const RestoreRequestSchema = z.object({
   sourceMac: z.string().optional(),
   hostname: z.string(),
   fork: z.boolean(),
+  /** A warm entry's hashes, checked while QEMU starts (the caller did not hash them). */
+  verify: z.object({ stateSha256: z.string(), disk: z.object({ path: z.string(), sha256: z.string() }), entryDir: z.string().optional() }).optional(),
 });
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;

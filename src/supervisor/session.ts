@@ -16,6 +16,8 @@
  */
 import type { Duplex } from "node:stream";
 import { randomBytes, randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { sha256File } from "../util/hash.ts";
 import { CommonErrors, isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
@@ -54,7 +56,16 @@ export interface ResolvedSupervisorConfig {
    * machine, then tell the guest it was restored (`resume`: fresh entropy, the time, and the new
    * `hostname` / NIC identity of a fork, when they differ from the snapshot's `sourceHostname`/`sourceMac`).
    */
-  restore?: { stateFile: string; tag: string; sourceHostname: string; sourceMac?: string; hostname: string; fork: boolean };
+  restore?: {
+    stateFile: string;
+    tag: string;
+    sourceHostname: string;
+    sourceMac?: string;
+    hostname: string;
+    fork: boolean;
+    /** Hashes to check while QEMU starts, before the state is loaded (a warm entry's). */
+    verify?: { stateSha256: string; disk: { path: string; sha256: string }; entryDir?: string };
+  };
   /**
    * Warm `run` snapshot: right after the guest's hello, before its boot config, capture the VM (state
    * to `stateFile`, disk frozen, the VM going on on `overlayPath`), then boot on as usual. A failed
@@ -240,7 +251,22 @@ export class Supervisor implements ControlHandlers {
       if (restore) {
         const snap = this.deps.backend.snapshot;
         if (!snap) throw WorkspaceErrors.SNAPSHOT_UNSUPPORTED({ message: `the ${this.deps.backend.name} backend cannot restore snapshots` });
-        const r = await this.#bounded(snap.restore(launch, restore.stateFile, { timeoutMs: remaining() }), remaining(), `snapshot ${restore.tag} to load`, bound);
+        const check = restore.verify;
+        const verify = check
+          ? async () => {
+              const [state, disk] = await Promise.all([sha256File(restore.stateFile), sha256File(check.disk.path)]);
+              if (state !== check.stateSha256 || disk !== check.disk.sha256) {
+                // A warm entry that fails its check is removed: the next run boots cold and captures anew.
+                if (check.entryDir) await rm(check.entryDir, { recursive: true, force: true }).catch(() => {});
+                throw WorkspaceErrors.SNAPSHOT_CORRUPT({
+                  message: `snapshot ${restore.tag}: the ${state !== check.stateSha256 ? "state file" : "disk layer"} does not match its recorded sha256${check.entryDir ? " (the warm entry was removed)" : ""}`,
+                  ...(check.entryDir ? { remediation: "Run the command again: it boots cold and captures a fresh warm snapshot (or pass --cold)." } : {}),
+                  details: { stateFile: restore.stateFile, disk: check.disk.path },
+                });
+              }
+            }
+          : undefined;
+        const r = await this.#bounded(snap.restore(launch, restore.stateFile, { timeoutMs: remaining(), ...(verify ? { verify } : {}) }), remaining(), `snapshot ${restore.tag} to load`, bound);
         vm = r.vm;
         this.#restoreLoadMs = r.loadMs;
       } else {

@@ -8,7 +8,7 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { appendFile, copyFile, readdir, readFile, stat } from "node:fs/promises";
+import { appendFile, copyFile, open, readdir, readFile, stat } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
@@ -362,6 +362,29 @@ test("run from a warm snapshot: the first run captures it, the next restore it w
   assert.equal(cold.warm, undefined, "--cold neither restores nor captures");
   assert.equal(cold.exitCode, 3);
   t.diagnostic(`run totals: first ${first.totalMs} ms, warm ${second.totalMs}/${third.totalMs} ms, cold ${cold.timingsMs.total} ms`);
+
+  // A warm entry whose state file changed (one byte, same size) is caught by its hash while QEMU starts:
+  // the run fails with SNAPSHOT_CORRUPT before any guest code runs, the entry is gone, the next run is cold.
+  const entryDir = join(fx.stateDir, "warm", first.warm!.key);
+  const statePath = join(entryDir, "state");
+  const fh = await open(statePath, "r+");
+  try {
+    const b = Buffer.alloc(1);
+    const at = Math.floor((await fh.stat()).size / 2);
+    await fh.read(b, 0, 1, at);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, at);
+  } finally {
+    await fh.close();
+  }
+  const bad = await cli("--json", "run", "--profile", "tiny", imageRef, "sh", "-c", script);
+  assert.notEqual(bad.code, 0, "a corrupted warm entry is not restored");
+  const badErr = shaped("error", bad.stdout).error;
+  assert.deepEqual([badErr.code, badErr.details?.code], ["BOOT_FAILED", "SNAPSHOT_CORRUPT"], bad.stdout);
+  assert.match(badErr.message, /the state file does not match its recorded sha256/);
+  assert.equal(await stat(entryDir).then(() => true, () => false), false, "the corrupted entry was removed");
+  const after = shaped("run", (await cli("--json", "run", "--profile", "tiny", imageRef, "sh", "-c", script)).stdout);
+  assert.deepEqual([after.exitCode, after.warm?.restored], [3, false], "the next run boots cold and captures again");
 });
 
 test("snapshots hold no secret: /run/secrets is wiped for the capture and delivered again; a restore and a fork get theirs; a fork's guest trusts its own new CA", { timeout: 900_000 }, async (t) => {
