@@ -93,7 +93,7 @@ test("workspace-state: create from a registry image -> prepared, digest recorded
   assert.equal(out.image.digest, digest);
   assert.equal(out.image.resolvedRef.endsWith(`@${digest}`), true);
   assert.deepEqual(out.resources, { profile: "tiny", memoryMib: 256, cpus: 2, sizeMib: 512 });
-  assert.deepEqual(out.network, { mode: "user" }, "user networking is the default");
+  assert.deepEqual(out.network, { mode: "user", egress: { mode: "guarded" } }, "user networking with guarded egress is the default");
 
   const paths = workspacePaths(fx.stateDir, "s1");
   assert.equal(statSync(paths.dir).mode & 0o777, 0o700);
