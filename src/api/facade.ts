@@ -12,7 +12,7 @@ import { loadImage as load } from "../image/load.ts";
 import { installKernel as install } from "../kernel/install.ts";
 import { listKernels as kernels } from "../kernel/status.ts";
 import { defaultStateDir } from "../workspace/paths.ts";
-import { parseRequest, RunRequestSchema, type HostOptions, type RunRequest } from "./requests.ts";
+import { networkOptionsFrom, parseRequest, RunRequestSchema, type HostOptions, type RunRequest } from "./requests.ts";
 import { imageJson, imageSummaryJson, kernelInstallJson, runJson } from "./results.ts";
 import { runWorkspace } from "./run.ts";
 
@@ -42,6 +42,7 @@ export async function run(request: RunRequest, host: HostOptions & RunCallbacks 
     cpus: req.resources?.cpus,
     sizeMib: req.resources?.sizeMib,
     network: req.network,
+    ...networkOptionsFrom(req.networkOptions),
     backend: req.backend,
     arch: req.arch,
     stateDir: host.stateDir,

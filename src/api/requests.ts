@@ -8,6 +8,8 @@ import { z } from "zod";
 import { ArchSchema, BackendNameSchema } from "../contract/backend.ts";
 import { CommonErrors } from "../contract/errors.ts";
 import { NetworkModeSchema } from "../workspace/manifest.ts";
+import { EGRESS_MODES } from "../egress/policy.ts";
+import { parseAddHost, parseDnsUpstream, parseEgressAllow, parseEgressPassthrough, parsePublish, type AddHost, type DnsUpstream, type EgressInputs, type PortForward } from "../workspace/network.ts";
 import { ProfileNameSchema } from "../workspace/profiles.ts";
 import { ENV_KEY_PATTERN, HOSTNAME_PATTERN } from "../workspace/spec.ts";
 import type { CreateProviders } from "../workspace/providers.ts";
@@ -23,6 +25,45 @@ export const ResourcesRequestSchema = z.strictObject({
   cpus: z.number().int().min(1).max(256).optional(),
   sizeMib: z.number().int().min(64).optional(),
 });
+
+/**
+ * `user` networking settings, in the CLI flags' own spellings (each parsed by the flag's parser):
+ * `publish` as `-p`, `addHosts` as `--add-host NAME:IP`, `dns` as `--dns IP[:PORT]`, `egress` as
+ * `--egress`, `egressAllow` as `--egress-allow`, `egressPassthrough` as `--egress-passthrough`.
+ * Host-side egress settings (upstream CA files, the mediation channel's host listeners) are not a
+ * request's: they name host paths and host ports.
+ */
+export const NetworkOptionsRequestSchema = z.strictObject({
+  publish: z.array(z.string()).max(64).optional(),
+  addHosts: z.array(z.string()).max(256).optional(),
+  dns: z.string().optional(),
+  egress: z.enum(EGRESS_MODES).optional(),
+  egressAllow: z.array(z.string()).max(1024).optional(),
+  egressPassthrough: z.array(z.string()).max(256).optional(),
+});
+export type NetworkOptionsRequest = z.infer<typeof NetworkOptionsRequestSchema>;
+
+/** The create/run options a NetworkOptionsRequest stands for (INVALID_ARGUMENT naming the flag on a bad value). */
+export function networkOptionsFrom(o: NetworkOptionsRequest | undefined): {
+  forwards?: PortForward[];
+  addHosts?: AddHost[];
+  dns?: DnsUpstream;
+  egressAllow?: string[];
+  egress?: EgressInputs;
+} {
+  if (!o) return {};
+  const egress: EgressInputs = {
+    ...(o.egress !== undefined ? { mode: o.egress } : {}),
+    ...(o.egressPassthrough !== undefined ? { passthrough: o.egressPassthrough.map(parseEgressPassthrough) } : {}),
+  };
+  return {
+    ...(o.publish !== undefined ? { forwards: o.publish.map(parsePublish) } : {}),
+    ...(o.addHosts !== undefined ? { addHosts: o.addHosts.map(parseAddHost) } : {}),
+    ...(o.dns !== undefined ? { dns: parseDnsUpstream(o.dns) } : {}),
+    ...(o.egressAllow !== undefined ? { egressAllow: o.egressAllow.map(parseEgressAllow) } : {}),
+    ...(Object.keys(egress).length > 0 ? { egress } : {}),
+  };
+}
 
 /** A persistent workspace (`Workspace.create`); fields left out fall back to the spec file, the image or the defaults. */
 export const WorkspaceRequestSchema = z.strictObject({
@@ -44,6 +85,7 @@ export const WorkspaceRequestSchema = z.strictObject({
   hostname: z.string().regex(HOSTNAME_PATTERN).optional(),
   resources: ResourcesRequestSchema.optional(),
   network: NetworkModeSchema.optional(),
+  networkOptions: NetworkOptionsRequestSchema.optional(),
   backend: BackendNameSchema.optional(),
   arch: ArchSchema.optional(),
 });
@@ -66,6 +108,7 @@ export const RunRequestSchema = z.strictObject({
   setup: z.array(z.string()).optional(),
   resources: ResourcesRequestSchema.optional(),
   network: NetworkModeSchema.optional(),
+  networkOptions: NetworkOptionsRequestSchema.optional(),
   backend: BackendNameSchema.optional(),
   arch: ArchSchema.optional(),
 });

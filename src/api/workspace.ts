@@ -34,7 +34,7 @@ import {
   type StopResult,
   type WaitResult,
 } from "./lifecycle.ts";
-import { ExecRequestSchema, parseRequest, WorkspaceRequestSchema, type HostOptions, type WorkspaceRequest } from "./requests.ts";
+import { ExecRequestSchema, networkOptionsFrom, parseRequest, WorkspaceRequestSchema, type HostOptions, type WorkspaceRequest } from "./requests.ts";
 import { createJson, startJson } from "./results.ts";
 import { workspaceStatus, type WorkspaceStatus } from "./status.ts";
 
@@ -82,6 +82,7 @@ export class Workspace {
       cpus: req.resources?.cpus,
       sizeMib: req.resources?.sizeMib,
       network: req.network,
+      ...networkOptionsFrom(req.networkOptions),
       backend: req.backend,
       arch: req.arch,
       stateDir: host.stateDir,

@@ -72,3 +72,33 @@ test("api-facade: requests are validated at the boundary and host-only fields ar
   await assert.rejects(run({ image: "a", timeoutMs: 0 }, host), code("INVALID_ARGUMENT", /timeoutMs/));
   await assert.rejects(run({ image: "a", stateDir: "/x" } as never, host), code("INVALID_ARGUMENT"));
 });
+
+test("api-facade: networkOptions take the CLI flags' spellings and land in the manifest; a bad one is INVALID_ARGUMENT naming it", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "api-facade-net-"));
+  const host = { stateDir: join(dir, "state"), providers: await providersIn(dir) };
+  try {
+    const ws = await Workspace.create(
+      "netopts",
+      {
+        image: "reg/img:1",
+        networkOptions: { publish: ["8080:80"], addHosts: ["db.test:10.0.0.5"], dns: "127.0.0.1:5353", egress: "strict", egressAllow: ["db.test", ".example.test"], egressPassthrough: ["pinned.example.test"] },
+      },
+      host,
+    );
+    const { readManifest } = await import("../../src/workspace/manifest.ts");
+    const { workspacePaths } = await import("../../src/workspace/paths.ts");
+    const m = await readManifest(workspacePaths(host.stateDir, ws.name));
+    assert.equal(m.network.mode, "user");
+    assert.deepEqual(m.network.forwards, [{ hostIp: "127.0.0.1", hostPort: 8080, guestPort: 80, proto: "tcp" }]);
+    assert.deepEqual(m.network.addHosts, [{ name: "db.test", ip: "10.0.0.5" }]);
+    assert.deepEqual(m.network.dns, { ip: "127.0.0.1", port: 5353 });
+    assert.deepEqual(m.network.egressAllow, ["db.test", ".example.test"]);
+    assert.equal(m.network.egress?.mode, "strict");
+    assert.deepEqual(m.network.egress?.passthrough, ["pinned.example.test"]);
+    await assert.rejects(Workspace.create("bad", { image: "reg/img:1", networkOptions: { publish: ["nope"] } }, host), code("INVALID_ARGUMENT", /--publish 'nope'/));
+    await assert.rejects(Workspace.create("bad", { image: "reg/img:1", networkOptions: { upstreamCa: ["/etc/x.pem"] } as never }, host), code("INVALID_ARGUMENT", /upstreamCa/));
+    await assert.rejects(Workspace.create("bad", { image: "reg/img:1", network: "isolated", networkOptions: { addHosts: ["a.test:10.0.0.1"] } }, host), code("INVALID_ARGUMENT", /--add-host/));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

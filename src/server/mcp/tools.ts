@@ -124,7 +124,8 @@ export function buildMcpServer(o: McpOptions): McpServer {
     {
       title: "Create a workspace",
       description: "Create a persistent workspace from an image (state prepared); boot it with workspace_start.",
-      inputSchema: WorkspaceRequestSchema.extend({ name, idempotencyKey }),
+      // No networkOptions: an agent must not widen its own egress policy (allow lists, passthrough, published ports).
+      inputSchema: WorkspaceRequestSchema.omit({ networkOptions: true }).extend({ name, idempotencyKey }),
       annotations: mutating,
     },
     async (a) =>
