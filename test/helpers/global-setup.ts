@@ -37,6 +37,32 @@ export function findProcessesMentioning(needle: string): Array<{ pid: number; cm
   return found;
 }
 
+/** The VMMs and supervisors whose command line names `stateDir` (a suite's own). */
+export function vmProcessesOf(stateDir: string): Array<{ pid: number; cmdline: string }> {
+  return findProcessesMentioning(stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
+}
+
+/**
+ * The orphan check at the end of a suite: its processes get `graceMs` to exit (a supervisor that just
+ * recorded its final state is on its way out), the rest are SIGKILLed. Returns the command lines that
+ * had to be killed; the suite asserts the list is empty (after its own cleanup, so a failure leaves nothing).
+ */
+export async function reapVmProcesses(stateDir: string, graceMs = 5000): Promise<string[]> {
+  let left = vmProcessesOf(stateDir);
+  for (let waited = 0; waited < graceMs && left.length > 0; waited += 50) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = vmProcessesOf(stateDir);
+  }
+  for (const p of left) {
+    try {
+      process.kill(p.pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  return left.map((p) => p.cmdline);
+}
+
 export async function globalTeardown(): Promise<void> {
   const root = process.env.MICROAGENT_TEST_ROOT;
   if (!root) return;

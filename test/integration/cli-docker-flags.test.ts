@@ -12,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { findProcessesMentioning, reapVmProcesses } from "../helpers/global-setup.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 
 const BIN = resolve("bin/microagent.js");
@@ -108,20 +108,9 @@ after(async () => {
   } catch {
     /* no server left */
   }
-  let left = liveProcesses();
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = liveProcesses();
-  }
-  for (const p of left) {
-    try {
-      process.kill(p.pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 test("docker flags: refused ones and impossible combinations are usage errors naming the reason, before anything boots", async () => {

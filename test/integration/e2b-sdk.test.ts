@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer";
 import { Sandbox, CommandExitError, NotFoundError, TimeoutError, type CommandHandle } from "e2b";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
 import { addTreeLayer, buildBusyboxImage, pushImage, type OciImage } from "../helpers/oci-image.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { reapVmProcesses } from "../helpers/global-setup.ts";
 import { e2bFetch, startE2bServer, type E2bServer } from "../../src/server/e2b/server.ts";
 import { envelope } from "../../src/server/e2b/connect.ts";
 import { Workspace } from "../../src/api/workspace.ts";
@@ -88,22 +88,10 @@ before(async () => {
 after(async () => {
   await server?.close().catch(() => {});
   // Orphan check: supervisors that just recorded their final state get a moment to exit.
-  const live = () => findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
-  let left = live();
-  for (let i = 0; i < 300 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = live();
-  }
-  for (const p of left) {
-    try {
-      process.kill(p.pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  const left = await reapVmProcesses(fx.stateDir, 15_000);
   await img?.cleanup();
   await fx?.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 test("create: Sandbox.create boots one workspace per sandbox and reports it running", async () => {

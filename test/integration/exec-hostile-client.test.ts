@@ -12,7 +12,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { reapVmProcesses } from "../helpers/global-setup.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
@@ -103,14 +103,9 @@ before(async () => {
 after(async () => {
   await stopWorkspace(WS, "kill", { stateDir: fx.stateDir }).catch(() => {});
   await deleteWorkspace(WS, { stateDir: fx.stateDir, force: true }).catch(() => {});
-  let left = findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await sleep(50);
-    left = findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
-  }
-  for (const p of left) process.kill(p.pid, "SIGKILL");
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 test("exec: 3 flooding execs whose CLIs are suspended leave the supervisor alive and bounded; they are cut off with SUPERVISOR_CLIENT_STALLED", { timeout: 300_000 }, async () => {

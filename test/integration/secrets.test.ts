@@ -13,7 +13,7 @@ import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { findProcessesMentioning, reapVmProcesses } from "../helpers/global-setup.ts";
 import { runCli } from "../helpers/cli.ts";
 import { scratchDir } from "../helpers/scratch.ts";
 import { RESULT_SCHEMAS } from "../../src/contract/results.ts";
@@ -94,21 +94,10 @@ before(async () => {
 });
 
 after(async () => {
-  let left = liveProcesses();
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = liveProcesses();
-  }
-  for (const p of left) {
-    try {
-      process.kill(p.pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
   rmSync(src, { recursive: true, force: true });
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 test("secrets: env:, file: and cmd: secrets reach /run/secrets (tmpfs, 0400, the workload's user) at every start; a removed source refuses the start", { timeout: 900_000 }, async () => {

@@ -10,7 +10,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFi
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { findProcessesMentioning, reapVmProcesses } from "../helpers/global-setup.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
@@ -45,20 +45,9 @@ before(async () => {
 });
 
 after(async () => {
-  let left = liveProcesses();
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = liveProcesses();
-  }
-  for (const p of left) {
-    try {
-      process.kill(p.pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 /** The report's payload: window title, screen clear, OSC 52 clipboard write. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { findProcessesMentioning, reapVmProcesses } from "../helpers/global-setup.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspaceStatus } from "../../src/workspace/status.ts";
@@ -59,20 +59,9 @@ before(async () => {
 after(async () => {
   // Orphan check: nothing this suite started may survive it (supervisors that just recorded their
   // final state get a moment to exit).
-  let left = liveProcesses();
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = liveProcesses();
-  }
-  for (const p of left) {
-    try {
-      process.kill(p.pid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 test("workspace: persistent workspace through start, exec, halt/start, quarantine, kill and a dead supervisor", { timeout: 600_000 }, async () => {

@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, realProviders, type WorkspaceFixture } from "../helpers/workspace.ts";
-import { findProcessesMentioning } from "../helpers/global-setup.ts";
+import { reapVmProcesses } from "../helpers/global-setup.ts";
 import { createWorkspace } from "../../src/workspace/create.ts";
 import { deleteWorkspace } from "../../src/workspace/delete.ts";
 import { workspacePaths } from "../../src/workspace/paths.ts";
@@ -33,15 +33,9 @@ before(async () => {
 
 after(async () => {
   for (const s of strangers) s.kill("SIGKILL");
-  const live = () => findProcessesMentioning(fx.stateDir).filter((p) => /qemu-system|supervisor\/main/.test(p.cmdline));
-  let left = live();
-  for (let i = 0; i < 100 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = live();
-  }
-  for (const p of left) process.kill(p.pid, "SIGKILL");
+  const left = await reapVmProcesses(fx.stateDir);
   await fx.cleanup();
-  assert.deepEqual(left.map((p) => p.cmdline), [], "a qemu or supervisor process survived the suite");
+  assert.deepEqual(left, [], "a qemu or supervisor process survived the suite");
 });
 
 function stranger(): number {
