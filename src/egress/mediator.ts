@@ -132,7 +132,15 @@ export class EgressMediator {
     for (const t of o.egress.mediation) this.#mediation.set(t.guestPort, { ...t, reachable: null, detail: "not probed yet" });
     this.policy = { decide: (req) => this.#decide(req), capRefused: (req, cap) => this.#stackCap(req, cap) };
     this.connector = { connect: (target, h) => this.#connect(target, h) };
-    this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: this.audit });
+    // DNS decisions go through `record` like flows, so an audit that cannot be written severs the
+    // mediator here too; the throw makes the stack answer SERVFAIL instead of an unaudited answer.
+    const dnsAudit: AuditSink = {
+      write: (r) => {
+        this.record(r);
+        if (this.#failed) throw this.#failed;
+      },
+    };
+    this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: dnsAudit });
   }
 
   /** Upstream TLS trust, computed on first use (loading the host's roots costs tens of ms: not at start). */

@@ -72,6 +72,8 @@ export interface WorldOptions {
   addHosts?: Array<{ name: string; ip: string }>;
   issuer?: LeafIssuerOptions;
   stack?: NetworkStackOptions;
+  /** Replaces the collecting sink (a failing audit, say). */
+  audit?: { write(r: Omit<EgressRecord, "time" | "workspace">): void };
   /** Replaces server A's handler (after its request is noted in `seen.a`). */
   handlerA?: Handler;
 }
@@ -118,7 +120,7 @@ export async function world(flags: EgressFlags, o: WorldOptions = {}): Promise<W
     egress: resolveEgressFlags(flags),
     gateway: GW,
     addHosts,
-    audit: rec,
+    audit: o.audit ?? rec,
     upstream: routes,
     issuer: new LeafIssuer(workspaceCa, o.issuer ?? {}),
     upstreamCa: upstreamTrust([upstreamCa.certPem]),

@@ -391,3 +391,27 @@ test("egress-hostile: case 34: quarantine cuts a MITM flow, a spliced flow and a
     await w.close();
   }
 });
+
+test("egress-hostile: a DNS decision whose audit record cannot be written severs the mediator (fail closed) and the guest gets SERVFAIL, not an unaudited answer", async () => {
+  const w = await world(
+    {},
+    {
+      audit: {
+        write: () => {
+          throw new Error("EIO: disk gone");
+        },
+      },
+    },
+  );
+  w.resolver.set("allowed.test", A_IP);
+  try {
+    const r = await w.net.dnsQuery("allowed.test");
+    assert.equal(r.rcode, "SERVFAIL");
+    assert.equal(r.answers?.length ?? 0, 0);
+    assert.match(String(w.med.failure), /EIO/, "the mediator recorded its failure");
+    assert.equal((await w.net.dnsQuery("allowed.test")).rcode, "SERVFAIL", "and stays closed");
+    await assert.rejects(w.net.tcp(A_IP, 443), /ECONNREFUSED/, "no flow passes unaudited");
+  } finally {
+    await w.close();
+  }
+});
