@@ -37,6 +37,14 @@ import type { SwapSecret } from "../secrets/placeholder.ts";
 
 export const MEDIATION_NAME = "mediation.microagent.internal";
 
+/** What each of the stack's cap reasons counts, for the audit's reason text. */
+const STACK_CAPS: Readonly<Record<string, string>> = {
+  "tcp-flow-cap": "open TCP flows",
+  "tcp-half-open-cap": "half-open TCP connections",
+  "tcp-buffer-cap": "buffered bytes",
+  "udp-flow-cap": "UDP flows",
+};
+
 export interface EgressMediatorOptions {
   egress: ResolvedEgressOptions;
   /** The gateway address the guest sees (the stack's `config.gatewayIp`). */
@@ -122,9 +130,17 @@ export class EgressMediator {
     this.#probeTimeoutMs = o.mediationProbeTimeoutMs ?? 1000;
     this.#onFailure = o.onFailure;
     for (const t of o.egress.mediation) this.#mediation.set(t.guestPort, { ...t, reachable: null, detail: "not probed yet" });
-    this.policy = { decide: (req) => this.#decide(req) };
+    this.policy = { decide: (req) => this.#decide(req), capRefused: (req, cap) => this.#stackCap(req, cap) };
     this.connector = { connect: (target, h) => this.#connect(target, h) };
-    this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: this.audit });
+    // DNS decisions go through `record` like flows, so an audit that cannot be written severs the
+    // mediator here too; the throw makes the stack answer SERVFAIL instead of an unaudited answer.
+    const dnsAudit: AuditSink = {
+      write: (r) => {
+        this.record(r);
+        if (this.#failed) throw this.#failed;
+      },
+    };
+    this.dnsObserver = createDnsMediator({ config: this.config, pins: this.pins, audit: dnsAudit });
   }
 
   /** Upstream TLS trust, computed on first use (loading the host's roots costs tens of ms: not at start). */
@@ -218,6 +234,13 @@ export class EgressMediator {
       return { verdict: "deny", reason: cap.reason };
     }
     return { verdict: "allow" };
+  }
+
+  /** The stack's own caps refused a flow (research (e) cases 20, 21, 31): audited like ours. */
+  #stackCap(req: DestinationRequest, cap: { reason: string; limit: number }): void {
+    if (this.#severed) return;
+    const what = STACK_CAPS[cap.reason] ?? cap.reason;
+    this.capRecord(req.proto, formatDst(req.dstIp, req.dstPort), `the network stack's cap of ${cap.limit} ${what} was reached; the flow was refused`, cap.limit);
   }
 
   #connect(target: TcpTarget, h: ByteStreamHandlers): ByteStream {

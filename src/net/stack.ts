@@ -288,8 +288,8 @@ export class NetworkStack {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw NetErrors.NET_INVALID_CONFIG({ message: `guest port ${port} is not in 1-65535` });
     const cap = this.#capHit();
     if (cap) {
-      bump(this.#stats.tcpRefused, cap);
-      throw NetErrors.NET_CAP_EXCEEDED({ message: `cannot open a connection into the guest: ${cap}`, details: { reason: cap } });
+      bump(this.#stats.tcpRefused, cap.reason);
+      throw NetErrors.NET_CAP_EXCEEDED({ message: `cannot open a connection into the guest: ${cap.reason}`, details: { reason: cap.reason } });
     }
     let local = 0;
     for (let i = 0; i <= EPHEMERAL_HIGH - EPHEMERAL_LOW; i++) {
@@ -461,8 +461,11 @@ export class NetworkStack {
         bump(this.#stats.udpRefused, reason);
         this.#emit(buildIcmpUnreachable(this.#addr(dst), code, frame, ETH_HEADER_BYTES));
       };
-      if (this.#udp.size >= this.config.caps.maxUdpFlows) return refuse("udp-flow-cap");
       const dstText = formatIpv4(dst);
+      if (this.#udp.size >= this.config.caps.maxUdpFlows) {
+        this.#deps.policy.capRefused?.({ proto: "udp", dstIp: dstText, dstPort: u.dstPort, guestPort: u.srcPort }, { reason: "udp-flow-cap", limit: this.config.caps.maxUdpFlows });
+        return refuse("udp-flow-cap");
+      }
       const v = this.#deps.policy.decide({ proto: "udp", dstIp: dstText, dstPort: u.dstPort, guestPort: u.srcPort });
       if (v.verdict !== "allow") return refuse(`denied: ${v.reason}`);
       flow = this.#openUdp(key, u.srcPort, dst, dstText, u.dstPort);
@@ -541,11 +544,11 @@ export class NetworkStack {
 
   // ------------------------------------------------------------------------------------------- TCP
 
-  #capHit(): string | undefined {
+  #capHit(): { reason: string; limit: number } | undefined {
     const c = this.config.caps;
-    if (this.#tcpOpen >= c.maxTcpFlows) return "tcp-flow-cap";
-    if (this.#halfOpen >= c.maxHalfOpen) return "tcp-half-open-cap";
-    if (this.#buffered >= c.totalBufferBytes) return "tcp-buffer-cap";
+    if (this.#tcpOpen >= c.maxTcpFlows) return { reason: "tcp-flow-cap", limit: c.maxTcpFlows };
+    if (this.#halfOpen >= c.maxHalfOpen) return { reason: "tcp-half-open-cap", limit: c.maxHalfOpen };
+    if (this.#buffered >= c.totalBufferBytes) return { reason: "tcp-buffer-cap", limit: c.totalBufferBytes };
     return undefined;
   }
 
@@ -571,7 +574,8 @@ export class NetworkStack {
     }
     const cap = this.#capHit();
     if (cap) {
-      bump(this.#stats.tcpRefused, cap);
+      bump(this.#stats.tcpRefused, cap.reason);
+      this.#deps.policy.capRefused?.({ proto: "tcp", dstIp: formatIpv4(dst), dstPort: seg.dstPort, guestPort: seg.srcPort }, cap);
       return this.#rstFor(dst, seg);
     }
     const dstText = formatIpv4(dst);

@@ -83,6 +83,12 @@ export type DestinationVerdict = { verdict: "allow" } | { verdict: "deny"; reaso
  */
 export interface DestinationPolicy {
   decide(req: DestinationRequest): DestinationVerdict;
+  /**
+   * The stack refused a new flow for one of its own caps (flow count, half-open, buffer) before
+   * asking `decide`: told so the refusal can be audited like any other (an RST or ICMP error the
+   * guest gets with no record would hide a flood). `limit` is the cap's configured value.
+   */
+  capRefused?(req: DestinationRequest, cap: { reason: string; limit: number }): void;
 }
 
 export interface ResolverQueryInfo {
