@@ -304,7 +304,7 @@ export class Supervisor implements ControlHandlers {
       this.#guestReadyAt = new Date().toISOString();
       link.onWorkloadOutput((s, d) => this.#onWorkloadOutput(s, d));
       if (restore) await this.#guard(this.#bounded(this.#resumeGuest(link, restore, remaining()), remaining(), "the restored guest to resume", bound, bootTimeout));
-      else if (this.config.warmCapture && link.hello.state === "awaiting-config") await this.#captureWarm(vm, this.config.warmCapture);
+      else if (this.config.warmCapture && link.hello.state === "awaiting-config") await this.#captureWarm(vm, link, this.config.warmCapture);
       let bootConfig: unknown = this.config.bootConfig;
       for (const s of this.#services) {
         if (!s.bootConfig) continue;
@@ -834,12 +834,17 @@ export class Supervisor implements ControlHandlers {
   }
 
   /** The warm-run capture (config.warmCapture): pause, freeze the disk, save, thaw; failures only logged. */
-  async #captureWarm(vm: RunningVm, w: { stateFile: string; overlayPath: string }): Promise<void> {
+  async #captureWarm(vm: RunningVm, link: GuestLink, w: { stateFile: string; overlayPath: string }): Promise<void> {
     const snap = this.deps.backend.snapshot;
     if (!snap || !this.deps.freeze || !this.deps.thaw) return;
     const t0 = performance.now();
     let paused = false;
     try {
+      // A ping answered means the guest has taken our welcome and its session is active. Captured any
+      // earlier, it would still wait for a welcome that was in flight (bytes in flight are not part of
+      // the saved state) and ignore every later host's hello request: each restore of that snapshot
+      // then timed out waiting for the guest's hello, with nothing on the serial console.
+      await link.ping(10_000);
       await this.deps.freeze(vm);
       paused = true;
       const frozen = await snap.freezeDisk(vm, this.#launch, w.overlayPath);
@@ -886,6 +891,9 @@ export class Supervisor implements ControlHandlers {
           remediation: `Resume it (\`microagent resume ${this.config.workspace}\`) and snapshot the running workspace: the secrets are wiped for the capture and delivered again after it.`,
         });
       }
+      // As for a warm capture: the guest has consumed what the host sent so far (a frame half-read
+      // at the capture would garble the restored guest's first frame from its new host).
+      if (!wasPaused && this.#link) await this.#link.ping(10_000);
       if (!wasPaused) wiped = await this.#wipeGuestSecrets();
       if (!wasPaused) {
         this.#transitionPhase("paused", "pause");
