@@ -3,6 +3,7 @@
  * lifecycle.ts): the per-workspace snapshot lock, the summary shape, and the checks and disk swap a
  * restore does before its supervisor is spawned.
  */
+import type { RestoreRequest } from "../supervisor/restore-request.ts";
 import { join } from "node:path";
 import { acquireLock, type LockHandle } from "../workspace/lock.ts";
 import { readManifest } from "../workspace/manifest.ts";
@@ -29,19 +30,11 @@ export function snapshotSummary(s: SnapshotInfo): SnapshotSummary {
   };
 }
 
-/** What the supervisor is handed to restore instead of booting (MICROAGENT_RESTORE_JSON). */
-export interface RestorePlan {
-  stateFile: string;
-  tag: string;
-  sourceHostname: string;
-  sourceMac?: string;
-  hostname: string;
-  fork: boolean;
+/** What the supervisor is handed to restore instead of booting (MICROAGENT_RESTORE_JSON), plus whose snapshot it is. */
+export type RestorePlan = RestoreRequest & {
   /** The workspace whose snapshot it is. */
   source: string;
-  /** For a warm entry: its hashes, which the supervisor checks while QEMU starts. */
-  verify?: { stateSha256: string; disk: { path: string; sha256: string }; entryDir?: string };
-}
+};
 
 /**
  * Before a restore boot (the caller holds the workspace lock, the workspace is offline): check the

@@ -32,21 +32,11 @@ import { Supervisor, type ResolvedSupervisorConfig } from "./session.ts";
 import { setWorkspaceDisk } from "../workspace/snapshots.ts";
 import { commitWarmEntry } from "../workspace/warm.ts";
 import { z } from "zod";
+import { RestoreRequestSchema } from "./restore-request.ts";
 
 /** What `MICROAGENT_WARM_CAPTURE_JSON` carries: where `run`'s warm capture goes. */
 const WarmCaptureSchema = z.object({ stateDir: z.string(), key: z.string(), tmp: z.string(), overlayPath: z.string() });
 
-/** What `MICROAGENT_RESTORE_JSON` carries (ResolvedSupervisorConfig.restore). */
-export const RestoreRequestSchema = z.object({
-  stateFile: z.string(),
-  tag: z.string(),
-  sourceHostname: z.string(),
-  sourceMac: z.string().optional(),
-  hostname: z.string(),
-  fork: z.boolean(),
-  /** A warm entry's hashes, checked while QEMU starts (the caller did not hash them). */
-  verify: z.object({ stateSha256: z.string(), disk: z.object({ path: z.string(), sha256: z.string() }), entryDir: z.string().optional() }).optional(),
-});
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 90_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 15_000;

@@ -18,6 +18,7 @@ import type { Duplex } from "node:stream";
 import { randomBytes, randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { sha256File } from "../util/hash.ts";
+import type { RestoreRequest } from "./restore-request.ts";
 import { CommonErrors, isMicroagentError, toMicroagentError, type MicroagentError } from "../contract/errors.ts";
 import type { Backend, RunningVm, VmExit, VmLaunchSpec } from "../backend/types.ts";
 import type { WorkspaceState } from "../workspace/events.ts";
@@ -56,16 +57,7 @@ export interface ResolvedSupervisorConfig {
    * machine, then tell the guest it was restored (`resume`: fresh entropy, the time, and the new
    * `hostname` / NIC identity of a fork, when they differ from the snapshot's `sourceHostname`/`sourceMac`).
    */
-  restore?: {
-    stateFile: string;
-    tag: string;
-    sourceHostname: string;
-    sourceMac?: string;
-    hostname: string;
-    fork: boolean;
-    /** Hashes to check while QEMU starts, before the state is loaded (a warm entry's). */
-    verify?: { stateSha256: string; disk: { path: string; sha256: string }; entryDir?: string };
-  };
+  restore?: RestoreRequest;
   /**
    * Warm `run` snapshot: right after the guest's hello, before its boot config, capture the VM (state
    * to `stateFile`, disk frozen, the VM going on on `overlayPath`), then boot on as usual. A failed
