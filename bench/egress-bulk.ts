@@ -126,15 +126,16 @@ async function bulk(w: string, url: string, tlsArgs = ""): Promise<{ down: numbe
  * request, first byte), with `time_connect` and `time_appconnect` kept for the breakdown. In ms.
  */
 interface Ttfb {
+  lookup: number[];
   connect: number[];
   tls: number[];
   first: number[];
 }
 async function ttfb(w: string, url: string, tlsArgs: string): Promise<Ttfb> {
-  const out = await sh(w, `i=0; while [ $i -lt ${CONNS + 1} ]; do curl -sS --fail ${tlsArgs} -o /dev/null -w '%{time_connect} %{time_appconnect} %{time_starttransfer}\\n' ${url}/ttfb || exit 1; i=$((i+1)); done`);
+  const out = await sh(w, `i=0; while [ $i -lt ${CONNS + 1} ]; do curl -sS --fail ${tlsArgs} -o /dev/null -w '%{time_namelookup} %{time_connect} %{time_appconnect} %{time_starttransfer}\\n' ${url}/ttfb || exit 1; i=$((i+1)); done`);
   // The first connection pays the leaf issuance and the guest's cold caches: dropped.
   const rows = out.trim().split("\n").slice(1).map((l) => l.split(" ").map((v) => Number(v) * 1000));
-  return { connect: rows.map((r) => r[0]!), tls: rows.map((r) => r[1]!), first: rows.map((r) => r[2]!) };
+  return { lookup: rows.map((r) => r[0]!), connect: rows.map((r) => r[1]!), tls: rows.map((r) => r[2]!), first: rows.map((r) => r[3]!) };
 }
 
 let toolsCleanup = async () => {};
@@ -160,7 +161,8 @@ try {
   const runs: Record<string, Result[]> = { passt: [], off: [], passthru: [], mitm: [] };
   const ttfbs: Record<string, Ttfb> = {};
   const addTtfb = (k: string, t: Ttfb) => {
-    const acc = (ttfbs[k] ??= { connect: [], tls: [], first: [] });
+    const acc = (ttfbs[k] ??= { lookup: [], connect: [], tls: [], first: [] });
+    acc.lookup.push(...t.lookup);
     acc.connect.push(...t.connect);
     acc.tls.push(...t.tls);
     acc.first.push(...t.first);
@@ -220,7 +222,7 @@ try {
     off: { downMbps: med("off", "downMbps"), upMbps: med("off", "upMbps"), tlsDownMbps: med("off", "tlsDownMbps"), tlsUpMbps: med("off", "tlsUpMbps") },
     passthru: { tlsDownMbps: med("passthru", "tlsDownMbps"), tlsUpMbps: med("passthru", "tlsUpMbps") },
     mitm: { tlsDownMbps: med("mitm", "tlsDownMbps"), tlsUpMbps: med("mitm", "tlsUpMbps") },
-    ttfbP50Ms: Object.fromEntries(Object.entries(ttfbs).map(([k, t]) => [k, { connect: median(t.connect), tls: median(t.tls), first: median(t.first) }])) as Record<"direct" | "directStore" | "passthru" | "mitm" | "mitmBundle", { connect: number; tls: number; first: number }>,
+    ttfbP50Ms: Object.fromEntries(Object.entries(ttfbs).map(([k, t]) => [k, { lookup: median(t.lookup), connect: median(t.connect), tls: median(t.tls), first: median(t.first) }])) as Record<"direct" | "directStore" | "passthru" | "mitm" | "mitmBundle", { lookup: number; connect: number; tls: number; first: number }>,
     loadavg1: load,
   };
   const ratios = {
@@ -245,8 +247,8 @@ try {
   console.log(`  off       tcp ${f(r.off.downMbps)} / ${f(r.off.upMbps)}   tls ${f(r.off.tlsDownMbps)} / ${f(r.off.tlsUpMbps)}   (tcp ${x(ratios.offOverPasstDown)} / ${x(ratios.offOverPasstUp)} passt)`);
   console.log(`  passthru  tls ${f(r.passthru.tlsDownMbps)} / ${f(r.passthru.tlsUpMbps)}   ${x(ratios.passthruOverPasstTcpDown)} / ${x(ratios.passthruOverPasstTcpUp)} passt tcp (goal >= 0.5x), ${x(ratios.passthruOverPasstTlsDown)} / ${x(ratios.passthruOverPasstTlsUp)} passt tls`);
   console.log(`  mitm      tls ${f(r.mitm.tlsDownMbps)} / ${f(r.mitm.tlsUpMbps)}   ${x(ratios.mitmOverPasstTcpDown)} / ${x(ratios.mitmOverPasstTcpUp)} passt tcp (goal >= 0.4x), ${x(ratios.mitmOverPasstTlsDown)} / ${x(ratios.mitmOverPasstTlsUp)} passt tls`);
-  console.log(`new HTTPS connection, p50 of ${CONNS} curls in the guest, ms (tcp connect / tls done / first byte):`);
-  const t = (k: keyof typeof r.ttfbP50Ms) => `${r.ttfbP50Ms[k].connect.toFixed(1)} / ${r.ttfbP50Ms[k].tls.toFixed(1)} / ${r.ttfbP50Ms[k].first.toFixed(1)}`;
+  console.log(`new HTTPS connection, p50 of ${CONNS} curls in the guest, ms (name looked up / tcp connected / tls done / first byte):`);
+  const t = (k: keyof typeof r.ttfbP50Ms) => `${r.ttfbP50Ms[k].lookup.toFixed(1)} / ${r.ttfbP50Ms[k].connect.toFixed(1)} / ${r.ttfbP50Ms[k].tls.toFixed(1)} / ${r.ttfbP50Ms[k].first.toFixed(1)}`;
   console.log(`  direct (off), one CA file          ${t("direct")}`);
   console.log(`  direct (off), the image's store     ${t("directStore")}`);
   console.log(`  mitm (guarded), workspace CA only   ${t("mitm")}   ${x(ratios.ttfbMitmOverDirect)} direct one CA (goal <= 2.5x)`);
