@@ -178,6 +178,12 @@ try {
     try {
       await putCa(w);
       await body();
+    } catch (e) {
+      // What the mediator said about the failed flow (guarded workspaces): the audit's non-allow records.
+      const a = await runCli(["--state-dir", fx.stateDir, "--json", "egress", w]);
+      const recs = a.code === 0 ? ((JSON.parse(a.out) as { egress: Array<{ type: string }> }).egress ?? []) : [];
+      for (const x of recs.filter((x) => !["egress_allow", "egress_close", "egress_dns_allow"].includes(x.type)).slice(-10)) console.error(JSON.stringify(x));
+      throw e;
     } finally {
       await cli("kill", w);
     }
