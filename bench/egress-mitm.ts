@@ -4,7 +4,8 @@
  *  - time to first response byte of a *new* HTTPS connection: direct TLS from the host to the
  *    server, through the stack with passthrough, and through the stack with MITM (the goal: MITM at
  *    most 2.5x direct);
- *  - bulk download (MiB/s) of one HTTPS response through passthrough and through MITM.
+ *  - bulk download (MiB/s) of one HTTPS response through the stack without a mediator (as
+ *    `--egress off`), through passthrough and through MITM.
  * Prints a table and a JSON line; records, it does not assert.
  *
  *   node bench/egress-mitm.ts [--conns 30] [--mib 64]
@@ -112,6 +113,10 @@ async function bulk(w: ReturnType<typeof world>, ca: string): Promise<number> {
   if (r.bytes < big.length) throw new Error(`short download: ${r.bytes}`);
   return r.bytes / (1 << 20) / (r.totalMs / 1000);
 }
+// The same stack with no mediator (what `--egress off` runs): the splice's own share of the cost.
+const plainRoutes = new LoopbackRoutes().map(`${IP}:443`, port);
+const plain = { net: new GuestNet({ stack: { dns: { hosts: { "bench.test": IP } } }, policy: { decide: () => ({ verdict: "allow" as const }) }, connector: plainRoutes }), med: null };
+const bulkPlain = await bulk(plain as unknown as ReturnType<typeof world>, upCa.certPem);
 const bulkPass = await bulk(pass, upCa.certPem);
 const bulkMitm = await bulk(mitm, wsCa.certPem);
 const p50 = { direct: median(ttfb.direct!), passthrough: median(ttfb.passthrough!), mitm: median(ttfb.mitm!) };
@@ -119,8 +124,9 @@ console.log(`new HTTPS connection, time to first byte (p50 of ${N}):`);
 console.log(`  direct TLS (host -> server)   ${p50.direct.toFixed(2)} ms`);
 console.log(`  through the stack, passthrough ${p50.passthrough.toFixed(2)} ms`);
 console.log(`  through the stack, MITM        ${p50.mitm.toFixed(2)} ms   ratio MITM/direct ${(p50.mitm / p50.direct).toFixed(2)}x (goal <= 2.5x), MITM/passthrough ${(p50.mitm / p50.passthrough).toFixed(2)}x`);
-console.log(`bulk download of ${MIB} MiB over one connection: passthrough ${bulkPass.toFixed(0)} MiB/s, MITM ${bulkMitm.toFixed(0)} MiB/s (ratio ${(bulkMitm / bulkPass).toFixed(2)})`);
-console.log(JSON.stringify({ bench: "egress-mitm", conns: N, ttfbP50Ms: p50, ratioMitmDirect: p50.mitm / p50.direct, ratioMitmPassthrough: p50.mitm / p50.passthrough, bulkMiBps: { passthrough: bulkPass, mitm: bulkMitm } }));
+console.log(`bulk download of ${MIB} MiB over one connection: no mediator ${bulkPlain.toFixed(0)} MiB/s, passthrough ${bulkPass.toFixed(0)} MiB/s, MITM ${bulkMitm.toFixed(0)} MiB/s (ratio ${(bulkMitm / bulkPass).toFixed(2)})`);
+console.log(JSON.stringify({ bench: "egress-mitm", conns: N, ttfbP50Ms: p50, ratioMitmDirect: p50.mitm / p50.direct, ratioMitmPassthrough: p50.mitm / p50.passthrough, bulkMiBps: { noMediator: bulkPlain, passthrough: bulkPass, mitm: bulkMitm } }));
+plain.net.close();
 pass.net.close();
 mitm.net.close();
 server.closeAllConnections();

@@ -62,3 +62,15 @@ test("egress-flags: createEgressMediation sets up CA (0600 key), audit and boot 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("egress-flags: the host's roots hold each certificate once, however the stores spell it", async () => {
+  const { X509Certificate } = await import("node:crypto");
+  const { hostRootCertificates, uniqueCertificates } = await import("../../src/egress/trust.ts");
+  const roots = hostRootCertificates();
+  assert.ok(roots.length > 0);
+  const fingerprints = roots.map((p) => new X509Certificate(p).fingerprint256);
+  assert.equal(new Set(fingerprints).size, roots.length, "no certificate twice in the bundle the guest parses per process");
+  const p = generateCa({ workspace: "w" }).certPem.trim();
+  const rewrapped = p.replace(/\n/g, "\r\n").replace(/(-----BEGIN CERTIFICATE-----)\r\n/, "$1\n");
+  assert.deepEqual(uniqueCertificates([p, `${p}\n`, rewrapped]), [`${p}\n`]);
+});
