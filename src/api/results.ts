@@ -103,13 +103,9 @@ export function startJson(r: StartResult, wait?: WaitJson): StartJson {
   };
 }
 
-/** `create --json`: what was recorded (manifest highlights), the first event, cache hit, timings. */
-export function createJson(r: CreateResult): CreateJson {
-  const m = r.manifest;
+/** What `create --json` reports of a manifest (a created workspace and a fork alike). */
+function manifestHighlights(m: CreateResult["manifest"]) {
   return {
-    workspace: r.name,
-    state: r.state.state,
-    event: r.state,
     backend: m.backend,
     arch: m.arch,
     image: m.image,
@@ -118,6 +114,16 @@ export function createJson(r: CreateResult): CreateJson {
     secrets: (m.secrets ?? []).map((s) => ({ name: s.name, source: describeSource(s.source), delivery: s.delivery, hosts: s.hosts })),
     boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((f) => f.target) },
     artifacts: m.artifacts,
+  };
+}
+
+/** `create --json`: what was recorded (manifest highlights), the first event, cache hit, timings. */
+export function createJson(r: CreateResult): CreateJson {
+  return {
+    workspace: r.name,
+    state: r.state.state,
+    event: r.state,
+    ...manifestHighlights(r.manifest),
     rootfsCacheHit: r.rootfsCacheHit,
     timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, Math.round(v * 10) / 10])),
   };
@@ -125,19 +131,11 @@ export function createJson(r: CreateResult): CreateJson {
 
 /** `create --from-snapshot --json`: the fork as `create` reports a workspace, its source, and the restore. */
 export function forkJson(f: ForkResult, started?: StartResult): CreateJson {
-  const m = f.manifest;
   return {
     workspace: f.name,
     state: started ? started.state : f.state.state,
     event: f.state,
-    backend: m.backend,
-    arch: m.arch,
-    image: m.image,
-    resources: m.resources,
-    network: m.network,
-    secrets: (m.secrets ?? []).map((s) => ({ name: s.name, source: describeSource(s.source), delivery: s.delivery, hosts: s.hosts })),
-    boot: { argv: m.boot.argv, setup: m.boot.setup, hostname: m.boot.hostname, files: m.boot.files.map((x) => x.target) },
-    artifacts: m.artifacts,
+    ...manifestHighlights(f.manifest),
     rootfsCacheHit: true,
     timings: {},
     fromSnapshot: { workspace: f.snapshot.manifest.workspace, tag: f.snapshot.tag },
