@@ -23,6 +23,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from "node:n
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
+import { awaitRecord as awaitRecordIn, awaitCount as awaitCountIn, readAudit } from "../helpers/egress-audit.ts";
 import { runCli } from "../helpers/cli.ts";
 import { pushImage } from "../helpers/oci-image.ts";
 import { buildToolsImage } from "../helpers/tools-image.ts";
@@ -72,34 +73,9 @@ interface Rec {
   answers?: string[];
 }
 
-async function audit(name: string): Promise<Rec[]> {
-  const r = await cli("--json", "egress", name);
-  assert.equal(r.code, 0, r.stderr);
-  return (JSON.parse(r.stdout) as { egress: Rec[] }).egress;
-}
-
-/** Denies are coalesced for a 1 s window: poll (bounded) until `want` matches. */
-async function awaitRecord(name: string, want: (r: Rec) => boolean, what: string): Promise<Rec> {
-  let last: Rec[] = [];
-  for (let i = 0; i < 40; i++) {
-    last = await audit(name);
-    const hit = last.find(want);
-    if (hit) return hit;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`no audit record for ${what}; the log holds:\n${last.map((r) => JSON.stringify(r)).join("\n")}`);
-}
-
-/** Coalesced records carry a count; poll (bounded) until the matching ones add up to `n`. */
-async function awaitCount(name: string, want: (r: Rec) => boolean, n: number, what: string): Promise<Rec[]> {
-  let hits: Rec[] = [];
-  for (let i = 0; i < 40; i++) {
-    hits = (await audit(name)).filter(want);
-    if (hits.reduce((k, r) => k + (r.count ?? 1), 0) >= n) return hits;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`fewer than ${n} audited ${what}: ${JSON.stringify(hits)}`);
-}
+const audit = (name: string) => readAudit<Rec>(fx.stateDir, name);
+const awaitRecord = (name: string, want: (r: Rec) => boolean, what: string) => awaitRecordIn<Rec>(fx.stateDir, name, want, what);
+const awaitCount = (name: string, want: (r: Rec) => boolean, n: number, what: string) => awaitCountIn<Rec>(fx.stateDir, name, want, n, what);
 
 async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;

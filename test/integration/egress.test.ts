@@ -22,6 +22,7 @@ import { createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { workspaceFixture, type WorkspaceFixture } from "../helpers/workspace.ts";
+import { awaitRecord as awaitRecordIn, readAudit } from "../helpers/egress-audit.ts";
 import { runCli } from "../helpers/cli.ts";
 import { pushImage } from "../helpers/oci-image.ts";
 import { buildToolsImage } from "../helpers/tools-image.ts";
@@ -73,23 +74,8 @@ interface Rec {
   bytesDown?: number;
 }
 
-async function audit(name: string): Promise<Rec[]> {
-  const r = await cli("--json", "egress", name);
-  assert.equal(r.code, 0, r.stderr);
-  return (JSON.parse(r.stdout) as { egress: Rec[] }).egress;
-}
-
-/** Coalesced denies are written when their 1 s window closes: poll (bounded) until `want` matches. */
-async function awaitRecord(name: string, want: (r: Rec) => boolean, what: string): Promise<Rec> {
-  let last: Rec[] = [];
-  for (let i = 0; i < 40; i++) {
-    last = await audit(name);
-    const hit = last.find(want);
-    if (hit) return hit;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  assert.fail(`no audit record for ${what}; the log holds:\n${last.map((r) => JSON.stringify(r)).join("\n")}`);
-}
+const audit = (name: string) => readAudit<Rec>(fx.stateDir, name);
+const awaitRecord = (name: string, want: (r: Rec) => boolean, what: string) => awaitRecordIn<Rec>(fx.stateDir, name, want, what);
 
 function openssl(args: string[]): void {
   execFileSync("openssl", args, { cwd: certDir, stdio: ["ignore", "ignore", "pipe"] });
