@@ -790,9 +790,13 @@ export class Supervisor implements ControlHandlers {
 
   /** True when this boot delivered secrets to /run/secrets. */
   async #hasSecrets(): Promise<boolean> {
-    let cfg: Record<string, unknown> = {};
-    for (const s of this.#services) if (s.name === "secrets" && s.bootConfig) cfg = await s.bootConfig({ ...cfg });
-    return Array.isArray(cfg.secrets) && cfg.secrets.length > 0;
+    // From the service's description (names only): building its boot config would copy every value.
+    for (const s of this.#services) {
+      if (s.name !== "secrets" || !s.describe) continue;
+      const d = (await s.describe()) as { secrets?: unknown[] };
+      if (Array.isArray(d.secrets) && d.secrets.length > 0) return true;
+    }
+    return false;
   }
 
   /**
